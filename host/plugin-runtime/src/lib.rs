@@ -1,0 +1,384 @@
+//! Runs Hangar's plugins: WebAssembly components implementing the `strategy`, `policy` and
+//! `discovery` worlds of `wit/`. Components are compiled once per sha256 (cached on disk),
+//! instantiated from an `InstancePre` into pools, and every call runs under an epoch deadline
+//! and a memory cap. A plugin that traps, loops or over-allocates is cut off, counted, and the
+//! caller falls back; the host never panics because of a plugin. Plugins are found by name among
+//! the built-ins and in a watched directory, and replaced atomically when their file changes.
+//!
+//! No HTTP or Kubernetes types here: the gateway and operator translate to and from this API.
+
+mod bindings;
+mod cache;
+mod error;
+mod handle;
+mod host;
+mod metrics;
+mod plugins;
+mod world;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use arc_swap::ArcSwapOption;
+use wasmtime::{
+    Config, Engine,
+    component::{InstancePre, Linker},
+};
+
+pub use bindings::{
+    discovery::{Document, ParseError, ServerDefinition, SourceKind},
+    policy::{Call, Decision, RateLimit},
+    strategy::{Candidate, PickRequest},
+};
+pub use cache::sha256_hex;
+pub use error::{Fault, PluginError};
+pub use metrics::PluginMetrics;
+pub use plugins::{DiscoveryError, DiscoveryPlugin, Pick, PolicyPlugin, StrategyPlugin, round_robin_fallback};
+pub use world::{WIT_VERSION, WorldKind};
+
+use crate::{cache::CompileCache, host::HostState};
+
+/// Limits and places; the defaults are the documented ones.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are kept across restarts (None: memory only).
+    pub cache_dir: Option<PathBuf>,
+    /// Longest a single plugin call may run.
+    pub deadline: Duration,
+    /// Most linear memory one plugin instance may have.
+    pub memory_limit_bytes: usize,
+    /// Largest plugin file accepted.
+    pub max_file_bytes: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: default_cache_dir(),
+            deadline: Duration::from_millis(10),
+            memory_limit_bytes: 16 << 20,
+            max_file_bytes: 16 << 20,
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/hangar/plugins`, else `~/.cache/hangar/plugins`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("hangar").join("plugins"))
+}
+
+/// The epoch advances once per tick; deadlines are counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Where a loaded plugin came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Builtin,
+    File(PathBuf),
+}
+
+/// One loaded, compiled version of a plugin.
+pub struct PluginVersion {
+    pub name: String,
+    /// sha256 of the component bytes, hex.
+    pub digest: String,
+    pub world: WorldKind,
+    pub origin: Origin,
+    pub loaded_at: SystemTime,
+    pub(crate) pre: InstancePre<HostState>,
+}
+
+/// A plugin name and whichever version currently serves it.
+pub(crate) struct Slot {
+    current: ArcSwapOption<PluginVersion>,
+}
+
+/// Something that happened to a plugin that an operator should hear about.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub plugin: String,
+    pub message: String,
+    pub at: SystemTime,
+}
+
+/// A row of `hangar plugin list`.
+#[derive(Clone, Debug)]
+pub struct PluginInfo {
+    pub name: String,
+    pub world: WorldKind,
+    pub digest: String,
+    pub origin: Origin,
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    linker: Linker<HostState>,
+    cache: CompileCache,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) metrics: PluginMetrics,
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    reports: Mutex<Vec<Report>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The plugin runtime; cheap to clone and share.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+const MAX_REPORTS: usize = 200;
+
+impl PluginRuntime {
+    /// A runtime with the built-in plugins loaded; metrics go into `registry`.
+    pub fn new(config: RuntimeConfig, registry: &prometheus::Registry) -> anyhow::Result<Self> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(512 << 10);
+        let engine = Engine::new(&wasm)?;
+        let mut linker = Linker::new(&engine);
+        // Rust guests import wasi:cli and wasi:io for std's plumbing even when they do no I/O;
+        // they get an empty context (see host.rs).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), stop.clone());
+        let runtime = Self {
+            inner: Arc::new(Inner {
+                cache: CompileCache::new(&engine, config.cache_dir.clone()),
+                engine,
+                linker,
+                config,
+                metrics: PluginMetrics::new(registry)?,
+                slots: RwLock::new(BTreeMap::new()),
+                reports: Mutex::new(Vec::new()),
+                stop,
+            }),
+        };
+        for builtin in hangar_builtin_plugins::BUILTINS {
+            let version = runtime.compile(builtin.name, builtin.bytes, Origin::Builtin)?;
+            runtime.install(version);
+        }
+        Ok(runtime)
+    }
+
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.inner.metrics
+    }
+
+    /// Compiles (or fetches from the cache) and checks one component; does not install it.
+    pub fn compile(&self, name: &str, bytes: &[u8], origin: Origin) -> Result<Arc<PluginVersion>, PluginError> {
+        let load_error = |message: String| PluginError::Load { name: name.to_string(), message };
+        let digest = sha256_hex(bytes);
+        let inner = &self.inner;
+        let component = inner
+            .cache
+            .component(&inner.engine, &digest, bytes, &inner.metrics)
+            .map_err(|e| load_error(format!("not a valid WebAssembly component: {e:#}")))?;
+        let world = world_of(name, &component, &inner.engine)?;
+        let pre = inner.linker.instantiate_pre(&component).map_err(|e| {
+            load_error(format!(
+                "{e:#}; plugins may import only what Rust's std needs from WASI (wasi:cli, wasi:io, wasi:clocks, wasi:random, wasi:filesystem with nothing opened)"
+            ))
+        })?;
+        Ok(Arc::new(PluginVersion { name: name.to_string(), digest, world, origin, loaded_at: SystemTime::now(), pre }))
+    }
+
+    /// Makes `version` the one serving its name (atomically; calls in flight finish on the old).
+    pub fn install(&self, version: Arc<PluginVersion>) {
+        let mut slots = self.inner.slots.write().unwrap();
+        let slot =
+            slots.entry(version.name.clone()).or_insert_with(|| Arc::new(Slot { current: ArcSwapOption::empty() }));
+        slot.current.store(Some(version));
+    }
+
+    /// The version serving `name` now.
+    pub fn current(&self, name: &str) -> Option<Arc<PluginVersion>> {
+        self.inner.slots.read().unwrap().get(name).and_then(|s| s.current.load_full())
+    }
+
+    pub(crate) fn slot(&self, name: &str) -> Result<Arc<Slot>, PluginError> {
+        let slots = self.inner.slots.read().unwrap();
+        slots.get(name).cloned().ok_or_else(|| PluginError::NotFound {
+            name: name.to_string(),
+            available: slots.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    pub fn list(&self) -> Vec<PluginInfo> {
+        let slots = self.inner.slots.read().unwrap();
+        slots
+            .values()
+            .filter_map(|s| s.current.load_full())
+            .map(|v| PluginInfo {
+                name: v.name.clone(),
+                world: v.world,
+                digest: v.digest.clone(),
+                origin: v.origin.clone(),
+            })
+            .collect()
+    }
+
+    /// Recent reports (load failures, refused reloads, faults), oldest first.
+    pub fn reports(&self) -> Vec<Report> {
+        self.inner.reports.lock().unwrap().clone()
+    }
+
+    pub(crate) fn report(&self, plugin: &str, message: String) {
+        tracing::warn!(plugin, "{message}");
+        let mut reports = self.inner.reports.lock().unwrap();
+        if reports.len() >= MAX_REPORTS {
+            reports.remove(0);
+        }
+        reports.push(Report { plugin: plugin.to_string(), message, at: SystemTime::now() });
+    }
+
+    /// Loads every `NAME.wasm` in `dir` whose content changed; a file that fails keeps the old
+    /// version serving and is reported. Returns the names (re)loaded.
+    pub fn load_dir(&self, dir: &Path) -> Vec<String> {
+        let mut loaded = Vec::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.report("*", format!("plugin directory {}: {e}; loaded plugins keep serving", dir.display()));
+                return loaded;
+            }
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for path in files {
+            let Some(name) = plugin_name(&path) else { continue };
+            match self.load_file(&name, &path) {
+                Ok(true) => loaded.push(name),
+                Ok(false) => {}
+                Err(e) => {
+                    self.inner.metrics.reloads.with_label_values(&[&name, "error"]).inc();
+                    self.report(&name, format!("{}: {e}; the previous version keeps serving", path.display()));
+                }
+            }
+        }
+        loaded
+    }
+
+    /// Loads one file as plugin `name`; Ok(false) when its content is already serving.
+    fn load_file(&self, name: &str, path: &Path) -> Result<bool, PluginError> {
+        let load_error = |message: String| PluginError::Load { name: name.to_string(), message };
+        let size = std::fs::metadata(path).map_err(|e| load_error(e.to_string()))?.len();
+        if size > self.inner.config.max_file_bytes {
+            return Err(load_error(format!(
+                "{size} bytes is over the {} byte limit for plugins",
+                self.inner.config.max_file_bytes
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| load_error(e.to_string()))?;
+        let previous = self.current(name);
+        if previous.as_ref().is_some_and(|p| p.digest == sha256_hex(&bytes)) {
+            return Ok(false);
+        }
+        let version = self.compile(name, &bytes, Origin::File(path.to_path_buf()))?;
+        if let Some(previous) = previous
+            && previous.world != version.world
+        {
+            return Err(PluginError::WrongWorld {
+                name: name.to_string(),
+                expected: previous.world.as_str(),
+                found: version.world.as_str(),
+            });
+        }
+        tracing::info!(plugin = name, digest = %version.digest, world = version.world.as_str(), "plugin loaded");
+        self.install(version);
+        self.inner.metrics.reloads.with_label_values(&[name, "ok"]).inc();
+        Ok(true)
+    }
+
+    /// Loads `dir` now and again whenever something in it changes, until the guard is dropped.
+    /// Compiling happens on the watcher's thread, never on a caller's.
+    pub fn watch_dir(&self, dir: &Path) -> notify::Result<WatchGuard> {
+        use notify::Watcher;
+        self.load_dir(dir);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        })?;
+        watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        let runtime = Arc::downgrade(&self.inner);
+        let dir = dir.to_path_buf();
+        std::thread::Builder::new().name("hangar-plugin-watch".into()).spawn(move || {
+            while rx.recv().is_ok() {
+                // Let a burst of events (a ConfigMap update swaps several links) settle.
+                std::thread::sleep(Duration::from_millis(20));
+                while rx.try_recv().is_ok() {}
+                let Some(inner) = runtime.upgrade() else { break };
+                PluginRuntime { inner }.load_dir(&dir);
+            }
+        })?;
+        Ok(WatchGuard { _watcher: watcher })
+    }
+}
+
+/// Keeps a plugin directory watched; dropping it stops the watching.
+pub struct WatchGuard {
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// `round-robin.wasm` → `round-robin`; hidden files (ConfigMap internals) are not plugins.
+fn plugin_name(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    if file.starts_with('.') || path.extension()? != "wasm" {
+        return None;
+    }
+    Some(path.file_stem()?.to_str()?.to_string())
+}
+
+/// Which world a component implements, from the interfaces it exports.
+fn world_of(name: &str, component: &wasmtime::component::Component, engine: &Engine) -> Result<WorldKind, PluginError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    for kind in WorldKind::ALL {
+        let interface = kind.export_interface();
+        if let Some(export) = exports.iter().find(|e| e.split('@').next() == Some(interface)) {
+            let version = export.split_once('@').map(|(_, v)| v).unwrap_or("");
+            if version != WIT_VERSION {
+                return Err(PluginError::IncompatibleVersion {
+                    name: name.to_string(),
+                    found: format!("hangar:plugins@{version}"),
+                    expected: WIT_VERSION,
+                });
+            }
+            return Ok(kind);
+        }
+    }
+    Err(PluginError::NoWorld {
+        name: name.to_string(),
+        exports: if exports.is_empty() { "nothing".into() } else { exports.join(", ") },
+    })
+}
+
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("hangar-plugin-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+#[cfg(test)]
+mod tests;

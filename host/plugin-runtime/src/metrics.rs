@@ -1,0 +1,37 @@
+//! Prometheus metrics of the plugin runtime.
+
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct PluginMetrics {
+    /// `hangar_plugin_faults_total{plugin, world, fault}`: calls cut off or refused; each fell back.
+    pub faults: IntCounterVec,
+    /// `hangar_plugin_compilations_total`: components compiled (not found in the cache).
+    pub compilations: IntCounter,
+    /// `hangar_plugin_reloads_total{plugin, result}`: hot reloads, `ok` or `error`.
+    pub reloads: IntCounterVec,
+}
+
+impl PluginMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let faults = IntCounterVec::new(
+            Opts::new(
+                "hangar_plugin_faults_total",
+                "Plugin calls that trapped, timed out, over-allocated or answered badly; each fell back",
+            ),
+            &["plugin", "world", "fault"],
+        )?;
+        let compilations = IntCounter::new(
+            "hangar_plugin_compilations_total",
+            "Plugin components compiled because no cached artifact existed",
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new("hangar_plugin_reloads_total", "Plugin files (re)loaded from the plugin directory"),
+            &["plugin", "result"],
+        )?;
+        registry.register(Box::new(faults.clone()))?;
+        registry.register(Box::new(compilations.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        Ok(Self { faults, compilations, reloads })
+    }
+}

@@ -1,0 +1,153 @@
+//! The typed faces of the three worlds, each with the fallback DESIGN.md gives it: a strategy
+//! that fails falls back to round robin over healthy members; a policy that fails denies (fails
+//! closed) unless the resource says fail open; a discovery parser's failure is returned so the
+//! source keeps its last good set.
+
+use std::sync::Arc;
+
+use hangar_plugin_algorithms::strategy as algorithms;
+
+use crate::{
+    Call, Candidate, Decision, Document, PickRequest, PluginError, PluginRuntime, PluginVersion, ServerDefinition,
+    SourceKind,
+    error::Fault,
+    handle::Handle,
+    world::{DiscoveryWorld, PolicyWorld, StrategyWorld},
+};
+
+/// A group's strategy.
+pub struct StrategyPlugin(Handle<StrategyWorld>);
+
+/// What a pick came to: the member, and the fault if the plugin failed and the fallback chose.
+#[derive(Debug, PartialEq)]
+pub struct Pick {
+    pub index: Option<u32>,
+    pub fault: Option<PluginError>,
+}
+
+impl StrategyPlugin {
+    pub fn new(
+        runtime: &PluginRuntime,
+        name: &str,
+        config: Vec<(String, String)>,
+        pin: Option<&str>,
+    ) -> Result<Self, PluginError> {
+        Handle::new(runtime, name, config, pin).map(Self)
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    pub fn version(&self) -> Option<Arc<PluginVersion>> {
+        self.0.version()
+    }
+
+    /// The plugin's answer, checked: an index out of range, an unhealthy member, or a member
+    /// already tried while others are left is a bad answer.
+    pub fn try_pick(&self, request: &PickRequest, candidates: &[Candidate]) -> Result<Option<u32>, PluginError> {
+        let answer = self.0.call(|store, b| b.hangar_plugins_load_balancer().call_pick(store, request, candidates))?;
+        match answer {
+            None if algorithms::eligible(candidates, &request.tried).next().is_some() => Err(self
+                .0
+                .counted(Fault::BadAnswer, "chose no member although a healthy, untried one was available".into())),
+            None => Ok(None),
+            Some(i) => match candidates.iter().position(|c| c.index == i) {
+                Some(pos) if algorithms::eligible(candidates, &request.tried).any(|e| e == pos) => Ok(Some(i)),
+                Some(_) => Err(self
+                    .0
+                    .counted(Fault::BadAnswer, format!("chose member {i}, which is unhealthy or already tried"))),
+                None => Err(self
+                    .0
+                    .counted(Fault::BadAnswer, format!("chose member {i}, but there are only {}", candidates.len()))),
+            },
+        }
+    }
+
+    /// [`Self::try_pick`], falling back to round robin over healthy members when the plugin fails.
+    pub fn pick(&self, request: &PickRequest, candidates: &[Candidate]) -> Pick {
+        match self.try_pick(request, candidates) {
+            Ok(index) => Pick { index, fault: None },
+            Err(fault) => Pick { index: round_robin_fallback(request, candidates), fault: Some(fault) },
+        }
+    }
+}
+
+/// The safety net when a strategy plugin fails; the same algorithm as the round-robin plugin.
+pub fn round_robin_fallback(request: &PickRequest, candidates: &[Candidate]) -> Option<u32> {
+    algorithms::round_robin(candidates, &request.tried, request.sequence).map(|pos| candidates[pos as usize].index)
+}
+
+/// A server's tool policy.
+pub struct PolicyPlugin {
+    handle: Handle<PolicyWorld>,
+    fail_open: bool,
+}
+
+impl PolicyPlugin {
+    pub fn new(
+        runtime: &PluginRuntime,
+        name: &str,
+        config: Vec<(String, String)>,
+        pin: Option<&str>,
+        fail_open: bool,
+    ) -> Result<Self, PluginError> {
+        Ok(Self { handle: Handle::new(runtime, name, config, pin)?, fail_open })
+    }
+
+    pub fn version(&self) -> Option<Arc<PluginVersion>> {
+        self.handle.version()
+    }
+
+    pub fn try_check(&self, call: &Call) -> Result<Decision, PluginError> {
+        self.handle.call(|store, b| b.hangar_plugins_tool_policy().call_check(store, call))
+    }
+
+    /// The decision; when the plugin fails, deny (or allow without limits if failing open).
+    pub fn check(&self, call: &Call) -> (Decision, Option<PluginError>) {
+        match self.try_check(call) {
+            Ok(d) => (d, None),
+            Err(e) if self.fail_open => (Decision::Allow(Vec::new()), Some(e)),
+            Err(e) => {
+                (Decision::Deny(format!("the tool policy failed, so the call is refused (fail closed): {e}")), Some(e))
+            }
+        }
+    }
+
+    /// The tools `tools/list` shows; when the plugin fails, none (or all if failing open).
+    pub fn filter_tools(&self, tools: Vec<String>) -> (Vec<String>, Option<PluginError>) {
+        match self.handle.call(|store, b| b.hangar_plugins_tool_policy().call_filter_tools(store, &tools)) {
+            Ok(visible) => {
+                // A policy may only hide tools, never invent them.
+                let visible = visible.into_iter().filter(|t| tools.contains(t)).collect();
+                (visible, None)
+            }
+            Err(e) if self.fail_open => (tools, Some(e)),
+            Err(e) => (Vec::new(), Some(e)),
+        }
+    }
+}
+
+/// A discovery source's parser.
+pub struct DiscoveryPlugin(Handle<DiscoveryWorld>);
+
+/// Why discovery produced nothing usable.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DiscoveryError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+}
+
+impl DiscoveryPlugin {
+    pub fn new(runtime: &PluginRuntime, name: &str, pin: Option<&str>) -> Result<Self, PluginError> {
+        Handle::new(runtime, name, Vec::new(), pin).map(Self)
+    }
+
+    pub fn parse(&self, kind: SourceKind, documents: &[Document]) -> Result<Vec<ServerDefinition>, DiscoveryError> {
+        self.0
+            .call(|store, b| b.hangar_plugins_source_parser().call_parse(store, kind, documents))?
+            .map_err(|e| DiscoveryError::Parse { origin: e.origin, message: e.message })
+    }
+}

@@ -1,0 +1,218 @@
+//! The built-in plugins through the real wasm path, the cache, and load-time checks.
+
+use super::*;
+use crate::plugins::Pick;
+
+pub(crate) fn runtime_in(cache: &Path) -> PluginRuntime {
+    let config = RuntimeConfig { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
+    PluginRuntime::new(config, &prometheus::Registry::new()).expect("runtime starts")
+}
+
+fn runtime() -> (PluginRuntime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (runtime_in(dir.path()), dir)
+}
+
+pub(crate) fn candidates(spec: &[(&str, bool, u32, i32, u32)]) -> Vec<Candidate> {
+    spec.iter()
+        .enumerate()
+        .map(|(i, &(name, healthy, in_flight, priority, weight))| Candidate {
+            index: i as u32,
+            name: name.into(),
+            healthy,
+            in_flight,
+            latency_avg_us: 0,
+            consecutive_failures: 0,
+            priority,
+            weight,
+        })
+        .collect()
+}
+
+pub(crate) fn request(sequence: u64, random: u64, tried: Vec<u32>) -> PickRequest {
+    PickRequest { tool: "t".into(), sequence, random, attempt: tried.len() as u32, tried }
+}
+
+fn picks(plugin: &StrategyPlugin, c: &[Candidate], n: u64) -> Vec<u32> {
+    (0..n).map(|s| plugin.try_pick(&request(s, s, vec![]), c).unwrap().unwrap()).collect()
+}
+
+#[test]
+fn builtins_are_loaded_with_their_worlds() {
+    let (rt, _dir) = runtime();
+    let list = rt.list();
+    let named = |n: &str| list.iter().find(|p| p.name == n).unwrap_or_else(|| panic!("{n} loaded"));
+    for s in ["round-robin", "least-connections", "random", "failover", "weighted-round-robin"] {
+        assert_eq!(named(s).world, WorldKind::Strategy);
+    }
+    assert_eq!(named("policy").world, WorldKind::Policy);
+    assert_eq!(named("configmap").world, WorldKind::Discovery);
+    assert_eq!(named("namespace").world, WorldKind::Discovery);
+    assert!(list.iter().all(|p| p.origin == Origin::Builtin && p.digest.len() == 64));
+}
+
+#[test]
+fn round_robin_cycles_exactly_over_healthy_members() {
+    let (rt, _dir) = runtime();
+    let p = StrategyPlugin::new(&rt, "round-robin", vec![], None).unwrap();
+    let c = candidates(&[("a", true, 0, 0, 1), ("b", false, 0, 0, 1), ("c", true, 0, 0, 1), ("d", true, 0, 0, 1)]);
+    assert_eq!(picks(&p, &c, 6), [0, 2, 3, 0, 2, 3]);
+    // A retry never repeats the member that failed.
+    assert_eq!(p.try_pick(&request(0, 0, vec![0]), &c).unwrap(), Some(2));
+    assert_eq!(p.try_pick(&request(1, 0, vec![0]), &c).unwrap(), Some(3));
+}
+
+#[test]
+fn least_connections_picks_the_minimum_in_flight() {
+    let (rt, _dir) = runtime();
+    let p = StrategyPlugin::new(&rt, "least-connections", vec![], None).unwrap();
+    let c = candidates(&[("a", true, 5, 0, 1), ("b", true, 2, 0, 1), ("c", true, 2, 0, 1), ("d", false, 0, 0, 1)]);
+    assert_eq!(picks(&p, &c, 4), [1, 2, 1, 2], "ties between b and c alternate by sequence");
+}
+
+#[test]
+fn random_is_roughly_uniform_over_10k_picks() {
+    let (rt, _dir) = runtime();
+    let p = StrategyPlugin::new(&rt, "random", vec![], None).unwrap();
+    let c = candidates(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1), ("c", false, 0, 0, 1), ("d", true, 0, 0, 1)]);
+    let mut counts = [0u32; 4];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for s in 0..10_000 {
+        // xorshift: the host's random numbers
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        counts[p.try_pick(&request(s, x, vec![]), &c).unwrap().unwrap() as usize] += 1;
+    }
+    assert_eq!(counts[2], 0, "never the unhealthy member");
+    for i in [0, 1, 3] {
+        assert!((3000..3700).contains(&counts[i]), "member {i}: {counts:?}");
+    }
+}
+
+#[test]
+fn failover_takes_priority_then_name_and_skips_unhealthy_and_tried() {
+    let (rt, _dir) = runtime();
+    let p = StrategyPlugin::new(&rt, "failover", vec![], None).unwrap();
+    let c = candidates(&[
+        ("zeta", true, 0, 0, 1),
+        ("alpha", true, 0, 1, 1),
+        ("beta", true, 0, 0, 1),
+        ("aaa", false, 0, 0, 1),
+    ]);
+    assert_eq!(picks(&p, &c, 3), [2, 2, 2], "priority 0 first, beta before zeta; aaa is unhealthy");
+    assert_eq!(p.try_pick(&request(0, 0, vec![2]), &c).unwrap(), Some(0));
+    assert_eq!(p.try_pick(&request(0, 0, vec![2, 0]), &c).unwrap(), Some(1));
+    assert_eq!(p.try_pick(&request(0, 0, vec![2, 0, 1]), &c).unwrap(), None);
+}
+
+#[test]
+fn weighted_round_robin_follows_weights() {
+    let (rt, _dir) = runtime();
+    let p = StrategyPlugin::new(&rt, "weighted-round-robin", vec![], None).unwrap();
+    let c = candidates(&[("a", true, 0, 0, 5), ("b", true, 0, 0, 1), ("c", true, 0, 0, 1)]);
+    assert_eq!(picks(&p, &c, 7), [0, 0, 1, 0, 2, 0, 0], "smooth WRR spreads the heavy member");
+}
+
+fn policy_config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn call(tool: &str) -> Call {
+    Call { server: "github-tools".into(), tool: tool.into(), caller: String::new(), argument_bytes: 2 }
+}
+
+#[test]
+fn default_policy_allows_denies_globs_and_names_buckets() {
+    let (rt, _dir) = runtime();
+    let config = policy_config(&[
+        ("server", "github-tools"),
+        ("allow", "create_issue"),
+        ("allow", "list_*"),
+        ("deny", "list_secrets"),
+        ("requests-per-minute", "30"),
+        ("burst", "5"),
+    ]);
+    let p = PolicyPlugin::new(&rt, "policy", config, None, false).unwrap();
+    let bucket = RateLimit { key: "github-tools".into(), requests_per_minute: 30, burst: 5 };
+    assert_eq!(p.check(&call("create_issue")), (Decision::Allow(vec![bucket.clone()]), None));
+    assert_eq!(p.check(&call("list_issues")), (Decision::Allow(vec![bucket]), None));
+    let (Decision::Deny(why), None) = p.check(&call("delete_repo")) else { panic!("denied") };
+    assert!(why.contains("not in spec.tools.allowList"), "{why}");
+    assert!(matches!(p.check(&call("list_secrets")).0, Decision::Deny(_)));
+    let tools = ["create_issue", "delete_repo", "list_issues", "list_secrets"].map(String::from).to_vec();
+    assert_eq!(p.filter_tools(tools).0, ["create_issue", "list_issues"]);
+}
+
+#[test]
+fn a_policy_configuration_error_is_refused_with_the_key() {
+    let (rt, _dir) = runtime();
+    let err = PolicyPlugin::new(&rt, "policy", policy_config(&[("requests-per-minute", "0")]), None, false)
+        .err()
+        .expect("refused");
+    assert_eq!(err.fault(), Some(Fault::Config));
+    assert!(err.to_string().contains("requests-per-minute"), "{err}");
+}
+
+#[test]
+fn configmap_parser_reads_providers() {
+    let (rt, _dir) = runtime();
+    let p = DiscoveryPlugin::new(&rt, "configmap", None).unwrap();
+    let doc = Document {
+        origin: "configmap/mcp-config/defs".into(),
+        namespace: "mcp-config".into(),
+        name: "defs".into(),
+        key: "providers.yaml".into(),
+        content: "math:\n  mode: remote\n  endpoint: http://math/mcp\n".into(),
+    };
+    let found = p.parse(SourceKind::ConfigMap, std::slice::from_ref(&doc)).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].name, "math");
+    let spec: serde_json::Value = serde_json::from_str(&found[0].spec_json).unwrap();
+    assert_eq!(spec, serde_json::json!({"mode": "remote", "endpoint": "http://math/mcp"}));
+    let bad = Document { content: "math: [".into(), ..doc };
+    let err = p.parse(SourceKind::ConfigMap, &[bad]).unwrap_err();
+    assert!(err.to_string().starts_with("configmap/mcp-config/defs: invalid YAML"), "{err}");
+}
+
+#[test]
+fn a_restart_loads_compiled_artifacts_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = runtime_in(dir.path());
+    assert_eq!(first.metrics().compilations.get(), 8, "a cold cache compiles every built-in once");
+    let second = runtime_in(dir.path());
+    assert_eq!(second.metrics().compilations.get(), 0, "a restart must not recompile");
+    let p = StrategyPlugin::new(&second, "round-robin", vec![], None).unwrap();
+    assert_eq!(
+        p.try_pick(&request(1, 0, vec![]), &candidates(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1)])).unwrap(),
+        Some(1)
+    );
+}
+
+#[test]
+fn wrong_world_unknown_name_and_pins_are_refused_clearly() {
+    let (rt, _dir) = runtime();
+    let err = StrategyPlugin::new(&rt, "configmap", vec![], None).err().unwrap();
+    assert_eq!(err.to_string(), "plugin \"configmap\" is a discovery plugin, but a strategy plugin is needed here");
+    let err = StrategyPlugin::new(&rt, "fastest", vec![], None).err().unwrap();
+    assert!(err.to_string().starts_with("no plugin named \"fastest\"; loaded: configmap, failover"), "{err}");
+    let digest = rt.current("round-robin").unwrap().digest.clone();
+    assert!(StrategyPlugin::new(&rt, "round-robin", vec![], Some(&digest)).is_ok());
+    let err = StrategyPlugin::new(&rt, "round-robin", vec![], Some(&"0".repeat(64))).err().unwrap();
+    assert!(matches!(err, PluginError::DigestMismatch { .. }), "{err}");
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    let (rt, _dir) = runtime();
+    let err = rt.compile("junk", b"not wasm at all", Origin::Builtin).err().unwrap();
+    assert!(err.to_string().contains("not a valid WebAssembly component"), "{err}");
+}
+
+#[test]
+fn the_fallback_is_round_robin_over_healthy_members() {
+    let c = candidates(&[("a", true, 0, 0, 1), ("b", false, 0, 0, 1), ("c", true, 0, 0, 1)]);
+    let got: Vec<_> = (0..4).map(|s| round_robin_fallback(&request(s, 0, vec![]), &c)).collect();
+    assert_eq!(got, [Some(0), Some(2), Some(0), Some(2)]);
+    let _ = Pick { index: None, fault: None };
+}

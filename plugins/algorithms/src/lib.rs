@@ -1,0 +1,8 @@
+//! The pure algorithms behind Hangar's built-in plugins. The plugin crates wrap them in the WIT
+//! exports; the host uses them natively only as the benchmark baseline and as the last-resort
+//! fallback when a strategy plugin faults.
+
+pub mod discovery;
+pub mod glob;
+pub mod policy;
+pub mod strategy;

@@ -1,0 +1,63 @@
+//! Misbehaves as `configure(mode=...)` says: loop, alloc, trap, recurse, out-of-range, none,
+//! refuse (configure fails), or good (round robin over healthy members).
+
+wit_bindgen::generate!({ path: "../../../wit", world: "strategy" });
+
+use std::cell::RefCell;
+
+use exports::hangar::plugins::load_balancer::{Candidate, Guest, PickRequest};
+
+thread_local! {
+    static MODE: RefCell<String> = RefCell::new(String::from("good"));
+}
+
+struct Plugin;
+
+#[inline(never)]
+fn recurse(depth: u64, sink: &mut [u64; 64]) -> u64 {
+    sink[(depth % 64) as usize] = depth;
+    if depth == u64::MAX { 0 } else { recurse(depth + 1, sink) + sink[3] }
+}
+
+impl Guest for Plugin {
+    fn configure(config: Vec<(String, String)>) -> Result<(), String> {
+        for (k, v) in config {
+            if k == "mode" {
+                if v == "refuse" {
+                    return Err("mode=refuse: this configuration is refused on purpose".into());
+                }
+                MODE.with_borrow_mut(|m| *m = v);
+            }
+        }
+        Ok(())
+    }
+
+    fn pick(request: PickRequest, candidates: Vec<Candidate>) -> Option<u32> {
+        let mode = MODE.with_borrow(|m| m.clone());
+        match mode.as_str() {
+            "loop" => {
+                let mut x = request.sequence;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            }
+            "alloc" => {
+                let v: Vec<u8> = vec![1; 4 << 30];
+                Some(std::hint::black_box(v).len() as u32)
+            }
+            "trap" => panic!("hostile plugin traps on purpose"),
+            "recurse" => Some(recurse(0, &mut [0; 64]) as u32),
+            "out-of-range" => Some(candidates.len() as u32 + 1000),
+            "none" => None,
+            _ => {
+                let healthy: Vec<&Candidate> = candidates.iter().filter(|c| c.healthy).collect();
+                if healthy.is_empty() {
+                    return None;
+                }
+                Some(healthy[(request.sequence % healthy.len() as u64) as usize].index)
+            }
+        }
+    }
+}
+
+export!(Plugin);
