@@ -122,19 +122,15 @@ impl<W: World> Handle<W> {
 
     fn instantiate(&self, version: &PluginVersion) -> Result<Instance<W::Bindings>, PluginError> {
         let inner = &self.runtime.inner;
-        let mut store = new_store(&inner.engine, inner.config.memory_limit_bytes);
-        store.set_epoch_deadline(self.deadline_ticks());
+        let mut store = new_store(&inner.engine, inner.config.memory_limit_bytes, inner.config.deadline);
+        let ticks = store.data_mut().clock.start();
+        store.set_epoch_deadline(ticks);
         let bindings = W::instantiate(&mut store, &version.pre).map_err(|e| self.fault(&store, e))?;
         match W::configure(&mut store, &bindings, &self.config) {
             Ok(Ok(())) => Ok(Instance { store, bindings }),
             Ok(Err(message)) => Err(self.counted(Fault::Config, format!("refused its configuration: {message}"))),
             Err(e) => Err(self.fault(&store, e)),
         }
-    }
-
-    fn deadline_ticks(&self) -> u64 {
-        let deadline = self.runtime.inner.config.deadline;
-        (deadline.as_millis() as u64).max(1)
     }
 
     /// Runs `f` on a pooled instance under the deadline and memory cap. A failed instance is
@@ -149,7 +145,8 @@ impl<W: World> Handle<W> {
             Some(i) => i,
             None => self.instantiate(&pool.version)?,
         };
-        instance.store.set_epoch_deadline(self.deadline_ticks());
+        let ticks = instance.store.data_mut().clock.start();
+        instance.store.set_epoch_deadline(ticks);
         instance.store.data_mut().limits.hit = false;
         match f(&mut instance.store, &instance.bindings) {
             Ok(r) => {

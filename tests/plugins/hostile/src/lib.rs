@@ -42,8 +42,12 @@ impl Guest for Plugin {
                 }
             }
             "alloc" => {
-                let v: Vec<u8> = vec![1; 4 << 30];
-                Some(std::hint::black_box(v).len() as u32)
+                // 4 GiB in 1 MiB pieces, kept so that none can be freed or optimised away.
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..4096u32 {
+                    held.push(std::hint::black_box(Vec::with_capacity(1 << 20)));
+                }
+                Some(std::hint::black_box(held).len() as u32)
             }
             "trap" => panic!("hostile plugin traps on purpose"),
             "recurse" => Some(recurse(0, &mut [0; 64]) as u32),

@@ -1,0 +1,31 @@
+//! The plugin template builds the way its README says and runs in Hangar like a built-in.
+
+use hangar_plugin_runtime::{Candidate, Origin, StrategyPlugin, WorldKind};
+use hangar_tests::{build_plugin, members, pick_request, repo_root, runtime};
+
+#[test]
+fn the_templates_wit_is_hangars_wit() {
+    let ours = std::fs::read_to_string(repo_root().join("wit/plugins.wit")).unwrap();
+    let template = std::fs::read_to_string(repo_root().join("examples/plugin-template/wit/plugins.wit")).unwrap();
+    assert!(ours == template, "examples/plugin-template/wit/ drifted: cp wit/plugins.wit examples/plugin-template/wit/");
+}
+
+#[test]
+fn the_template_builds_with_cargo_and_loads_as_a_strategy() {
+    let wasm = build_plugin("examples/plugin-template");
+    let (rt, _cache) = runtime();
+    let version = rt.compile("lowest-latency", &std::fs::read(&wasm).unwrap(), Origin::File(wasm.clone())).unwrap();
+    assert_eq!(version.world, WorldKind::Strategy);
+    rt.install(version);
+    let plugin = StrategyPlugin::new(&rt, "lowest-latency", vec![], None).unwrap();
+    let mut c: Vec<Candidate> = members(&[true, true, true, false]);
+    for (m, latency) in c.iter_mut().zip([900, 300, 300, 1]) {
+        m.latency_avg_us = latency;
+    }
+    // m3 is fastest but unhealthy; m1 and m2 tie and alternate.
+    assert_eq!(plugin.try_pick(&pick_request(0), &c).unwrap(), Some(1));
+    assert_eq!(plugin.try_pick(&pick_request(1), &c).unwrap(), Some(2));
+    let mut retry = pick_request(0);
+    retry.tried = vec![1, 2];
+    assert_eq!(plugin.try_pick(&retry, &c).unwrap(), Some(0));
+}

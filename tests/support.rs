@@ -1,0 +1,89 @@
+//! Helpers for tests that need real plugin components: building a plugin crate for
+//! wasm32-wasip2 the way a plugin author does, and runtimes with a private cache.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, OnceLock},
+};
+
+use hangar_plugin_runtime::{Candidate, PickRequest, PluginRuntime, RuntimeConfig};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+fn target_root() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// Builds the plugin crate at `dir` (relative to the repo) with
+/// `cargo build --release --target wasm32-wasip2` and returns the component's path. Built once
+/// per test process.
+pub fn build_plugin(dir: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if let Some(p) = built.get(dir) {
+        return p.clone();
+    }
+    let manifest = repo_root().join(dir).join("Cargo.toml");
+    let target_dir = target_root().join("test-plugins");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "--locked", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {dir} for wasm32-wasip2 failed");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let package = text
+        .lines()
+        .find_map(|l| l.strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')))
+        .expect("package name");
+    let wasm = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", package.replace('-', "_")));
+    assert!(wasm.exists(), "{} missing", wasm.display());
+    built.insert(dir.to_string(), wasm.clone());
+    wasm
+}
+
+/// The test-only plugin that misbehaves as configured (`mode=loop|alloc|trap|...`).
+pub fn hostile_plugin() -> PathBuf {
+    build_plugin("tests/plugins/hostile")
+}
+
+/// A runtime with a private, throw-away compile cache.
+pub fn runtime() -> (PluginRuntime, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
+    (PluginRuntime::new(config, &prometheus::Registry::new()).unwrap(), cache)
+}
+
+pub fn builtin_bytes(name: &str) -> &'static [u8] {
+    hangar_builtin_plugins::BUILTINS.iter().find(|b| b.name == name).unwrap().bytes
+}
+
+/// Members named m0.. with the given health; priority = position, weight 1.
+pub fn members(healthy: &[bool]) -> Vec<Candidate> {
+    healthy
+        .iter()
+        .enumerate()
+        .map(|(i, &h)| Candidate {
+            index: i as u32,
+            name: format!("m{i}"),
+            healthy: h,
+            in_flight: 0,
+            latency_avg_us: 0,
+            consecutive_failures: 0,
+            priority: i as i32,
+            weight: 1,
+        })
+        .collect()
+}
+
+pub fn pick_request(sequence: u64) -> PickRequest {
+    PickRequest { tool: "echo".into(), sequence, random: sequence.wrapping_mul(0x9E37_79B9), attempt: 0, tried: vec![] }
+}
