@@ -32,10 +32,12 @@ fn replacing_a_plugin_under_load_swaps_behaviour_without_errors() {
     // Failover always picks m0 (priority 0); round robin spreads: the two are told apart.
     let c = Arc::new(members(&[true, true, true]));
     let stop = Arc::new(AtomicBool::new(false));
-    let (calls, errors, off_m0) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (calls, errors, off_m0) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let workers: Vec<_> = (0..8)
         .map(|w| {
-            let (plugin, c, stop, calls, errors) = (plugin.clone(), c.clone(), stop.clone(), calls.clone(), errors.clone());
+            let (plugin, c, stop, calls, errors) =
+                (plugin.clone(), c.clone(), stop.clone(), calls.clone(), errors.clone());
             std::thread::spawn(move || {
                 let mut seq = w * 1_000_000;
                 // Bounded: stops on the flag or after 20 s at most.

@@ -7,7 +7,10 @@ use hangar_tests::{build_plugin, members, pick_request, repo_root, runtime};
 fn the_templates_wit_is_hangars_wit() {
     let ours = std::fs::read_to_string(repo_root().join("wit/plugins.wit")).unwrap();
     let template = std::fs::read_to_string(repo_root().join("examples/plugin-template/wit/plugins.wit")).unwrap();
-    assert!(ours == template, "examples/plugin-template/wit/ drifted: cp wit/plugins.wit examples/plugin-template/wit/");
+    assert!(
+        ours == template,
+        "examples/plugin-template/wit/ drifted: cp wit/plugins.wit examples/plugin-template/wit/"
+    );
 }
 
 #[test]
@@ -28,4 +31,39 @@ fn the_template_builds_with_cargo_and_loads_as_a_strategy() {
     let mut retry = pick_request(0);
     retry.tried = vec![1, 2];
     assert_eq!(plugin.try_pick(&retry, &c).unwrap(), Some(0));
+}
+
+#[test]
+fn the_template_builds_with_cargo_component_too() {
+    let available = std::process::Command::new(env!("CARGO"))
+        .args(["component", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            std::env::var_os("HANGAR_REQUIRE_CARGO_COMPONENT").is_none(),
+            "cargo-component is required here: cargo install --locked cargo-component@0.21.1"
+        );
+        eprintln!("skipped: cargo-component is not installed (tests/run.sh installs it)");
+        return;
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("test-plugins-component");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["component", "build", "--release", "--locked", "--manifest-path"])
+        .arg(repo_root().join("examples/plugin-template/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo component build failed");
+    let wasm = target_dir.join("wasm32-wasip1/release/lowest_latency.wasm");
+    let (rt, _cache) = runtime();
+    let version = rt.compile("lowest-latency", &std::fs::read(&wasm).unwrap(), Origin::File(wasm)).unwrap();
+    assert_eq!(version.world, WorldKind::Strategy);
+    rt.install(version);
+    let plugin = StrategyPlugin::new(&rt, "lowest-latency", vec![], None).unwrap();
+    assert_eq!(plugin.try_pick(&pick_request(0), &members(&[false, true])).unwrap(), Some(1));
 }

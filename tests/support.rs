@@ -40,10 +40,8 @@ pub fn build_plugin(dir: &str) -> PathBuf {
         .expect("cargo runs");
     assert!(status.success(), "building {dir} for wasm32-wasip2 failed");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    let package = text
-        .lines()
-        .find_map(|l| l.strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')))
-        .expect("package name");
+    let package =
+        text.lines().find_map(|l| l.strip_prefix("name = \"").and_then(|r| r.strip_suffix('"'))).expect("package name");
     let wasm = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", package.replace('-', "_")));
     assert!(wasm.exists(), "{} missing", wasm.display());
     built.insert(dir.to_string(), wasm.clone());

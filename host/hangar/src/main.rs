@@ -5,6 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod plugin_cmd;
+
 #[derive(Parser)]
 #[command(name = "hangar", version, about = "MCP servers as Kubernetes resources, behind one MCP endpoint")]
 struct Cli {
@@ -25,6 +27,11 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Inspect and try WebAssembly plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: plugin_cmd::PluginCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -32,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Validate { paths } => Ok(validate(&paths)),
+        Command::Plugin { command } => plugin_cmd::run(command),
     };
     match result {
         Ok(code) => code,

@@ -42,28 +42,36 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// The deadline of the call in progress. The epoch only wakes the check up; what counts is the
-/// CPU time the calling thread spent, so a call that was merely descheduled on a busy machine is
-/// not cut off. Wall time is capped too, at [`WALL_FACTOR`] times the deadline.
+/// The deadline of the call in progress. What counts is the CPU time the calling thread spends
+/// in the plugin, so a call that was merely descheduled on a busy machine is not cut off; wall
+/// time is capped too, at [`WALL_FACTOR`] times the deadline. Reading a thread's CPU clock is a
+/// system call, so the hot path only notes the wall clock: the epoch callback, which runs only
+/// for calls still going after a tick, takes a CPU-clock anchor at its first run and measures
+/// CPU time from there. Before the anchor the plugin ran at most about one tick (a running
+/// plugin meets the first tick's check at once), so up to [`PRE_ANCHOR`] of that wall time counts.
 pub(crate) struct CallClock {
     deadline: Duration,
-    cpu_start: Duration,
     wall_start: Instant,
+    anchor: Option<(Instant, Duration)>,
 }
 
 const WALL_FACTOR: u32 = 20;
+const PRE_ANCHOR: Duration = Duration::from_millis(2);
 
 impl CallClock {
     /// Starts timing a call; returns the epoch ticks after which the first check runs.
     pub(crate) fn start(&mut self) -> u64 {
-        self.cpu_start = thread_cpu_time();
         self.wall_start = Instant::now();
-        (self.deadline.as_millis() as u64).max(1)
+        self.anchor = None;
+        1
     }
 
-    fn expired(&self) -> bool {
-        thread_cpu_time().saturating_sub(self.cpu_start) >= self.deadline
-            || self.wall_start.elapsed() >= self.deadline * WALL_FACTOR
+    fn expired(&mut self) -> bool {
+        let now = Instant::now();
+        let (anchor_wall, anchor_cpu) = *self.anchor.get_or_insert_with(|| (now, thread_cpu_time()));
+        let used =
+            anchor_wall.duration_since(self.wall_start).min(PRE_ANCHOR) + thread_cpu_time().saturating_sub(anchor_cpu);
+        used >= self.deadline || now.duration_since(self.wall_start) >= self.deadline * WALL_FACTOR
     }
 }
 
@@ -80,12 +88,12 @@ pub(crate) fn new_store(engine: &wasmtime::Engine, memory_bytes: usize, deadline
         wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
         table: ResourceTable::new(),
         limits: MemoryCap { memory_bytes, hit: false },
-        clock: CallClock { deadline, cpu_start: Duration::ZERO, wall_start: Instant::now() },
+        clock: CallClock { deadline, wall_start: Instant::now(), anchor: None },
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
-    store.epoch_deadline_callback(|ctx| {
-        Ok(if ctx.data().clock.expired() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+    store.epoch_deadline_callback(|mut ctx| {
+        Ok(if ctx.data_mut().clock.expired() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
     });
     store
 }

@@ -1,0 +1,228 @@
+//! `hangar plugin test FILE.wasm` and `hangar plugin list`: what a plugin author and an operator
+//! ask of a plugin before trusting it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Subcommand;
+use hangar_plugin_runtime::{
+    Call, Candidate, Decision, DiscoveryPlugin, Document, Origin, PickRequest, PluginRuntime, PluginVersion,
+    PolicyPlugin, RuntimeConfig, SourceKind, StrategyPlugin, WIT_VERSION, WorldKind,
+};
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Check a component against the WIT and run it on built-in scenarios.
+    Test {
+        file: PathBuf,
+        /// Configuration passed to `configure`, as KEY=VALUE (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Calls per scenario for the timing.
+        #[arg(long, default_value_t = 2000)]
+        calls: u32,
+    },
+    /// List the built-in plugins and those in a plugin directory.
+    List {
+        /// A plugin directory (as mounted from the plugins ConfigMap, or `DIR/plugins`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    let runtime = PluginRuntime::new(RuntimeConfig::default(), &prometheus::Registry::new())
+        .context("starting the plugin runtime")?;
+    match command {
+        PluginCommand::Test { file, config, calls } => test(&runtime, &file, &config, calls),
+        PluginCommand::List { dir } => Ok(list(&runtime, dir.as_deref())),
+    }
+}
+
+fn list(runtime: &PluginRuntime, dir: Option<&Path>) -> ExitCode {
+    if let Some(dir) = dir {
+        runtime.load_dir(dir);
+    }
+    println!("{:<24} {:<10} {:<14} ORIGIN", "NAME", "WORLD", "DIGEST");
+    for p in runtime.list() {
+        let origin = match &p.origin {
+            Origin::Builtin => "built-in".to_string(),
+            Origin::File(f) => f.display().to_string(),
+        };
+        println!("{:<24} {:<10} {:<14} {origin}", p.name, p.world.as_str(), &p.digest[..12]);
+    }
+    let reports = runtime.reports();
+    for r in &reports {
+        println!("error: {}: {}", r.plugin, r.message);
+    }
+    if reports.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn test(runtime: &PluginRuntime, file: &Path, config: &[String], calls: u32) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
+    let config: Vec<(String, String)> = config
+        .iter()
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect::<Option<_>>()
+        .context("--config takes KEY=VALUE")?;
+    println!("plugin  {name} ({}, {} bytes)", file.display(), bytes.len());
+    let version = match runtime.compile(&name, &bytes, Origin::File(file.to_path_buf())) {
+        Ok(v) => v,
+        Err(e) => {
+            println!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!("digest  sha256:{}", version.digest);
+    println!("world   {} ({}@{WIT_VERSION})", version.world.as_str(), version.world.export_interface());
+    runtime.install(version.clone());
+    let ok = match version.world {
+        WorldKind::Strategy => test_strategy(runtime, &version, config, calls),
+        WorldKind::Policy => test_policy(runtime, &version, config),
+        WorldKind::Discovery => test_discovery(runtime, &version),
+    };
+    println!("result: {}", if ok { "ok" } else { "FAILED" });
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn member(i: u32, healthy: bool) -> Candidate {
+    Candidate {
+        index: i,
+        name: format!("m{i}"),
+        healthy,
+        in_flight: i % 3,
+        latency_avg_us: 500 + 100 * i as u64,
+        consecutive_failures: if healthy { 0 } else { 3 },
+        priority: i as i32,
+        weight: 1 + i % 2,
+    }
+}
+
+fn test_strategy(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(String, String)>, calls: u32) -> bool {
+    let plugin = match StrategyPlugin::new(runtime, &version.name, config, None) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("error: {e}");
+            return false;
+        }
+    };
+    let scenarios: [(&str, Vec<Candidate>, Vec<u32>); 4] = [
+        ("all healthy", (0..4).map(|i| member(i, true)).collect(), vec![]),
+        ("some unhealthy", (0..4).map(|i| member(i, i % 2 == 0)).collect(), vec![]),
+        ("none healthy", (0..4).map(|i| member(i, false)).collect(), vec![]),
+        ("retry after m0 failed", (0..4).map(|i| member(i, true)).collect(), vec![0]),
+    ];
+    println!("{:<24} {:<34} {:>10} {:>10}", "SCENARIO", "PICKS (sequence 0..8)", "p50", "p99");
+    let mut ok = true;
+    for (scenario, candidates, tried) in scenarios {
+        let request = |sequence: u64| PickRequest {
+            tool: "echo".into(),
+            sequence,
+            random: sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            attempt: tried.len() as u32,
+            tried: tried.clone(),
+        };
+        let mut picks = Vec::new();
+        for s in 0..8 {
+            match plugin.try_pick(&request(s), &candidates) {
+                Ok(Some(i)) => picks.push(format!("m{i}")),
+                Ok(None) => picks.push("-".into()),
+                Err(e) => {
+                    println!("{scenario:<24} error: {e}");
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if picks.len() < 8 {
+            continue;
+        }
+        let mut times = Vec::with_capacity(calls as usize);
+        for s in 0..calls as u64 {
+            let req = request(s);
+            let started = Instant::now();
+            let answer = plugin.try_pick(&req, &candidates);
+            times.push(started.elapsed());
+            if let Err(e) = answer {
+                println!("{scenario:<24} error during timing: {e}");
+                ok = false;
+                break;
+            }
+        }
+        let (p50, p99) = percentiles(&mut times);
+        println!("{scenario:<24} {:<34} {:>10} {:>10}", picks.join(" "), fmt(p50), fmt(p99));
+    }
+    ok
+}
+
+fn test_policy(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(String, String)>) -> bool {
+    let plugin = match PolicyPlugin::new(runtime, &version.name, config, None, false) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("error: {e}");
+            return false;
+        }
+    };
+    let mut ok = true;
+    for tool in ["create_issue", "list_issues", "delete_repo"] {
+        let call = Call { server: "example".into(), tool: tool.into(), caller: "tester".into(), argument_bytes: 64 };
+        match plugin.try_check(&call) {
+            Ok(Decision::Allow(buckets)) => println!("check {tool:<14} allow, buckets: {buckets:?}"),
+            Ok(Decision::Deny(why)) => println!("check {tool:<14} deny: {why}"),
+            Err(e) => {
+                println!("check {tool:<14} error: {e}");
+                ok = false;
+            }
+        }
+    }
+    let tools = ["create_issue", "list_issues", "delete_repo"].map(String::from).to_vec();
+    let (visible, fault) = plugin.filter_tools(tools);
+    println!("filter-tools -> {visible:?}");
+    ok && fault.is_none()
+}
+
+fn test_discovery(runtime: &PluginRuntime, version: &PluginVersion) -> bool {
+    let plugin = match DiscoveryPlugin::new(runtime, &version.name, None) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("error: {e}");
+            return false;
+        }
+    };
+    let doc = Document {
+        origin: "configmap/example/mcp-servers".into(),
+        namespace: "example".into(),
+        name: "mcp-servers".into(),
+        key: "providers.yaml".into(),
+        content: "math:\n  mode: remote\n  endpoint: http://math.example:8080/mcp\n".into(),
+    };
+    match plugin.parse(SourceKind::ConfigMap, &[doc]) {
+        Ok(found) => {
+            for d in found {
+                println!("found {} {}", d.name, d.spec_json);
+            }
+            true
+        }
+        Err(e) => {
+            println!("error: {e}");
+            false
+        }
+    }
+}
+
+fn percentiles(times: &mut [Duration]) -> (Duration, Duration) {
+    if times.is_empty() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    times.sort();
+    (times[times.len() / 2], times[(times.len() * 99 / 100).min(times.len() - 1)])
+}
+
+fn fmt(d: Duration) -> String {
+    format!("{:.2} µs", d.as_secs_f64() * 1e6)
+}

@@ -1,0 +1,69 @@
+//! `hangar plugin test` and `hangar plugin list` on good, hostile and broken components.
+
+use std::process::{Command, Output};
+
+fn hangar(args: &[&str]) -> Output {
+    let cache = std::env::temp_dir().join("hangar-plugin-cli-test-cache");
+    Command::new(env!("CARGO_BIN_EXE_hangar")).args(args).env("XDG_CACHE_HOME", cache).output().expect("hangar runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_good_strategy_passes_every_scenario() {
+    let wasm = hangar_tests::build_plugin("examples/plugin-template");
+    let out = hangar(&["plugin", "test", wasm.to_str().unwrap(), "--calls", "200"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("world   strategy (hangar:plugins/load-balancer@0.1.0)"), "{text}");
+    for scenario in ["all healthy", "some unhealthy", "none healthy", "retry after m0 failed"] {
+        assert!(text.contains(scenario), "{scenario} missing:\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("none healthy") && l.contains("- - - -")), "{text}");
+    assert!(text.contains("result: ok"));
+}
+
+#[test]
+fn a_hostile_strategy_is_reported_not_crashed_on() {
+    let wasm = hangar_tests::hostile_plugin();
+    for mode in ["loop", "trap", "alloc"] {
+        let out =
+            hangar(&["plugin", "test", wasm.to_str().unwrap(), "--config", &format!("mode={mode}"), "--calls", "10"]);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {text}");
+        assert!(text.contains("all healthy              error: plugin"), "{mode}: {text}");
+        assert!(text.contains("result: FAILED"), "{mode}: {text}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.wasm");
+    std::fs::write(&file, b"\0asmnope").unwrap();
+    let out = hangar(&["plugin", "test", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("error: plugin \"broken\" cannot be loaded: not a valid WebAssembly component"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn list_shows_builtins_and_directory_plugins_with_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let failover = hangar_builtin_plugins::BUILTINS.iter().find(|b| b.name == "failover").unwrap();
+    std::fs::write(dir.path().join("my-failover.wasm"), failover.bytes).unwrap();
+    let out = hangar(&["plugin", "list", "--dir", dir.path().to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("round-robin") && l.contains("strategy") && l.ends_with("built-in")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("my-failover") && l.contains("my-failover.wasm")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("policy ") && l.contains(" policy ")), "{text}");
+}
