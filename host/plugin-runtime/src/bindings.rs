@@ -4,7 +4,7 @@ pub mod strategy {
     wasmtime::component::bindgen!({ path: "../../wit", world: "strategy", additional_derives: [PartialEq, Eq] });
     pub use hangar::plugins::types::{Candidate, PickRequest};
 
-    hangar_plugin_algorithms::impl_member_for_wit_candidate!(Candidate);
+    hangar_plugin_algorithms::impl_member!(Candidate);
 }
 
 pub mod policy {

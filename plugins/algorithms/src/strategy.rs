@@ -117,23 +117,7 @@ pub struct NativeCandidate {
     pub weight: u32,
 }
 
-impl Member for NativeCandidate {
-    fn healthy(&self) -> bool {
-        self.healthy
-    }
-    fn in_flight(&self) -> u32 {
-        self.in_flight
-    }
-    fn priority(&self) -> i32 {
-        self.priority
-    }
-    fn weight(&self) -> u32 {
-        self.weight
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
+crate::impl_member!(NativeCandidate);
 
 #[cfg(test)]
 mod tests {
@@ -208,10 +192,11 @@ mod tests {
     }
 }
 
-/// Implements [`Member`] for a plugin's generated WIT `candidate` record (the record is local to
-/// each plugin crate, so the impl has to be written there; this keeps it one line).
+/// Implements [`Member`] for a type with the WIT `candidate` record's fields: each plugin's
+/// generated record (local to its crate, so the impl is written there), the host's, and
+/// [`NativeCandidate`].
 #[macro_export]
-macro_rules! impl_member_for_wit_candidate {
+macro_rules! impl_member {
     ($candidate:ty) => {
         impl $crate::strategy::Member for $candidate {
             fn healthy(&self) -> bool {
@@ -230,5 +215,34 @@ macro_rules! impl_member_for_wit_candidate {
                 &self.name
             }
         }
+    };
+}
+
+/// The whole `load-balancer` export of a strategy plugin over its generated WIT types:
+/// `configure` accepts anything, `pick` runs `$pick(&request, &candidates) -> Option<position>`
+/// and answers the candidate's `index`.
+#[macro_export]
+macro_rules! strategy_plugin {
+    ($pick:expr) => {
+        use exports::hangar::plugins::load_balancer::{Candidate, Guest, PickRequest};
+        #[allow(unused_imports)]
+        use $crate::strategy;
+
+        $crate::impl_member!(Candidate);
+
+        struct Plugin;
+
+        impl Guest for Plugin {
+            fn configure(_config: Vec<(String, String)>) -> Result<(), String> {
+                Ok(())
+            }
+
+            fn pick(request: PickRequest, candidates: Vec<Candidate>) -> Option<u32> {
+                let pick: fn(&PickRequest, &[Candidate]) -> Option<u32> = $pick;
+                pick(&request, &candidates).map(|i| candidates[i as usize].index)
+            }
+        }
+
+        export!(Plugin);
     };
 }
