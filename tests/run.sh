@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hangar/target}"
 VENV="${HANGAR_VENV:-$HOME/.cache/hangar/venv}"
 
-rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+rustup target add wasm32-wasip2 wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip2 wasm32-wasip1
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # Plugin authors are promised `cargo component build`; the template test uses it.
 if ! cargo component --version >/dev/null 2>&1; then
