@@ -25,3 +25,62 @@ pub const ANNOTATION_PORT: &str = "mcp-hangar.io/port";
 pub const ANNOTATION_PATH: &str = "mcp-hangar.io/path";
 /// Namespace label the guide's NetworkPolicy admits traffic from.
 pub const CORE_NAMESPACE: &str = "mcp-hangar.io/core";
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+/// Whether `labels` match `selector` as Kubernetes matches them: every matchLabels pair, and
+/// every matchExpressions requirement (In, NotIn, Exists, DoesNotExist). An empty selector
+/// matches everything. An unknown operator matches nothing.
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let pairs = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    pairs && expressions
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn match_labels_and_expressions() {
+        let db = labels(&[("mcp-hangar.io/category", "database"), ("tier", "primary")]);
+        let by_label = LabelSelector {
+            match_labels: Some([("mcp-hangar.io/category".to_string(), "database".to_string())].into()),
+            ..Default::default()
+        };
+        assert!(selector_matches(&by_label, &db));
+        assert!(!selector_matches(&by_label, &labels(&[("mcp-hangar.io/category", "search")])));
+        let exprs = |e| LabelSelector { match_expressions: Some(vec![e]), ..Default::default() };
+        assert!(selector_matches(&exprs(expr("tier", "In", &["primary", "replica"])), &db));
+        assert!(!selector_matches(&exprs(expr("tier", "NotIn", &["primary"])), &db));
+        assert!(selector_matches(&exprs(expr("tier", "Exists", &[])), &db));
+        assert!(!selector_matches(&exprs(expr("tier", "DoesNotExist", &[])), &db));
+        assert!(!selector_matches(&exprs(expr("tier", "Bogus", &[])), &db));
+        assert!(selector_matches(&LabelSelector::default(), &db));
+    }
+}

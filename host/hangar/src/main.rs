@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod plugin_cmd;
+mod run_cmd;
 
 #[derive(Parser)]
 #[command(name = "hangar", version, about = "MCP servers as Kubernetes resources, behind one MCP endpoint")]
@@ -27,6 +28,16 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Run the manifests in DIR on this machine behind one MCP endpoint (no cluster needed).
+    Run {
+        dir: PathBuf,
+        /// Address of the MCP endpoint (`/mcp`) and of `/metrics`.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Log format: human or json.
+        #[arg(long, default_value = "human", value_parser = ["human", "json"])]
+        log_format: String,
+    },
     /// Inspect and try WebAssembly plugins.
     Plugin {
         #[command(subcommand)]
@@ -40,6 +51,10 @@ fn main() -> ExitCode {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Validate { paths } => Ok(validate(&paths)),
         Command::Plugin { command } => plugin_cmd::run(command),
+        Command::Run { dir, listen, log_format } => {
+            init_logging(&log_format);
+            run_cmd::run(dir, listen)
+        }
     };
     match result {
         Ok(code) => code,
@@ -47,6 +62,17 @@ fn main() -> ExitCode {
             eprintln!("hangar: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `RUST_LOG` filters (default info); human-readable or JSON lines on stderr.
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 

@@ -51,7 +51,10 @@ fn manifest_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> 
     for entry in entries {
         let p = entry.path();
         let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
+        // Hidden entries, and folders of installed packages or build outputs, hold no manifests.
+        if name.to_string_lossy().starts_with('.')
+            || (p.is_dir() && matches!(name.to_str(), Some("node_modules" | "target")))
+        {
             continue;
         }
         if p.is_dir() {

@@ -24,12 +24,12 @@ pub fn eligible<M: Member>(candidates: &[M], tried: &[u32]) -> impl Iterator<Ite
         .map(|(i, _)| i)
 }
 
-fn nth<I: Iterator<Item = usize> + Clone>(eligible: I, n: u64) -> Option<u32> {
+fn nth<I: Iterator<Item = usize> + Clone>(mut eligible: I, n: u64) -> Option<u32> {
     let count = eligible.clone().count() as u64;
     if count == 0 {
         return None;
     }
-    eligible.skip((n % count) as usize).next().map(|i| i as u32)
+    eligible.nth((n % count) as usize).map(|i| i as u32)
 }
 
 /// Cycles through eligible members in order: call `sequence` goes to member `sequence mod n`.

@@ -1,0 +1,550 @@
+//! Connections to MCP servers: a local process speaking stdio (restarted with backoff), or a
+//! remote Streamable HTTP endpoint. Both probe `server/discover` first and fall back to the
+//! `initialize` handshake, so servers of either protocol generation sit behind one gateway.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::Stdio,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    process::Command,
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+
+use crate::protocol::{self, MODERN_VERSION, RpcError, code};
+
+/// How a backend was reached, as far as callers care.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Not running, not reachable, or the connection broke: another member may serve.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The server answered with a JSON-RPC error: its own answer, not a failure to reach it.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+}
+
+impl BackendError {
+    /// Whether trying another member could help (connection errors, timeouts, 5xx).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, BackendError::Rpc(_))
+    }
+}
+
+/// Which protocol generation the backend speaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Era {
+    Modern,
+    Handshake(String),
+}
+
+/// What a gateway needs to start a backend.
+#[derive(Clone, Debug)]
+pub enum BackendSpec {
+    /// A child process speaking MCP over stdin/stdout.
+    Stdio { command: Vec<String>, env: Vec<(String, String)>, dir: PathBuf },
+    /// A Streamable HTTP endpoint.
+    Http { endpoint: String },
+}
+
+/// Something the backend said on its own (e.g. `notifications/tools/list_changed`).
+#[derive(Clone, Debug)]
+pub struct BackendEvent {
+    pub server: String,
+    pub method: String,
+}
+
+pub enum Backend {
+    Stdio(StdioBackend),
+    Http(HttpBackend),
+}
+
+impl Backend {
+    pub fn start(name: &str, spec: BackendSpec, events: mpsc::UnboundedSender<BackendEvent>) -> Self {
+        match spec {
+            BackendSpec::Stdio { command, env, dir } => {
+                Backend::Stdio(StdioBackend::start(name, command, env, dir, events))
+            }
+            BackendSpec::Http { endpoint } => Backend::Http(HttpBackend::new(name, endpoint)),
+        }
+    }
+
+    /// Sends one request and waits for its result (waiting at most `timeout` for a starting server).
+    pub async fn request(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, BackendError> {
+        match tokio::time::timeout(timeout, async {
+            match self {
+                Backend::Stdio(b) => b.request(method, params).await,
+                Backend::Http(b) => b.request(method, params).await,
+            }
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout(timeout)),
+        }
+    }
+
+    pub fn era(&self) -> Option<Era> {
+        match self {
+            Backend::Stdio(b) => b.shared.live.borrow().as_ref().map(|l| l.era.clone()),
+            Backend::Http(b) => b.state.lock().unwrap().as_ref().map(|s| s.era.clone()),
+        }
+    }
+}
+
+/// Puts the stateless revision's `_meta` into a request's params when the backend speaks it.
+fn with_era_meta(era: &Era, mut params: Value) -> Value {
+    if *era == Era::Modern {
+        if !params.is_object() {
+            params = json!({});
+        }
+        let meta = params.as_object_mut().unwrap().entry("_meta").or_insert_with(|| json!({}));
+        if let (Some(meta), Value::Object(ours)) = (meta.as_object_mut(), protocol::modern_meta()) {
+            for (k, v) in ours {
+                meta.entry(k).or_insert(v);
+            }
+        }
+    }
+    params
+}
+
+/// Whether a `server/discover` result says the server speaks the stateless revision.
+fn speaks_modern(discover: &Value) -> bool {
+    discover.get("supportedVersions").and_then(Value::as_array).is_some_and(|v| v.iter().any(|v| v == MODERN_VERSION))
+}
+
+fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": protocol::LATEST_HANDSHAKE,
+        "capabilities": {},
+        "clientInfo": protocol::server_info(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// stdio
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
+
+struct Live {
+    stdin: mpsc::UnboundedSender<String>,
+    pending: Pending,
+    era: Era,
+}
+
+struct StdioShared {
+    name: String,
+    next_id: AtomicU64,
+    live: watch::Sender<Option<Arc<Live>>>,
+}
+
+pub struct StdioBackend {
+    shared: Arc<StdioShared>,
+    supervisor: JoinHandle<()>,
+}
+
+impl Drop for StdioBackend {
+    fn drop(&mut self) {
+        // Aborting the supervisor drops the child, which is killed (kill_on_drop).
+        self.supervisor.abort();
+    }
+}
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl StdioBackend {
+    fn start(
+        name: &str,
+        command: Vec<String>,
+        env: Vec<(String, String)>,
+        dir: PathBuf,
+        events: mpsc::UnboundedSender<BackendEvent>,
+    ) -> Self {
+        let shared = Arc::new(StdioShared {
+            name: name.to_string(),
+            next_id: AtomicU64::new(1),
+            live: watch::Sender::new(None),
+        });
+        let supervisor = tokio::spawn(supervise(shared.clone(), command, env, dir, events));
+        Self { shared, supervisor }
+    }
+
+    async fn request(&self, method: &str, params: Value) -> Result<Value, BackendError> {
+        let mut live_rx = self.shared.live.subscribe();
+        let live = live_rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| BackendError::Unavailable(format!("server {} stopped", self.shared.name)))?
+            .clone()
+            .expect("waited for Some");
+        let params = with_era_meta(&live.era, params);
+        call(&self.shared, &live, method, params).await
+    }
+}
+
+async fn call(shared: &StdioShared, live: &Live, method: &str, params: Value) -> Result<Value, BackendError> {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    live.pending.lock().unwrap().insert(id, tx);
+    let line = protocol::request(id, method, params).to_string();
+    if live.stdin.send(line).is_err() {
+        live.pending.lock().unwrap().remove(&id);
+        return Err(BackendError::Unavailable(format!("server {} is not running", shared.name)));
+    }
+    match rx.await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(e)) => Err(BackendError::Rpc(e)),
+        Err(_) => Err(BackendError::Unavailable(format!("server {} exited during the call", shared.name))),
+    }
+}
+
+/// Runs the child, restarting it with exponential backoff whenever it exits.
+async fn supervise(
+    shared: Arc<StdioShared>,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    events: mpsc::UnboundedSender<BackendEvent>,
+) {
+    let name = shared.name.clone();
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let started = tokio::time::Instant::now();
+        match run_child(&shared, &command, &env, &dir, &events).await {
+            Ok(status) => tracing::warn!(server = %name, %status, "server process exited; restarting in {backoff:?}"),
+            Err(e) => tracing::warn!(server = %name, error = %e, "server process failed; restarting in {backoff:?}"),
+        }
+        shared.live.send_replace(None);
+        // A process that ran a while earns a fresh backoff.
+        if started.elapsed() > BACKOFF_MAX {
+            backoff = BACKOFF_FIRST;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn run_child(
+    shared: &Arc<StdioShared>,
+    command: &[String],
+    env: &[(String, String)],
+    dir: &PathBuf,
+    events: &mpsc::UnboundedSender<BackendEvent>,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let name = shared.name.clone();
+    let (program, args) = command.split_first().ok_or_else(|| anyhow::anyhow!("spec.command is empty"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .envs(env.iter().cloned())
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {program:?} in {}: {e}", dir.display()))?;
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+
+    // stderr → the log, under the server's name.
+    let log_name = name.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!(server = %log_name, "{line}");
+        }
+    });
+
+    let (stdin_tx, mut stdin_rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(mut line) = stdin_rx.recv().await {
+            line.push('\n');
+            if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let pending: Pending = Arc::default();
+    let reader = {
+        let (pending, stdin_tx, events, name) = (pending.clone(), stdin_tx.clone(), events.clone(), name.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(message) = serde_json::from_str::<Value>(&line) else {
+                    tracing::warn!(server = %name, "ignoring a line that is not JSON-RPC: {line}");
+                    continue;
+                };
+                dispatch(&name, message, &pending, &stdin_tx, &events);
+            }
+            // The process closed stdout: fail every call still waiting.
+            pending.lock().unwrap().clear();
+        })
+    };
+
+    let mut live = Live { stdin: stdin_tx, pending: pending.clone(), era: Era::Modern };
+    let era = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(shared, &live)).await;
+    match era {
+        Ok(Ok(era)) => {
+            tracing::info!(server = %name, ?era, "server ready");
+            live.era = era;
+            shared.live.send_replace(Some(Arc::new(live)));
+        }
+        Ok(Err(e)) => tracing::warn!(server = %name, error = %e, "handshake failed"),
+        Err(_) => tracing::warn!(server = %name, "no handshake answer within {HANDSHAKE_TIMEOUT:?}"),
+    }
+    let status = child.wait().await?;
+    reader.abort();
+    Ok(status)
+}
+
+/// `server/discover` first; anything but a modern answer falls back to `initialize`.
+async fn handshake(shared: &StdioShared, live: &Live) -> Result<Era, BackendError> {
+    let discover = call(shared, live, "server/discover", json!({"_meta": protocol::modern_meta()})).await;
+    match discover {
+        Ok(result) if speaks_modern(&result) => return Ok(Era::Modern),
+        Ok(_) | Err(BackendError::Rpc(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let result = call(shared, live, "initialize", initialize_params()).await?;
+    let version =
+        result.get("protocolVersion").and_then(Value::as_str).unwrap_or(protocol::LATEST_HANDSHAKE).to_string();
+    let _ = live.stdin.send(protocol::notification("notifications/initialized", json!({})).to_string());
+    Ok(Era::Handshake(version))
+}
+
+fn dispatch(
+    name: &str,
+    message: Value,
+    pending: &Pending,
+    stdin: &mpsc::UnboundedSender<String>,
+    events: &mpsc::UnboundedSender<BackendEvent>,
+) {
+    let method = message.get("method").and_then(Value::as_str);
+    let id = message.get("id");
+    match (method, id) {
+        // A response to one of ours.
+        (None, Some(id)) => {
+            let Some(id) = id.as_u64() else { return };
+            let Some(tx) = pending.lock().unwrap().remove(&id) else { return };
+            let outcome = match message.get("error") {
+                Some(e) => Err(RpcError::from_json(e)),
+                None => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
+            };
+            let _ = tx.send(outcome);
+        }
+        // A request from the server (sampling, roots, elicitation): not offered by this gateway.
+        (Some(method), Some(id)) => {
+            let error =
+                RpcError::new(code::METHOD_NOT_FOUND, format!("{method} is not available through the Hangar gateway"));
+            let _ = stdin.send(protocol::error_response(id, &error).to_string());
+        }
+        (Some(method), None) => {
+            let _ = events.send(BackendEvent { server: name.to_string(), method: method.to_string() });
+        }
+        (None, None) => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streamable HTTP
+
+struct HttpState {
+    era: Era,
+    session: Option<String>,
+}
+
+pub struct HttpBackend {
+    name: String,
+    endpoint: String,
+    client: reqwest::Client,
+    next_id: AtomicU64,
+    state: Mutex<Option<HttpState>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl HttpBackend {
+    fn new(name: &str, endpoint: String) -> Self {
+        Self {
+            name: name.to_string(),
+            endpoint,
+            client: reqwest::Client::new(),
+            next_id: AtomicU64::new(1),
+            state: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn request(&self, method: &str, params: Value) -> Result<Value, BackendError> {
+        self.connect().await?;
+        let (era, session) = {
+            let state = self.state.lock().unwrap();
+            let s = state.as_ref().expect("connected");
+            (s.era.clone(), s.session.clone())
+        };
+        match self.post(method, with_era_meta(&era, params.clone()), &era, session.as_deref()).await {
+            // The server forgot our session (restart): connect again once.
+            Err(BackendError::Unavailable(e)) if e.contains("404") && session.is_some() => {
+                *self.state.lock().unwrap() = None;
+                self.connect().await?;
+                let (era, session) = {
+                    let state = self.state.lock().unwrap();
+                    let s = state.as_ref().expect("connected");
+                    (s.era.clone(), s.session.clone())
+                };
+                self.post(method, with_era_meta(&era, params), &era, session.as_deref()).await.map(|(v, _)| v)
+            }
+            other => other.map(|(v, _)| v),
+        }
+    }
+
+    async fn connect(&self) -> Result<(), BackendError> {
+        if self.state.lock().unwrap().is_some() {
+            return Ok(());
+        }
+        let _guard = self.connecting.lock().await;
+        if self.state.lock().unwrap().is_some() {
+            return Ok(());
+        }
+        let discover =
+            self.post("server/discover", json!({"_meta": protocol::modern_meta()}), &Era::Modern, None).await;
+        let state = match discover {
+            Ok((result, _)) if speaks_modern(&result) => HttpState { era: Era::Modern, session: None },
+            // Anything else (an error, an old server's 4xx, no modern version) → the handshake.
+            _ => {
+                let handshake = Era::Handshake(protocol::LATEST_HANDSHAKE.into());
+                let (result, session) = self.post("initialize", initialize_params(), &handshake, None).await?;
+                let version = result
+                    .get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or(protocol::LATEST_HANDSHAKE)
+                    .to_string();
+                let era = Era::Handshake(version);
+                self.notify("notifications/initialized", &era, session.as_deref()).await;
+                HttpState { era, session }
+            }
+        };
+        *self.state.lock().unwrap() = Some(state);
+        Ok(())
+    }
+
+    fn headers(&self, method: &str, era: &Era, session: Option<&str>) -> reqwest::header::HeaderMap {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("accept", "application/json, text/event-stream".parse().unwrap());
+        let version = match era {
+            Era::Modern => MODERN_VERSION.to_string(),
+            Era::Handshake(v) => v.clone(),
+        };
+        if method != "initialize"
+            && let Ok(v) = version.parse()
+        {
+            h.insert("mcp-protocol-version", v);
+        }
+        if let Ok(m) = method.parse() {
+            h.insert("mcp-method", m);
+        }
+        if let Some(s) = session.and_then(|s| s.parse().ok()) {
+            h.insert("mcp-session-id", s);
+        }
+        h
+    }
+
+    async fn notify(&self, method: &str, era: &Era, session: Option<&str>) {
+        let body = protocol::notification(method, json!({}));
+        let _ = self.client.post(&self.endpoint).headers(self.headers(method, era, session)).json(&body).send().await;
+    }
+
+    /// POSTs one request; returns the result and any session id the response set.
+    async fn post(
+        &self,
+        method: &str,
+        params: Value,
+        era: &Era,
+        session: Option<&str>,
+    ) -> Result<(Value, Option<String>), BackendError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = protocol::request(id, method, params);
+        let unavailable =
+            |e: String| BackendError::Unavailable(format!("server {} at {}: {e}", self.name, self.endpoint));
+        let response = self
+            .client
+            .post(&self.endpoint)
+            .headers(self.headers(method, era, session))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let status = response.status();
+        let new_session = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let is_sse = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        let text = response.text().await.map_err(|e| unavailable(e.to_string()))?;
+        let message = if is_sse {
+            sse_messages(&text).into_iter().find(|m| m.get("id").and_then(Value::as_u64) == Some(id))
+        } else {
+            serde_json::from_str::<Value>(&text).ok()
+        };
+        match message {
+            Some(m) if m.get("error").is_some() => Err(BackendError::Rpc(RpcError::from_json(&m["error"]))),
+            Some(m) if status.is_success() => Ok((m.get("result").cloned().unwrap_or(Value::Null), new_session)),
+            _ if status.is_server_error() || status == reqwest::StatusCode::NOT_FOUND => {
+                Err(unavailable(format!("HTTP {status}")))
+            }
+            _ => Err(BackendError::Rpc(RpcError::new(
+                code::INTERNAL_ERROR,
+                format!("HTTP {status}: {}", truncate(&text)),
+            ))),
+        }
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    &s[..s.len().min(200)]
+}
+
+/// The JSON messages in a Server-Sent Events body.
+fn sse_messages(body: &str) -> Vec<Value> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+            if data.is_empty() { None } else { serde_json::from_str(&data.join("\n")).ok() }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_bodies_yield_their_messages() {
+        let body = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\nid: 2\ndata:\n\n";
+        assert_eq!(sse_messages(body), vec![json!({"jsonrpc":"2.0","id":1,"result":{}})]);
+    }
+
+    #[test]
+    fn modern_backends_get_meta_on_every_request() {
+        let p = with_era_meta(&Era::Modern, json!({"name": "t"}));
+        assert_eq!(p["_meta"][protocol::META_PROTOCOL_VERSION], MODERN_VERSION);
+        let p = with_era_meta(&Era::Handshake("2025-11-25".into()), json!({"name": "t"}));
+        assert!(p.get("_meta").is_none());
+    }
+}

@@ -1,0 +1,416 @@
+//! The routing core: which servers and groups exist, their tools under one namespace
+//! (`<server>__<tool>`), and the path of a `tools/call` through policy, rate limit, strategy,
+//! failover and backend. No HTTP here; `http.rs` translates.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hangar_api::{MCPServerGroupSpec, MCPServerSpec, ServerMode, Transport};
+use hangar_plugin_runtime::{Call, Candidate, Decision, PickRequest, PluginRuntime, PolicyPlugin, StrategyPlugin};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::{
+    backend::{Backend, BackendError, BackendEvent, BackendSpec},
+    metrics::GatewayMetrics,
+    protocol::{RpcError, code},
+    ratelimit::RateLimiter,
+};
+
+/// Between a server's (or group's) name and a tool's name in the aggregated list.
+pub const SEPARATOR: &str = "__";
+
+/// One MCP server behind the gateway.
+pub struct ServerEntry {
+    pub name: String,
+    pub spec: MCPServerSpec,
+    backend: Backend,
+    policy: PolicyPlugin,
+    tools: RwLock<Vec<Value>>,
+    in_flight: AtomicU32,
+    failures: AtomicU32,
+    latency_avg_us: AtomicU64,
+}
+
+impl ServerEntry {
+    fn healthy(&self) -> bool {
+        let threshold = self.spec.circuit_breaker.failure_threshold.max(1) as u32;
+        self.backend.era().is_some() && self.failures.load(Ordering::Relaxed) < threshold
+    }
+}
+
+/// A group: members chosen by a strategy plugin, tried again on another member per `failover`.
+pub struct GroupEntry {
+    pub name: String,
+    pub spec: MCPServerGroupSpec,
+    pub members: Vec<String>,
+    strategy: StrategyPlugin,
+    sequence: AtomicU64,
+}
+
+pub struct Gateway {
+    plugins: PluginRuntime,
+    servers: RwLock<BTreeMap<String, Arc<ServerEntry>>>,
+    groups: RwLock<BTreeMap<String, Arc<GroupEntry>>>,
+    limiter: RateLimiter,
+    pub metrics: GatewayMetrics,
+    events: mpsc::UnboundedSender<BackendEvent>,
+    /// Fires when the aggregated tool list may have changed.
+    pub tools_changed: broadcast::Sender<()>,
+}
+
+/// A `tools/call` that did not produce a tool result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{0}")]
+    Refused(RpcError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl CallError {
+    pub fn to_rpc(&self) -> RpcError {
+        match self {
+            CallError::Refused(e) => e.clone(),
+            CallError::Backend(BackendError::Rpc(e)) => e.clone(),
+            CallError::Backend(e) => unavailable(&e.to_string()),
+        }
+    }
+}
+
+/// The one MCP error for "the server cannot serve now".
+pub fn unavailable(why: &str) -> RpcError {
+    RpcError::new(code::SERVER_UNAVAILABLE, format!("server unavailable: {why}"))
+}
+
+impl Gateway {
+    pub fn new(plugins: PluginRuntime, registry: &prometheus::Registry) -> anyhow::Result<Arc<Self>> {
+        let (events, mut rx) = mpsc::unbounded_channel::<BackendEvent>();
+        let gateway = Arc::new(Self {
+            plugins,
+            servers: RwLock::default(),
+            groups: RwLock::default(),
+            limiter: RateLimiter::default(),
+            metrics: GatewayMetrics::new(registry)?,
+            events,
+            tools_changed: broadcast::channel(16).0,
+        });
+        let weak = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                let Some(gateway) = weak.upgrade() else { break };
+                if event.method == "notifications/tools/list_changed" {
+                    gateway.refresh_tools(&event.server).await;
+                }
+            }
+        });
+        Ok(gateway)
+    }
+
+    /// Starts (or replaces) a server. `base_dir` resolves relative paths of local commands.
+    pub fn upsert_server(self: &Arc<Self>, name: &str, spec: MCPServerSpec, base_dir: &Path) -> Result<(), String> {
+        let backend = backend_spec(name, &spec, base_dir)?;
+        let tools = spec.tools.clone().unwrap_or_default();
+        let mut config = vec![("server".to_string(), name.to_string())];
+        config.extend(tools.allow_list.iter().map(|t| ("allow".to_string(), t.clone())));
+        config.extend(tools.deny_list.iter().map(|t| ("deny".to_string(), t.clone())));
+        if let Some(rl) = &tools.rate_limit {
+            config.push(("requests-per-minute".into(), rl.requests_per_minute.to_string()));
+            config.push(("burst".into(), rl.effective_burst().to_string()));
+        }
+        let policy_name = tools.policy.as_deref().unwrap_or(hangar_builtin_plugins::DEFAULT_POLICY);
+        let policy =
+            PolicyPlugin::new(&self.plugins, policy_name, config, tools.policy_sha256.as_deref(), tools.fail_open)
+                .map_err(|e| format!("spec.tools.policy: {e}"))?;
+        let entry = Arc::new(ServerEntry {
+            name: name.to_string(),
+            backend: Backend::start(name, backend, self.events.clone()),
+            spec,
+            policy,
+            tools: RwLock::default(),
+            in_flight: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            latency_avg_us: AtomicU64::new(0),
+        });
+        self.servers.write().unwrap().insert(name.to_string(), entry);
+        let gateway = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move { gateway.refresh_tools(&name).await });
+        Ok(())
+    }
+
+    pub fn remove_server(&self, name: &str) -> bool {
+        let removed = self.servers.write().unwrap().remove(name).is_some();
+        if removed {
+            let _ = self.tools_changed.send(());
+        }
+        removed
+    }
+
+    pub fn upsert_group(&self, name: &str, spec: MCPServerGroupSpec, members: Vec<String>) -> Result<(), String> {
+        let plugin = hangar_builtin_plugins::strategy_plugin_name(&spec.strategy);
+        let strategy = StrategyPlugin::new(&self.plugins, plugin, Vec::new(), spec.strategy_sha256.as_deref())
+            .map_err(|e| format!("spec.strategy: {e}"))?;
+        let entry = GroupEntry { name: name.to_string(), spec, members, strategy, sequence: AtomicU64::new(0) };
+        self.groups.write().unwrap().insert(name.to_string(), Arc::new(entry));
+        let _ = self.tools_changed.send(());
+        Ok(())
+    }
+
+    pub fn remove_group(&self, name: &str) -> bool {
+        let removed = self.groups.write().unwrap().remove(name).is_some();
+        if removed {
+            let _ = self.tools_changed.send(());
+        }
+        removed
+    }
+
+    pub fn server(&self, name: &str) -> Option<Arc<ServerEntry>> {
+        self.servers.read().unwrap().get(name).cloned()
+    }
+
+    pub fn server_names(&self) -> Vec<String> {
+        self.servers.read().unwrap().keys().cloned().collect()
+    }
+
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups.read().unwrap().keys().cloned().collect()
+    }
+
+    /// Asks a server for its tools again (waiting for it to start) and publishes the change.
+    pub async fn refresh_tools(&self, name: &str) {
+        let Some(server) = self.server(name) else { return };
+        let timeout = server.spec.startup_timeout.as_std().max(Duration::from_secs(5));
+        match server.backend.request("tools/list", json!({}), timeout).await {
+            Ok(result) => {
+                let tools = result.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
+                tracing::info!(server = name, tools = tools.len(), "tools listed");
+                *server.tools.write().unwrap() = tools;
+                let _ = self.tools_changed.send(());
+            }
+            Err(e) => tracing::warn!(server = name, error = %e, "listing tools failed"),
+        }
+    }
+
+    /// Every tool a client may see: each server's (filtered by its policy) and each group's
+    /// (once, under the group's name); servers inside a group are reached through the group.
+    pub fn list_tools(&self) -> Vec<Value> {
+        let servers = self.servers.read().unwrap().clone();
+        let groups = self.groups.read().unwrap().clone();
+        let grouped: Vec<&String> = groups.values().flat_map(|g| g.members.iter()).collect();
+        let visible = |server: &ServerEntry| -> Vec<Value> {
+            let tools = server.tools.read().unwrap().clone();
+            let names: Vec<String> = tools.iter().filter_map(|t| t["name"].as_str().map(str::to_string)).collect();
+            let (allowed, _) = server.policy.filter_tools(names);
+            tools.into_iter().filter(|t| t["name"].as_str().is_some_and(|n| allowed.iter().any(|a| a == n))).collect()
+        };
+        let mut out = Vec::new();
+        for (name, server) in &servers {
+            if grouped.contains(&name) {
+                continue;
+            }
+            out.extend(visible(server).into_iter().map(|t| prefixed(name, t)));
+        }
+        for (name, group) in &groups {
+            // Members serve the same tools; list those of the first member that has any.
+            if let Some(tools) =
+                group.members.iter().filter_map(|m| servers.get(m)).map(|s| visible(s)).find(|t| !t.is_empty())
+            {
+                out.extend(tools.into_iter().map(|t| prefixed(name, t)));
+            }
+        }
+        out
+    }
+
+    /// Routes `tools/call` for an aggregated tool name.
+    pub async fn call_tool(&self, qualified: &str, arguments: Value, caller: &str) -> Result<Value, CallError> {
+        let Some((target, tool)) = qualified.split_once(SEPARATOR) else {
+            return Err(CallError::Refused(RpcError::new(
+                code::INVALID_PARAMS,
+                format!("unknown tool {qualified:?}: tools are named <server>{SEPARATOR}<tool>; see tools/list"),
+            )));
+        };
+        let group = self.groups.read().unwrap().get(target).cloned();
+        match group {
+            Some(group) => self.call_group(&group, tool, arguments, caller).await,
+            None => {
+                let server = self.server(target).ok_or_else(|| {
+                    CallError::Refused(RpcError::new(
+                        code::INVALID_PARAMS,
+                        format!("unknown tool {qualified:?}: no server or group named {target:?}"),
+                    ))
+                })?;
+                self.call_server(&server, tool, arguments, caller).await
+            }
+        }
+    }
+
+    async fn call_group(
+        &self,
+        group: &GroupEntry,
+        tool: &str,
+        arguments: Value,
+        caller: &str,
+    ) -> Result<Value, CallError> {
+        let sequence = group.sequence.fetch_add(1, Ordering::Relaxed);
+        let failover = &group.spec.failover;
+        let attempts = if failover.enabled { 1 + failover.max_retries.max(0) as u32 } else { 1 };
+        let mut tried: Vec<u32> = Vec::new();
+        let mut last = None;
+        for attempt in 0..attempts {
+            let members: Vec<Arc<ServerEntry>> = group.members.iter().filter_map(|m| self.server(m)).collect();
+            let candidates: Vec<Candidate> = members
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Candidate {
+                    index: i as u32,
+                    name: s.name.clone(),
+                    healthy: s.healthy(),
+                    in_flight: s.in_flight.load(Ordering::Relaxed),
+                    latency_avg_us: s.latency_avg_us.load(Ordering::Relaxed),
+                    consecutive_failures: s.failures.load(Ordering::Relaxed),
+                    priority: 0,
+                    weight: 1,
+                })
+                .collect();
+            let request =
+                PickRequest { tool: tool.to_string(), sequence, random: rand::random(), attempt, tried: tried.clone() };
+            let pick = group.strategy.pick(&request, &candidates);
+            let Some(index) = pick.index else {
+                break;
+            };
+            tried.push(index);
+            let member = &members[index as usize];
+            match self.call_server(member, tool, arguments.clone(), caller).await {
+                Err(CallError::Backend(e)) if e.is_transient() => {
+                    tracing::warn!(group = %group.name, member = %member.name, error = %e, "member failed; trying another");
+                    last = Some(CallError::Backend(e));
+                    tokio::time::sleep(failover.retry_delay.as_std()).await;
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            CallError::Refused(unavailable(&format!("no healthy member in group {:?}", group.name)))
+        }))
+    }
+
+    async fn call_server(
+        &self,
+        server: &ServerEntry,
+        tool: &str,
+        arguments: Value,
+        caller: &str,
+    ) -> Result<Value, CallError> {
+        let labels = |outcome: &str| [server.name.clone(), tool.to_string(), outcome.to_string()];
+        let call = Call {
+            server: server.name.clone(),
+            tool: tool.to_string(),
+            caller: caller.to_string(),
+            argument_bytes: arguments.to_string().len() as u32,
+        };
+        let (decision, _fault) = server.policy.check(&call);
+        let buckets = match decision {
+            Decision::Deny(why) => {
+                self.metrics.denied.with_label_values(&[&server.name, tool]).inc();
+                self.metrics.calls.with_label_values(&labels("denied")).inc();
+                return Err(CallError::Refused(
+                    RpcError::new(code::DENIED, why).with_data(json!({"server": server.name, "tool": tool})),
+                ));
+            }
+            Decision::Allow(buckets) => buckets,
+        };
+        let limits: Vec<(String, u32, u32)> =
+            buckets.into_iter().map(|b| (b.key, b.requests_per_minute, b.burst)).collect();
+        if let Err(exhausted) = self.limiter.take(&limits) {
+            self.metrics.rate_limited.with_label_values(&[&server.name]).inc();
+            self.metrics.calls.with_label_values(&labels("rate_limited")).inc();
+            return Err(CallError::Refused(
+                RpcError::new(
+                    code::RATE_LIMITED,
+                    format!(
+                        "rate limit of server {:?} reached (spec.tools.rateLimit); retry in {:.1}s",
+                        server.name,
+                        exhausted.retry_after.as_secs_f64()
+                    ),
+                )
+                .with_data(json!({"server": server.name, "retryAfterMs": exhausted.retry_after.as_millis() as u64})),
+            ));
+        }
+        server.in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let timeout = server.spec.startup_timeout.as_std().max(Duration::from_secs(30));
+        let result = server.backend.request("tools/call", json!({"name": tool, "arguments": arguments}), timeout).await;
+        server.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        self.metrics.latency.with_label_values(&[&server.name]).observe(elapsed.as_secs_f64());
+        let micros = elapsed.as_micros() as u64;
+        let old = server.latency_avg_us.load(Ordering::Relaxed);
+        server.latency_avg_us.store(if old == 0 { micros } else { (old * 7 + micros) / 8 }, Ordering::Relaxed);
+        match result {
+            Ok(result) => {
+                server.failures.store(0, Ordering::Relaxed);
+                let outcome = if result.get("isError") == Some(&Value::Bool(true)) { "tool_error" } else { "ok" };
+                self.metrics.calls.with_label_values(&labels(outcome)).inc();
+                Ok(result)
+            }
+            Err(e) => {
+                if e.is_transient() {
+                    server.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                self.metrics.calls.with_label_values(&labels("error")).inc();
+                Err(CallError::Backend(e))
+            }
+        }
+    }
+}
+
+fn prefixed(server: &str, mut tool: Value) -> Value {
+    if let Some(name) = tool.get("name").and_then(Value::as_str) {
+        tool["name"] = Value::String(format!("{server}{SEPARATOR}{name}"));
+    }
+    tool
+}
+
+/// How to reach a server outside a cluster: a command runs locally over stdio; a remote
+/// endpoint over HTTP. An image alone cannot run here.
+fn backend_spec(name: &str, spec: &MCPServerSpec, base_dir: &Path) -> Result<BackendSpec, String> {
+    match spec.mode {
+        ServerMode::Remote => {
+            let endpoint = spec.endpoint.clone().ok_or("spec.endpoint: required when mode is remote")?;
+            Ok(BackendSpec::Http { endpoint })
+        }
+        ServerMode::Container if spec.command.is_empty() => Err(format!(
+            "spec.command: server {name:?} has only an image, and `hangar run` starts no containers; give the command that runs it (with transport: stdio)"
+        )),
+        ServerMode::Container if spec.transport == Transport::StreamableHttp => Err(
+            "spec.transport: `hangar run` starts local commands as stdio servers; set transport: stdio (or mode: remote with an endpoint)"
+                .to_string(),
+        ),
+        ServerMode::Container => {
+            let mut command = spec.command.clone();
+            command.extend(spec.args.iter().cloned());
+            let mut env = Vec::new();
+            for var in &spec.env {
+                match (&var.value, &var.value_from) {
+                    (Some(v), _) => env.push((var.name.clone(), v.clone())),
+                    (None, Some(_)) => {
+                        return Err(format!(
+                            "spec.env[{}].valueFrom: `hangar run` has no Secrets or ConfigMaps to read; give a value",
+                            var.name
+                        ));
+                    }
+                    (None, None) => env.push((var.name.clone(), String::new())),
+                }
+            }
+            Ok(BackendSpec::Stdio { command, env, dir: base_dir.to_path_buf() })
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The Streamable HTTP MCP endpoint (`POST/GET/DELETE /mcp`), `/metrics`, `/healthz`, `/readyz`.
+//! Speaks the handshake revisions (initialize, `Mcp-Session-Id`) and the stateless revision
+//! (`server/discover`, `_meta` on every request) on the same path.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    gateway::Gateway,
+    protocol::{self, MODERN_VERSION, RpcError, code},
+    session::SessionKeys,
+};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub sessions: SessionKeys,
+    pub registry: prometheus::Registry,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn rpc_error(status: StatusCode, id: &Value, error: RpcError) -> Response {
+    json_response(status, protocol::error_response(id, &error))
+}
+
+async fn get_mcp() -> Response {
+    // No server-initiated stream: list changes reach clients on their next request.
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")], "").into_response()
+}
+
+async fn delete_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(id) if state.sessions.verify(id) => StatusCode::OK.into_response(),
+        Some(_) => StatusCode::NOT_FOUND.into_response(),
+        None => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = prometheus::TextEncoder::new().encode_to_string(&state.registry.gather()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let null = Value::Null;
+    let message: Value = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &null,
+                RpcError::new(code::PARSE_ERROR, format!("invalid JSON: {e}")),
+            );
+        }
+    };
+    let Some(object) = message.as_object() else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &null,
+            RpcError::new(code::INVALID_REQUEST, "send one JSON-RPC message per POST (batches are not supported)"),
+        );
+    };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        let id = object.get("id").unwrap_or(&null);
+        return rpc_error(StatusCode::BAD_REQUEST, id, RpcError::new(code::INVALID_REQUEST, "jsonrpc must be \"2.0\""));
+    }
+    let Some(method) = object.get("method").and_then(Value::as_str) else {
+        // A response to a server request, which this gateway never sends: accept and drop.
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let Some(id) = object.get("id").cloned() else {
+        return StatusCode::ACCEPTED.into_response(); // notifications
+    };
+    if !(id.is_string() || id.is_i64() || id.is_u64()) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &null,
+            RpcError::new(code::INVALID_REQUEST, "id must be a string or an integer"),
+        );
+    }
+    let params = object.get("params").cloned().unwrap_or_else(|| json!({}));
+
+    if method == "initialize" {
+        let requested = params.get("protocolVersion").and_then(Value::as_str);
+        let version = protocol::negotiate_handshake(requested);
+        let session = state.sessions.issue();
+        let result = json!({
+            "protocolVersion": version,
+            "capabilities": protocol::capabilities(),
+            "serverInfo": protocol::server_info(),
+            "instructions": "Hangar: the tools of many MCP servers, named <server>__<tool>.",
+        });
+        let mut response = json_response(StatusCode::OK, protocol::response(&id, result));
+        if let Ok(value) = HeaderValue::from_str(&session) {
+            response.headers_mut().insert(SESSION_HEADER, value);
+        }
+        return response;
+    }
+
+    let modern = match protocol::requested_modern_version(&params) {
+        Some(MODERN_VERSION) => true,
+        Some(other) if protocol::HANDSHAKE_VERSIONS.contains(&other) => false,
+        Some(other) => return rpc_error(StatusCode::OK, &id, RpcError::unsupported_version(other)),
+        None if method == "server/discover" => true,
+        None => false,
+    };
+    if !modern {
+        match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+            None => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &id,
+                    RpcError::new(
+                        code::INVALID_REQUEST,
+                        "missing Mcp-Session-Id: call initialize first, or send _meta with protocolVersion 2026-07-28",
+                    ),
+                );
+            }
+            Some(session) if !state.sessions.verify(session) => {
+                return rpc_error(
+                    StatusCode::NOT_FOUND,
+                    &id,
+                    RpcError::new(
+                        code::SESSION_NOT_FOUND,
+                        "unknown or forged Mcp-Session-Id: initialize a new session",
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    let caller = params
+        .get("_meta")
+        .and_then(|m| m.get(protocol::META_CLIENT_INFO))
+        .and_then(|c| c.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let outcome = dispatch(&state.gateway, method, &params, &caller, modern).await;
+    match outcome {
+        Ok(result) => json_response(StatusCode::OK, protocol::response(&id, finish(method, result, modern))),
+        Err(e) => rpc_error(StatusCode::OK, &id, e),
+    }
+}
+
+async fn dispatch(
+    gateway: &Gateway,
+    method: &str,
+    params: &Value,
+    caller: &str,
+    modern: bool,
+) -> Result<Value, RpcError> {
+    match method {
+        "server/discover" => Ok(json!({
+            "supportedVersions": [MODERN_VERSION],
+            "capabilities": protocol::capabilities(),
+            "instructions": "Hangar: the tools of many MCP servers, named <server>__<tool>.",
+            "_meta": {protocol::META_SERVER_INFO: protocol::server_info()},
+        })),
+        "ping" if !modern => Ok(json!({})),
+        "tools/list" => Ok(json!({"tools": gateway.list_tools()})),
+        "tools/call" => {
+            let name = params.get("name").and_then(Value::as_str).ok_or_else(|| {
+                RpcError::new(code::INVALID_PARAMS, "params.name: required (the tool to call, as listed by tools/list)")
+            })?;
+            let arguments = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
+            gateway.call_tool(name, arguments, caller).await.map_err(|e| e.to_rpc())
+        }
+        "resources/list" => Ok(json!({"resources": []})),
+        "resources/templates/list" => Ok(json!({"resourceTemplates": []})),
+        "prompts/list" => Ok(json!({"prompts": []})),
+        other => {
+            Err(RpcError::new(code::METHOD_NOT_FOUND, format!("method {other:?} is not offered by the Hangar gateway")))
+        }
+    }
+}
+
+/// Results of these methods are cacheable in the stateless revision, which then requires
+/// `ttlMs` and `cacheScope`; the gateway's lists change as servers come and go: no caching.
+const CACHEABLE: [&str; 5] =
+    ["server/discover", "tools/list", "resources/list", "resources/templates/list", "prompts/list"];
+
+/// Shapes a result for the client's revision: the stateless revision requires `resultType`
+/// (and cache hints on lists); the handshake revisions know nothing of them or of a backend's
+/// server info.
+fn finish(method: &str, mut result: Value, modern: bool) -> Value {
+    if let Some(object) = result.as_object_mut() {
+        if let Some(Value::Object(meta)) = object.get_mut("_meta") {
+            meta.remove(protocol::META_SERVER_INFO);
+            if meta.is_empty() {
+                object.remove("_meta");
+            }
+        }
+        if modern {
+            object.insert("resultType".into(), "complete".into());
+            if CACHEABLE.contains(&method) {
+                object.insert("ttlMs".into(), 0.into());
+                object.insert("cacheScope".into(), "private".into());
+            }
+        } else {
+            for key in ["resultType", "ttlMs", "cacheScope"] {
+                object.remove(key);
+            }
+        }
+    }
+    result
+}

@@ -1,0 +1,38 @@
+//! Prometheus metrics of the gateway.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    /// `hangar_calls_total{server, tool, outcome}`: outcome ok, tool_error, error, denied, rate_limited.
+    pub calls: IntCounterVec,
+    /// `hangar_call_duration_seconds{server}`.
+    pub latency: HistogramVec,
+    /// `hangar_denied_total{server, tool}`.
+    pub denied: IntCounterVec,
+    /// `hangar_rate_limited_total{server}`.
+    pub rate_limited: IntCounterVec,
+}
+
+impl GatewayMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let calls = IntCounterVec::new(
+            Opts::new("hangar_calls_total", "tools/call by server, tool and outcome"),
+            &["server", "tool", "outcome"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("hangar_call_duration_seconds", "Time a backend took to answer tools/call")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["server"],
+        )?;
+        let denied =
+            IntCounterVec::new(Opts::new("hangar_denied_total", "Calls the tool policy refused"), &["server", "tool"])?;
+        let rate_limited =
+            IntCounterVec::new(Opts::new("hangar_rate_limited_total", "Calls refused by a rate limit"), &["server"])?;
+        registry.register(Box::new(calls.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(denied.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        Ok(Self { calls, latency, denied, rate_limited })
+    }
+}

@@ -1,0 +1,143 @@
+//! MCP protocol facts the gateway speaks on both sides: revisions, the per-request `_meta` of the
+//! stateless revision, and JSON-RPC message shapes.
+
+use serde_json::{Value, json};
+
+/// Revisions reached through the `initialize` handshake, oldest first.
+pub const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// The stateless revision: `server/discover`, `_meta` on every request, no session.
+pub const MODERN_VERSION: &str = "2026-07-28";
+pub const LATEST_HANDSHAKE: &str = "2025-11-25";
+
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+
+/// JSON-RPC and MCP error codes used here.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// The server is not reachable or not ready (Hangar).
+    pub const SERVER_UNAVAILABLE: i64 = -32001;
+    /// The tool policy refused the call (Hangar).
+    pub const DENIED: i64 = -32003;
+    /// No session with that id (Hangar; HTTP 404).
+    pub const SESSION_NOT_FOUND: i64 = -32004;
+    /// The protocol version is not spoken here (MCP 2026-07-28).
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    /// A rate limit is exhausted (Hangar).
+    pub const RATE_LIMITED: i64 = -32029;
+}
+
+/// A JSON-RPC error object.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message} (code {code})")]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), data: None }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut e = json!({"code": self.code, "message": self.message});
+        if let Some(d) = &self.data {
+            e["data"] = d.clone();
+        }
+        e
+    }
+
+    pub fn from_json(e: &Value) -> Self {
+        Self {
+            code: e.get("code").and_then(Value::as_i64).unwrap_or(code::INTERNAL_ERROR),
+            message: e.get("message").and_then(Value::as_str).unwrap_or("error without message").to_string(),
+            data: e.get("data").cloned(),
+        }
+    }
+
+    /// The error for a revision nobody here speaks, naming the ones that are.
+    pub fn unsupported_version(requested: &str) -> Self {
+        let mut supported: Vec<&str> = HANDSHAKE_VERSIONS.to_vec();
+        supported.push(MODERN_VERSION);
+        RpcError::new(
+            code::UNSUPPORTED_PROTOCOL_VERSION,
+            format!("protocol version {requested:?} is not supported; use one of {}", supported.join(", ")),
+        )
+        .with_data(json!({"supported": supported, "requested": requested}))
+    }
+}
+
+pub fn response(id: &Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+pub fn error_response(id: &Value, error: &RpcError) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": error.to_json()})
+}
+
+pub fn request(id: u64, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+pub fn notification(method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "method": method, "params": params})
+}
+
+/// `_meta` for a request in the stateless revision, as Hangar sends it to backends.
+pub fn modern_meta() -> Value {
+    json!({
+        META_PROTOCOL_VERSION: MODERN_VERSION,
+        META_CLIENT_CAPABILITIES: {},
+        META_CLIENT_INFO: {"name": "hangar", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+/// The revision a request says it speaks through `_meta`, if it says one.
+pub fn requested_modern_version(params: &Value) -> Option<&str> {
+    params.get("_meta").and_then(|m| m.get(META_PROTOCOL_VERSION)).and_then(Value::as_str)
+}
+
+/// The version to answer an `initialize` with: the client's when spoken here, else the latest.
+pub fn negotiate_handshake(requested: Option<&str>) -> &'static str {
+    HANDSHAKE_VERSIONS.iter().find(|v| Some(**v) == requested).copied().unwrap_or(LATEST_HANDSHAKE)
+}
+
+pub fn server_info() -> Value {
+    json!({"name": "hangar", "version": env!("CARGO_PKG_VERSION")})
+}
+
+pub fn capabilities() -> Value {
+    json!({"tools": {"listChanged": true}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_negotiation_echoes_known_versions_and_offers_the_latest_otherwise() {
+        assert_eq!(negotiate_handshake(Some("2025-03-26")), "2025-03-26");
+        assert_eq!(negotiate_handshake(Some("2099-01-01")), LATEST_HANDSHAKE);
+        assert_eq!(negotiate_handshake(None), LATEST_HANDSHAKE);
+    }
+
+    #[test]
+    fn unsupported_version_names_what_is_supported() {
+        let e = RpcError::unsupported_version("1999-01-01");
+        assert_eq!(e.code, -32022);
+        assert_eq!(e.data.unwrap()["supported"][4], MODERN_VERSION);
+    }
+}

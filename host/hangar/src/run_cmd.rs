@@ -1,0 +1,244 @@
+//! `hangar run DIR`: the embedded default. Runs the manifests in DIR on this machine: stdio
+//! servers as child processes, remote ones over HTTP, groups and ConfigMap discovery, plugins
+//! from DIR/plugins (hot-reloaded), behind one MCP endpoint; applies edits to DIR live.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context;
+use hangar_api::{MCPServerGroupSpec, MCPServerSpec, SourceType, labels};
+use hangar_gateway::{Gateway, http};
+use hangar_manifests::Resource;
+use hangar_plugin_runtime::{DiscoveryPlugin, Document, PluginRuntime, RuntimeConfig, SourceKind};
+use serde_json::Value;
+
+/// What is running, to apply only differences when DIR changes.
+#[derive(Default)]
+struct Applied {
+    servers: BTreeMap<String, MCPServerSpec>,
+    groups: BTreeMap<String, (MCPServerGroupSpec, Vec<String>)>,
+}
+
+/// The servers, groups and problems the manifests in `dir` describe.
+struct Desired {
+    servers: BTreeMap<String, (MCPServerSpec, BTreeMap<String, String>)>,
+    groups: BTreeMap<String, MCPServerGroupSpec>,
+    problems: Vec<String>,
+}
+
+pub fn run(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    let dir = dir.canonicalize().with_context(|| format!("{}: no such folder", dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(dir, listen))
+}
+
+async fn serve(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    let registry = prometheus::Registry::new();
+    let plugins = PluginRuntime::new(RuntimeConfig::default(), &registry).context("starting the plugin runtime")?;
+    let plugin_dir = dir.join("plugins");
+    let _plugin_watch = if plugin_dir.is_dir() { Some(plugins.watch_dir(&plugin_dir)?) } else { None };
+    let gateway = Gateway::new(plugins.clone(), &registry)?;
+
+    let mut applied = Applied::default();
+    apply(&gateway, &plugins, &dir, &mut applied);
+
+    // Re-apply when a manifest changes.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && event.paths.iter().any(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)?;
+    {
+        let (gateway, plugins, dir) = (gateway.clone(), plugins.clone(), dir.clone());
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while rx.try_recv().is_ok() {}
+                tracing::info!("manifests changed; applying");
+                apply(&gateway, &plugins, &dir, &mut applied);
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let address = listener.local_addr()?;
+    println!("Hangar MCP endpoint: http://{address}/mcp");
+    println!("Metrics:             http://{address}/metrics");
+    let state = Arc::new(http::AppState {
+        gateway: gateway.clone(),
+        sessions: hangar_gateway::session::SessionKeys::from_env(),
+        registry,
+    });
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down; stopping servers");
+        })
+        .await?;
+    drop(watcher);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Only the top level of DIR holds manifests (DIR/plugins, node_modules and the like do not).
+fn manifest_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn desired(plugins: &PluginRuntime, dir: &Path) -> Desired {
+    let report = hangar_manifests::check_paths(&manifest_files(dir));
+    let mut d = Desired { servers: BTreeMap::new(), groups: BTreeMap::new(), problems: Vec::new() };
+    d.problems.extend(report.problems.iter().map(|p| p.to_string()));
+    let mut sources = Vec::new();
+    for (origin, resource) in report.resources {
+        match resource {
+            Resource::Server(s) => {
+                let name = s.metadata.name.clone().unwrap_or_default();
+                if d.servers.contains_key(&name) {
+                    d.problems.push(format!("{origin}: MCPServer {name}: metadata.name: a server of this name is already defined; names must be unique here"));
+                    continue;
+                }
+                d.servers.insert(name, (s.spec, s.metadata.labels.unwrap_or_default()));
+            }
+            Resource::Group(g) => {
+                d.groups.insert(g.metadata.name.clone().unwrap_or_default(), g.spec);
+            }
+            Resource::Source(s) => sources.push((origin, s)),
+        }
+    }
+    for (origin, source) in sources {
+        let name = source.metadata.name.clone().unwrap_or_default();
+        match discover(plugins, &source, &report.others) {
+            Ok(found) => {
+                for (server, spec, labels) in found {
+                    d.servers.entry(server).or_insert((spec, labels));
+                }
+            }
+            Err(e) => d.problems.push(format!("{origin}: MCPDiscoverySource {name}: {e}")),
+        }
+    }
+    d
+}
+
+/// A ConfigMap source read from a ConfigMap manifest in the same folder, through the discovery plugin.
+fn discover(
+    plugins: &PluginRuntime,
+    source: &hangar_api::MCPDiscoverySource,
+    others: &[hangar_manifests::Document],
+) -> Result<Vec<(String, MCPServerSpec, BTreeMap<String, String>)>, String> {
+    let spec = &source.spec;
+    if spec.source_type != SourceType::ConfigMap {
+        return Err(
+            "spec.type: only ConfigMap sources can be read without a cluster; Namespace discovery needs the operator"
+                .into(),
+        );
+    }
+    let reference = spec.config_map_ref.as_ref().ok_or("spec.configMapRef: required when type is ConfigMap")?;
+    let config_map = others
+        .iter()
+        .find(|d| d.value["kind"] == "ConfigMap" && d.value["metadata"]["name"] == reference.name.as_str())
+        .ok_or_else(|| format!("spec.configMapRef: no ConfigMap {:?} in this folder", reference.name))?;
+    let content = config_map.value["data"][&reference.key].as_str().ok_or_else(|| {
+        format!("spec.configMapRef.key: ConfigMap {:?} has no key {:?}", reference.name, reference.key)
+    })?;
+    let parser = spec.parser.as_deref().unwrap_or("configmap");
+    let plugin = DiscoveryPlugin::new(plugins, parser, None).map_err(|e| format!("spec.parser: {e}"))?;
+    let document = Document {
+        origin: format!("configmap/{}", reference.name),
+        namespace: String::new(),
+        name: reference.name.clone(),
+        key: reference.key.clone(),
+        content: content.to_string(),
+    };
+    let source_name = source.metadata.name.clone().unwrap_or_default();
+    let template = spec.provider_template.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for definition in plugin.parse(SourceKind::ConfigMap, &[document]).map_err(|e| e.to_string())? {
+        let mut merged = Value::Object(template.spec.0.clone());
+        if let (Some(base), Ok(Value::Object(found))) =
+            (merged.as_object_mut(), serde_json::from_str::<Value>(&definition.spec_json))
+        {
+            base.extend(found);
+        }
+        let name = format!("{source_name}-{}", definition.name);
+        let spec: MCPServerSpec =
+            serde_json::from_value(merged).map_err(|e| format!("entry {:?}: {e}", definition.name))?;
+        let mut labels = template.labels.clone();
+        labels.extend(definition.labels);
+        labels.insert(labels::DISCOVERED_BY.to_string(), source_name.clone());
+        out.push((name, spec, labels));
+    }
+    Ok(out)
+}
+
+fn apply(gateway: &Arc<Gateway>, plugins: &PluginRuntime, dir: &Path, applied: &mut Applied) {
+    let desired = desired(plugins, dir);
+    for problem in &desired.problems {
+        tracing::warn!("{problem}");
+        eprintln!("{problem}");
+    }
+    for name in applied.servers.keys().cloned().collect::<Vec<_>>() {
+        if !desired.servers.contains_key(&name) {
+            gateway.remove_server(&name);
+            applied.servers.remove(&name);
+            tracing::info!(server = %name, "server removed");
+        }
+    }
+    for (name, (spec, _)) in &desired.servers {
+        if applied.servers.get(name) == Some(spec) {
+            continue;
+        }
+        match gateway.upsert_server(name, spec.clone(), dir) {
+            Ok(()) => {
+                tracing::info!(server = %name, "server started");
+                applied.servers.insert(name.clone(), spec.clone());
+            }
+            Err(e) => {
+                tracing::warn!(server = %name, "{e}");
+                eprintln!("MCPServer {name}: {e}");
+            }
+        }
+    }
+    for name in applied.groups.keys().cloned().collect::<Vec<_>>() {
+        if !desired.groups.contains_key(&name) {
+            gateway.remove_group(&name);
+            applied.groups.remove(&name);
+        }
+    }
+    for (name, spec) in &desired.groups {
+        let members: Vec<String> = desired
+            .servers
+            .iter()
+            .filter(|(_, (_, l))| labels::selector_matches(&spec.selector, l))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let wanted = (spec.clone(), members.clone());
+        if applied.groups.get(name) == Some(&wanted) {
+            continue;
+        }
+        match gateway.upsert_group(name, spec.clone(), members) {
+            Ok(()) => {
+                applied.groups.insert(name.clone(), wanted);
+            }
+            Err(e) => eprintln!("MCPServerGroup {name}: {e}"),
+        }
+    }
+}
