@@ -21,6 +21,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# The local demo's servers (npm reference server, Python SDK server) are the gateway tests' backends.
+bash examples/local/setup.sh
 
 # The wasm-only workspaces (built-in plugins, template, test plugins) next to the host's.
 WASM_CRATES="plugins examples/plugin-template tests/plugins/hostile"
@@ -38,4 +40,5 @@ cargo test --manifest-path plugins/Cargo.toml -p hangar-plugin-algorithms --lock
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== pytest"
+export HANGAR_BIN="$CARGO_TARGET_DIR/debug/hangar"
 "$VENV/bin/pytest" -q tests/python

@@ -443,7 +443,9 @@ impl HttpBackend {
         Ok(())
     }
 
-    fn headers(&self, method: &str, era: &Era, session: Option<&str>) -> reqwest::header::HeaderMap {
+    /// Streamable HTTP headers; the stateless revision routes on `Mcp-Method` and `Mcp-Name`
+    /// (which must match the body).
+    fn headers(&self, method: &str, params: &Value, era: &Era, session: Option<&str>) -> reqwest::header::HeaderMap {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert("accept", "application/json, text/event-stream".parse().unwrap());
         let version = match era {
@@ -458,6 +460,14 @@ impl HttpBackend {
         if let Ok(m) = method.parse() {
             h.insert("mcp-method", m);
         }
+        let name = match method {
+            "tools/call" | "prompts/get" => params.get("name"),
+            "resources/read" => params.get("uri"),
+            _ => None,
+        };
+        if let Some(n) = name.and_then(Value::as_str).and_then(|n| n.parse().ok()) {
+            h.insert("mcp-name", n);
+        }
         if let Some(s) = session.and_then(|s| s.parse().ok()) {
             h.insert("mcp-session-id", s);
         }
@@ -466,7 +476,13 @@ impl HttpBackend {
 
     async fn notify(&self, method: &str, era: &Era, session: Option<&str>) {
         let body = protocol::notification(method, json!({}));
-        let _ = self.client.post(&self.endpoint).headers(self.headers(method, era, session)).json(&body).send().await;
+        let _ = self
+            .client
+            .post(&self.endpoint)
+            .headers(self.headers(method, &body["params"], era, session))
+            .json(&body)
+            .send()
+            .await;
     }
 
     /// POSTs one request; returns the result and any session id the response set.
@@ -478,13 +494,14 @@ impl HttpBackend {
         session: Option<&str>,
     ) -> Result<(Value, Option<String>), BackendError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let headers = self.headers(method, &params, era, session);
         let body = protocol::request(id, method, params);
         let unavailable =
             |e: String| BackendError::Unavailable(format!("server {} at {}: {e}", self.name, self.endpoint));
         let response = self
             .client
             .post(&self.endpoint)
-            .headers(self.headers(method, era, session))
+            .headers(headers)
             .json(&body)
             .send()
             .await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    body::Bytes,
+    body::Body,
     extract::{DefaultBodyLimit, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -35,7 +35,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The limit is enforced in post_mcp, so that it answers with a JSON-RPC error.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -67,8 +68,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let null = Value::Null;
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &null,
+            RpcError::new(code::INVALID_REQUEST, format!("request body over the {} MiB limit", MAX_BODY_BYTES >> 20)),
+        );
+    };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {

@@ -25,9 +25,11 @@ struct Applied {
     groups: BTreeMap<String, (MCPServerGroupSpec, Vec<String>)>,
 }
 
+type Labels = BTreeMap<String, String>;
+
 /// The servers, groups and problems the manifests in `dir` describe.
 struct Desired {
-    servers: BTreeMap<String, (MCPServerSpec, BTreeMap<String, String>)>,
+    servers: BTreeMap<String, (MCPServerSpec, Labels)>,
     groups: BTreeMap<String, MCPServerGroupSpec>,
     problems: Vec<String>,
 }
@@ -143,7 +145,7 @@ fn discover(
     plugins: &PluginRuntime,
     source: &hangar_api::MCPDiscoverySource,
     others: &[hangar_manifests::Document],
-) -> Result<Vec<(String, MCPServerSpec, BTreeMap<String, String>)>, String> {
+) -> Result<Vec<(String, MCPServerSpec, Labels)>, String> {
     let spec = &source.spec;
     if spec.source_type != SourceType::ConfigMap {
         return Err(

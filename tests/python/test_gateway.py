@@ -1,0 +1,263 @@
+"""`hangar run` driven by the official MCP Python SDK (2.x) as the client, with real servers
+behind it: the npm reference server (2025-11-25 handshake) and a Python SDK server (2026-07-28)."""
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from hangar_proc import NOTES, PYTHON, Hangar, everything_server, notes_server, wait_for
+
+
+@pytest.fixture
+def start(tmp_path):
+    started = []
+
+    def _start(files: dict[str, str], env: dict | None = None, folder=None) -> Hangar:
+        folder = folder or tmp_path / f"run{len(started)}"
+        folder.mkdir(exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        h = Hangar(folder, env)
+        started.append(h)
+        return h
+
+    yield _start
+    for h in started:
+        h.stop()
+
+
+async def tool_names(url: str, mode: str = "auto") -> list[str]:
+    async with Client(url, mode=mode) as c:
+        return [t.name for t in (await c.list_tools()).tools]
+
+
+def mcp_error(coro) -> MCPError:
+    """Runs coro expecting an MCPError (the SDK may wrap it in an exception group)."""
+    try:
+        asyncio.run(coro)
+    except MCPError as e:
+        return e
+    except BaseExceptionGroup as group:
+        match, _ = group.split(MCPError)
+        while match is not None and isinstance(match, BaseExceptionGroup):
+            match = match.exceptions[0]
+        if match is not None:
+            return match
+        raise
+    raise AssertionError("expected an MCP error")
+
+
+def names(url: str, mode: str = "auto") -> list[str]:
+    return asyncio.run(tool_names(url, mode))
+
+
+def wait_tools(url: str, expected: set[str]) -> list[str]:
+    return wait_for(lambda: (n := names(url)) and expected <= set(n) and n)
+
+
+async def call(url: str, tool: str, args: dict, mode: str = "auto"):
+    async with Client(url, mode=mode) as c:
+        return await c.call_tool(tool, args)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_sdk_client_lists_and_calls_tools_of_both_generations(start, mode):
+    h = start({"everything.yaml": everything_server(), "notes.yaml": notes_server("notes")})
+    wait_tools(h.url, {"everything__echo", "notes__word_count"})
+
+    async def session():
+        async with Client(h.url, mode=mode) as c:
+            expected_version = "2026-07-28" if mode == "auto" else "2025-11-25"
+            assert c.protocol_version == expected_version
+            tools = {t.name: t for t in (await c.list_tools()).tools}
+            assert "everything__get-sum" in tools and "notes__add_note" in tools
+            assert tools["notes__word_count"].input_schema["required"] == ["text"], "schemas pass through"
+            echo = await c.call_tool("everything__echo", {"message": "via hangar"})
+            assert echo.content[0].text == "Echo: via hangar"
+            count = await c.call_tool("notes__word_count", {"text": "one two three"})
+            assert count.structured_content == {"result": 3}
+            total = await c.call_tool("everything__get-sum", {"a": 20, "b": 22})
+            assert "42" in total.content[0].text
+            missing = await c.call_tool("notes__no_such_tool", {})
+            assert missing.is_error, "a tool error of the server comes back as the server's result"
+
+    asyncio.run(session())
+
+
+def test_allow_and_deny_lists_hide_tools_and_refuse_calls_clearly(start):
+    h = start({"everything.yaml": everything_server(tools="tools:\n  allowList: [echo, get-*]\n  denyList: [get-env]\n")})
+    listed = wait_tools(h.url, {"everything__echo"})
+    assert "everything__get-sum" in listed
+    assert "everything__get-env" not in listed, "denyList wins over a matching allowList glob"
+    assert "everything__get-tiny-image" in listed
+    assert not any(n.startswith("everything__toggle") for n in listed), "not in the allowList"
+    for mode in ["auto", "legacy"]:
+        refused = mcp_error(call(h.url, "everything__get-env", {}, mode))
+        assert refused.code == -32003
+        assert 'denied on server "everything" by spec.tools.denyList' in str(refused)
+
+
+def test_rate_limit_admits_exactly_the_burst(start):
+    h = start({"notes.yaml": notes_server("notes", tools="tools:\n  rateLimit: {requestsPerMinute: 5}\n")})
+    wait_tools(h.url, {"notes__word_count"})
+
+    async def burst():
+        ok, limited = 0, 0
+        async with Client(h.url) as c:
+            for _ in range(8):
+                try:
+                    await c.call_tool("notes__word_count", {"text": "a b"})
+                    ok += 1
+                except MCPError as e:
+                    assert e.code == -32029 and "rate limit" in str(e)
+                    limited += 1
+        return ok, limited
+
+    assert asyncio.run(burst()) == (5, 3)
+
+
+def test_group_fails_over_when_a_member_is_killed(start):
+    group = (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServerGroup\nmetadata: {name: notes}\n"
+        "spec:\n  selector: {matchLabels: {app: notes}}\n  strategy: RoundRobin\n"
+        "  failover: {maxRetries: 2, retryDelay: 50ms}\n"
+    )
+    h = start({
+        "a.yaml": notes_server("notes-a", "{app: notes}"),
+        "b.yaml": notes_server("notes-b", "{app: notes}"),
+        "group.yaml": group,
+    })
+    listed = wait_tools(h.url, {"notes__word_count"})
+    assert not any(n.startswith("notes-a__") for n in listed), "members are reached through their group"
+    wait_for(lambda: len(h.children("notes.py")) == 2)
+
+    async def calls():
+        failures, done = 0, 0
+        async with Client(h.url) as c:
+            for i in range(40):  # bounded
+                if i == 10:
+                    victim = h.children("notes.py")[0]
+                    os.kill(victim, signal.SIGKILL)
+                try:
+                    r = await c.call_tool("notes__word_count", {"text": "x y z"})
+                    assert r.structured_content == {"result": 3}
+                    done += 1
+                except MCPError:
+                    failures += 1
+        return failures, done
+
+    failures, done = asyncio.run(calls())
+    assert failures == 0 and done == 40
+    # The killed member is restarted by its supervisor.
+    wait_for(lambda: len(h.children("notes.py")) == 2, timeout=20)
+
+
+def post(url: str, body, headers: dict | None = None) -> tuple[int, dict, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST", headers={"content-type": "application/json", "accept": "application/json, text/event-stream", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read()
+            return r.status, dict(r.headers), json.loads(text) if text else {}
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        return e.code, dict(e.headers), json.loads(text) if text else {}
+
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+
+
+def test_bad_requests_get_clear_json_rpc_errors(start):
+    h = start({})
+    status, _, body = post(h.url, b"{not json")
+    assert status == 400 and body["error"]["code"] == -32700
+    status, _, body = post(h.url, [LIST])
+    assert status == 400 and "batches" in body["error"]["message"]
+    status, _, body = post(h.url, LIST)
+    assert status == 400 and "Mcp-Session-Id" in body["error"]["message"]
+    status, _, body = post(h.url, LIST, {"mcp-session-id": "forged.abc"})
+    assert status == 404 and body["error"]["code"] == -32004
+    modern = {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "1999-01-01"}}}
+    status, _, body = post(h.url, modern)
+    assert body["error"]["code"] == -32022 and "2026-07-28" in body["error"]["data"]["supported"]
+    status, headers, body = post(h.url, INIT)
+    assert body["result"]["protocolVersion"] == "2025-06-18"
+    session = {"mcp-session-id": headers["mcp-session-id"]}
+    status, _, body = post(h.url, {"jsonrpc": "2.0", "id": 4, "method": "no/such", "params": {}}, session)
+    assert body["error"]["code"] == -32601
+    status, _, body = post(h.url, {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {}}, session)
+    assert body["error"]["code"] == -32602 and "params.name" in body["error"]["message"]
+    status, _, _ = post(h.url, b"{" + b" " * (5 << 20) + b"}")
+    assert status == 413, "bodies over the 4 MiB limit are refused"
+    assert h.proc.poll() is None, "the gateway is still up"
+
+
+def test_a_session_opened_on_one_replica_is_served_by_another(start, tmp_path):
+    env = {"HANGAR_SESSION_KEY": "shared-secret-for-the-test"}
+    a = start({}, env)
+    b = start({}, env)
+    other = start({})
+    _, headers, _ = post(a.url, INIT)
+    session = {"mcp-session-id": headers["mcp-session-id"]}
+    status, _, body = post(b.url, LIST, session)
+    assert status == 200 and body["result"] == {"tools": []}
+    status, _, _ = post(other.url, LIST, session)
+    assert status == 404, "a core with another key refuses it"
+
+
+def test_edits_to_the_folder_apply_live(start, tmp_path):
+    h = start({"notes.yaml": notes_server("notes")})
+    wait_tools(h.url, {"notes__word_count"})
+    (h.folder / "everything.yaml").write_text(everything_server())
+    wait_tools(h.url, {"everything__echo", "notes__word_count"})
+    (h.folder / "notes.yaml").unlink()
+    wait_for(lambda: not any(n.startswith("notes__") for n in names(h.url)))
+    (h.folder / "broken.yaml").write_text("apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: broken}\nspec: {mode: remote}\n")
+    time.sleep(1)
+    assert "everything__echo" in names(h.url), "a broken manifest does not take the others down"
+    assert "spec.endpoint: required when mode is remote" in (h.folder / "hangar.log").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_remote_streamable_http_server_is_served(start):
+    port = free_port()
+    server = subprocess.Popen([str(PYTHON), str(NOTES), "--http", str(port)], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+        manifest = (
+            "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: remote-notes}\n"
+            f"spec: {{mode: remote, endpoint: 'http://127.0.0.1:{port}/mcp'}}\n"
+        )
+        h = start({"remote.yaml": manifest})
+        wait_tools(h.url, {"remote-notes__add_note"})
+        r = asyncio.run(call(h.url, "remote-notes__add_note", {"text": "kept remotely"}, "legacy"))
+        assert r.content[0].text == "1 notes"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_metrics_count_calls_by_outcome(start):
+    h = start({"everything.yaml": everything_server(tools="tools:\n  allowList: [echo]\n")})
+    wait_tools(h.url, {"everything__echo"})
+    asyncio.run(call(h.url, "everything__echo", {"message": "m"}))
+    assert mcp_error(call(h.url, "everything__get-sum", {"a": 1, "b": 2})).code == -32003
+    text = urllib.request.urlopen(h.base + "/metrics", timeout=5).read().decode()
+    assert 'hangar_calls_total{outcome="ok",server="everything",tool="echo"} 1' in text
+    assert 'hangar_calls_total{outcome="denied",server="everything",tool="get-sum"} 1' in text
+    assert "hangar_call_duration_seconds_bucket" in text
