@@ -31,6 +31,9 @@ pub enum BackendError {
     Unavailable(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// A (cold) server did not come up within its startup timeout.
+    #[error("{0}")]
+    NotReady(String),
     /// The server answered with a JSON-RPC error: its own answer, not a failure to reach it.
     #[error(transparent)]
     Rpc(#[from] RpcError),
@@ -72,27 +75,71 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn start(name: &str, spec: BackendSpec, events: mpsc::UnboundedSender<BackendEvent>) -> Self {
+    /// Starts a backend; a local process only runs once `wanted` (now, or on the first call).
+    pub fn start(name: &str, spec: BackendSpec, events: mpsc::UnboundedSender<BackendEvent>, wanted: bool) -> Self {
         match spec {
             BackendSpec::Stdio { command, env, dir } => {
-                Backend::Stdio(StdioBackend::start(name, command, env, dir, events))
+                Backend::Stdio(StdioBackend::start(name, command, env, dir, events, wanted))
             }
             BackendSpec::Http { endpoint } => Backend::Http(HttpBackend::new(name, endpoint)),
         }
     }
 
-    /// Sends one request and waits for its result (waiting at most `timeout` for a starting server).
-    pub async fn request(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, BackendError> {
-        match tokio::time::timeout(timeout, async {
-            match self {
-                Backend::Stdio(b) => b.request(method, params).await,
-                Backend::Http(b) => b.request(method, params).await,
+    /// Sends one request: waits at most `ready_within` for the server to be up (starting it if
+    /// it is cold), then at most `answer_within` for the answer.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Value,
+        ready_within: Duration,
+        answer_within: Duration,
+    ) -> Result<Value, BackendError> {
+        match self {
+            Backend::Stdio(b) => {
+                let live = b.ready(ready_within).await?;
+                let params = with_era_meta(&live.era, params);
+                tokio::time::timeout(answer_within, call(&b.shared, &live, method, params))
+                    .await
+                    .unwrap_or(Err(BackendError::Timeout(answer_within)))
             }
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(BackendError::Timeout(timeout)),
+            Backend::Http(b) => {
+                tokio::time::timeout(ready_within, b.connect()).await.unwrap_or_else(|_| {
+                    Err(BackendError::NotReady(format!(
+                        "{} did not answer within spec.startupTimeout ({ready_within:?})",
+                        b.endpoint
+                    )))
+                })?;
+                tokio::time::timeout(answer_within, b.request(method, params))
+                    .await
+                    .unwrap_or(Err(BackendError::Timeout(answer_within)))
+            }
+        }
+    }
+
+    /// Whether the server answers now (a started and handshaken process; a connected endpoint).
+    pub fn is_live(&self) -> bool {
+        self.era().is_some()
+    }
+
+    /// Starts (true) or stops (false) a local process; remote endpoints are always "wanted".
+    pub fn set_wanted(&self, wanted: bool) {
+        if let Backend::Stdio(b) = self {
+            b.shared.wanted.send_if_modified(|w| std::mem::replace(w, wanted) != wanted);
+        }
+    }
+
+    pub fn wanted(&self) -> bool {
+        match self {
+            Backend::Stdio(b) => *b.shared.wanted.borrow(),
+            Backend::Http(_) => true,
+        }
+    }
+
+    /// How many times the process was started (0 for remote endpoints).
+    pub fn starts(&self) -> u64 {
+        match self {
+            Backend::Stdio(b) => b.shared.starts.load(Ordering::Relaxed),
+            Backend::Http(_) => 0,
         }
     }
 
@@ -148,6 +195,9 @@ struct StdioShared {
     name: String,
     next_id: AtomicU64,
     live: watch::Sender<Option<Arc<Live>>>,
+    /// Whether the process should run: false keeps (or makes) it stopped (Cold).
+    wanted: watch::Sender<bool>,
+    starts: AtomicU64,
 }
 
 pub struct StdioBackend {
@@ -173,26 +223,35 @@ impl StdioBackend {
         env: Vec<(String, String)>,
         dir: PathBuf,
         events: mpsc::UnboundedSender<BackendEvent>,
+        wanted: bool,
     ) -> Self {
         let shared = Arc::new(StdioShared {
             name: name.to_string(),
             next_id: AtomicU64::new(1),
             live: watch::Sender::new(None),
+            wanted: watch::Sender::new(wanted),
+            starts: AtomicU64::new(0),
         });
         let supervisor = tokio::spawn(supervise(shared.clone(), command, env, dir, events));
         Self { shared, supervisor }
     }
 
-    async fn request(&self, method: &str, params: Value) -> Result<Value, BackendError> {
+    /// The live connection, starting a cold process first; concurrent first calls share one
+    /// start (there is one supervisor per server).
+    async fn ready(&self, within: Duration) -> Result<Arc<Live>, BackendError> {
+        if let Some(live) = self.shared.live.borrow().clone() {
+            return Ok(live);
+        }
+        self.shared.wanted.send_if_modified(|w| !std::mem::replace(w, true));
         let mut live_rx = self.shared.live.subscribe();
-        let live = live_rx
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| BackendError::Unavailable(format!("server {} stopped", self.shared.name)))?
-            .clone()
-            .expect("waited for Some");
-        let params = with_era_meta(&live.era, params);
-        call(&self.shared, &live, method, params).await
+        match tokio::time::timeout(within, live_rx.wait_for(Option::is_some)).await {
+            Ok(Ok(live)) => Ok(live.clone().expect("waited for Some")),
+            Ok(Err(_)) => Err(BackendError::Unavailable(format!("server {} stopped", self.shared.name))),
+            Err(_) => Err(BackendError::NotReady(format!(
+                "server {} did not become ready within spec.startupTimeout ({within:?}); see its log lines",
+                self.shared.name
+            ))),
+        }
     }
 }
 
@@ -222,17 +281,32 @@ async fn supervise(
 ) {
     let name = shared.name.clone();
     let mut backoff = BACKOFF_FIRST;
+    let mut wanted = shared.wanted.subscribe();
     loop {
+        if wanted.wait_for(|w| *w).await.is_err() {
+            return;
+        }
         let started = tokio::time::Instant::now();
-        match run_child(&shared, &command, &env, &dir, &events).await {
-            Ok(status) => tracing::warn!(server = %name, %status, "server process exited; restarting in {backoff:?}"),
-            Err(e) => tracing::warn!(server = %name, error = %e, "server process failed; restarting in {backoff:?}"),
+        shared.starts.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            outcome = run_child(&shared, &command, &env, &dir, &events) => match outcome {
+                Ok(status) => tracing::warn!(server = %name, %status, "server process exited"),
+                Err(e) => tracing::warn!(server = %name, error = %e, "server process failed"),
+            },
+            // Stopped on purpose (idle): dropping run_child kills the process.
+            _ = wanted.wait_for(|w| !*w) => {
+                shared.live.send_replace(None);
+                tracing::info!(server = %name, "server process stopped");
+                backoff = BACKOFF_FIRST;
+                continue;
+            }
         }
         shared.live.send_replace(None);
         // A process that ran a while earns a fresh backoff.
         if started.elapsed() > BACKOFF_MAX {
             backoff = BACKOFF_FIRST;
         }
+        tracing::info!(server = %name, "restarting in {backoff:?}");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }

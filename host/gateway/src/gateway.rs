@@ -6,19 +6,20 @@ use std::{
     collections::BTreeMap,
     path::Path,
     sync::{
-        Arc, RwLock,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        Arc, Mutex, RwLock, Weak,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use hangar_api::{MCPServerGroupSpec, MCPServerSpec, ServerMode, Transport};
+use hangar_api::{MCPServerGroupSpec, MCPServerSpec, ServerMode, State, Transport};
 use hangar_plugin_runtime::{Call, Candidate, Decision, PickRequest, PluginRuntime, PolicyPlugin, StrategyPlugin};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
-    backend::{Backend, BackendError, BackendEvent, BackendSpec},
+    backend::{Backend, BackendError, BackendEvent, BackendSpec, Era},
+    breaker::{BreakerState, CircuitBreaker},
     metrics::GatewayMetrics,
     protocol::{RpcError, code},
     ratelimit::RateLimiter,
@@ -37,12 +38,95 @@ pub struct ServerEntry {
     in_flight: AtomicU32,
     failures: AtomicU32,
     latency_avg_us: AtomicU64,
+    breaker: CircuitBreaker,
+    /// Health checks failed in a row.
+    health_failures: AtomicU32,
+    /// The last start did not finish within startupTimeout.
+    start_failed: AtomicBool,
+    last_activity: Mutex<Instant>,
 }
 
+/// How long a backend may take to answer one call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl ServerEntry {
-    fn healthy(&self) -> bool {
-        let threshold = self.spec.circuit_breaker.failure_threshold.max(1) as u32;
-        self.backend.era().is_some() && self.failures.load(Ordering::Relaxed) < threshold
+    /// The guide's lifecycle state, from what the gateway sees of the server.
+    pub fn state(&self) -> State {
+        let live = self.backend.is_live();
+        let threshold = self.spec.health_check.failure_threshold.max(1) as u32;
+        let failures = self.health_failures.load(Ordering::Relaxed);
+        if !live && self.start_failed.load(Ordering::Relaxed) {
+            State::Dead
+        } else if !self.backend.wanted() {
+            State::Cold
+        } else if !live {
+            State::Initializing
+        } else if failures >= threshold {
+            State::Dead
+        } else if failures > 0 || self.breaker.state() != BreakerState::Closed {
+            State::Degraded
+        } else {
+            State::Ready
+        }
+    }
+
+    fn serving(&self) -> bool {
+        self.state().serves() && self.breaker.state() != BreakerState::Open
+    }
+
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap() = Instant::now();
+    }
+
+    /// One MCP health check: `ping` for handshake-era servers (the stateless revision has none),
+    /// `tools/list` otherwise.
+    async fn check_health(&self) -> bool {
+        let timeout = self.spec.health_check.timeout.as_std();
+        let method = match self.backend.era() {
+            Some(Era::Handshake(_)) => "ping",
+            _ => "tools/list",
+        };
+        let ok = self.backend.request(method, json!({}), timeout, timeout).await.is_ok();
+        if ok {
+            self.health_failures.store(0, Ordering::Relaxed);
+        } else {
+            self.health_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+/// Per server, for as long as it exists: health checks every `healthCheck.interval`, idle stop
+/// of an on-demand server after `idleTTL`, and its gauges.
+async fn lifecycle(server: Weak<ServerEntry>, metrics: GatewayMetrics) {
+    let mut last_check = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Some(s) = server.upgrade() else { break };
+        let spec = &s.spec;
+        if spec.health_check.enabled
+            && s.backend.is_live()
+            && last_check.elapsed() >= spec.health_check.interval.as_std()
+        {
+            last_check = Instant::now();
+            if !s.check_health().await {
+                tracing::warn!(server = %s.name, failures = s.health_failures.load(Ordering::Relaxed), "health check failed");
+            }
+        }
+        if spec.on_demand()
+            && s.backend.wanted()
+            && s.in_flight.load(Ordering::Relaxed) == 0
+            && s.last_activity.lock().unwrap().elapsed() >= spec.idle_ttl.as_std()
+        {
+            tracing::info!(server = %s.name, "idle for {}; stopping (replicas: 0)", spec.idle_ttl);
+            s.backend.set_wanted(false);
+        }
+        let state = s.state();
+        for st in State::ALL {
+            metrics.server_state.with_label_values(&[&s.name, st.as_str()]).set((st == state) as i64);
+        }
+        metrics.breaker_state.with_label_values(&[&s.name]).set(s.breaker.state().gauge());
+        metrics.starts.with_label_values(&[&s.name]).set(s.backend.starts() as i64);
     }
 }
 
@@ -129,20 +213,31 @@ impl Gateway {
         let policy =
             PolicyPlugin::new(&self.plugins, policy_name, config, tools.policy_sha256.as_deref(), tools.fail_open)
                 .map_err(|e| format!("spec.tools.policy: {e}"))?;
+        // An on-demand server is started once to learn its tools, then stopped: Cold.
         let entry = Arc::new(ServerEntry {
             name: name.to_string(),
-            backend: Backend::start(name, backend, self.events.clone()),
+            backend: Backend::start(name, backend, self.events.clone(), true),
+            breaker: CircuitBreaker::new(&spec.circuit_breaker),
             spec,
             policy,
             tools: RwLock::default(),
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             latency_avg_us: AtomicU64::new(0),
+            health_failures: AtomicU32::new(0),
+            start_failed: AtomicBool::new(false),
+            last_activity: Mutex::new(Instant::now()),
         });
-        self.servers.write().unwrap().insert(name.to_string(), entry);
+        self.servers.write().unwrap().insert(name.to_string(), entry.clone());
+        tokio::spawn(lifecycle(Arc::downgrade(&entry), self.metrics.clone()));
         let gateway = self.clone();
         let name = name.to_string();
-        tokio::spawn(async move { gateway.refresh_tools(&name).await });
+        tokio::spawn(async move {
+            gateway.refresh_tools(&name).await;
+            if entry.spec.on_demand() && entry.in_flight.load(Ordering::Relaxed) == 0 {
+                entry.backend.set_wanted(false);
+            }
+        });
         Ok(())
     }
 
@@ -187,8 +282,8 @@ impl Gateway {
     /// Asks a server for its tools again (waiting for it to start) and publishes the change.
     pub async fn refresh_tools(&self, name: &str) {
         let Some(server) = self.server(name) else { return };
-        let timeout = server.spec.startup_timeout.as_std().max(Duration::from_secs(5));
-        match server.backend.request("tools/list", json!({}), timeout).await {
+        let startup = server.spec.startup_timeout.as_std();
+        match server.backend.request("tools/list", json!({}), startup, CALL_TIMEOUT).await {
             Ok(result) => {
                 let tools = result.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
                 tracing::info!(server = name, tools = tools.len(), "tools listed");
@@ -272,7 +367,7 @@ impl Gateway {
                 .map(|(i, s)| Candidate {
                     index: i as u32,
                     name: s.name.clone(),
-                    healthy: s.healthy(),
+                    healthy: s.serving(),
                     in_flight: s.in_flight.load(Ordering::Relaxed),
                     latency_avg_us: s.latency_avg_us.load(Ordering::Relaxed),
                     consecutive_failures: s.failures.load(Ordering::Relaxed),
@@ -344,11 +439,30 @@ impl Gateway {
                 .with_data(json!({"server": server.name, "retryAfterMs": exhausted.retry_after.as_millis() as u64})),
             ));
         }
+        if let Err(retry_after) = server.breaker.admit() {
+            self.metrics.calls.with_label_values(&labels("breaker_open")).inc();
+            return Err(CallError::Backend(BackendError::Unavailable(format!(
+                "the circuit breaker of server {:?} is open after {} failed calls in a row; next try in {:.1}s",
+                server.name,
+                server.spec.circuit_breaker.failure_threshold,
+                retry_after.as_secs_f64()
+            ))));
+        }
         server.in_flight.fetch_add(1, Ordering::Relaxed);
+        server.touch();
         let started = Instant::now();
-        let timeout = server.spec.startup_timeout.as_std().max(Duration::from_secs(30));
-        let result = server.backend.request("tools/call", json!({"name": tool, "arguments": arguments}), timeout).await;
+        let startup = server.spec.startup_timeout.as_std();
+        let result = server
+            .backend
+            .request("tools/call", json!({"name": tool, "arguments": arguments}), startup, CALL_TIMEOUT)
+            .await;
         server.in_flight.fetch_sub(1, Ordering::Relaxed);
+        server.touch();
+        server.breaker.record(!matches!(&result, Err(e) if e.is_transient()));
+        match &result {
+            Err(BackendError::NotReady(_)) => server.start_failed.store(true, Ordering::Relaxed),
+            _ => server.start_failed.store(false, Ordering::Relaxed),
+        }
         let elapsed = started.elapsed();
         self.metrics.latency.with_label_values(&[&server.name]).observe(elapsed.as_secs_f64());
         let micros = elapsed.as_micros() as u64;

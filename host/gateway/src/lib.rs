@@ -5,6 +5,7 @@
 //! Builds without the operator and without any Kubernetes client.
 
 pub mod backend;
+pub mod breaker;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the gateway.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct GatewayMetrics {
@@ -12,6 +12,12 @@ pub struct GatewayMetrics {
     pub denied: IntCounterVec,
     /// `hangar_rate_limited_total{server}`.
     pub rate_limited: IntCounterVec,
+    /// `hangar_server_state{server, state}`: 1 for the current state, 0 for the others.
+    pub server_state: IntGaugeVec,
+    /// `hangar_breaker_state{server}`: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGaugeVec,
+    /// `hangar_server_starts{server}`: times the local process was started.
+    pub starts: IntGaugeVec,
 }
 
 impl GatewayMetrics {
@@ -29,10 +35,25 @@ impl GatewayMetrics {
             IntCounterVec::new(Opts::new("hangar_denied_total", "Calls the tool policy refused"), &["server", "tool"])?;
         let rate_limited =
             IntCounterVec::new(Opts::new("hangar_rate_limited_total", "Calls refused by a rate limit"), &["server"])?;
+        let server_state = IntGaugeVec::new(
+            Opts::new("hangar_server_state", "Server state: 1 for the current one"),
+            &["server", "state"],
+        )?;
+        let breaker_state = IntGaugeVec::new(
+            Opts::new("hangar_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open"),
+            &["server"],
+        )?;
+        let starts = IntGaugeVec::new(
+            Opts::new("hangar_server_starts", "Times a local server process was started"),
+            &["server"],
+        )?;
+        registry.register(Box::new(server_state.clone()))?;
+        registry.register(Box::new(breaker_state.clone()))?;
+        registry.register(Box::new(starts.clone()))?;
         registry.register(Box::new(calls.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(denied.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
-        Ok(Self { calls, latency, denied, rate_limited })
+        Ok(Self { calls, latency, denied, rate_limited, server_state, breaker_state, starts })
     }
 }

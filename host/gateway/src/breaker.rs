@@ -1,0 +1,154 @@
+//! A per-server circuit breaker: closed until `failureThreshold` calls in a row fail, then open
+//! (calls are refused at once) for `resetTimeout`, then half-open: one trial call decides
+//! whether it closes again or reopens.
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The value of the `hangar_breaker_state` gauge.
+    pub fn gauge(self) -> i64 {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        }
+    }
+}
+
+enum Inner {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { trial: bool },
+}
+
+pub struct CircuitBreaker {
+    enabled: bool,
+    threshold: u32,
+    reset: Duration,
+    inner: Mutex<Inner>,
+}
+
+impl CircuitBreaker {
+    pub fn new(spec: &hangar_api::CircuitBreaker) -> Self {
+        Self {
+            enabled: spec.enabled,
+            threshold: spec.failure_threshold.max(1) as u32,
+            reset: spec.reset_timeout.as_std(),
+            inner: Mutex::new(Inner::Closed { failures: 0 }),
+        }
+    }
+
+    /// May a call go ahead now? `Err(retry_after)` while open (or while a half-open trial runs).
+    pub fn admit(&self) -> Result<(), Duration> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Result<(), Duration> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let mut inner = self.inner.lock().unwrap();
+        match *inner {
+            Inner::Closed { .. } => Ok(()),
+            Inner::Open { until } if now < until => Err(until - now),
+            Inner::Open { .. } => {
+                *inner = Inner::HalfOpen { trial: true };
+                Ok(())
+            }
+            Inner::HalfOpen { trial: true } => Err(self.reset),
+            Inner::HalfOpen { trial: false } => {
+                *inner = Inner::HalfOpen { trial: true };
+                Ok(())
+            }
+        }
+    }
+
+    /// The outcome of an admitted call (only failures to reach the server count, not tool errors).
+    pub fn record(&self, success: bool) {
+        self.record_at(success, Instant::now())
+    }
+
+    fn record_at(&self, success: bool, now: Instant) {
+        let mut inner = self.inner.lock().unwrap();
+        *inner = match (&*inner, success) {
+            (_, true) => Inner::Closed { failures: 0 },
+            (Inner::Closed { failures }, false) if failures + 1 < self.threshold => {
+                Inner::Closed { failures: failures + 1 }
+            }
+            (Inner::Open { until }, false) => Inner::Open { until: *until },
+            (_, false) => Inner::Open { until: now + self.reset },
+        };
+    }
+
+    pub fn state(&self) -> BreakerState {
+        match *self.inner.lock().unwrap() {
+            Inner::Closed { .. } => BreakerState::Closed,
+            Inner::Open { .. } => BreakerState::Open,
+            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hangar_api::Duration as ApiDuration;
+
+    use super::*;
+
+    fn breaker(threshold: i32, reset_secs: u64) -> CircuitBreaker {
+        CircuitBreaker::new(&hangar_api::CircuitBreaker {
+            enabled: true,
+            failure_threshold: threshold,
+            reset_timeout: ApiDuration::from_secs(reset_secs),
+        })
+    }
+
+    #[test]
+    fn opens_after_the_threshold_and_half_opens_after_the_reset_timeout() {
+        let b = breaker(3, 10);
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            assert!(b.admit_at(t0).is_ok());
+            b.record_at(false, t0);
+        }
+        assert_eq!(b.state(), BreakerState::Closed, "two failures of three");
+        b.record_at(false, t0);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.admit_at(t0 + Duration::from_secs(4)), Err(Duration::from_secs(6)));
+        assert!(b.admit_at(t0 + Duration::from_secs(10)).is_ok(), "one trial after the reset timeout");
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.admit_at(t0 + Duration::from_secs(10)).is_err(), "only one trial at a time");
+        b.record_at(false, t0 + Duration::from_secs(11));
+        assert_eq!(b.state(), BreakerState::Open, "a failed trial reopens");
+        assert!(b.admit_at(t0 + Duration::from_secs(21)).is_ok());
+        b.record_at(true, t0 + Duration::from_secs(21));
+        assert_eq!(b.state(), BreakerState::Closed, "a good trial closes");
+    }
+
+    #[test]
+    fn a_success_resets_the_count_and_disabled_never_opens() {
+        let b = breaker(2, 10);
+        let t0 = Instant::now();
+        b.record_at(false, t0);
+        b.record_at(true, t0);
+        b.record_at(false, t0);
+        assert_eq!(b.state(), BreakerState::Closed);
+        let off = CircuitBreaker::new(&hangar_api::CircuitBreaker {
+            enabled: false,
+            failure_threshold: 1,
+            reset_timeout: ApiDuration::from_secs(1),
+        });
+        off.record_at(false, t0);
+        assert!(off.admit_at(t0).is_ok());
+    }
+}
