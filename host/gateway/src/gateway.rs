@@ -98,8 +98,9 @@ impl ServerEntry {
 
 /// Per server, for as long as it exists: health checks every `healthCheck.interval`, idle stop
 /// of an on-demand server after `idleTTL`, and its gauges.
-async fn lifecycle(server: Weak<ServerEntry>, metrics: GatewayMetrics) {
+async fn lifecycle(server: Weak<ServerEntry>, metrics: GatewayMetrics, events: broadcast::Sender<Value>) {
     let mut last_check = Instant::now();
+    let mut last_state = None;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let Some(s) = server.upgrade() else { break };
@@ -122,6 +123,10 @@ async fn lifecycle(server: Weak<ServerEntry>, metrics: GatewayMetrics) {
             s.backend.set_wanted(false);
         }
         let state = s.state();
+        if last_state != Some(state) {
+            last_state = Some(state);
+            let _ = events.send(json!({"type": "state", "server": s.name, "state": state.as_str()}));
+        }
         for st in State::ALL {
             metrics.server_state.with_label_values(&[&s.name, st.as_str()]).set((st == state) as i64);
         }
@@ -140,6 +145,8 @@ pub struct GroupEntry {
 }
 
 pub struct Gateway {
+    /// Serve one server's tools under their own names (`hangar bridge`).
+    pub unprefixed: bool,
     plugins: PluginRuntime,
     servers: RwLock<BTreeMap<String, Arc<ServerEntry>>>,
     groups: RwLock<BTreeMap<String, Arc<GroupEntry>>>,
@@ -148,6 +155,8 @@ pub struct Gateway {
     events: mpsc::UnboundedSender<BackendEvent>,
     /// Fires when the aggregated tool list may have changed.
     pub tools_changed: broadcast::Sender<()>,
+    /// What the operator follows (`GET /api/v1/events`): state changes and wake-ups.
+    pub events_out: broadcast::Sender<Value>,
 }
 
 /// A `tools/call` that did not produce a tool result.
@@ -176,8 +185,18 @@ pub fn unavailable(why: &str) -> RpcError {
 
 impl Gateway {
     pub fn new(plugins: PluginRuntime, registry: &prometheus::Registry) -> anyhow::Result<Arc<Self>> {
+        Self::build(plugins, registry, false)
+    }
+
+    /// A gateway for exactly one server whose tools keep their names (`hangar bridge`).
+    pub fn single(plugins: PluginRuntime, registry: &prometheus::Registry) -> anyhow::Result<Arc<Self>> {
+        Self::build(plugins, registry, true)
+    }
+
+    fn build(plugins: PluginRuntime, registry: &prometheus::Registry, unprefixed: bool) -> anyhow::Result<Arc<Self>> {
         let (events, mut rx) = mpsc::unbounded_channel::<BackendEvent>();
         let gateway = Arc::new(Self {
+            unprefixed,
             plugins,
             servers: RwLock::default(),
             groups: RwLock::default(),
@@ -185,6 +204,7 @@ impl Gateway {
             metrics: GatewayMetrics::new(registry)?,
             events,
             tools_changed: broadcast::channel(16).0,
+            events_out: broadcast::channel(256).0,
         });
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
@@ -201,6 +221,16 @@ impl Gateway {
     /// Starts (or replaces) a server. `base_dir` resolves relative paths of local commands.
     pub fn upsert_server(self: &Arc<Self>, name: &str, spec: MCPServerSpec, base_dir: &Path) -> Result<(), String> {
         let backend = backend_spec(name, &spec, base_dir)?;
+        self.upsert_server_at(name, spec, backend)
+    }
+
+    /// Starts (or replaces) a server reached through `backend` (in a cluster: its Service URL).
+    pub fn upsert_server_at(
+        self: &Arc<Self>,
+        name: &str,
+        spec: MCPServerSpec,
+        backend: BackendSpec,
+    ) -> Result<(), String> {
         let tools = spec.tools.clone().unwrap_or_default();
         let mut config = vec![("server".to_string(), name.to_string())];
         config.extend(tools.allow_list.iter().map(|t| ("allow".to_string(), t.clone())));
@@ -229,7 +259,7 @@ impl Gateway {
             last_activity: Mutex::new(Instant::now()),
         });
         self.servers.write().unwrap().insert(name.to_string(), entry.clone());
-        tokio::spawn(lifecycle(Arc::downgrade(&entry), self.metrics.clone()));
+        tokio::spawn(lifecycle(Arc::downgrade(&entry), self.metrics.clone(), self.events_out.clone()));
         let gateway = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
@@ -271,6 +301,48 @@ impl Gateway {
         self.servers.read().unwrap().get(name).cloned()
     }
 
+    /// What core reports per server (`GET /api/v1/servers`).
+    pub fn server_status(&self) -> Vec<Value> {
+        let servers = self.servers.read().unwrap().clone();
+        servers
+            .values()
+            .map(|s| {
+                let tools: Vec<Value> = s.tools.read().unwrap().iter().filter_map(|t| t.get("name").cloned()).collect();
+                json!({
+                    "name": s.name,
+                    "state": s.state().as_str(),
+                    "toolsCount": tools.len(),
+                    "tools": tools,
+                    "consecutiveFailures": s.health_failures.load(Ordering::Relaxed),
+                    "breaker": format!("{:?}", s.breaker.state()),
+                    "inFlight": s.in_flight.load(Ordering::Relaxed),
+                    "idleSeconds": s.last_activity.lock().unwrap().elapsed().as_secs(),
+                    "starts": s.backend.starts(),
+                })
+            })
+            .collect()
+    }
+
+    /// What core reports per group (`GET /api/v1/groups`): members, healthy count, state.
+    pub fn group_status(&self) -> Vec<Value> {
+        let groups = self.groups.read().unwrap().clone();
+        groups
+            .values()
+            .map(|g| {
+                let members: Vec<(String, Option<State>)> =
+                    g.members.iter().map(|m| (m.clone(), self.server(m).map(|s| s.state()))).collect();
+                let healthy = members.iter().filter(|(_, st)| st.is_some_and(State::serves)).count();
+                json!({
+                    "name": g.name,
+                    "strategy": g.spec.strategy,
+                    "members": members.iter().map(|(n, st)| json!({"name": n, "state": st.map(State::as_str)})).collect::<Vec<_>>(),
+                    "healthyMembers": healthy,
+                    "state": g.spec.health_policy.group_state(healthy, members.len()).as_str(),
+                })
+            })
+            .collect()
+    }
+
     pub fn server_names(&self) -> Vec<String> {
         self.servers.read().unwrap().keys().cloned().collect()
     }
@@ -307,6 +379,9 @@ impl Gateway {
             tools.into_iter().filter(|t| t["name"].as_str().is_some_and(|n| allowed.iter().any(|a| a == n))).collect()
         };
         let mut out = Vec::new();
+        if self.unprefixed {
+            return servers.values().flat_map(|s| visible(s)).collect();
+        }
         for (name, server) in &servers {
             if grouped.contains(&name) {
                 continue;
@@ -326,6 +401,11 @@ impl Gateway {
 
     /// Routes `tools/call` for an aggregated tool name.
     pub async fn call_tool(&self, qualified: &str, arguments: Value, caller: &str) -> Result<Value, CallError> {
+        if self.unprefixed {
+            let server = self.servers.read().unwrap().values().next().cloned();
+            let server = server.ok_or_else(|| CallError::Refused(unavailable("no server configured")))?;
+            return self.call_server(&server, qualified, arguments, caller).await;
+        }
         let Some((target, tool)) = qualified.split_once(SEPARATOR) else {
             return Err(CallError::Refused(RpcError::new(
                 code::INVALID_PARAMS,
@@ -447,6 +527,9 @@ impl Gateway {
                 server.spec.circuit_breaker.failure_threshold,
                 retry_after.as_secs_f64()
             ))));
+        }
+        if server.state() == State::Cold {
+            let _ = self.events_out.send(json!({"type": "wake", "server": server.name}));
         }
         server.in_flight.fetch_add(1, Ordering::Relaxed);
         server.touch();

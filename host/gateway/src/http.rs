@@ -27,6 +27,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub sessions: SessionKeys,
     pub registry: prometheus::Registry,
+    /// The admin API's bearer key; None refuses every admin call.
+    pub api_key: Option<String>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -35,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
+        .merge(crate::admin::router())
         // The limit is enforced in post_mcp, so that it answers with a JSON-RPC error.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

@@ -4,6 +4,7 @@
 //! are local stdio processes or remote Streamable HTTP endpoints, of either protocol generation.
 //! Builds without the operator and without any Kubernetes client.
 
+pub mod admin;
 pub mod backend;
 pub mod breaker;
 pub mod gateway;

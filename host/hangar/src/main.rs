@@ -5,6 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod core_cmd;
 mod plugin_cmd;
 mod run_cmd;
 
@@ -38,6 +39,26 @@ enum Command {
         #[arg(long, default_value = "human", value_parser = ["human", "json"])]
         log_format: String,
     },
+    /// The gateway of a cluster: MCP at /mcp, servers and groups registered by the operator through /api/v1.
+    Core {
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// File holding the admin API key (else HANGAR_API_KEY).
+        #[arg(long)]
+        api_key_file: Option<PathBuf>,
+        /// Directory of custom plugins (the mounted plugins ConfigMap), hot-reloaded.
+        #[arg(long)]
+        plugin_dir: Option<PathBuf>,
+        #[arg(long, default_value = "human", value_parser = ["human", "json"])]
+        log_format: String,
+    },
+    /// Serve one stdio MCP server over Streamable HTTP: `hangar bridge --listen :8080 -- CMD ARGS`.
+    Bridge {
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
     /// Inspect and try WebAssembly plugins.
     Plugin {
         #[command(subcommand)]
@@ -54,6 +75,14 @@ fn main() -> ExitCode {
         Command::Run { dir, listen, log_format } => {
             init_logging(&log_format);
             run_cmd::run(dir, listen)
+        }
+        Command::Core { listen, api_key_file, plugin_dir, log_format } => {
+            init_logging(&log_format);
+            core_cmd::core(listen, api_key_file, plugin_dir)
+        }
+        Command::Bridge { listen, command } => {
+            init_logging("human");
+            core_cmd::bridge(listen, command)
         }
     };
     match result {

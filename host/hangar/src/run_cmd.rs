@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::Context;
 use hangar_api::{MCPServerGroupSpec, MCPServerSpec, SourceType, labels};
-use hangar_gateway::{Gateway, http};
+use hangar_gateway::Gateway;
 use hangar_manifests::Resource;
 use hangar_plugin_runtime::{DiscoveryPlugin, Document, PluginRuntime, RuntimeConfig, SourceKind};
 use serde_json::Value;
@@ -76,17 +76,7 @@ async fn serve(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let address = listener.local_addr()?;
     println!("Hangar MCP endpoint: http://{address}/mcp");
     println!("Metrics:             http://{address}/metrics");
-    let state = Arc::new(http::AppState {
-        gateway: gateway.clone(),
-        sessions: hangar_gateway::session::SessionKeys::from_env(),
-        registry,
-    });
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down; stopping servers");
-        })
-        .await?;
+    crate::core_cmd::serve_until_ctrl_c(listener, gateway, registry, crate::core_cmd::api_key(None)?).await?;
     drop(watcher);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,198 @@
+//! The admin API the operator drives (`/api/v1/...`): register and remove servers and groups,
+//! read what core sees of them, follow state changes and wake-ups. Every call needs the bearer
+//! API key; without a configured key every call is refused.
+
+use std::{convert::Infallible, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::get,
+};
+use hangar_api::{MCPServerGroupSpec, MCPServerSpec};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio_stream::{StreamExt, wrappers::BroadcastStream};
+
+use crate::{backend::BackendSpec, http::AppState};
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/servers", get(list_servers))
+        .route("/api/v1/servers/{namespace}/{name}", axum::routing::put(put_server).delete(delete_server))
+        .route("/api/v1/groups", get(list_groups))
+        .route("/api/v1/groups/{namespace}/{name}", axum::routing::put(put_group).delete(delete_group))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
+}
+
+/// An admin API refusal: a status and a message naming what to fix.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn problem(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError(status, message.into())
+}
+
+/// `Authorization: Bearer <key>`, compared by digest.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.api_key else {
+        return Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "no API key is configured on this core: set HANGAR_API_KEY (or --api-key-file)",
+        ));
+    };
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(key) if Sha256::digest(key.as_bytes()) == Sha256::digest(expected.as_bytes()) => Ok(()),
+        Some(_) => Err(problem(StatusCode::UNAUTHORIZED, "wrong API key")),
+        None => Err(problem(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <API key>")),
+    }
+}
+
+/// Parses a JSON body, naming the field that is wrong.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { format!("{path}: ") };
+        problem(StatusCode::BAD_REQUEST, format!("{field}{}", e.inner()))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerRegistration {
+    spec: MCPServerSpec,
+    /// Where core reaches the server (its Service URL); defaults to `spec.endpoint`.
+    #[serde(default)]
+    endpoint: Option<String>,
+}
+
+async fn put_server(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let registration: ServerRegistration = parse(&body)?;
+    let endpoint = registration.endpoint.or_else(|| registration.spec.endpoint.clone()).ok_or_else(|| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "endpoint: required (the server's Service URL, or spec.endpoint for remote servers)",
+        )
+    })?;
+    state
+        .gateway
+        .upsert_server_at(&name, registration.spec, BackendSpec::Http { endpoint })
+        .map_err(|e| problem(StatusCode::BAD_REQUEST, e))?;
+    Ok((StatusCode::OK, Json(json!({"registered": format!("{namespace}/{name}")}))).into_response())
+}
+
+async fn delete_server(
+    State(state): State<Arc<AppState>>,
+    Path((_namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    if state.gateway.remove_server(&name) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(problem(StatusCode::NOT_FOUND, format!("no server {name:?}")))
+    }
+}
+
+async fn list_servers(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(json!({"servers": state.gateway.server_status()})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupRegistration {
+    spec: MCPServerGroupSpec,
+    /// Member server names, resolved by the operator from the selector.
+    members: Vec<String>,
+}
+
+async fn put_group(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let registration: GroupRegistration = parse(&body)?;
+    state
+        .gateway
+        .upsert_group(&name, registration.spec, registration.members)
+        .map_err(|e| problem(StatusCode::BAD_REQUEST, e))?;
+    Ok((StatusCode::OK, Json(json!({"registered": format!("{namespace}/{name}")}))).into_response())
+}
+
+async fn delete_group(
+    State(state): State<Arc<AppState>>,
+    Path((_namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    if state.gateway.remove_group(&name) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(problem(StatusCode::NOT_FOUND, format!("no group {name:?}")))
+    }
+}
+
+async fn list_groups(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(json!({"groups": state.gateway.group_status()})).into_response())
+}
+
+/// Server-Sent Events: `{"type":"state",...}` on every state change, `{"type":"wake",...}` when a
+/// call arrives for a Cold server.
+async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let stream = BroadcastStream::new(state.gateway.events_out.subscribe())
+        .filter_map(|e| e.ok())
+        .map(|e: Value| Ok::<_, Infallible>(Event::default().data(e.to_string())));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+fn openapi() -> Value {
+    let auth = json!([{"bearer": []}]);
+    let ok = |d: &str| json!({"description": d});
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Hangar core admin API", "version": env!("CARGO_PKG_VERSION")},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": auth,
+        "paths": {
+            "/api/v1/servers": {"get": {"summary": "Servers with state, tools, failures, activity", "responses": {"200": ok("servers"), "401": ok("no or wrong API key")}}},
+            "/api/v1/servers/{namespace}/{name}": {
+                "parameters": [{"name": "namespace", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "put": {"summary": "Register or update a server: {spec: MCPServer spec, endpoint: URL}", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["spec"], "properties": {"spec": {"type": "object"}, "endpoint": {"type": "string"}}}}}}, "responses": {"200": ok("registered"), "400": ok("invalid; the error names the field"), "401": ok("no or wrong API key")}},
+                "delete": {"summary": "Remove a server", "responses": {"204": ok("removed"), "404": ok("unknown"), "401": ok("no or wrong API key")}}
+            },
+            "/api/v1/groups": {"get": {"summary": "Groups with members, healthy count, state", "responses": {"200": ok("groups"), "401": ok("no or wrong API key")}}},
+            "/api/v1/groups/{namespace}/{name}": {
+                "parameters": [{"name": "namespace", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "put": {"summary": "Register or update a group: {spec: MCPServerGroup spec, members: [name]}", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["spec", "members"], "properties": {"spec": {"type": "object"}, "members": {"type": "array", "items": {"type": "string"}}}}}}}, "responses": {"200": ok("registered"), "400": ok("invalid; the error names the field"), "401": ok("no or wrong API key")}},
+                "delete": {"summary": "Remove a group", "responses": {"204": ok("removed"), "404": ok("unknown"), "401": ok("no or wrong API key")}}
+            },
+            "/api/v1/events": {"get": {"summary": "Server-Sent Events: state changes and wake-ups", "responses": {"200": ok("event stream"), "401": ok("no or wrong API key")}}}
+        }
+    })
+}

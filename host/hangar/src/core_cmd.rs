@@ -1,0 +1,82 @@
+//! `hangar core` (the gateway a cluster runs; servers arrive through the admin API) and
+//! `hangar bridge` (one stdio server served over Streamable HTTP, inside a pod).
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use hangar_api::MCPServerSpec;
+use hangar_gateway::{Gateway, backend::BackendSpec, http, session::SessionKeys};
+use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
+
+/// The admin API key: `--api-key-file`, else `HANGAR_API_KEY`; none means every admin call is refused.
+pub fn api_key(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+    if let Some(file) = file {
+        let key =
+            std::fs::read_to_string(file).with_context(|| format!("reading the API key from {}", file.display()))?;
+        return Ok(Some(key.trim().to_string()).filter(|k| !k.is_empty()));
+    }
+    Ok(std::env::var("HANGAR_API_KEY").ok().filter(|k| !k.is_empty()))
+}
+
+pub async fn serve_until_ctrl_c(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    registry: prometheus::Registry,
+    api_key: Option<String>,
+) -> anyhow::Result<()> {
+    let state = Arc::new(http::AppState { gateway, sessions: SessionKeys::from_env(), registry, api_key });
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down; stopping servers");
+        })
+        .await?;
+    Ok(())
+}
+
+async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))
+}
+
+pub fn core(
+    listen: SocketAddr,
+    api_key_file: Option<PathBuf>,
+    plugin_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let key = api_key(api_key_file.as_ref())?;
+    if key.is_none() {
+        tracing::warn!("no API key (HANGAR_API_KEY or --api-key-file): the admin API refuses every call");
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        let registry = prometheus::Registry::new();
+        let plugins = PluginRuntime::new(RuntimeConfig::default(), &registry)?;
+        let _watch = match &plugin_dir {
+            Some(dir) => Some(plugins.watch_dir(dir)?),
+            None => None,
+        };
+        let gateway = Gateway::new(plugins, &registry)?;
+        let listener = bind(listen).await?;
+        println!("Hangar core: MCP at http://{}/mcp, admin API at /api/v1", listener.local_addr()?);
+        serve_until_ctrl_c(listener, gateway, registry, key).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn bridge(listen: SocketAddr, command: Vec<String>) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        let registry = prometheus::Registry::new();
+        let plugins = PluginRuntime::new(RuntimeConfig::default(), &registry)?;
+        let gateway = Gateway::single(plugins, &registry)?;
+        let spec: MCPServerSpec = serde_json::from_value(serde_json::json!({
+            "mode": "container", "image": "bridged", "transport": "stdio", "command": command,
+        }))?;
+        let dir = std::env::current_dir()?;
+        gateway
+            .upsert_server_at("bridged", spec, BackendSpec::Stdio { command, env: Vec::new(), dir })
+            .map_err(anyhow::Error::msg)?;
+        let listener = bind(listen).await?;
+        println!("Hangar bridge: MCP at http://{}/mcp", listener.local_addr()?);
+        serve_until_ctrl_c(listener, gateway, registry, None).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

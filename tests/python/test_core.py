@@ -1,0 +1,122 @@
+"""`hangar core` (driven through its admin API, as the operator does) and `hangar bridge`."""
+import asyncio
+import json
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+from mcp import Client
+
+from hangar_proc import NOTES, PYTHON, Hangar, wait_for
+from test_gateway import free_port
+
+KEY = "test-admin-key"
+
+
+def admin(h: Hangar, method: str, path: str, body=None, key: str | None = KEY):
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(h.base + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read()
+            return r.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        return e.code, json.loads(text) if text else None
+
+
+@pytest.fixture
+def core(tmp_path):
+    h = Hangar(tmp_path, {"HANGAR_API_KEY": KEY}, ["core"])
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def notes_http():
+    port = free_port()
+    p = subprocess.Popen([str(PYTHON), str(NOTES), "--http", str(port)], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    wait_for(lambda: __import__("socket").socket().connect_ex(("127.0.0.1", port)) == 0)
+    yield f"http://127.0.0.1:{port}/mcp"
+    p.kill()
+    p.wait()
+
+
+def test_admin_api_needs_the_key(core, tmp_path):
+    assert admin(core, "GET", "/api/v1/servers", key=None)[0] == 401
+    status, body = admin(core, "GET", "/api/v1/servers", key="wrong")
+    assert status == 401 and body["error"] == "wrong API key"
+    assert admin(core, "GET", "/api/v1/servers") == (200, {"servers": []})
+    (tmp_path / "keyless").mkdir()
+    keyless = Hangar(tmp_path / "keyless", {"HANGAR_API_KEY": ""}, ["core"])
+    try:
+        status, body = admin(keyless, "GET", "/api/v1/servers")
+        assert status == 401 and "no API key is configured" in body["error"]
+    finally:
+        keyless.stop()
+
+
+def test_bad_registrations_name_the_field(core):
+    status, body = admin(core, "PUT", "/api/v1/servers/team/s", {"spec": {"mode": "remote", "replicas": "two"}})
+    assert status == 400 and body["error"].startswith("spec.replicas: invalid type"), body
+    status, body = admin(core, "PUT", "/api/v1/servers/team/s", b"{nope")
+    assert status == 400
+    status, body = admin(core, "PUT", "/api/v1/servers/team/s", {"spec": {"mode": "container", "image": "x"}})
+    assert status == 400 and body["error"].startswith("endpoint: required"), body
+    status, body = admin(core, "PUT", "/api/v1/groups/team/g", {"spec": {"selector": {}, "strategy": "Fastest"}, "members": []})
+    assert status == 400 and 'no plugin named "Fastest"' in body["error"], body
+
+
+def test_registered_servers_are_served_reported_and_removed(core, notes_http):
+    events = urllib.request.urlopen(
+        urllib.request.Request(core.base + "/api/v1/events", headers={"authorization": f"Bearer {KEY}"}), timeout=20
+    )
+    status, _ = admin(core, "PUT", "/api/v1/servers/team/notes", {"spec": {"mode": "remote", "endpoint": notes_http, "tools": {"allowList": ["word_count"]}}})
+    assert status == 200
+
+    async def names():
+        async with Client(core.url) as c:
+            return [t.name for t in (await c.list_tools()).tools]
+
+    assert wait_for(lambda: asyncio.run(names()) == ["notes__word_count"])
+    servers = wait_for(lambda: (s := admin(core, "GET", "/api/v1/servers")[1]["servers"]) and s[0]["state"] == "Ready" and s)
+    assert servers[0]["toolsCount"] == 3 and servers[0]["name"] == "notes"
+    line = b""
+    while not line.startswith(b"data:"):
+        line = events.readline()
+    event = json.loads(line[5:])
+    assert event["type"] == "state" and event["server"] == "notes" and event["state"] in ("Initializing", "Ready"), event
+    status, _ = admin(core, "PUT", "/api/v1/groups/team/all-notes", {"spec": {"selector": {}, "strategy": "Failover"}, "members": ["notes"]})
+    assert status == 200
+    groups = admin(core, "GET", "/api/v1/groups")[1]["groups"]
+    assert groups[0]["healthyMembers"] == 1 and groups[0]["state"] == "Ready"
+    assert admin(core, "DELETE", "/api/v1/groups/team/all-notes")[0] == 204
+    assert admin(core, "DELETE", "/api/v1/servers/team/notes")[0] == 204
+    assert admin(core, "DELETE", "/api/v1/servers/team/notes")[0] == 404
+    assert asyncio.run(names()) == []
+
+
+def test_openapi_description_is_served(core):
+    doc = json.loads(urllib.request.urlopen(core.base + "/api/v1/openapi.json", timeout=5).read())
+    assert doc["openapi"].startswith("3.") and "/api/v1/servers/{namespace}/{name}" in doc["paths"]
+
+
+def test_bridge_serves_one_stdio_server_under_its_own_tool_names(tmp_path):
+    h = Hangar(tmp_path, None, ["bridge", "--", str(PYTHON), str(NOTES)])
+    try:
+        async def session(mode):
+            async with Client(h.url, mode=mode) as c:
+                tools = sorted(t.name for t in (await c.list_tools()).tools)
+                r = await c.call_tool("word_count", {"text": "bridged over http"})
+                return tools, r.structured_content
+
+        for mode in ["auto", "legacy"]:
+            tools, result = wait_for(lambda: (r := asyncio.run(session(mode))) and r[0] and r)
+            assert tools == ["add_note", "list_notes", "word_count"]
+            assert result == {"result": 3}
+    finally:
+        h.stop()
