@@ -332,3 +332,32 @@ def test_the_circuit_breaker_opens_after_the_threshold_and_half_opens_after_the_
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_handshake_session_stays_on_one_group_member(start):
+    group = (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServerGroup\nmetadata: {name: notes}\n"
+        "spec:\n  selector: {matchLabels: {app: notes}}\n  strategy: RoundRobin\n"
+    )
+    h = start({"a.yaml": notes_server("notes-a", "{app: notes}"), "b.yaml": notes_server("notes-b", "{app: notes}"), "g.yaml": group})
+    wait_tools(h.url, {"notes__add_note"})
+    wait_for(lambda: metric(h, "hangar_server_state", 'server="notes-a",state="Ready"') == 1 and metric(h, "hangar_server_state", 'server="notes-b",state="Ready"') == 1)
+
+    async def session(tag):
+        async with Client(h.url, mode="legacy") as c:
+            for i in range(4):
+                await c.call_tool("notes__add_note", {"text": f"{tag}-{i}"})
+            listed = await c.call_tool("notes__list_notes", {})
+            return listed.structured_content["result"].splitlines()
+
+    notes = asyncio.run(session("s1"))
+    # Each member keeps its own notes in memory: all four in one list means one member served them.
+    assert [n for n in notes if n.startswith("s1-")] == ["s1-0", "s1-1", "s1-2", "s1-3"]
+
+    async def stateless():
+        async with Client(h.url) as c:  # 2026-07-28: no session, calls go round robin
+            for i in range(4):
+                await c.call_tool("notes__add_note", {"text": f"m-{i}"})
+            return (await c.call_tool("notes__list_notes", {})).structured_content["result"].splitlines()
+
+    assert len([n for n in asyncio.run(stateless()) if n.startswith("m-")]) == 2, "round robin spread the notes"

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_stream::{StreamExt, wrappers::BroadcastStream};
 
-use crate::{backend::BackendSpec, http::AppState};
+use crate::{backend::BackendSpec, gateway::GroupMember, http::AppState};
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -121,11 +121,19 @@ async fn list_servers(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
 }
 
 #[derive(Deserialize)]
+#[serde(untagged)]
+enum MemberRef {
+    Name(String),
+    Member(GroupMember),
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GroupRegistration {
     spec: MCPServerGroupSpec,
-    /// Member server names, resolved by the operator from the selector.
-    members: Vec<String>,
+    /// Member servers, resolved by the operator from the selector: names, or
+    /// `{name, priority, weight}` from their labels.
+    members: Vec<MemberRef>,
 }
 
 async fn put_group(
@@ -138,7 +146,18 @@ async fn put_group(
     let registration: GroupRegistration = parse(&body)?;
     state
         .gateway
-        .upsert_group(&name, registration.spec, registration.members)
+        .upsert_group(
+            &name,
+            registration.spec,
+            registration
+                .members
+                .into_iter()
+                .map(|m| match m {
+                    MemberRef::Name(name) => GroupMember { name, priority: 0, weight: 1 },
+                    MemberRef::Member(m) => m,
+                })
+                .collect(),
+        )
         .map_err(|e| problem(StatusCode::BAD_REQUEST, e))?;
     Ok((StatusCode::OK, Json(json!({"registered": format!("{namespace}/{name}")}))).into_response())
 }

@@ -135,11 +135,39 @@ async fn lifecycle(server: Weak<ServerEntry>, metrics: GatewayMetrics, events: b
     }
 }
 
+/// A member of a group, with what the strategy needs from its labels.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct GroupMember {
+    pub name: String,
+    /// `mcp-hangar.io/priority` (lower first in failover; default 0).
+    #[serde(default)]
+    pub priority: i32,
+    /// `mcp-hangar.io/weight` (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl GroupMember {
+    /// From a member server's name and labels.
+    pub fn from_labels(name: &str, labels: &BTreeMap<String, String>) -> Self {
+        let number = |key| labels.get(key).and_then(|v: &String| v.parse().ok());
+        GroupMember {
+            name: name.to_string(),
+            priority: number(hangar_api::labels::PRIORITY).unwrap_or(0),
+            weight: number(hangar_api::labels::WEIGHT).map(|w: i32| w.max(0) as u32).unwrap_or(1),
+        }
+    }
+}
+
 /// A group: members chosen by a strategy plugin, tried again on another member per `failover`.
 pub struct GroupEntry {
     pub name: String,
     pub spec: MCPServerGroupSpec,
-    pub members: Vec<String>,
+    pub members: Vec<GroupMember>,
     strategy: StrategyPlugin,
     sequence: AtomicU64,
 }
@@ -279,7 +307,14 @@ impl Gateway {
         removed
     }
 
-    pub fn upsert_group(&self, name: &str, spec: MCPServerGroupSpec, members: Vec<String>) -> Result<(), String> {
+    pub fn upsert_group(
+        &self,
+        name: &str,
+        spec: MCPServerGroupSpec,
+        mut members: Vec<GroupMember>,
+    ) -> Result<(), String> {
+        // One order on every replica: pinning picks by position.
+        members.sort_by(|a, b| a.name.cmp(&b.name));
         let plugin = hangar_builtin_plugins::strategy_plugin_name(&spec.strategy);
         let strategy = StrategyPlugin::new(&self.plugins, plugin, Vec::new(), spec.strategy_sha256.as_deref())
             .map_err(|e| format!("spec.strategy: {e}"))?;
@@ -330,7 +365,7 @@ impl Gateway {
             .values()
             .map(|g| {
                 let members: Vec<(String, Option<State>)> =
-                    g.members.iter().map(|m| (m.clone(), self.server(m).map(|s| s.state()))).collect();
+                    g.members.iter().map(|m| (m.name.clone(), self.server(&m.name).map(|s| s.state()))).collect();
                 let healthy = members.iter().filter(|(_, st)| st.is_some_and(State::serves)).count();
                 json!({
                     "name": g.name,
@@ -371,7 +406,7 @@ impl Gateway {
     pub fn list_tools(&self) -> Vec<Value> {
         let servers = self.servers.read().unwrap().clone();
         let groups = self.groups.read().unwrap().clone();
-        let grouped: Vec<&String> = groups.values().flat_map(|g| g.members.iter()).collect();
+        let grouped: Vec<&String> = groups.values().flat_map(|g| g.members.iter().map(|m| &m.name)).collect();
         let visible = |server: &ServerEntry| -> Vec<Value> {
             let tools = server.tools.read().unwrap().clone();
             let names: Vec<String> = tools.iter().filter_map(|t| t["name"].as_str().map(str::to_string)).collect();
@@ -391,7 +426,7 @@ impl Gateway {
         for (name, group) in &groups {
             // Members serve the same tools; list those of the first member that has any.
             if let Some(tools) =
-                group.members.iter().filter_map(|m| servers.get(m)).map(|s| visible(s)).find(|t| !t.is_empty())
+                group.members.iter().filter_map(|m| servers.get(&m.name)).map(|s| visible(s)).find(|t| !t.is_empty())
             {
                 out.extend(tools.into_iter().map(|t| prefixed(name, t)));
             }
@@ -400,7 +435,15 @@ impl Gateway {
     }
 
     /// Routes `tools/call` for an aggregated tool name.
-    pub async fn call_tool(&self, qualified: &str, arguments: Value, caller: &str) -> Result<Value, CallError> {
+    /// Routes `tools/call` for an aggregated tool name; `pin` (from a session id) keeps a
+    /// session on one member of a group.
+    pub async fn call_tool(
+        &self,
+        qualified: &str,
+        arguments: Value,
+        caller: &str,
+        pin: Option<u64>,
+    ) -> Result<Value, CallError> {
         if self.unprefixed {
             let server = self.servers.read().unwrap().values().next().cloned();
             let server = server.ok_or_else(|| CallError::Refused(unavailable("no server configured")))?;
@@ -414,7 +457,7 @@ impl Gateway {
         };
         let group = self.groups.read().unwrap().get(target).cloned();
         match group {
-            Some(group) => self.call_group(&group, tool, arguments, caller).await,
+            Some(group) => self.call_group(&group, tool, arguments, caller, pin).await,
             None => {
                 let server = self.server(target).ok_or_else(|| {
                     CallError::Refused(RpcError::new(
@@ -433,6 +476,7 @@ impl Gateway {
         tool: &str,
         arguments: Value,
         caller: &str,
+        pin: Option<u64>,
     ) -> Result<Value, CallError> {
         let sequence = group.sequence.fetch_add(1, Ordering::Relaxed);
         let failover = &group.spec.failover;
@@ -440,29 +484,50 @@ impl Gateway {
         let mut tried: Vec<u32> = Vec::new();
         let mut last = None;
         for attempt in 0..attempts {
-            let members: Vec<Arc<ServerEntry>> = group.members.iter().filter_map(|m| self.server(m)).collect();
-            let candidates: Vec<Candidate> = members
+            let members: Vec<(&GroupMember, Arc<ServerEntry>)> =
+                group.members.iter().filter_map(|m| self.server(&m.name).map(|s| (m, s))).collect();
+            let mut candidates: Vec<Candidate> = members
                 .iter()
                 .enumerate()
-                .map(|(i, s)| Candidate {
+                .map(|(i, (m, s))| Candidate {
                     index: i as u32,
                     name: s.name.clone(),
                     healthy: s.serving(),
                     in_flight: s.in_flight.load(Ordering::Relaxed),
                     latency_avg_us: s.latency_avg_us.load(Ordering::Relaxed),
                     consecutive_failures: s.failures.load(Ordering::Relaxed),
-                    priority: 0,
-                    weight: 1,
+                    priority: m.priority,
+                    weight: m.weight,
                 })
                 .collect();
-            let request =
-                PickRequest { tool: tool.to_string(), sequence, random: rand::random(), attempt, tried: tried.clone() };
-            let pick = group.strategy.pick(&request, &candidates);
-            let Some(index) = pick.index else {
-                break;
+            // With no member serving, cold (on-demand) members may be started.
+            if !candidates.iter().any(|c| c.healthy) {
+                for (c, (_, s)) in candidates.iter_mut().zip(&members) {
+                    c.healthy = s.state() == State::Cold;
+                }
+            }
+            // A session stays on the member its id points at while that member serves; the
+            // choice is a pure function of the (signed) id, so every core replica makes it alike.
+            let pinned =
+                pin.filter(|_| attempt == 0 && !candidates.is_empty()).map(|p| (p % candidates.len() as u64) as u32);
+            let index = match pinned.filter(|&i| candidates[i as usize].healthy) {
+                Some(i) => i,
+                None => {
+                    let request = PickRequest {
+                        tool: tool.to_string(),
+                        sequence,
+                        random: rand::random(),
+                        attempt,
+                        tried: tried.clone(),
+                    };
+                    match group.strategy.pick(&request, &candidates).index {
+                        Some(i) => i,
+                        None => break,
+                    }
+                }
             };
             tried.push(index);
-            let member = &members[index as usize];
+            let member = &members[index as usize].1;
             match self.call_server(member, tool, arguments.clone(), caller).await {
                 Err(CallError::Backend(e)) if e.is_transient() => {
                     tracing::warn!(group = %group.name, member = %member.name, error = %e, "member failed; trying another");

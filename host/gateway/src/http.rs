@@ -174,11 +174,20 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let outcome = dispatch(&state.gateway, method, &params, &caller, modern).await;
+    // Handshake sessions are pinned to a group member chosen from their (signed) id.
+    let pin = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern).map(session_pin);
+    let outcome = dispatch(&state.gateway, method, &params, &caller, modern, pin).await;
     match outcome {
         Ok(result) => json_response(StatusCode::OK, protocol::response(&id, finish(method, result, modern))),
         Err(e) => rpc_error(StatusCode::OK, &id, e),
     }
+}
+
+/// A stable number from a session id: the same on every core replica.
+fn session_pin(session: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(session.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 async fn dispatch(
@@ -187,6 +196,7 @@ async fn dispatch(
     params: &Value,
     caller: &str,
     modern: bool,
+    pin: Option<u64>,
 ) -> Result<Value, RpcError> {
     match method {
         "server/discover" => Ok(json!({
@@ -202,7 +212,7 @@ async fn dispatch(
                 RpcError::new(code::INVALID_PARAMS, "params.name: required (the tool to call, as listed by tools/list)")
             })?;
             let arguments = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
-            gateway.call_tool(name, arguments, caller).await.map_err(|e| e.to_rpc())
+            gateway.call_tool(name, arguments, caller, pin).await.map_err(|e| e.to_rpc())
         }
         "resources/list" => Ok(json!({"resources": []})),
         "resources/templates/list" => Ok(json!({"resourceTemplates": []})),

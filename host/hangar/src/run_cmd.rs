@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::Context;
 use hangar_api::{MCPServerGroupSpec, MCPServerSpec, SourceType, labels};
-use hangar_gateway::Gateway;
+use hangar_gateway::{Gateway, gateway::GroupMember};
 use hangar_manifests::Resource;
 use hangar_plugin_runtime::{DiscoveryPlugin, Document, PluginRuntime, RuntimeConfig, SourceKind};
 use serde_json::Value;
@@ -22,7 +22,7 @@ use serde_json::Value;
 #[derive(Default)]
 struct Applied {
     servers: BTreeMap<String, MCPServerSpec>,
-    groups: BTreeMap<String, (MCPServerGroupSpec, Vec<String>)>,
+    groups: BTreeMap<String, (MCPServerGroupSpec, Vec<GroupMember>)>,
 }
 
 type Labels = BTreeMap<String, String>;
@@ -216,11 +216,11 @@ fn apply(gateway: &Arc<Gateway>, plugins: &PluginRuntime, dir: &Path, applied: &
         }
     }
     for (name, spec) in &desired.groups {
-        let members: Vec<String> = desired
+        let members: Vec<GroupMember> = desired
             .servers
             .iter()
             .filter(|(_, (_, l))| labels::selector_matches(&spec.selector, l))
-            .map(|(n, _)| n.clone())
+            .map(|(n, (_, l))| GroupMember::from_labels(n, l))
             .collect();
         let wanted = (spec.clone(), members.clone());
         if applied.groups.get(name) == Some(&wanted) {
