@@ -361,3 +361,24 @@ def test_a_handshake_session_stays_on_one_group_member(start):
             return (await c.call_tool("notes__list_notes", {})).structured_content["result"].splitlines()
 
     assert len([n for n in asyncio.run(stateless()) if n.startswith("m-")]) == 2, "round robin spread the notes"
+
+
+def test_handshake_clients_hear_that_the_tool_list_changed(start):
+    h = start({"notes.yaml": notes_server("notes")})
+    wait_tools(h.url, {"notes__word_count"})
+
+    async def listen():
+        changed = asyncio.Event()
+
+        async def handler(message):
+            if "ToolListChanged" in type(message).__name__ or "tools/list_changed" in repr(message):
+                changed.set()
+
+        async with Client(h.url, mode="legacy", message_handler=handler) as c:
+            await c.list_tools()
+            await asyncio.sleep(0.5)  # the GET stream opens after the handshake
+            (h.folder / "everything.yaml").write_text(everything_server())
+            await asyncio.wait_for(changed.wait(), timeout=20)  # raises if no notification came
+
+    asyncio.run(listen())
+    wait_tools(h.url, {"everything__echo", "notes__word_count"})

@@ -53,9 +53,23 @@ fn rpc_error(status: StatusCode, id: &Value, error: RpcError) -> Response {
     json_response(status, protocol::error_response(id, &error))
 }
 
-async fn get_mcp() -> Response {
-    // No server-initiated stream: list changes reach clients on their next request.
-    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")], "").into_response()
+/// The handshake revisions' server-to-client stream: `notifications/tools/list_changed` whenever
+/// the aggregated tool list may have changed (servers added, removed, or re-listed).
+async fn get_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio_stream::{StreamExt, wrappers::BroadcastStream};
+    match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(id) if state.sessions.verify(id) => {
+            let changed = protocol::notification("notifications/tools/list_changed", json!({})).to_string();
+            let stream = BroadcastStream::new(state.gateway.tools_changed.subscribe())
+                .filter_map(|e| e.ok())
+                .map(move |()| Ok::<_, std::convert::Infallible>(Event::default().event("message").data(changed.clone())));
+            Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+        }
+        Some(_) => StatusCode::NOT_FOUND.into_response(),
+        // The stateless revision has no standalone stream.
+        None => (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")], "").into_response(),
+    }
 }
 
 async fn delete_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
