@@ -9,7 +9,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -382,3 +384,43 @@ def test_handshake_clients_hear_that_the_tool_list_changed(start):
 
     asyncio.run(listen())
     wait_tools(h.url, {"everything__echo", "notes__word_count"})
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_progress_of_a_routed_call_reaches_the_client(start, mode):
+    h = start({"everything.yaml": everything_server()})
+    wait_tools(h.url, {"everything__trigger-long-running-operation"})
+    seen = []
+
+    async def run():
+        async def on_progress(progress, total, message):
+            seen.append((progress, total))
+
+        async with Client(h.url, mode=mode) as c:
+            return await c.call_tool("everything__trigger-long-running-operation", {"duration": 1, "steps": 4}, progress_callback=on_progress)
+
+    result = asyncio.run(run())
+    assert "completed" in result.content[0].text.lower(), result
+    assert [p for p, _ in seen] == [1, 2, 3, 4] and all(t == 4 for _, t in seen), seen
+
+
+def test_a_cancelled_call_is_cancelled_at_the_server(start, tmp_path):
+    log = tmp_path / "slow.log"
+    slow = (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: slow}\n"
+        "spec:\n  mode: container\n  image: x\n  transport: stdio\n"
+        f"  command: [\"{PYTHON}\", \"{Path(__file__).parent / 'servers' / 'slow.py'}\"]\n"
+        f"  env: [{{name: SLOW_LOG, value: \"{log}\"}}]\n"
+    )
+    h = start({"slow.yaml": slow})
+    wait_tools(h.url, {"slow__sleep"})
+
+    async def run(mode):
+        async with Client(h.url, mode=mode) as c:
+            with anyio.move_on_after(1.0):
+                await c.call_tool("slow__sleep", {"seconds": 30})
+            return await c.call_tool("slow__sleep", {"seconds": 0.01})
+
+    for mode, count in [("legacy", 1), ("auto", 2)]:
+        assert asyncio.run(run(mode)).content[0].text == "slept 0.01s"
+        wait_for(lambda: log.read_text().count("cancelled") == count, timeout=10)

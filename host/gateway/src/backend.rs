@@ -94,11 +94,24 @@ impl Backend {
         ready_within: Duration,
         answer_within: Duration,
     ) -> Result<Value, BackendError> {
+        self.request_with_progress(method, params, ready_within, answer_within, None).await
+    }
+
+    /// [`Self::request`], relaying the server's `notifications/progress` for it to `progress`
+    /// (with the client's token). Dropping the future cancels the call at the server.
+    pub async fn request_with_progress(
+        &self,
+        method: &str,
+        params: Value,
+        ready_within: Duration,
+        answer_within: Duration,
+        progress: Option<(Value, ProgressSink)>,
+    ) -> Result<Value, BackendError> {
         match self {
             Backend::Stdio(b) => {
                 let live = b.ready(ready_within).await?;
                 let params = with_era_meta(&live.era, params);
-                tokio::time::timeout(answer_within, call(&b.shared, &live, method, params))
+                tokio::time::timeout(answer_within, call(&b.shared, &live, method, params, progress))
                     .await
                     .unwrap_or(Err(BackendError::Timeout(answer_within)))
             }
@@ -185,10 +198,43 @@ fn initialize_params() -> Value {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
 
+/// Where `notifications/progress` for a call go: the backend token Hangar chose → the client's
+/// token and the client's channel.
+type ProgressRoutes = Arc<Mutex<HashMap<String, (Value, ProgressSink)>>>;
+
+/// A client's channel for `notifications/progress` params of one call.
+pub type ProgressSink = mpsc::UnboundedSender<Value>;
+
 struct Live {
     stdin: mpsc::UnboundedSender<String>,
     pending: Pending,
+    progress: ProgressRoutes,
     era: Era,
+}
+
+/// Forgets a call when its future ends; if it ends before the answer (the client went away or
+/// cancelled), tells the server with `notifications/cancelled`.
+struct InFlight<'a> {
+    id: u64,
+    live: &'a Live,
+    token: Option<String>,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.live.pending.lock().unwrap().remove(&self.id);
+        if let Some(token) = &self.token {
+            self.live.progress.lock().unwrap().remove(token);
+        }
+        if !self.answered {
+            let cancel = protocol::notification(
+                "notifications/cancelled",
+                json!({"requestId": self.id, "reason": "cancelled by the client"}),
+            );
+            let _ = self.live.stdin.send(cancel.to_string());
+        }
+    }
 }
 
 struct StdioShared {
@@ -255,16 +301,35 @@ impl StdioBackend {
     }
 }
 
-async fn call(shared: &StdioShared, live: &Live, method: &str, params: Value) -> Result<Value, BackendError> {
+async fn call(
+    shared: &StdioShared,
+    live: &Live,
+    method: &str,
+    mut params: Value,
+    progress: Option<(Value, ProgressSink)>,
+) -> Result<Value, BackendError> {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
     live.pending.lock().unwrap().insert(id, tx);
+    let mut guard = InFlight { id, live, token: None, answered: false };
+    if let Some(route) = progress {
+        // Client tokens may collide between clients; the server sees one of Hangar's own.
+        let token = format!("hangar-{id}");
+        if let Some(object) = params.as_object_mut() {
+            let meta = object.entry("_meta").or_insert_with(|| json!({}));
+            meta["progressToken"] = Value::String(token.clone());
+        }
+        live.progress.lock().unwrap().insert(token.clone(), route);
+        guard.token = Some(token);
+    }
     let line = protocol::request(id, method, params).to_string();
     if live.stdin.send(line).is_err() {
-        live.pending.lock().unwrap().remove(&id);
+        guard.answered = true;
         return Err(BackendError::Unavailable(format!("server {} is not running", shared.name)));
     }
-    match rx.await {
+    let outcome = rx.await;
+    guard.answered = true;
+    match outcome {
         Ok(Ok(result)) => Ok(result),
         Ok(Err(e)) => Err(BackendError::Rpc(e)),
         Err(_) => Err(BackendError::Unavailable(format!("server {} exited during the call", shared.name))),
@@ -355,8 +420,10 @@ async fn run_child(
     });
 
     let pending: Pending = Arc::default();
+    let progress: ProgressRoutes = Arc::default();
     let reader = {
-        let (pending, stdin_tx, events, name) = (pending.clone(), stdin_tx.clone(), events.clone(), name.clone());
+        let (pending, progress, stdin_tx, events, name) =
+            (pending.clone(), progress.clone(), stdin_tx.clone(), events.clone(), name.clone());
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -364,14 +431,14 @@ async fn run_child(
                     tracing::warn!(server = %name, "ignoring a line that is not JSON-RPC: {line}");
                     continue;
                 };
-                dispatch(&name, message, &pending, &stdin_tx, &events);
+                dispatch(&name, message, &pending, &progress, &stdin_tx, &events);
             }
             // The process closed stdout: fail every call still waiting.
             pending.lock().unwrap().clear();
         })
     };
 
-    let mut live = Live { stdin: stdin_tx, pending: pending.clone(), era: Era::Modern };
+    let mut live = Live { stdin: stdin_tx, pending: pending.clone(), progress: progress.clone(), era: Era::Modern };
     let era = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(shared, &live)).await;
     match era {
         Ok(Ok(era)) => {
@@ -389,13 +456,13 @@ async fn run_child(
 
 /// `server/discover` first; anything but a modern answer falls back to `initialize`.
 async fn handshake(shared: &StdioShared, live: &Live) -> Result<Era, BackendError> {
-    let discover = call(shared, live, "server/discover", json!({"_meta": protocol::modern_meta()})).await;
+    let discover = call(shared, live, "server/discover", json!({"_meta": protocol::modern_meta()}), None).await;
     match discover {
         Ok(result) if speaks_modern(&result) => return Ok(Era::Modern),
         Ok(_) | Err(BackendError::Rpc(_)) => {}
         Err(e) => return Err(e),
     }
-    let result = call(shared, live, "initialize", initialize_params()).await?;
+    let result = call(shared, live, "initialize", initialize_params(), None).await?;
     let version =
         result.get("protocolVersion").and_then(Value::as_str).unwrap_or(protocol::LATEST_HANDSHAKE).to_string();
     let _ = live.stdin.send(protocol::notification("notifications/initialized", json!({})).to_string());
@@ -406,6 +473,7 @@ fn dispatch(
     name: &str,
     message: Value,
     pending: &Pending,
+    progress: &ProgressRoutes,
     stdin: &mpsc::UnboundedSender<String>,
     events: &mpsc::UnboundedSender<BackendEvent>,
 ) {
@@ -427,6 +495,14 @@ fn dispatch(
             let error =
                 RpcError::new(code::METHOD_NOT_FOUND, format!("{method} is not available through the Hangar gateway"));
             let _ = stdin.send(protocol::error_response(id, &error).to_string());
+        }
+        (Some("notifications/progress"), None) => {
+            let token = message["params"]["progressToken"].as_str().unwrap_or_default();
+            if let Some((client_token, sink)) = progress.lock().unwrap().get(token) {
+                let mut params = message["params"].clone();
+                params["progressToken"] = client_token.clone();
+                let _ = sink.send(params);
+            }
         }
         (Some(method), None) => {
             let _ = events.send(BackendEvent { server: name.to_string(), method: method.to_string() });

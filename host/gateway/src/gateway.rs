@@ -187,6 +187,15 @@ pub struct Gateway {
     pub events_out: broadcast::Sender<Value>,
 }
 
+/// Who calls and how: the caller's identity for the policy, the session's group-member pin, and
+/// where the client wants `notifications/progress` (its token and channel).
+#[derive(Clone, Default)]
+pub struct CallContext {
+    pub caller: String,
+    pub pin: Option<u64>,
+    pub progress: Option<(Value, crate::backend::ProgressSink)>,
+}
+
 /// A `tools/call` that did not produce a tool result.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -435,19 +444,11 @@ impl Gateway {
     }
 
     /// Routes `tools/call` for an aggregated tool name.
-    /// Routes `tools/call` for an aggregated tool name; `pin` (from a session id) keeps a
-    /// session on one member of a group.
-    pub async fn call_tool(
-        &self,
-        qualified: &str,
-        arguments: Value,
-        caller: &str,
-        pin: Option<u64>,
-    ) -> Result<Value, CallError> {
+    pub async fn call_tool(&self, qualified: &str, arguments: Value, ctx: &CallContext) -> Result<Value, CallError> {
         if self.unprefixed {
             let server = self.servers.read().unwrap().values().next().cloned();
             let server = server.ok_or_else(|| CallError::Refused(unavailable("no server configured")))?;
-            return self.call_server(&server, qualified, arguments, caller).await;
+            return self.call_server(&server, qualified, arguments, ctx).await;
         }
         let Some((target, tool)) = qualified.split_once(SEPARATOR) else {
             return Err(CallError::Refused(RpcError::new(
@@ -457,7 +458,7 @@ impl Gateway {
         };
         let group = self.groups.read().unwrap().get(target).cloned();
         match group {
-            Some(group) => self.call_group(&group, tool, arguments, caller, pin).await,
+            Some(group) => self.call_group(&group, tool, arguments, ctx).await,
             None => {
                 let server = self.server(target).ok_or_else(|| {
                     CallError::Refused(RpcError::new(
@@ -465,7 +466,7 @@ impl Gateway {
                         format!("unknown tool {qualified:?}: no server or group named {target:?}"),
                     ))
                 })?;
-                self.call_server(&server, tool, arguments, caller).await
+                self.call_server(&server, tool, arguments, ctx).await
             }
         }
     }
@@ -475,8 +476,7 @@ impl Gateway {
         group: &GroupEntry,
         tool: &str,
         arguments: Value,
-        caller: &str,
-        pin: Option<u64>,
+        ctx: &CallContext,
     ) -> Result<Value, CallError> {
         let sequence = group.sequence.fetch_add(1, Ordering::Relaxed);
         let failover = &group.spec.failover;
@@ -508,8 +508,10 @@ impl Gateway {
             }
             // A session stays on the member its id points at while that member serves; the
             // choice is a pure function of the (signed) id, so every core replica makes it alike.
-            let pinned =
-                pin.filter(|_| attempt == 0 && !candidates.is_empty()).map(|p| (p % candidates.len() as u64) as u32);
+            let pinned = ctx
+                .pin
+                .filter(|_| attempt == 0 && !candidates.is_empty())
+                .map(|p| (p % candidates.len() as u64) as u32);
             let index = match pinned.filter(|&i| candidates[i as usize].healthy) {
                 Some(i) => i,
                 None => {
@@ -528,7 +530,7 @@ impl Gateway {
             };
             tried.push(index);
             let member = &members[index as usize].1;
-            match self.call_server(member, tool, arguments.clone(), caller).await {
+            match self.call_server(member, tool, arguments.clone(), ctx).await {
                 Err(CallError::Backend(e)) if e.is_transient() => {
                     tracing::warn!(group = %group.name, member = %member.name, error = %e, "member failed; trying another");
                     last = Some(CallError::Backend(e));
@@ -547,13 +549,13 @@ impl Gateway {
         server: &ServerEntry,
         tool: &str,
         arguments: Value,
-        caller: &str,
+        ctx: &CallContext,
     ) -> Result<Value, CallError> {
         let labels = |outcome: &str| [server.name.clone(), tool.to_string(), outcome.to_string()];
         let call = Call {
             server: server.name.clone(),
             tool: tool.to_string(),
-            caller: caller.to_string(),
+            caller: ctx.caller.clone(),
             argument_bytes: arguments.to_string().len() as u32,
         };
         let (decision, _fault) = server.policy.check(&call);
@@ -602,7 +604,13 @@ impl Gateway {
         let startup = server.spec.startup_timeout.as_std();
         let result = server
             .backend
-            .request("tools/call", json!({"name": tool, "arguments": arguments}), startup, CALL_TIMEOUT)
+            .request_with_progress(
+                "tools/call",
+                json!({"name": tool, "arguments": arguments}),
+                startup,
+                CALL_TIMEOUT,
+                ctx.progress.clone(),
+            )
             .await;
         server.in_flight.fetch_sub(1, Ordering::Relaxed);
         server.touch();

@@ -2,7 +2,10 @@
 //! Speaks the handshake revisions (initialize, `Mcp-Session-Id`) and the stateless revision
 //! (`server/discover`, `_meta` on every request) on the same path.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use axum::{
     Router,
@@ -13,9 +16,11 @@ use axum::{
     routing::get,
 };
 use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::StreamExt;
 
 use crate::{
-    gateway::Gateway,
+    gateway::{CallContext, Gateway},
     protocol::{self, MODERN_VERSION, RpcError, code},
     session::SessionKeys,
 };
@@ -29,6 +34,19 @@ pub struct AppState {
     pub registry: prometheus::Registry,
     /// The admin API's bearer key; None refuses every admin call.
     pub api_key: Option<String>,
+    /// Requests of handshake sessions that `notifications/cancelled` can stop: (session, id).
+    pub in_flight: Mutex<HashMap<(String, String), Arc<Notify>>>,
+}
+
+impl AppState {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        sessions: SessionKeys,
+        registry: prometheus::Registry,
+        api_key: Option<String>,
+    ) -> Self {
+        Self { gateway, sessions, registry, api_key, in_flight: Mutex::default() }
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -57,13 +75,14 @@ fn rpc_error(status: StatusCode, id: &Value, error: RpcError) -> Response {
 /// the aggregated tool list may have changed (servers added, removed, or re-listed).
 async fn get_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    use tokio_stream::{StreamExt, wrappers::BroadcastStream};
+    use tokio_stream::wrappers::BroadcastStream;
     match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
         Some(id) if state.sessions.verify(id) => {
             let changed = protocol::notification("notifications/tools/list_changed", json!({})).to_string();
-            let stream = BroadcastStream::new(state.gateway.tools_changed.subscribe())
-                .filter_map(|e| e.ok())
-                .map(move |()| Ok::<_, std::convert::Infallible>(Event::default().event("message").data(changed.clone())));
+            let stream =
+                BroadcastStream::new(state.gateway.tools_changed.subscribe()).filter_map(|e| e.ok()).map(move |()| {
+                    Ok::<_, std::convert::Infallible>(Event::default().event("message").data(changed.clone()))
+                });
             Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
         }
         Some(_) => StatusCode::NOT_FOUND.into_response(),
@@ -120,6 +139,15 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         return StatusCode::ACCEPTED.into_response();
     };
     let Some(id) = object.get("id").cloned() else {
+        if method == "notifications/cancelled"
+            && let Some(session) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+        {
+            let request =
+                object.get("params").and_then(|p| p.get("requestId")).map(Value::to_string).unwrap_or_default();
+            if let Some(cancel) = state.in_flight.lock().unwrap().get(&(session.to_string(), request)) {
+                cancel.notify_one();
+            }
+        }
         return StatusCode::ACCEPTED.into_response(); // notifications
     };
     if !(id.is_string() || id.is_i64() || id.is_u64()) {
@@ -190,10 +218,81 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         .to_string();
     // Handshake sessions are pinned to a group member chosen from their (signed) id.
     let pin = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern).map(session_pin);
-    let outcome = dispatch(&state.gateway, method, &params, &caller, modern, pin).await;
-    match outcome {
-        Ok(result) => json_response(StatusCode::OK, protocol::response(&id, finish(method, result, modern))),
-        Err(e) => rpc_error(StatusCode::OK, &id, e),
+    let mut ctx = CallContext { caller, pin, progress: None };
+
+    // A handshake client may cancel by `notifications/cancelled`; any client by going away
+    // (which drops the call, and the backend hears `notifications/cancelled`).
+    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern);
+    let cancel_key = session.map(|s| (s.to_string(), id.to_string()));
+    let cancelled = Arc::new(Notify::new());
+    if let Some(key) = &cancel_key {
+        state.in_flight.lock().unwrap().insert(key.clone(), cancelled.clone());
+    }
+    let unregister = Unregister { state: state.clone(), key: cancel_key };
+    let cancelled_error = || RpcError::new(code::REQUEST_CANCELLED, "request cancelled by the client");
+
+    let progress_token =
+        params.get("_meta").and_then(|m| m.get("progressToken")).cloned().filter(|_| method == "tools/call");
+    let Some(token) = progress_token else {
+        let outcome = tokio::select! {
+            outcome = dispatch(&state.gateway, method, &params, &ctx, modern) => outcome,
+            _ = cancelled.notified() => Err(cancelled_error()),
+        };
+        drop(unregister);
+        return match outcome {
+            Ok(result) => json_response(StatusCode::OK, protocol::response(&id, finish(method, result, modern))),
+            Err(e) => rpc_error(StatusCode::OK, &id, e),
+        };
+    };
+
+    // With a progress token, answer as an event stream: progress notifications, then the result.
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<Value>();
+    ctx.progress = Some((token, progress_tx));
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Value>();
+    let gateway = state.gateway.clone();
+    let method = method.to_string();
+    tokio::spawn(async move {
+        let _unregister = unregister;
+        let call = dispatch(&gateway, &method, &params, &ctx, modern);
+        tokio::pin!(call);
+        let message = loop {
+            tokio::select! {
+                biased;
+                Some(p) = progress_rx.recv() => {
+                    let _ = out_tx.send(protocol::notification("notifications/progress", p));
+                }
+                outcome = &mut call => break match outcome {
+                    Ok(result) => protocol::response(&id, finish(&method, result, modern)),
+                    Err(e) => protocol::error_response(&id, &e),
+                },
+                _ = cancelled.notified() => break protocol::error_response(&id, &cancelled_error()),
+                // The client went away: dropping the call cancels it at the server.
+                _ = out_tx.closed() => return,
+            }
+        };
+        // Progress the server sent just before its answer goes out before the answer.
+        while let Ok(p) = progress_rx.try_recv() {
+            let _ = out_tx.send(protocol::notification("notifications/progress", p));
+        }
+        let _ = out_tx.send(message);
+    });
+    let events = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx).map(|m| {
+        Ok::<_, std::convert::Infallible>(axum::response::sse::Event::default().event("message").data(m.to_string()))
+    });
+    axum::response::sse::Sse::new(events).into_response()
+}
+
+/// Removes a request from the cancellable set when its handling ends.
+struct Unregister {
+    state: Arc<AppState>,
+    key: Option<(String, String)>,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key {
+            self.state.in_flight.lock().unwrap().remove(key);
+        }
     }
 }
 
@@ -208,9 +307,8 @@ async fn dispatch(
     gateway: &Gateway,
     method: &str,
     params: &Value,
-    caller: &str,
+    ctx: &CallContext,
     modern: bool,
-    pin: Option<u64>,
 ) -> Result<Value, RpcError> {
     match method {
         "server/discover" => Ok(json!({
@@ -226,7 +324,7 @@ async fn dispatch(
                 RpcError::new(code::INVALID_PARAMS, "params.name: required (the tool to call, as listed by tools/list)")
             })?;
             let arguments = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
-            gateway.call_tool(name, arguments, caller, pin).await.map_err(|e| e.to_rpc())
+            gateway.call_tool(name, arguments, ctx).await.map_err(|e| e.to_rpc())
         }
         "resources/list" => Ok(json!({"resources": []})),
         "resources/templates/list" => Ok(json!({"resourceTemplates": []})),

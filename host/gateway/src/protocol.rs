@@ -21,6 +21,8 @@ pub mod code {
     pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const INVALID_PARAMS: i64 = -32602;
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// The client cancelled the request (LSP's code, used by MCP SDKs).
+    pub const REQUEST_CANCELLED: i64 = -32800;
     /// The server is not reachable or not ready (Hangar).
     pub const SERVER_UNAVAILABLE: i64 = -32001;
     /// The tool policy refused the call (Hangar).

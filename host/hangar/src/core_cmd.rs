@@ -24,7 +24,7 @@ pub async fn serve_until_ctrl_c(
     registry: prometheus::Registry,
     api_key: Option<String>,
 ) -> anyhow::Result<()> {
-    let state = Arc::new(http::AppState { gateway, sessions: SessionKeys::from_env(), registry, api_key });
+    let state = Arc::new(http::AppState::new(gateway, SessionKeys::from_env(), registry, api_key));
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
