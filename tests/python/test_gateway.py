@@ -34,7 +34,8 @@ def start(tmp_path):
 
     yield _start
     for h in started:
-        h.stop()
+        if h.proc.poll() is None:
+            h.stop()
 
 
 async def tool_names(url: str, mode: str = "auto") -> list[str]:
@@ -424,3 +425,28 @@ def test_a_cancelled_call_is_cancelled_at_the_server(start, tmp_path):
     for mode, count in [("legacy", 1), ("auto", 2)]:
         assert asyncio.run(run(mode)).content[0].text == "slept 0.01s"
         wait_for(lambda: log.read_text().count("cancelled") == count, timeout=10)
+
+
+def test_a_configmap_discovery_source_in_the_folder_becomes_servers(start):
+    providers = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: definitions}\ndata:\n  providers.yaml: |\n"
+        "    calc:\n      mode: container\n      image: x\n      transport: stdio\n"
+        f"      command: [\"{PYTHON}\", \"{NOTES}\"]\n"
+    )
+    source = (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPDiscoverySource\nmetadata: {name: defs}\n"
+        "spec:\n  type: ConfigMap\n  configMapRef: {name: definitions}\n"
+        "  providerTemplate:\n    spec:\n      tools: {allowList: [word_count]}\n"
+    )
+    h = start({"configmap.yaml": providers, "source.yaml": source})
+    listed = wait_tools(h.url, {"defs-calc__word_count"})
+    assert [n for n in listed if n.startswith("defs-calc__")] == ["defs-calc__word_count"], "the template's allowList applies"
+
+
+def test_stopping_hangar_stops_its_servers(start):
+    h = start({"notes.yaml": notes_server("notes")})
+    wait_for(lambda: h.children("notes.py"))
+    children = h.children("notes.py")
+    h.stop()
+    for pid in children:
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower(), timeout=10)
