@@ -450,3 +450,17 @@ def test_stopping_hangar_stops_its_servers(start):
     h.stop()
     for pid in children:
         wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower(), timeout=10)
+
+
+def test_failing_health_checks_degrade_then_kill_and_recovery_makes_ready(start):
+    tools = "healthCheck: {interval: 300ms, timeout: 300ms, failureThreshold: 3}\n"
+    h = start({"notes.yaml": notes_server("notes", tools=tools)})
+    wait_for(lambda: metric(h, "hangar_server_state", 'server="notes",state="Ready"') == 1)
+    (pid,) = h.children("notes.py")
+    os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        wait_for(lambda: metric(h, "hangar_server_state", 'server="notes",state="Degraded"') == 1, timeout=10)
+        wait_for(lambda: metric(h, "hangar_server_state", 'server="notes",state="Dead"') == 1, timeout=10)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: metric(h, "hangar_server_state", 'server="notes",state="Ready"') == 1, timeout=10)
