@@ -16,7 +16,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from hangar_proc import NOTES, PYTHON, Hangar, everything_server, notes_server, wait_for
+from hangar_proc import EVERYTHING, NOTES, PYTHON, Hangar, everything_server, notes_server, wait_for
 
 
 @pytest.fixture
@@ -164,16 +164,23 @@ def test_group_fails_over_when_a_member_is_killed(start):
     wait_for(lambda: len(h.children("notes.py")) == 2, timeout=20)
 
 
+def parse_body(text: bytes, content_type: str) -> dict:
+    if not text:
+        return {}
+    if content_type.startswith("text/event-stream"):
+        data = [line[5:].strip() for line in text.decode().splitlines() if line.startswith("data:") and line[5:].strip()]
+        return json.loads(data[-1])
+    return json.loads(text)
+
+
 def post(url: str, body, headers: dict | None = None) -> tuple[int, dict, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="POST", headers={"content-type": "application/json", "accept": "application/json, text/event-stream", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            text = r.read()
-            return r.status, dict(r.headers), json.loads(text) if text else {}
+            return r.status, dict(r.headers), parse_body(r.read(), r.headers.get("content-type", ""))
     except urllib.error.HTTPError as e:
-        text = e.read()
-        return e.code, dict(e.headers), json.loads(text) if text else {}
+        return e.code, dict(e.headers), parse_body(e.read(), e.headers.get("content-type", ""))
 
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
@@ -464,3 +471,60 @@ def test_failing_health_checks_degrade_then_kill_and_recovery_makes_ready(start)
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_for(lambda: metric(h, "hangar_server_state", 'server="notes",state="Ready"') == 1, timeout=10)
+
+
+def sign_session(key: bytes, payload: dict) -> str:
+    """The session id format (see host/gateway/src/session.rs): base64url(JSON).base64url(HMAC-SHA256[:18])."""
+    import base64
+    import hashlib
+    import hmac
+
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    body = b64(json.dumps(payload).encode())
+    return body + "." + b64(hmac.new(key, body.encode(), hashlib.sha256).digest()[:18])
+
+
+def session_payload(session_id: str) -> dict:
+    import base64
+
+    body = session_id.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def test_a_session_keeps_its_own_backend_sessions_on_any_replica(start, tmp_path):
+    port = free_port()
+    everything = subprocess.Popen(
+        ["node", str(EVERYTHING), "streamableHttp"], env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+        manifest = (
+            "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: everything}\n"
+            f"spec: {{mode: remote, endpoint: 'http://127.0.0.1:{port}/mcp', healthCheck: {{enabled: false}}}}\n"
+        )
+        key = "replicas-share-this"
+        a = start({"e.yaml": manifest}, {"HANGAR_SESSION_KEY": key})
+        b = start({"e.yaml": manifest}, {"HANGAR_SESSION_KEY": key})
+        for h in (a, b):
+            wait_tools(h.url, {"everything__echo"})
+        _, headers, _ = post(a.url, INIT)
+        session = headers["mcp-session-id"]
+        backend_session = session_payload(session)["b"]["everything"]
+        # A real session at the backend, opened for this client alone.
+        status, _, body = post(f"http://127.0.0.1:{port}/mcp", {"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {}},
+                               {"mcp-session-id": backend_session, "mcp-protocol-version": "2025-11-25"})
+        assert status == 200, body
+        echo = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "everything__echo", "arguments": {"message": "on b"}}}
+        status, _, body = post(b.url, echo, {"mcp-session-id": session})
+        assert status == 200 and body["result"]["content"][0]["text"] == "Echo: on b", body
+        assert "backend session has expired" not in (b.folder / "hangar.log").read_text()
+        # Replica b really uses the session named in the id: a (validly signed) unknown one is
+        # refused by the backend, and b says so before falling back to its own.
+        forged = sign_session(key.encode(), {"n": "x", "b": {"everything": "no-such-session"}})
+        status, _, body = post(b.url, echo, {"mcp-session-id": forged})
+        assert status == 200 and body["result"]["content"][0]["text"] == "Echo: on b", body
+        assert "backend session has expired" in (b.folder / "hangar.log").read_text()
+    finally:
+        everything.kill()
+        everything.wait()

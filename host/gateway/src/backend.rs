@@ -34,6 +34,9 @@ pub enum BackendError {
     /// A (cold) server did not come up within its startup timeout.
     #[error("{0}")]
     NotReady(String),
+    /// The HTTP server no longer knows the `Mcp-Session-Id` sent (it restarted, or expired it).
+    #[error("{0}")]
+    SessionLost(String),
     /// The server answered with a JSON-RPC error: its own answer, not a failure to reach it.
     #[error(transparent)]
     Rpc(#[from] RpcError),
@@ -94,7 +97,7 @@ impl Backend {
         ready_within: Duration,
         answer_within: Duration,
     ) -> Result<Value, BackendError> {
-        self.request_with_progress(method, params, ready_within, answer_within, None).await
+        self.request_with_progress(method, params, ready_within, answer_within, None, None).await
     }
 
     /// [`Self::request`], relaying the server's `notifications/progress` for it to `progress`
@@ -106,6 +109,7 @@ impl Backend {
         ready_within: Duration,
         answer_within: Duration,
         progress: Option<(Value, ProgressSink)>,
+        session: Option<&str>,
     ) -> Result<Value, BackendError> {
         match self {
             Backend::Stdio(b) => {
@@ -122,11 +126,25 @@ impl Backend {
                         b.endpoint
                     )))
                 })?;
-                tokio::time::timeout(answer_within, b.request(method, params))
+                tokio::time::timeout(answer_within, b.request(method, params, session))
                     .await
                     .unwrap_or(Err(BackendError::Timeout(answer_within)))
             }
         }
+    }
+
+    /// A session of its own at a handshake-era HTTP server, for one client; None for other kinds.
+    pub async fn open_session(&self) -> Option<String> {
+        let Backend::Http(b) = self else { return None };
+        b.connect().await.ok()?;
+        let era = b.state.lock().unwrap().as_ref().map(|s| s.era.clone())?;
+        if era == Era::Modern {
+            return None;
+        }
+        let (_, session) = b.post("initialize", initialize_params(), &era, None).await.ok()?;
+        let session = session?;
+        b.notify("notifications/initialized", &era, Some(&session)).await;
+        Some(session)
     }
 
     /// Whether the server answers now (a started and handshaken process; a connected endpoint).
@@ -540,16 +558,26 @@ impl HttpBackend {
         }
     }
 
-    async fn request(&self, method: &str, params: Value) -> Result<Value, BackendError> {
+    /// One request, in the client's own backend session when it has one, else the core's.
+    async fn request(&self, method: &str, params: Value, own: Option<&str>) -> Result<Value, BackendError> {
         self.connect().await?;
-        let (era, session) = {
+        let (era, shared) = {
             let state = self.state.lock().unwrap();
             let s = state.as_ref().expect("connected");
             (s.era.clone(), s.session.clone())
         };
+        if let Some(own) = own {
+            match self.post(method, with_era_meta(&era, params.clone()), &era, Some(own)).await {
+                Err(BackendError::SessionLost(_)) => {
+                    tracing::warn!(server = %self.name, "the client's backend session has expired; using the core's own");
+                }
+                other => return other.map(|(v, _)| v),
+            }
+        }
+        let session = shared;
         match self.post(method, with_era_meta(&era, params.clone()), &era, session.as_deref()).await {
             // The server forgot our session (restart): connect again once.
-            Err(BackendError::Unavailable(e)) if e.contains("404") && session.is_some() => {
+            Err(BackendError::SessionLost(_)) => {
                 *self.state.lock().unwrap() = None;
                 self.connect().await?;
                 let (era, session) = {
@@ -664,6 +692,16 @@ impl HttpBackend {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
         let text = response.text().await.map_err(|e| unavailable(e.to_string()))?;
+        // Servers answer an unknown session with 404 (the spec) or 400 naming the session.
+        if session.is_some()
+            && (status == reqwest::StatusCode::NOT_FOUND
+                || (status == reqwest::StatusCode::BAD_REQUEST && text.to_ascii_lowercase().contains("session")))
+        {
+            return Err(BackendError::SessionLost(format!(
+                "server {} at {}: HTTP {status}: session not found",
+                self.name, self.endpoint
+            )));
+        }
         let message = if is_sse {
             sse_messages(&text).into_iter().find(|m| m.get("id").and_then(Value::as_u64) == Some(id))
         } else {

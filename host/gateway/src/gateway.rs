@@ -194,6 +194,8 @@ pub struct CallContext {
     pub caller: String,
     pub pin: Option<u64>,
     pub progress: Option<(Value, crate::backend::ProgressSink)>,
+    /// The client session's own sessions at handshake-era HTTP backends (server → session id).
+    pub backend_sessions: BTreeMap<String, String>,
 }
 
 /// A `tools/call` that did not produce a tool result.
@@ -343,6 +345,27 @@ impl Gateway {
 
     pub fn server(&self, name: &str) -> Option<Arc<ServerEntry>> {
         self.servers.read().unwrap().get(name).cloned()
+    }
+
+    /// Opens a session for one client at every handshake-era HTTP backend (concurrently, each
+    /// bounded); servers that fail are left out and fall back to the core's own session.
+    pub async fn open_backend_sessions(&self) -> BTreeMap<String, String> {
+        let servers: Vec<Arc<ServerEntry>> = self.servers.read().unwrap().values().cloned().collect();
+        let mut opening = tokio::task::JoinSet::new();
+        for s in servers {
+            opening.spawn(async move {
+                let session =
+                    tokio::time::timeout(Duration::from_secs(5), s.backend.open_session()).await.ok().flatten();
+                session.map(|id| (s.name.clone(), id))
+            });
+        }
+        let mut opened = BTreeMap::new();
+        while let Some(done) = opening.join_next().await {
+            if let Ok(Some((server, id))) = done {
+                opened.insert(server, id);
+            }
+        }
+        opened
     }
 
     /// What core reports per server (`GET /api/v1/servers`).
@@ -610,6 +633,7 @@ impl Gateway {
                 startup,
                 CALL_TIMEOUT,
                 ctx.progress.clone(),
+                ctx.backend_sessions.get(&server.name).map(String::as_str),
             )
             .await;
         server.in_flight.fetch_sub(1, Ordering::Relaxed);

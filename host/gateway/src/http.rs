@@ -162,7 +162,9 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     if method == "initialize" {
         let requested = params.get("protocolVersion").and_then(Value::as_str);
         let version = protocol::negotiate_handshake(requested);
-        let session = state.sessions.issue();
+        // Each handshake session gets its own session at every handshake-era HTTP backend, named
+        // in its id so that any replica continues it.
+        let session = state.sessions.issue(&state.gateway.open_backend_sessions().await);
         let result = json!({
             "protocolVersion": version,
             "capabilities": protocol::capabilities(),
@@ -218,7 +220,12 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         .to_string();
     // Handshake sessions are pinned to a group member chosen from their (signed) id.
     let pin = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern).map(session_pin);
-    let mut ctx = CallContext { caller, pin, progress: None };
+    let backend_sessions = headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| !modern)
+        .and_then(|s| state.sessions.open(s));
+    let mut ctx = CallContext { caller, pin, progress: None, backend_sessions: backend_sessions.unwrap_or_default() };
 
     // A handshake client may cancel by `notifications/cancelled`; any client by going away
     // (which drops the call, and the backend hears `notifications/cancelled`).
