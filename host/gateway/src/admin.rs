@@ -46,6 +46,18 @@ fn problem(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError(status, message.into())
 }
 
+fn registered(namespace: &str, name: &str) -> Response {
+    (StatusCode::OK, Json(json!({"registered": format!("{namespace}/{name}")}))).into_response()
+}
+
+fn removed(found: bool, kind: &str, name: &str) -> Result<Response, ApiError> {
+    if found {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(problem(StatusCode::NOT_FOUND, format!("no {kind} {name:?}")))
+    }
+}
+
 /// `Authorization: Bearer <key>`, compared by digest.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.api_key else {
@@ -99,7 +111,7 @@ async fn put_server(
         .gateway
         .upsert_server_at(&name, registration.spec, BackendSpec::Http { endpoint })
         .map_err(|e| problem(StatusCode::BAD_REQUEST, e))?;
-    Ok((StatusCode::OK, Json(json!({"registered": format!("{namespace}/{name}")}))).into_response())
+    Ok(registered(&namespace, &name))
 }
 
 async fn delete_server(
@@ -108,11 +120,7 @@ async fn delete_server(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    if state.gateway.remove_server(&name) {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(problem(StatusCode::NOT_FOUND, format!("no server {name:?}")))
-    }
+    removed(state.gateway.remove_server(&name), "server", &name)
 }
 
 async fn list_servers(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -159,7 +167,7 @@ async fn put_group(
                 .collect(),
         )
         .map_err(|e| problem(StatusCode::BAD_REQUEST, e))?;
-    Ok((StatusCode::OK, Json(json!({"registered": format!("{namespace}/{name}")}))).into_response())
+    Ok(registered(&namespace, &name))
 }
 
 async fn delete_group(
@@ -168,11 +176,7 @@ async fn delete_group(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    if state.gateway.remove_group(&name) {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(problem(StatusCode::NOT_FOUND, format!("no group {name:?}")))
-    }
+    removed(state.gateway.remove_group(&name), "group", &name)
 }
 
 async fn list_groups(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
