@@ -59,6 +59,18 @@ enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
+    /// Copy this binary to PATH (the init container of a stdio server's pod uses it to put
+    /// `hangar bridge` into the pod; the image has no shell).
+    #[command(hide = true)]
+    InstallBridge { path: PathBuf },
+    /// Print the Deployments and Services the operator makes of the MCPServers in the manifests.
+    Render {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The hangar image stdio servers' pods take the bridge from.
+        #[arg(long, default_value = concat!("ghcr.io/mcp-hangar/hangar:", env!("CARGO_PKG_VERSION")))]
+        hangar_image: String,
+    },
     /// Inspect and try WebAssembly plugins.
     Plugin {
         #[command(subcommand)]
@@ -80,6 +92,8 @@ fn main() -> ExitCode {
             init_logging(&log_format);
             core_cmd::core(listen, api_key_file, plugin_dir)
         }
+        Command::InstallBridge { path } => install_bridge(&path),
+        Command::Render { paths, hangar_image } => render(&paths, hangar_image),
         Command::Bridge { listen, command } => {
             init_logging("human");
             core_cmd::bridge(listen, command)
@@ -92,6 +106,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn render(paths: &[PathBuf], hangar_image: String) -> anyhow::Result<ExitCode> {
+    let report = hangar_manifests::check_paths(paths);
+    for problem in &report.problems {
+        eprintln!("{problem}");
+    }
+    let settings = hangar_operator::workload::Settings { hangar_image };
+    for (_, resource) in &report.resources {
+        let hangar_manifests::Resource::Server(server) = resource else { continue };
+        if server.spec.mode != hangar_api::ServerMode::Container {
+            continue;
+        }
+        let mut deployment = serde_json::to_value(hangar_operator::workload::deployment(server, &settings))?;
+        deployment["apiVersion"] = "apps/v1".into();
+        deployment["kind"] = "Deployment".into();
+        let mut service = serde_json::to_value(hangar_operator::workload::service(server))?;
+        service["apiVersion"] = "v1".into();
+        service["kind"] = "Service".into();
+        print!("---\n{}---\n{}", serde_yaml::to_string(&deployment)?, serde_yaml::to_string(&service)?);
+    }
+    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn install_bridge(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use std::os::unix::fs::PermissionsExt;
+    let me = std::env::current_exe().context("finding this binary")?;
+    std::fs::copy(&me, path).with_context(|| format!("copying {} to {}", me.display(), path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `RUST_LOG` filters (default info); human-readable or JSON lines on stderr.
