@@ -1,5 +1,8 @@
-//! Hangar's operator. This first part holds the workloads an MCPServer becomes — a Deployment
-//! and a Service with the guide's secure pod defaults — as pure functions of the resource, so
-//! the reconciler (next) only compares and applies them.
+//! Hangar's operator. This first part holds what the reconcilers decide, as pure functions: the
+//! workloads an MCPServer becomes (a Deployment and a Service with the guide's secure pod
+//! defaults), its state from what Kubernetes and core show, and the guide's metrics. The
+//! reconcilers (next) compare, apply and report them.
 
+pub mod metrics;
+pub mod status;
 pub mod workload;
