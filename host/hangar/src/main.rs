@@ -63,6 +63,16 @@ enum Command {
     /// `hangar bridge` into the pod; the image has no shell).
     #[command(hide = true)]
     InstallBridge { path: PathBuf },
+    /// The operator: reconciles MCPServers into Deployments and Services (uses the in-cluster
+    /// or kubeconfig credentials); metrics at --metrics-listen.
+    Operator {
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_listen: std::net::SocketAddr,
+        #[arg(long, default_value = concat!("ghcr.io/mcp-hangar/hangar:", env!("CARGO_PKG_VERSION")))]
+        hangar_image: String,
+        #[arg(long, default_value = "human", value_parser = ["human", "json"])]
+        log_format: String,
+    },
     /// Print the Deployments and Services the operator makes of the MCPServers in the manifests.
     Render {
         #[arg(required = true)]
@@ -93,6 +103,10 @@ fn main() -> ExitCode {
             core_cmd::core(listen, api_key_file, plugin_dir)
         }
         Command::InstallBridge { path } => install_bridge(&path),
+        Command::Operator { metrics_listen, hangar_image, log_format } => {
+            init_logging(&log_format);
+            operator(metrics_listen, hangar_image)
+        }
         Command::Render { paths, hangar_image } => render(&paths, hangar_image),
         Command::Bridge { listen, command } => {
             init_logging("human");
@@ -106,6 +120,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn operator(metrics_listen: std::net::SocketAddr, hangar_image: String) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+        let registry = prometheus::Registry::new();
+        let metrics = hangar_operator::metrics::Metrics::new(&registry)?;
+        let listener = tokio::net::TcpListener::bind(metrics_listen).await?;
+        let app =
+            axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let registry = registry.clone();
+                        async move {
+                            prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default()
+                        }
+                    }),
+                )
+                .route("/healthz", axum::routing::get(|| async { "ok" }))
+                .route("/readyz", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        hangar_operator::run::run(client, hangar_operator::workload::Settings { hangar_image }, metrics).await;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn render(paths: &[PathBuf], hangar_image: String) -> anyhow::Result<ExitCode> {

@@ -4,5 +4,7 @@
 //! reconcilers (next) compare, apply and report them.
 
 pub mod metrics;
+pub mod run;
+pub mod server;
 pub mod status;
 pub mod workload;

@@ -1,0 +1,186 @@
+//! The MCPServer reconciler: a container server gets its Deployment and Service by server-side
+//! apply (owned, so deleting the server deletes them); every server gets a status assessed from
+//! what Kubernetes shows, written only when it changed. A finalizer gives cleanup its turn.
+
+use std::{sync::Arc, time::Duration};
+
+use hangar_api::{MCPServer, MCPServerStatus, ServerMode, State};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Pod, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        finalizer::{Event as Finalizer, finalizer},
+    },
+};
+use serde_json::json;
+
+use crate::{
+    metrics::Metrics,
+    status::{self, Assessment},
+    workload::{self, Settings},
+};
+
+/// Kept on every MCPServer until its cleanup ran.
+pub const FINALIZER: &str = "mcp-hangar.io/cleanup";
+/// The field manager of everything the operator applies.
+pub const MANAGER: &str = "hangar-operator";
+/// How often a steady server is looked at again (its Deployment's changes also trigger one).
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("MCPServer {0} has no namespace; MCPServers are namespaced")]
+    NoNamespace(String),
+}
+
+impl Error {
+    /// The `result` label of `mcp_operator_reconcile_total` for this error.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube_error",
+            Error::Finalizer(_) => "finalizer_error",
+            Error::NoNamespace(_) => "invalid",
+        }
+    }
+}
+
+pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let timer = ctx.metrics.reconcile_duration.with_label_values(&["MCPServer"]).start_timer();
+    let namespace = server.namespace().ok_or_else(|| Error::NoNamespace(server.name_any()))?;
+    let api = Api::<MCPServer>::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, server, |event| async {
+        match event {
+            Finalizer::Apply(server) => apply(&server, &ctx).await,
+            Finalizer::Cleanup(server) => cleanup(&server, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let label = result.as_ref().map_or_else(Error::metric_label, |_| "ok");
+    ctx.metrics.reconciles.with_label_values(&["MCPServer", label]).inc();
+    timer.observe_duration();
+    result
+}
+
+/// Retry soon after a failure; the error is already counted.
+pub fn error_policy(server: Arc<MCPServer>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(server = %server.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
+    let namespace = server.namespace().unwrap_or_default();
+    let name = server.name_any();
+    let client = &ctx.client;
+    let (deployment, pods) = match server.spec.mode {
+        ServerMode::Container => {
+            let params = PatchParams::apply(MANAGER).force();
+            let deployment = Api::<Deployment>::namespaced(client.clone(), &namespace)
+                .patch(&name, &params, &Patch::Apply(workload::deployment(server, &ctx.settings)))
+                .await?;
+            Api::<Service>::namespaced(client.clone(), &namespace)
+                .patch(&name, &params, &Patch::Apply(workload::service(server)))
+                .await?;
+            let selector = format!("app.kubernetes.io/name={name},{}=true", hangar_api::labels::MCP_SERVER);
+            let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
+                .list(&ListParams::default().labels(&selector))
+                .await?;
+            (Some(deployment), pods.items)
+        }
+        ServerMode::Remote => (None, Vec::new()),
+    };
+    let assessment = status::assess(&server.spec, deployment.as_ref(), &pods, None);
+    ctx.metrics.set_state(&namespace, &name, assessment.state);
+    let status = next_status(server, &assessment, deployment.as_ref());
+    if server.status.as_ref() != Some(&status) {
+        tracing::debug!(server = %name, state = %assessment.state, "status changed");
+        Api::<MCPServer>::namespaced(client.clone(), &namespace)
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
+    // The Deployment and Service go with their owner; only metrics are the operator's to clear.
+    let namespace = server.namespace().unwrap_or_default();
+    for state in State::ALL {
+        let _ = ctx.metrics.provider_state.remove_label_values(&[&namespace, &server.name_any(), state.as_str()]);
+    }
+    Ok(Action::await_change())
+}
+
+/// The status to show: unchanged parts keep their values (and conditions their transition
+/// times), so an unchanged server compares equal and causes no write.
+fn next_status(server: &MCPServer, assessment: &Assessment, deployment: Option<&Deployment>) -> MCPServerStatus {
+    let previous = server.status.clone().unwrap_or_default();
+    let deployment_status = deployment.and_then(|d| d.status.as_ref());
+    let generation = server.metadata.generation;
+    let ready = assessment.state == State::Ready;
+    let conditions = vec![
+        condition(&previous, "Ready", ready, assessment.reason, &assessment.message, generation),
+        condition(
+            &previous,
+            "Degraded",
+            matches!(assessment.state, State::Degraded | State::Dead),
+            assessment.reason,
+            &assessment.message,
+            generation,
+        ),
+    ];
+    MCPServerStatus {
+        state: Some(assessment.state),
+        replicas: deployment_status.and_then(|s| s.replicas).unwrap_or(0),
+        ready_replicas: deployment_status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        observed_generation: generation,
+        conditions,
+        ..previous
+    }
+}
+
+fn condition(
+    previous: &MCPServerStatus,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let before = previous.conditions.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match before {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(Timestamp::now()),
+    };
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! The reconciler against a mocked API server (kube-rs tower-test pattern): each test states the
+//! requests it expects, in order, and what the API server answers.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::*;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn context() -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context {
+        client: Client::new(service, "default"),
+        settings: Settings { hangar_image: "hangar:test".into() },
+        metrics: Metrics::new(&prometheus::Registry::new()).unwrap(),
+    };
+    (Arc::new(ctx), handle)
+}
+
+fn server(spec: Value, finalized: bool, status: Option<Value>) -> MCPServer {
+    let mut object = json!({
+        "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+        "metadata": {"name": "github-tools", "namespace": "mcp-servers", "uid": "uid-1", "generation": 2},
+        "spec": spec,
+    });
+    if finalized {
+        object["metadata"]["finalizers"] = json!([FINALIZER]);
+    }
+    if let Some(s) = status {
+        object["status"] = s;
+    }
+    serde_json::from_value(object).unwrap()
+}
+
+/// One expected request: method and path; the answer is `respond(request body)`.
+async fn expect(handle: &mut Handle, method: Method, path: &str, respond: impl FnOnce(Value) -> Value) -> Value {
+    let (request, send) = handle.next_request().await.expect("the reconciler called the API server");
+    assert_eq!(request.method(), method, "{}", request.uri());
+    assert_eq!(request.uri().path(), path);
+    let body = request.into_body().collect_bytes().await.unwrap();
+    let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
+    let answer = respond(body.clone());
+    send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap());
+    body
+}
+
+const SERVERS: &str = "/apis/mcp-hangar.io/v1alpha1/namespaces/mcp-servers/mcpservers/github-tools";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/mcp-servers/deployments/github-tools";
+const SERVICE: &str = "/api/v1/namespaces/mcp-servers/services/github-tools";
+const PODS: &str = "/api/v1/namespaces/mcp-servers/pods";
+
+fn container() -> Value {
+    json!({"mode": "container", "image": "ghcr.io/modelcontextprotocol/mcp-github:latest"})
+}
+
+fn ready_deployment(body: Value) -> Value {
+    let mut d = body;
+    d["status"] = json!({"replicas": 1, "readyReplicas": 1});
+    d
+}
+
+#[tokio::test]
+async fn a_server_without_finalizer_gets_one_first() {
+    let (ctx, mut handle) = context();
+    let s = server(container(), false, None);
+    let verifier = tokio::spawn(async move {
+        let patch = expect(&mut handle, Method::PATCH, SERVERS, |_| {
+            serde_json::to_value(server(container(), true, None)).unwrap()
+        })
+        .await;
+        assert_eq!(patch[1]["path"], "/metadata/finalizers");
+        assert_eq!(patch[1]["value"], json!([FINALIZER]));
+    });
+    let action = reconcile(Arc::new(s), ctx).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    verifier.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_container_server_gets_its_workload_applied_and_a_ready_status() {
+    let (ctx, mut handle) = context();
+    let s = server(container(), true, None);
+    let verifier = tokio::spawn(async move {
+        let deployment = expect(&mut handle, Method::PATCH, DEPLOYMENT, ready_deployment).await;
+        assert_eq!(deployment["kind"], "Deployment", "server-side apply sends typed objects");
+        assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        let sc = &deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+        assert_eq!(sc["runAsUser"], 65534);
+        expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
+        expect(
+            &mut handle,
+            Method::GET,
+            PODS,
+            |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        )
+        .await;
+        let status = expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
+            serde_json::to_value(server(container(), true, None)).unwrap()
+        })
+        .await;
+        assert_eq!(status["status"]["state"], "Ready");
+        assert_eq!(status["status"]["readyReplicas"], 1);
+        assert_eq!(status["status"]["observedGeneration"], 2);
+        assert_eq!(status["status"]["conditions"][0]["type"], "Ready");
+        assert_eq!(status["status"]["conditions"][0]["status"], "True");
+        status["status"].clone()
+    });
+    let action = reconcile(Arc::new(s), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(RESYNC));
+    let written = verifier.await.unwrap();
+
+    // Reconciling again with that status applies the workload but writes no status: no loop.
+    let s = server(container(), true, Some(written));
+    let (ctx2, mut handle) = context();
+    let verifier = tokio::spawn(async move {
+        expect(&mut handle, Method::PATCH, DEPLOYMENT, ready_deployment).await;
+        expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
+        expect(
+            &mut handle,
+            Method::GET,
+            PODS,
+            |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        )
+        .await;
+        // The client is dropped when reconcile returns (None), or nothing comes (timeout).
+        let next = tokio::time::timeout(std::time::Duration::from_millis(500), handle.next_request()).await;
+        assert!(!matches!(next, Ok(Some(_))), "no further request (no status write)");
+    });
+    reconcile(Arc::new(s), ctx2).await.unwrap();
+    verifier.await.unwrap();
+    let _ = ctx;
+}
+
+#[tokio::test]
+async fn a_crash_looping_server_is_dead_with_the_reason() {
+    let (ctx, mut handle) = context();
+    let s = server(container(), true, None);
+    let verifier = tokio::spawn(async move {
+        expect(&mut handle, Method::PATCH, DEPLOYMENT, |mut d| {
+            d["status"] = json!({"replicas": 1, "readyReplicas": 0});
+            d
+        })
+        .await;
+        expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
+        expect(&mut handle, Method::GET, PODS, |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+            "metadata": {"name": "github-tools-1"},
+            "status": {"containerStatuses": [{"name": "mcp-server", "image": "x", "imageID": "", "ready": false, "restartCount": 5,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m"}}}]}
+        }]})).await;
+        let status = expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
+            serde_json::to_value(server(container(), true, None)).unwrap()
+        })
+        .await;
+        assert_eq!(status["status"]["state"], "Dead");
+        assert_eq!(status["status"]["conditions"][1]["type"], "Degraded");
+        assert_eq!(status["status"]["conditions"][1]["reason"], "ContainerFailing");
+        assert!(status["status"]["conditions"][1]["message"].as_str().unwrap().contains("CrashLoopBackOff"));
+    });
+    reconcile(Arc::new(s), ctx.clone()).await.unwrap();
+    verifier.await.unwrap();
+    let gauge =
+        |state: &str| ctx.metrics.provider_state.with_label_values(&["mcp-servers", "github-tools", state]).get();
+    assert_eq!((gauge("Dead"), gauge("Ready")), (1, 0), "the guide's MCPServerDead alert fires on this");
+}
+
+#[tokio::test]
+async fn a_remote_server_gets_no_workload() {
+    let (ctx, mut handle) = context();
+    let s = server(json!({"mode": "remote", "endpoint": "https://api.example.com/mcp"}), true, None);
+    let verifier = tokio::spawn(async move {
+        let status = expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
+            serde_json::to_value(server(container(), true, None)).unwrap()
+        })
+        .await;
+        assert_eq!(status["status"]["state"], "Initializing");
+    });
+    reconcile(Arc::new(s), ctx).await.unwrap();
+    verifier.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_server_is_cleaned_up_and_its_finalizer_removed() {
+    let (ctx, mut handle) = context();
+    let mut s = server(container(), true, None);
+    s.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let verifier = tokio::spawn(async move {
+        let patch = expect(&mut handle, Method::PATCH, SERVERS, |_| {
+            serde_json::to_value(server(container(), false, None)).unwrap()
+        })
+        .await;
+        assert_eq!(patch[1], json!({"op": "remove", "path": "/metadata/finalizers/0"}));
+    });
+    assert_eq!(reconcile(Arc::new(s), ctx).await.unwrap(), Action::await_change());
+    verifier.await.unwrap();
+}
+
+#[tokio::test]
+async fn api_errors_are_counted_by_kind() {
+    let (ctx, mut handle) = context();
+    let s = server(container(), true, None);
+    let verifier = tokio::spawn(async move {
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response(
+            Response::builder()
+                .status(403)
+                .body(Body::from(serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "forbidden", "reason": "Forbidden", "code": 403})).unwrap()))
+                .unwrap(),
+        );
+    });
+    let error = reconcile(Arc::new(s), ctx.clone()).await.unwrap_err();
+    verifier.await.unwrap();
+    assert_eq!(error.metric_label(), "finalizer_error");
+    assert_eq!(ctx.metrics.reconciles.with_label_values(&["MCPServer", "finalizer_error"]).get(), 1);
+}
