@@ -70,6 +70,9 @@ enum Command {
         metrics_listen: std::net::SocketAddr,
         #[arg(long, default_value = concat!("ghcr.io/mcp-hangar/hangar:", env!("CARGO_PKG_VERSION")))]
         hangar_image: String,
+        /// Core's URL (`hangar.url`); empty: no core integration. The API key is HANGAR_API_KEY.
+        #[arg(long, env = "HANGAR_URL", default_value = "")]
+        hangar_url: String,
         #[arg(long, default_value = "human", value_parser = ["human", "json"])]
         log_format: String,
     },
@@ -103,9 +106,9 @@ fn main() -> ExitCode {
             core_cmd::core(listen, api_key_file, plugin_dir)
         }
         Command::InstallBridge { path } => install_bridge(&path),
-        Command::Operator { metrics_listen, hangar_image, log_format } => {
+        Command::Operator { metrics_listen, hangar_image, hangar_url, log_format } => {
             init_logging(&log_format);
-            operator(metrics_listen, hangar_image)
+            operator(metrics_listen, hangar_image, hangar_url)
         }
         Command::Render { paths, hangar_image } => render(&paths, hangar_image),
         Command::Bridge { listen, command } => {
@@ -122,7 +125,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn operator(metrics_listen: std::net::SocketAddr, hangar_image: String) -> anyhow::Result<ExitCode> {
+fn operator(
+    metrics_listen: std::net::SocketAddr,
+    hangar_image: String,
+    hangar_url: String,
+) -> anyhow::Result<ExitCode> {
+    let core = if hangar_url.is_empty() {
+        None
+    } else {
+        let key = std::env::var("HANGAR_API_KEY")
+            .context("HANGAR_API_KEY: required with --hangar-url (from the Secret hangar.existingSecret)")?;
+        Some(hangar_operator::core::CoreClient::new(&hangar_url, &key))
+    };
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
         let registry = prometheus::Registry::new();
@@ -142,7 +156,7 @@ fn operator(metrics_listen: std::net::SocketAddr, hangar_image: String) -> anyho
                 .route("/healthz", axum::routing::get(|| async { "ok" }))
                 .route("/readyz", axum::routing::get(|| async { "ok" }));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        hangar_operator::run::run(client, hangar_operator::workload::Settings { hangar_image }, metrics).await;
+        hangar_operator::run::run(client, hangar_operator::workload::Settings { hangar_image }, metrics, core).await;
         Ok(ExitCode::SUCCESS)
     })
 }

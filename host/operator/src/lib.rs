@@ -3,6 +3,7 @@
 //! defaults), its state from what Kubernetes and core show, and the guide's metrics. The
 //! reconcilers (next) compare, apply and report them.
 
+pub mod core;
 pub mod metrics;
 pub mod run;
 pub mod server;

@@ -11,14 +11,15 @@ use kube::{
 use tokio_stream::StreamExt;
 
 use crate::{
+    core::CoreClient,
     metrics::Metrics,
     server::{self, Context},
     workload::Settings,
 };
 
 /// Runs until the process is stopped.
-pub async fn run(client: Client, settings: Settings, metrics: Metrics) {
-    let ctx = Arc::new(Context { client: client.clone(), settings, metrics });
+pub async fn run(client: Client, settings: Settings, metrics: Metrics, core: Option<CoreClient>) {
+    let ctx = Arc::new(Context { client: client.clone(), settings, metrics, core });
     let servers = Api::<MCPServer>::all(client.clone());
     if let Err(e) = servers.list(&kube::api::ListParams::default().limit(1)).await {
         tracing::error!("cannot list MCPServers ({e}); are the CRDs installed? kubectl apply -f crds/");

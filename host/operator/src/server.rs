@@ -24,6 +24,7 @@ use kube::{
 use serde_json::json;
 
 use crate::{
+    core::CoreClient,
     metrics::Metrics,
     status::{self, Assessment},
     workload::{self, Settings},
@@ -41,6 +42,8 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Metrics,
+    /// Core's admin API; None when `hangar.url` is empty (status then shows what Kubernetes alone tells).
+    pub core: Option<CoreClient>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("MCPServer {0} has no namespace; MCPServers are namespaced")]
     NoNamespace(String),
+    #[error("{0}")]
+    Core(String),
 }
 
 impl Error {
@@ -60,6 +65,7 @@ impl Error {
             Error::Kube(_) => "kube_error",
             Error::Finalizer(_) => "finalizer_error",
             Error::NoNamespace(_) => "invalid",
+            Error::Core(_) => "core_error",
         }
     }
 }
@@ -109,9 +115,32 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
         }
         ServerMode::Remote => (None, Vec::new()),
     };
-    let assessment = status::assess(&server.spec, deployment.as_ref(), &pods, None);
+    // Registration is idempotent and repeated on every reconcile, so a restarted core is
+    // refilled at once.
+    let (registered, report) = match (&ctx.core, workload::endpoint(server)) {
+        (Some(core), Some(endpoint)) => match core.register_server(&namespace, &name, &server.spec, &endpoint).await {
+            Ok(()) => (Some(Ok(())), core.report(&name).await.ok().flatten()),
+            Err(e) => (Some(Err(e.to_string())), None),
+        },
+        _ => (None, None),
+    };
+    let assessment = status::assess(&server.spec, deployment.as_ref(), &pods, report.as_ref());
     ctx.metrics.set_state(&namespace, &name, assessment.state);
-    let status = next_status(server, &assessment, deployment.as_ref());
+    let mut status = next_status(server, &assessment, deployment.as_ref());
+    if let Some(report) = &report {
+        status.tools = report.tools.clone();
+        status.tools_count = report.tools.len() as i32;
+        status.consecutive_failures = report.consecutive_failures;
+        ctx.metrics.tools_count.with_label_values(&[&namespace, &name]).set(report.tools.len() as i64);
+    }
+    if let Some(outcome) = registered {
+        let (ok, reason, message) = match outcome {
+            Ok(()) => (true, "Registered", "registered with core".to_string()),
+            Err(e) => (false, "CoreUnavailable", e),
+        };
+        let previous = server.status.clone().unwrap_or_default();
+        status.conditions.push(condition(&previous, "Registered", ok, reason, &message, server.metadata.generation));
+    }
     if server.status.as_ref() != Some(&status) {
         tracing::debug!(server = %name, state = %assessment.state, "status changed");
         Api::<MCPServer>::namespaced(client.clone(), &namespace)
@@ -122,8 +151,12 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
-    // The Deployment and Service go with their owner; only metrics are the operator's to clear.
+    // The Deployment and Service go with their owner; core's registration and the metrics are
+    // the operator's to clear.
     let namespace = server.namespace().unwrap_or_default();
+    if let Some(core) = &ctx.core {
+        core.remove_server(&namespace, &server.name_any()).await.map_err(|e| Error::Core(e.to_string()))?;
+    }
     for state in State::ALL {
         let _ = ctx.metrics.provider_state.remove_label_values(&[&namespace, &server.name_any(), state.as_str()]);
     }

@@ -17,6 +17,7 @@ fn context() -> (Arc<Context>, Handle) {
         client: Client::new(service, "default"),
         settings: Settings { hangar_image: "hangar:test".into() },
         metrics: Metrics::new(&prometheus::Registry::new()).unwrap(),
+        core: None,
     };
     (Arc::new(ctx), handle)
 }
@@ -215,4 +216,37 @@ async fn api_errors_are_counted_by_kind() {
     verifier.await.unwrap();
     assert_eq!(error.metric_label(), "finalizer_error");
     assert_eq!(ctx.metrics.reconciles.with_label_values(&["MCPServer", "finalizer_error"]).get(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_core_shows_in_the_registered_condition() {
+    let (ctx, mut handle) = context();
+    let ctx = Arc::new(Context {
+        client: ctx.client.clone(),
+        settings: ctx.settings.clone(),
+        metrics: ctx.metrics.clone(),
+        core: Some(crate::core::CoreClient::new("http://127.0.0.1:9", "key")),
+    });
+    let s = server(json!({"mode": "remote", "endpoint": "https://api.example.com/mcp"}), true, None);
+    let verifier = tokio::spawn(async move {
+        let status = expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
+            serde_json::to_value(server(container(), true, None)).unwrap()
+        })
+        .await;
+        let registered = status["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Registered")
+            .unwrap()
+            .clone();
+        assert_eq!(registered["status"], "False");
+        assert_eq!(registered["reason"], "CoreUnavailable");
+        assert!(
+            registered["message"].as_str().unwrap().contains("core at http://127.0.0.1:9 is unreachable"),
+            "{registered}"
+        );
+    });
+    reconcile(Arc::new(s), ctx).await.unwrap();
+    verifier.await.unwrap();
 }

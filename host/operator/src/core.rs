@@ -1,0 +1,84 @@
+//! The operator's side of "Operator ↔ core": registering servers with core's admin API and
+//! reading what core reports about them. The API key comes from the chart's Secret through the
+//! environment, so the operator needs no permission to read Secrets.
+
+use std::time::Duration;
+
+use hangar_api::{MCPServerSpec, State};
+use serde_json::{Value, json};
+
+use crate::status::CoreReport;
+
+#[derive(Clone)]
+pub struct CoreClient {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("core at {url} is unreachable: {error}")]
+    Unreachable { url: String, error: String },
+    #[error("core refused the API key (HTTP 401): check the Secret named by hangar.existingSecret / hangar.secretKey")]
+    Unauthorized,
+    #[error("core refused the registration (HTTP {status}): {message}")]
+    Refused { status: u16, message: String },
+}
+
+impl CoreClient {
+    /// `url` as in the chart's `hangar.url`, e.g. `http://mcp-hangar-core.mcp-system:8080`.
+    pub fn new(url: &str, key: &str) -> Self {
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a TLS backend is compiled in");
+        Self { base: url.trim_end_matches('/').to_string(), key: key.to_string(), http }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, CoreError> {
+        let response = request
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .map_err(|e| CoreError::Unreachable { url: self.base.clone(), error: e.to_string() })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        match status.as_u16() {
+            200..=299 => Ok(body),
+            401 => Err(CoreError::Unauthorized),
+            code => Err(CoreError::Refused {
+                status: code,
+                message: body.get("error").and_then(Value::as_str).unwrap_or("no reason given").to_string(),
+            }),
+        }
+    }
+
+    pub async fn register_server(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: &MCPServerSpec,
+        endpoint: &str,
+    ) -> Result<(), CoreError> {
+        let url = format!("{}/api/v1/servers/{namespace}/{name}", self.base);
+        self.send(self.http.put(url).json(&json!({"spec": spec, "endpoint": endpoint}))).await.map(|_| ())
+    }
+
+    pub async fn remove_server(&self, namespace: &str, name: &str) -> Result<(), CoreError> {
+        let url = format!("{}/api/v1/servers/{namespace}/{name}", self.base);
+        match self.send(self.http.delete(url)).await {
+            Err(CoreError::Refused { status: 404, .. }) => Ok(()), // already gone
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// What core reports about one server, if it knows it.
+    pub async fn report(&self, name: &str) -> Result<Option<CoreReport>, CoreError> {
+        let body = self.send(self.http.get(format!("{}/api/v1/servers", self.base))).await?;
+        let entry = body["servers"].as_array().into_iter().flatten().find(|s| s["name"] == name);
+        Ok(entry.map(|s| CoreReport {
+            state: serde_json::from_value::<State>(s["state"].clone()).ok(),
+            consecutive_failures: s["consecutiveFailures"].as_i64().unwrap_or(0) as i32,
+            tools: s["tools"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+        }))
+    }
+}
