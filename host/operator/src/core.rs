@@ -71,6 +71,26 @@ impl CoreClient {
         }
     }
 
+    /// Registers a group with its resolved members (name, priority, weight from their labels).
+    pub async fn register_group(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: &hangar_api::MCPServerGroupSpec,
+        members: &[Value],
+    ) -> Result<(), CoreError> {
+        let url = format!("{}/api/v1/groups/{namespace}/{name}", self.base);
+        self.send(self.http.put(url).json(&json!({"spec": spec, "members": members}))).await.map(|_| ())
+    }
+
+    pub async fn remove_group(&self, namespace: &str, name: &str) -> Result<(), CoreError> {
+        let url = format!("{}/api/v1/groups/{namespace}/{name}", self.base);
+        match self.send(self.http.delete(url)).await {
+            Err(CoreError::Refused { status: 404, .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// What core reports about one server, if it knows it.
     pub async fn report(&self, name: &str) -> Result<Option<CoreReport>, CoreError> {
         let body = self.send(self.http.get(format!("{}/api/v1/servers", self.base))).await?;

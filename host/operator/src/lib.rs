@@ -4,6 +4,7 @@
 //! reconcilers (next) compare, apply and report them.
 
 pub mod core;
+pub mod group;
 pub mod metrics;
 pub mod run;
 pub mod server;

@@ -1,17 +1,19 @@
-//! The controller loop `hangar operator` runs: MCPServers, and the Deployments they own.
+//! The controllers `hangar operator` runs: MCPServers (and the Deployments they own), and
+//! MCPServerGroups (again whenever an MCPServer of their namespace changes: labels or state).
 
 use std::sync::Arc;
 
-use hangar_api::MCPServer;
+use hangar_api::{MCPServer, MCPServerGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
-    Api, Client,
-    runtime::{Controller, watcher},
+    Api, Client, ResourceExt,
+    runtime::{Controller, reflector::ObjectRef, watcher},
 };
 use tokio_stream::StreamExt;
 
 use crate::{
     core::CoreClient,
+    group,
     metrics::Metrics,
     server::{self, Context},
     workload::Settings,
@@ -24,11 +26,31 @@ pub async fn run(client: Client, settings: Settings, metrics: Metrics, core: Opt
     if let Err(e) = servers.list(&kube::api::ListParams::default().limit(1)).await {
         tracing::error!("cannot list MCPServers ({e}); are the CRDs installed? kubectl apply -f crds/");
     }
-    let outcomes = Controller::new(servers, watcher::Config::default())
-        .owns(Api::<Deployment>::all(client), watcher::Config::default())
+    let server_outcomes = Controller::new(servers.clone(), watcher::Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .shutdown_on_signal()
-        .run(server::reconcile, server::error_policy, ctx);
-    tokio::pin!(outcomes);
+        .run(server::reconcile, server::error_policy, ctx.clone());
+
+    let groups = Controller::new(Api::<MCPServerGroup>::all(client), watcher::Config::default());
+    let known_groups = groups.store();
+    let group_outcomes = groups
+        .watches(servers, watcher::Config::default(), move |server: MCPServer| {
+            let namespace = server.namespace();
+            known_groups
+                .state()
+                .into_iter()
+                .filter(|g| g.namespace() == namespace)
+                .map(|g| ObjectRef::from_obj(&*g))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(group::reconcile, group::error_policy, ctx);
+
+    tokio::pin!(server_outcomes);
+    tokio::pin!(group_outcomes);
+    let mut outcomes = server_outcomes
+        .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+        .merge(group_outcomes.map(|r| r.map(|_| ()).map_err(|e| e.to_string())));
     while let Some(outcome) = outcomes.next().await {
         if let Err(e) = outcome {
             tracing::debug!("reconcile: {e}");

@@ -34,8 +34,8 @@ use crate::{
 pub const FINALIZER: &str = "mcp-hangar.io/cleanup";
 /// The field manager of everything the operator applies.
 pub const MANAGER: &str = "hangar-operator";
-/// How often a steady server is looked at again (its Deployment's changes also trigger one).
-const RESYNC: Duration = Duration::from_secs(60);
+/// How often a steady object is looked at again (changes of what it owns also trigger one).
+pub const RESYNC: Duration = Duration::from_secs(60);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -199,8 +199,21 @@ fn condition(
     message: &str,
     generation: Option<i64>,
 ) -> Condition {
+    condition_of(&previous.conditions, type_, status, reason, message, generation)
+}
+
+/// A standard Condition; its transition time stays as it was while its status does not change,
+/// so an unchanged object compares equal.
+pub fn condition_of(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
     let status = if status { "True" } else { "False" }.to_string();
-    let before = previous.conditions.iter().find(|c| c.type_ == type_);
+    let before = previous.iter().find(|c| c.type_ == type_);
     let last_transition_time = match before {
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => Time(Timestamp::now()),
@@ -216,4 +229,4 @@ fn condition(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

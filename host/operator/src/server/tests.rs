@@ -11,7 +11,7 @@ use super::*;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-fn context() -> (Arc<Context>, Handle) {
+pub(crate) fn context() -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = Context {
         client: Client::new(service, "default"),
@@ -38,7 +38,12 @@ fn server(spec: Value, finalized: bool, status: Option<Value>) -> MCPServer {
 }
 
 /// One expected request: method and path; the answer is `respond(request body)`.
-async fn expect(handle: &mut Handle, method: Method, path: &str, respond: impl FnOnce(Value) -> Value) -> Value {
+pub(crate) async fn expect(
+    handle: &mut Handle,
+    method: Method,
+    path: &str,
+    respond: impl FnOnce(Value) -> Value,
+) -> Value {
     let (request, send) = handle.next_request().await.expect("the reconciler called the API server");
     assert_eq!(request.method(), method, "{}", request.uri());
     assert_eq!(request.uri().path(), path);
