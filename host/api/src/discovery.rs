@@ -130,6 +130,34 @@ impl JsonSchema for PartialServerSpec {
     }
 }
 
+impl ProviderTemplate {
+    /// A discovered server's spec: the template's fields as the base, the discovered ones
+    /// (`spec_json`, from the discovery plugin) on top.
+    pub fn complete(&self, spec_json: &str) -> Result<MCPServerSpec, String> {
+        let found: serde_json::Value =
+            serde_json::from_str(spec_json).map_err(|e| format!("the parser returned a spec that is not JSON: {e}"))?;
+        let serde_json::Value::Object(found) = found else {
+            return Err("the parser returned a spec that is not an object".into());
+        };
+        let mut merged = self.spec.0.clone();
+        merged.extend(found);
+        serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| e.to_string())
+    }
+
+    /// A discovered server's labels: the template's, the entry's, and the source's ownership mark.
+    pub fn labels_for(&self, source: &str, found: &[(String, String)]) -> std::collections::BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        labels.extend(found.iter().cloned());
+        labels.insert(crate::labels::DISCOVERED_BY.to_string(), source.to_string());
+        labels
+    }
+}
+
+/// The MCPServer name of entry `entry` found by source `source`.
+pub fn discovered_name(source: &str, entry: &str) -> String {
+    format!("{source}-{entry}")
+}
+
 /// Observed state of a discovery source.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -18,7 +18,7 @@ use kube::CustomResourceExt;
 
 pub use discovery::{
     ConfigMapRef, DiscoveryMode, MCPDiscoverySource, MCPDiscoverySourceSpec, MCPDiscoverySourceStatus,
-    PartialServerSpec, ProviderTemplate, SourceType,
+    PartialServerSpec, ProviderTemplate, SourceType, discovered_name,
 };
 pub use duration::{DURATION_PATTERN, Duration, DurationError};
 pub use group::{Failover, GroupMember, HealthPolicy, MCPServerGroup, MCPServerGroupSpec, MCPServerGroupStatus};

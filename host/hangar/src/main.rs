@@ -141,6 +141,7 @@ fn operator(
         let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
         let registry = prometheus::Registry::new();
         let metrics = hangar_operator::metrics::Metrics::new(&registry)?;
+        let plugin_registry = registry.clone();
         let listener = tokio::net::TcpListener::bind(metrics_listen).await?;
         let app =
             axum::Router::new()
@@ -156,7 +157,12 @@ fn operator(
                 .route("/healthz", axum::routing::get(|| async { "ok" }))
                 .route("/readyz", axum::routing::get(|| async { "ok" }));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        hangar_operator::run::run(client, hangar_operator::workload::Settings { hangar_image }, metrics, core).await;
+        let plugins = hangar_plugin_runtime::PluginRuntime::new(
+            hangar_plugin_runtime::RuntimeConfig::default(),
+            &plugin_registry,
+        )?;
+        hangar_operator::run::run(client, hangar_operator::workload::Settings { hangar_image }, metrics, core, plugins)
+            .await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -16,7 +16,6 @@ use hangar_api::{MCPServerGroupSpec, MCPServerSpec, SourceType, labels};
 use hangar_gateway::{Gateway, gateway::GroupMember};
 use hangar_manifests::Resource;
 use hangar_plugin_runtime::{DiscoveryPlugin, Document, PluginRuntime, RuntimeConfig, SourceKind};
-use serde_json::Value;
 
 /// What is running, to apply only differences when DIR changes.
 #[derive(Default)]
@@ -164,19 +163,9 @@ fn discover(
     let template = spec.provider_template.clone().unwrap_or_default();
     let mut out = Vec::new();
     for definition in plugin.parse(SourceKind::ConfigMap, &[document]).map_err(|e| e.to_string())? {
-        let mut merged = Value::Object(template.spec.0.clone());
-        if let (Some(base), Ok(Value::Object(found))) =
-            (merged.as_object_mut(), serde_json::from_str::<Value>(&definition.spec_json))
-        {
-            base.extend(found);
-        }
-        let name = format!("{source_name}-{}", definition.name);
-        let spec: MCPServerSpec =
-            serde_json::from_value(merged).map_err(|e| format!("entry {:?}: {e}", definition.name))?;
-        let mut labels = template.labels.clone();
-        labels.extend(definition.labels);
-        labels.insert(labels::DISCOVERED_BY.to_string(), source_name.clone());
-        out.push((name, spec, labels));
+        let spec = template.complete(&definition.spec_json).map_err(|e| format!("entry {:?}: {e}", definition.name))?;
+        let labels = template.labels_for(&source_name, &definition.labels);
+        out.push((hangar_api::discovered_name(&source_name, &definition.name), spec, labels));
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@
 //! reconcilers (next) compare, apply and report them.
 
 pub mod core;
+pub mod discovery;
 pub mod group;
 pub mod metrics;
 pub mod run;

@@ -1,5 +1,6 @@
 //! The controllers `hangar operator` runs: MCPServers (and the Deployments they own), and
-//! MCPServerGroups (again whenever an MCPServer of their namespace changes: labels or state).
+//! MCPServerGroups (again whenever an MCPServer of their namespace changes: labels or state),
+//! and MCPDiscoverySources (on change and every refreshInterval).
 
 use std::sync::Arc;
 
@@ -20,8 +21,14 @@ use crate::{
 };
 
 /// Runs until the process is stopped.
-pub async fn run(client: Client, settings: Settings, metrics: Metrics, core: Option<CoreClient>) {
-    let ctx = Arc::new(Context { client: client.clone(), settings, metrics, core });
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    core: Option<CoreClient>,
+    plugins: hangar_plugin_runtime::PluginRuntime,
+) {
+    let ctx = Arc::new(Context { client: client.clone(), settings, metrics, core, plugins: Some(plugins) });
     let servers = Api::<MCPServer>::all(client.clone());
     if let Err(e) = servers.list(&kube::api::ListParams::default().limit(1)).await {
         tracing::error!("cannot list MCPServers ({e}); are the CRDs installed? kubectl apply -f crds/");
@@ -31,7 +38,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Metrics, core: Opt
         .shutdown_on_signal()
         .run(server::reconcile, server::error_policy, ctx.clone());
 
-    let groups = Controller::new(Api::<MCPServerGroup>::all(client), watcher::Config::default());
+    let groups = Controller::new(Api::<MCPServerGroup>::all(client.clone()), watcher::Config::default());
     let known_groups = groups.store();
     let group_outcomes = groups
         .watches(servers, watcher::Config::default(), move |server: MCPServer| {
@@ -44,13 +51,20 @@ pub async fn run(client: Client, settings: Settings, metrics: Metrics, core: Opt
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(group::reconcile, group::error_policy, ctx);
+        .run(group::reconcile, group::error_policy, ctx.clone());
+
+    let discovery_outcomes =
+        Controller::new(Api::<hangar_api::MCPDiscoverySource>::all(client.clone()), watcher::Config::default())
+            .shutdown_on_signal()
+            .run(crate::discovery::reconcile, crate::discovery::error_policy, ctx);
 
     tokio::pin!(server_outcomes);
     tokio::pin!(group_outcomes);
+    tokio::pin!(discovery_outcomes);
     let mut outcomes = server_outcomes
         .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
-        .merge(group_outcomes.map(|r| r.map(|_| ()).map_err(|e| e.to_string())));
+        .merge(group_outcomes.map(|r| r.map(|_| ()).map_err(|e| e.to_string())))
+        .merge(discovery_outcomes.map(|r| r.map(|_| ()).map_err(|e| e.to_string())));
     while let Some(outcome) = outcomes.next().await {
         if let Err(e) = outcome {
             tracing::debug!("reconcile: {e}");

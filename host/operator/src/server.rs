@@ -44,6 +44,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Core's admin API; None when `hangar.url` is empty (status then shows what Kubernetes alone tells).
     pub core: Option<CoreClient>,
+    /// Runs the discovery parsers (and any custom plugin from the plugins ConfigMap).
+    pub plugins: Option<hangar_plugin_runtime::PluginRuntime>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,7 @@ pub(crate) fn context() -> (Arc<Context>, Handle) {
         settings: Settings { hangar_image: "hangar:test".into() },
         metrics: Metrics::new(&prometheus::Registry::new()).unwrap(),
         core: None,
+        plugins: None,
     };
     (Arc::new(ctx), handle)
 }
@@ -231,6 +232,7 @@ async fn an_unreachable_core_shows_in_the_registered_condition() {
         settings: ctx.settings.clone(),
         metrics: ctx.metrics.clone(),
         core: Some(crate::core::CoreClient::new("http://127.0.0.1:9", "key")),
+        plugins: None,
     });
     let s = server(json!({"mode": "remote", "endpoint": "https://api.example.com/mcp"}), true, None);
     let verifier = tokio::spawn(async move {
