@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod core_cmd;
+mod operator_cmd;
 mod plugin_cmd;
 mod run_cmd;
 
@@ -73,6 +74,12 @@ enum Command {
         /// Core's URL (`hangar.url`); empty: no core integration. The API key is HANGAR_API_KEY.
         #[arg(long, env = "HANGAR_URL", default_value = "")]
         hangar_url: String,
+        /// Elect one leader among replicas with a Lease (`--leader-elect=false` to run alone).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        leader_elect: bool,
+        /// Namespace of the Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        leader_namespace: String,
         #[arg(long, default_value = "human", value_parser = ["human", "json"])]
         log_format: String,
     },
@@ -106,9 +113,9 @@ fn main() -> ExitCode {
             core_cmd::core(listen, api_key_file, plugin_dir)
         }
         Command::InstallBridge { path } => install_bridge(&path),
-        Command::Operator { metrics_listen, hangar_image, hangar_url, log_format } => {
+        Command::Operator { metrics_listen, hangar_image, hangar_url, leader_elect, leader_namespace, log_format } => {
             init_logging(&log_format);
-            operator(metrics_listen, hangar_image, hangar_url)
+            operator_cmd::operator(metrics_listen, hangar_image, hangar_url, leader_elect.then_some(leader_namespace))
         }
         Command::Render { paths, hangar_image } => render(&paths, hangar_image),
         Command::Bridge { listen, command } => {
@@ -123,48 +130,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn operator(
-    metrics_listen: std::net::SocketAddr,
-    hangar_image: String,
-    hangar_url: String,
-) -> anyhow::Result<ExitCode> {
-    let core = if hangar_url.is_empty() {
-        None
-    } else {
-        let key = std::env::var("HANGAR_API_KEY")
-            .context("HANGAR_API_KEY: required with --hangar-url (from the Secret hangar.existingSecret)")?;
-        Some(hangar_operator::core::CoreClient::new(&hangar_url, &key))
-    };
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
-        let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-        let registry = prometheus::Registry::new();
-        let metrics = hangar_operator::metrics::Metrics::new(&registry)?;
-        let plugin_registry = registry.clone();
-        let listener = tokio::net::TcpListener::bind(metrics_listen).await?;
-        let app =
-            axum::Router::new()
-                .route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let registry = registry.clone();
-                        async move {
-                            prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default()
-                        }
-                    }),
-                )
-                .route("/healthz", axum::routing::get(|| async { "ok" }))
-                .route("/readyz", axum::routing::get(|| async { "ok" }));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let plugins = hangar_plugin_runtime::PluginRuntime::new(
-            hangar_plugin_runtime::RuntimeConfig::default(),
-            &plugin_registry,
-        )?;
-        hangar_operator::run::run(client, hangar_operator::workload::Settings { hangar_image }, metrics, core, plugins)
-            .await;
-        Ok(ExitCode::SUCCESS)
-    })
 }
 
 fn render(paths: &[PathBuf], hangar_image: String) -> anyhow::Result<ExitCode> {

@@ -6,6 +6,7 @@
 pub mod core;
 pub mod discovery;
 pub mod group;
+pub mod leader;
 pub mod metrics;
 pub mod run;
 pub mod server;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+pub(crate) type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 pub(crate) fn context() -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
