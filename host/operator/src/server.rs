@@ -135,6 +135,28 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
         status.consecutive_failures = report.consecutive_failures;
         ctx.metrics.tools_count.with_label_values(&[&namespace, &name]).set(report.tools.len() as i64);
     }
+    let available = match deployment.as_ref().and_then(|d| d.status.as_ref()) {
+        Some(ds) => ds.available_replicas.unwrap_or(0) >= 1,
+        None => assessment.state.serves(),
+    };
+    let (reason, message) = if available {
+        ("MinimumReplicasAvailable", "at least one replica serves")
+    } else {
+        ("NoReplicasAvailable", "no replica serves yet")
+    };
+    let previous = server.status.clone().unwrap_or_default();
+    status.conditions.push(condition(&previous, "Available", available, reason, message, server.metadata.generation));
+    if let Some(plugins) = &ctx.plugins {
+        let (ok, reason, message) = plugin_resolution(server, plugins);
+        status.conditions.push(condition(
+            &previous,
+            "PluginResolved",
+            ok,
+            reason,
+            &message,
+            server.metadata.generation,
+        ));
+    }
     if let Some(outcome) = registered {
         let (ok, reason, message) = match outcome {
             Ok(()) => (true, "Registered", "registered with core".to_string()),
@@ -150,6 +172,33 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
             .await?;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Whether the tool policy plugin the server names is loaded, of the right world, and as pinned.
+fn plugin_resolution(
+    server: &MCPServer,
+    plugins: &hangar_plugin_runtime::PluginRuntime,
+) -> (bool, &'static str, String) {
+    let tools = server.spec.tools.clone().unwrap_or_default();
+    let name = tools.policy.unwrap_or_else(|| "policy".into());
+    match plugins.current(&name) {
+        None => (
+            false,
+            "PluginNotFound",
+            format!("no plugin named {name:?}: add {name}.wasm to the plugins ConfigMap or fix spec.tools.policy"),
+        ),
+        Some(v) if v.world != hangar_plugin_runtime::WorldKind::Policy => (
+            false,
+            "WrongWorld",
+            format!("plugin {name:?} is a {} plugin; spec.tools.policy needs a policy plugin", v.world.as_str()),
+        ),
+        Some(v) if tools.policy_sha256.as_ref().is_some_and(|pin| *pin != v.digest) => (
+            false,
+            "DigestMismatch",
+            format!("plugin {name:?} has sha256 {}, but spec.tools.policySha256 pins another", v.digest),
+        ),
+        Some(v) => (true, "PluginLoaded", format!("policy plugin {name:?} (sha256 {})", &v.digest[..12])),
+    }
 }
 
 async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {

@@ -257,3 +257,41 @@ async fn an_unreachable_core_shows_in_the_registered_condition() {
     reconcile(Arc::new(s), ctx).await.unwrap();
     verifier.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_missing_policy_plugin_shows_in_plugin_resolved() {
+    let (ctx, mut handle) = context();
+    let cache = std::env::temp_dir().join("hangar-operator-test-plugins");
+    let plugins = hangar_plugin_runtime::PluginRuntime::new(
+        hangar_plugin_runtime::RuntimeConfig { cache_dir: Some(cache), ..Default::default() },
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
+    let ctx = Arc::new(Context {
+        client: ctx.client.clone(),
+        settings: ctx.settings.clone(),
+        metrics: ctx.metrics.clone(),
+        core: None,
+        plugins: Some(plugins),
+    });
+    let s = server(
+        json!({"mode": "remote", "endpoint": "https://api.example.com/mcp", "tools": {"policy": "strict"}}),
+        true,
+        None,
+    );
+    let verifier = tokio::spawn(async move {
+        let status = expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
+            serde_json::to_value(server(container(), true, None)).unwrap()
+        })
+        .await;
+        let find = |t: &str| {
+            status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == t).cloned().unwrap()
+        };
+        let resolved = find("PluginResolved");
+        assert_eq!((resolved["status"].clone(), resolved["reason"].clone()), (json!("False"), json!("PluginNotFound")));
+        assert!(resolved["message"].as_str().unwrap().contains("spec.tools.policy"));
+        assert_eq!(find("Available")["status"], "False");
+    });
+    reconcile(Arc::new(s), ctx).await.unwrap();
+    verifier.await.unwrap();
+}
