@@ -145,11 +145,18 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
         ("NoReplicasAvailable", "no replica serves yet")
     };
     let previous = server.status.clone().unwrap_or_default();
-    status.conditions.push(condition(&previous, "Available", available, reason, message, server.metadata.generation));
+    status.conditions.push(condition_of(
+        &previous.conditions,
+        "Available",
+        available,
+        reason,
+        message,
+        server.metadata.generation,
+    ));
     if let Some(plugins) = &ctx.plugins {
         let (ok, reason, message) = plugin_resolution(server, plugins);
-        status.conditions.push(condition(
-            &previous,
+        status.conditions.push(condition_of(
+            &previous.conditions,
             "PluginResolved",
             ok,
             reason,
@@ -163,7 +170,14 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
             Err(e) => (false, "CoreUnavailable", e),
         };
         let previous = server.status.clone().unwrap_or_default();
-        status.conditions.push(condition(&previous, "Registered", ok, reason, &message, server.metadata.generation));
+        status.conditions.push(condition_of(
+            &previous.conditions,
+            "Registered",
+            ok,
+            reason,
+            &message,
+            server.metadata.generation,
+        ));
     }
     if server.status.as_ref() != Some(&status) {
         tracing::debug!(server = %name, state = %assessment.state, "status changed");
@@ -222,9 +236,9 @@ fn next_status(server: &MCPServer, assessment: &Assessment, deployment: Option<&
     let generation = server.metadata.generation;
     let ready = assessment.state == State::Ready;
     let conditions = vec![
-        condition(&previous, "Ready", ready, assessment.reason, &assessment.message, generation),
-        condition(
-            &previous,
+        condition_of(&previous.conditions, "Ready", ready, assessment.reason, &assessment.message, generation),
+        condition_of(
+            &previous.conditions,
             "Degraded",
             matches!(assessment.state, State::Degraded | State::Dead),
             assessment.reason,
@@ -240,17 +254,6 @@ fn next_status(server: &MCPServer, assessment: &Assessment, deployment: Option<&
         conditions,
         ..previous
     }
-}
-
-fn condition(
-    previous: &MCPServerStatus,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> Condition {
-    condition_of(&previous.conditions, type_, status, reason, message, generation)
 }
 
 /// A standard Condition; its transition time stays as it was while its status does not change,

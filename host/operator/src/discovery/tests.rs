@@ -6,20 +6,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::server::tests::{context, expect};
-
-fn with_plugins(ctx: Arc<Context>) -> Arc<Context> {
-    let cache = std::env::temp_dir().join("hangar-operator-test-plugins");
-    let config = hangar_plugin_runtime::RuntimeConfig { cache_dir: Some(cache), ..Default::default() };
-    let plugins = hangar_plugin_runtime::PluginRuntime::new(config, &prometheus::Registry::new()).unwrap();
-    Arc::new(Context {
-        client: ctx.client.clone(),
-        settings: ctx.settings.clone(),
-        metrics: ctx.metrics.clone(),
-        core: None,
-        plugins: Some(plugins),
-    })
-}
+use crate::server::tests::{context, expect, with_plugins};
 
 fn source(mode: &str) -> MCPDiscoverySource {
     serde_json::from_value(json!({

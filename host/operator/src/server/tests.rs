@@ -38,6 +38,20 @@ fn server(spec: Value, finalized: bool, status: Option<Value>) -> MCPServer {
     serde_json::from_value(object).unwrap()
 }
 
+/// The same context with the built-in plugins loaded (compiled once into a shared cache).
+pub(crate) fn with_plugins(ctx: Arc<Context>) -> Arc<Context> {
+    let cache = std::env::temp_dir().join("hangar-operator-test-plugins");
+    let config = hangar_plugin_runtime::RuntimeConfig { cache_dir: Some(cache), ..Default::default() };
+    let plugins = hangar_plugin_runtime::PluginRuntime::new(config, &prometheus::Registry::new()).unwrap();
+    Arc::new(Context {
+        client: ctx.client.clone(),
+        settings: ctx.settings.clone(),
+        metrics: ctx.metrics.clone(),
+        core: None,
+        plugins: Some(plugins),
+    })
+}
+
 /// One expected request: method and path; the answer is `respond(request body)`.
 pub(crate) async fn expect(
     handle: &mut Handle,
@@ -261,19 +275,7 @@ async fn an_unreachable_core_shows_in_the_registered_condition() {
 #[tokio::test]
 async fn a_missing_policy_plugin_shows_in_plugin_resolved() {
     let (ctx, mut handle) = context();
-    let cache = std::env::temp_dir().join("hangar-operator-test-plugins");
-    let plugins = hangar_plugin_runtime::PluginRuntime::new(
-        hangar_plugin_runtime::RuntimeConfig { cache_dir: Some(cache), ..Default::default() },
-        &prometheus::Registry::new(),
-    )
-    .unwrap();
-    let ctx = Arc::new(Context {
-        client: ctx.client.clone(),
-        settings: ctx.settings.clone(),
-        metrics: ctx.metrics.clone(),
-        core: None,
-        plugins: Some(plugins),
-    });
+    let ctx = with_plugins(ctx);
     let s = server(
         json!({"mode": "remote", "endpoint": "https://api.example.com/mcp", "tools": {"policy": "strict"}}),
         true,
