@@ -75,6 +75,7 @@ async fn main() {
         metrics: Metrics::new(&prometheus::Registry::new()).unwrap(),
         core: None,
         plugins: None,
+        recorder: None,
     });
     let one = server(0);
     let started = Instant::now();

@@ -15,7 +15,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams},
     runtime::controller::Action,
 };
@@ -144,6 +144,7 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
     let found = match found_servers(source, ctx).await {
         Ok(found) => found,
         Err(message) => {
+            ctx.event(&source.object_ref(&()), true, "SourceUnreadable", message.clone()).await;
             // Keep the last good set: nothing is applied or pruned; the error is shown.
             let mut status = previous.clone();
             status.conditions = vec![condition_of(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hangar_api::{GroupMember, MCPServer, MCPServerGroup, MCPServerGroupStatus, State, labels};
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
@@ -107,6 +107,12 @@ async fn apply(group: &MCPServerGroup, ctx: &Context) -> Result<Action, Error> {
         Api::<MCPServerGroup>::namespaced(ctx.client.clone(), &namespace)
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
             .await?;
+        let before = group.status.as_ref().and_then(|s| s.state);
+        if before != Some(state) {
+            let from = before.map_or("new".to_string(), |s| s.to_string());
+            ctx.event(&group.object_ref(&()), state != State::Ready, reason, format!("{from} → {state}: {message}"))
+                .await;
+        }
     }
     Ok(Action::requeue(RESYNC))
 }

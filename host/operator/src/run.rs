@@ -28,7 +28,19 @@ pub async fn run(
     core: Option<CoreClient>,
     plugins: hangar_plugin_runtime::PluginRuntime,
 ) {
-    let ctx = Arc::new(Context { client: client.clone(), settings, metrics, core, plugins: Some(plugins) });
+    let reporter = kube::runtime::events::Reporter {
+        controller: "hangar-operator".into(),
+        instance: std::env::var("HOSTNAME").ok(),
+    };
+    let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings,
+        metrics,
+        core,
+        plugins: Some(plugins),
+        recorder: Some(recorder),
+    });
     let servers = Api::<MCPServer>::all(client.clone());
     if let Err(e) = servers.list(&kube::api::ListParams::default().limit(1)).await {
         tracing::error!("cannot list MCPServers ({e}); are the CRDs installed? kubectl apply -f crds/");

@@ -8,16 +8,17 @@ use hangar_api::{MCPServer, MCPServerStatus, ServerMode, State};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{Pod, Service},
+        core::v1::{ObjectReference, Pod, Service},
     },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
+        events::{Event as KubeEvent, EventType, Recorder},
         finalizer::{Event as Finalizer, finalizer},
     },
 };
@@ -46,6 +47,25 @@ pub struct Context {
     pub core: Option<CoreClient>,
     /// Runs the discovery parsers (and any custom plugin from the plugins ConfigMap).
     pub plugins: Option<hangar_plugin_runtime::PluginRuntime>,
+    /// Publishes Kubernetes Events (state changes, failures); None in tests that do not look.
+    pub recorder: Option<Recorder>,
+}
+
+impl Context {
+    /// Records an event on `object`; a failure to record is logged, never fatal.
+    pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, note: String) {
+        let Some(recorder) = &self.recorder else { return };
+        let event = KubeEvent {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, object).await {
+            tracing::warn!("recording event {reason}: {e}");
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +204,13 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
         Api::<MCPServer>::namespaced(client.clone(), &namespace)
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
             .await?;
+        let before = server.status.as_ref().and_then(|s| s.state);
+        if before != Some(assessment.state) {
+            let warning = matches!(assessment.state, State::Degraded | State::Dead);
+            let from = before.map_or("new".to_string(), |s| s.to_string());
+            let note = format!("{from} → {}: {}", assessment.state, assessment.message);
+            ctx.event(&server.object_ref(&()), warning, assessment.reason, note).await;
+        }
     }
     Ok(Action::requeue(RESYNC))
 }

@@ -19,6 +19,7 @@ pub(crate) fn context() -> (Arc<Context>, Handle) {
         metrics: Metrics::new(&prometheus::Registry::new()).unwrap(),
         core: None,
         plugins: None,
+        recorder: None,
     };
     (Arc::new(ctx), handle)
 }
@@ -49,6 +50,7 @@ pub(crate) fn with_plugins(ctx: Arc<Context>) -> Arc<Context> {
         metrics: ctx.metrics.clone(),
         core: None,
         plugins: Some(plugins),
+        recorder: None,
     })
 }
 
@@ -247,6 +249,7 @@ async fn an_unreachable_core_shows_in_the_registered_condition() {
         metrics: ctx.metrics.clone(),
         core: Some(crate::core::CoreClient::new("http://127.0.0.1:9", "key")),
         plugins: None,
+        recorder: None,
     });
     let s = server(json!({"mode": "remote", "endpoint": "https://api.example.com/mcp"}), true, None);
     let verifier = tokio::spawn(async move {
@@ -293,6 +296,35 @@ async fn a_missing_policy_plugin_shows_in_plugin_resolved() {
         assert_eq!((resolved["status"].clone(), resolved["reason"].clone()), (json!("False"), json!("PluginNotFound")));
         assert!(resolved["message"].as_str().unwrap().contains("spec.tools.policy"));
         assert_eq!(find("Available")["status"], "False");
+    });
+    reconcile(Arc::new(s), ctx).await.unwrap();
+    verifier.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_state_change_is_recorded_as_an_event() {
+    let (ctx, mut handle) = context();
+    let reporter = kube::runtime::events::Reporter { controller: "hangar-operator".into(), instance: None };
+    let ctx = Arc::new(Context {
+        client: ctx.client.clone(),
+        settings: ctx.settings.clone(),
+        metrics: ctx.metrics.clone(),
+        core: None,
+        plugins: None,
+        recorder: Some(kube::runtime::events::Recorder::new(ctx.client.clone(), reporter)),
+    });
+    let s = server(json!({"mode": "remote", "endpoint": "https://api.example.com/mcp"}), true, None);
+    let verifier = tokio::spawn(async move {
+        expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
+            serde_json::to_value(server(container(), true, None)).unwrap()
+        })
+        .await;
+        let event =
+            expect(&mut handle, Method::POST, "/apis/events.k8s.io/v1/namespaces/mcp-servers/events", |b| b).await;
+        assert_eq!(event["reason"], "AwaitingHealthCheck");
+        assert_eq!(event["type"], "Normal");
+        assert_eq!(event["regarding"]["name"], "github-tools");
+        assert!(event["note"].as_str().unwrap().starts_with("new → Initializing"), "{event}");
     });
     reconcile(Arc::new(s), ctx).await.unwrap();
     verifier.await.unwrap();
