@@ -165,39 +165,21 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
         ("NoReplicasAvailable", "no replica serves yet")
     };
     let previous = server.status.clone().unwrap_or_default();
-    status.conditions.push(condition_of(
-        &previous.conditions,
-        "Available",
-        available,
-        reason,
-        message,
-        server.metadata.generation,
-    ));
+    let generation = server.metadata.generation;
+    let mut add = |type_: &str, ok: bool, reason: &str, message: &str| {
+        status.conditions.push(condition_of(&previous.conditions, type_, ok, reason, message, generation));
+    };
+    add("Available", available, reason, message);
     if let Some(plugins) = &ctx.plugins {
         let (ok, reason, message) = plugin_resolution(server, plugins);
-        status.conditions.push(condition_of(
-            &previous.conditions,
-            "PluginResolved",
-            ok,
-            reason,
-            &message,
-            server.metadata.generation,
-        ));
+        add("PluginResolved", ok, reason, &message);
     }
     if let Some(outcome) = registered {
         let (ok, reason, message) = match outcome {
             Ok(()) => (true, "Registered", "registered with core".to_string()),
             Err(e) => (false, "CoreUnavailable", e),
         };
-        let previous = server.status.clone().unwrap_or_default();
-        status.conditions.push(condition_of(
-            &previous.conditions,
-            "Registered",
-            ok,
-            reason,
-            &message,
-            server.metadata.generation,
-        ));
+        add("Registered", ok, reason, &message);
     }
     if server.status.as_ref() != Some(&status) {
         tracing::debug!(server = %name, state = %assessment.state, "status changed");
