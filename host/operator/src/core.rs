@@ -91,6 +91,44 @@ impl CoreClient {
         }
     }
 
+    /// Follows core's event stream, calling `on_wake(server)` for every wake-up, until the
+    /// stream ends or fails.
+    pub async fn follow_wake_ups<F, Fut>(&self, mut on_wake: F) -> Result<(), CoreError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        use tokio_stream::StreamExt;
+        let response = self
+            .http
+            .get(format!("{}/api/v1/events", self.base))
+            .bearer_auth(&self.key)
+            .timeout(Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .map_err(|e| CoreError::Unreachable { url: self.base.clone(), error: e.to_string() })?;
+        if response.status() == 401 {
+            return Err(CoreError::Unauthorized);
+        }
+        let mut stream = response.bytes_stream();
+        let mut buffer = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| CoreError::Unreachable { url: self.base.clone(), error: e.to_string() })?;
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find('\n') {
+                let line: String = buffer.drain(..=end).collect();
+                let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
+                if let Ok(event) = serde_json::from_str::<Value>(data.trim())
+                    && event["type"] == "wake"
+                    && let Some(server) = event["server"].as_str()
+                {
+                    on_wake(server.to_string()).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// What core reports about one server, if it knows it.
     pub async fn report(&self, name: &str) -> Result<Option<CoreReport>, CoreError> {
         let body = self.send(self.http.get(format!("{}/api/v1/servers", self.base))).await?;
@@ -99,6 +137,7 @@ impl CoreClient {
             state: serde_json::from_value::<State>(s["state"].clone()).ok(),
             consecutive_failures: s["consecutiveFailures"].as_i64().unwrap_or(0) as i32,
             tools: s["tools"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+            idle_seconds: s["idleSeconds"].as_u64(),
         }))
     }
 }

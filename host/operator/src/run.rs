@@ -33,6 +33,28 @@ pub async fn run(
         instance: std::env::var("HOSTNAME").ok(),
     };
     let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+    if let Some(core) = core.clone() {
+        // Wake-ups arrive as core's events; a broken stream is followed again after a pause.
+        let client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                let followed = core
+                    .follow_wake_ups(|server| {
+                        let client = client.clone();
+                        async move {
+                            if let Err(e) = server::wake(&client, &server).await {
+                                tracing::warn!(server, "wake-up failed: {e}");
+                            }
+                        }
+                    })
+                    .await;
+                if let Err(e) = followed {
+                    tracing::warn!("core's event stream: {e}");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        });
+    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings,

@@ -120,12 +120,28 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
     let namespace = server.namespace().unwrap_or_default();
     let name = server.name_any();
     let client = &ctx.client;
+    // Registration is idempotent and repeated on every reconcile, so a restarted core is
+    // refilled at once.
+    let (registered, report) = match (&ctx.core, workload::endpoint(server)) {
+        (Some(core), Some(endpoint)) => match core.register_server(&namespace, &name, &server.spec, &endpoint).await {
+            Ok(()) => (Some(Ok(())), core.report(&name).await.ok().flatten()),
+            Err(e) => (Some(Err(e.to_string())), None),
+        },
+        _ => (None, None),
+    };
     let (deployment, pods) = match server.spec.mode {
         ServerMode::Container => {
+            let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
+            let mut desired = workload::deployment(server, &ctx.settings);
+            if server.spec.on_demand() {
+                // Wake-ups scale the Deployment; reconciling keeps what they set (see desired_replicas).
+                let current = deployments.get_opt(&name).await?.and_then(|d| d.spec.and_then(|s| s.replicas));
+                if let Some(spec) = desired.spec.as_mut() {
+                    spec.replicas = Some(status::desired_replicas(&server.spec, current, report.as_ref()));
+                }
+            }
             let params = PatchParams::apply(MANAGER).force();
-            let deployment = Api::<Deployment>::namespaced(client.clone(), &namespace)
-                .patch(&name, &params, &Patch::Apply(workload::deployment(server, &ctx.settings)))
-                .await?;
+            let deployment = deployments.patch(&name, &params, &Patch::Apply(desired)).await?;
             Api::<Service>::namespaced(client.clone(), &namespace)
                 .patch(&name, &params, &Patch::Apply(workload::service(server)))
                 .await?;
@@ -136,15 +152,6 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
             (Some(deployment), pods.items)
         }
         ServerMode::Remote => (None, Vec::new()),
-    };
-    // Registration is idempotent and repeated on every reconcile, so a restarted core is
-    // refilled at once.
-    let (registered, report) = match (&ctx.core, workload::endpoint(server)) {
-        (Some(core), Some(endpoint)) => match core.register_server(&namespace, &name, &server.spec, &endpoint).await {
-            Ok(()) => (Some(Ok(())), core.report(&name).await.ok().flatten()),
-            Err(e) => (Some(Err(e.to_string())), None),
-        },
-        _ => (None, None),
     };
     let assessment = status::assess(&server.spec, deployment.as_ref(), &pods, report.as_ref());
     ctx.metrics.set_state(&namespace, &name, assessment.state);
@@ -222,6 +229,22 @@ fn plugin_resolution(
         ),
         Some(v) => (true, "PluginLoaded", format!("policy plugin {name:?} (sha256 {})", &v.digest[..12])),
     }
+}
+
+/// Core held a call for a Cold server: scale its Deployment to one replica. Core names servers
+/// without namespace; every on-demand MCPServer of that name is woken.
+pub async fn wake(client: &Client, server: &str) -> Result<(), Error> {
+    let matching = Api::<MCPServer>::all(client.clone())
+        .list(&ListParams::default().fields(&format!("metadata.name={server}")))
+        .await?;
+    for s in matching.items.iter().filter(|s| s.spec.on_demand() && s.spec.mode == ServerMode::Container) {
+        let namespace = s.namespace().unwrap_or_default();
+        tracing::info!(server, namespace, "waking: scaling to 1 replica");
+        Api::<Deployment>::namespaced(client.clone(), &namespace)
+            .patch_scale(server, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}})))
+            .await?;
+    }
+    Ok(())
 }
 
 async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {

@@ -10,6 +10,8 @@ pub struct CoreReport {
     pub state: Option<State>,
     pub consecutive_failures: i32,
     pub tools: Vec<String>,
+    /// Seconds since the last call through core.
+    pub idle_seconds: Option<u64>,
 }
 
 /// A state with the reason and a message a human can act on.
@@ -23,6 +25,19 @@ pub struct Assessment {
 /// Pod waiting reasons that mean the server cannot start without a fix.
 const FATAL_WAITING: [&str; 5] =
     ["CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError"];
+
+/// The replicas a Deployment should have. Always-on servers: `spec.replicas`. On-demand servers
+/// (`replicas: 0`): created at 0; woken to 1 by core's wake-up (outside this function); back to 0
+/// once core reports `idleTTL` without calls; otherwise left as they are, so that reconciling
+/// never undoes a wake-up.
+pub fn desired_replicas(spec: &MCPServerSpec, current: Option<i32>, core: Option<&CoreReport>) -> i32 {
+    if !spec.on_demand() {
+        return spec.replicas;
+    }
+    let Some(current) = current else { return 0 };
+    let idle = core.and_then(|c| c.idle_seconds).is_some_and(|s| s >= spec.idle_ttl.as_std().as_secs());
+    if current >= 1 && idle { 0 } else { current }
+}
 
 pub fn assess(
     spec: &MCPServerSpec,
@@ -191,6 +206,20 @@ mod tests {
             assess(&s, Some(&deployment(1, 1, 0)), &[waiting("ContainerCreating")], None).state,
             State::Initializing
         );
+    }
+
+    #[test]
+    fn on_demand_replicas_start_at_zero_keep_wake_ups_and_stop_when_idle() {
+        let always = spec("{mode: container, image: x, replicas: 3}");
+        assert_eq!(desired_replicas(&always, Some(1), None), 3);
+        let cold = spec("{mode: container, image: x, replicas: 0, idleTTL: 5m}");
+        assert_eq!(desired_replicas(&cold, None, None), 0, "created cold");
+        let busy = CoreReport { idle_seconds: Some(10), ..Default::default() };
+        assert_eq!(desired_replicas(&cold, Some(1), Some(&busy)), 1, "a woken server stays up while used");
+        assert_eq!(desired_replicas(&cold, Some(1), None), 1, "no report: leave it");
+        let idle = CoreReport { idle_seconds: Some(300), ..Default::default() };
+        assert_eq!(desired_replicas(&cold, Some(1), Some(&idle)), 0, "idle for idleTTL: back to zero");
+        assert_eq!(desired_replicas(&cold, Some(0), Some(&idle)), 0);
     }
 
     #[test]

@@ -329,3 +329,52 @@ async fn a_state_change_is_recorded_as_an_event() {
     reconcile(Arc::new(s), ctx).await.unwrap();
     verifier.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_wake_up_scales_the_cold_servers_deployment_to_one() {
+    let (ctx, mut handle) = context();
+    let verifier = tokio::spawn(async move {
+        let (list, send) = handle.next_request().await.unwrap();
+        assert_eq!(list.uri().path(), "/apis/mcp-hangar.io/v1alpha1/mcpservers");
+        assert!(list.uri().query().unwrap().contains("fieldSelector=metadata.name%3Dgithub-tools"), "{}", list.uri());
+        let cold = serde_json::to_value(server(json!({"mode": "container", "image": "x", "replicas": 0}), true, None)).unwrap();
+        let items = json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerList", "metadata": {}, "items": [cold]});
+        send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&items).unwrap())).unwrap());
+        let scale = expect(&mut handle, Method::PATCH, &format!("{DEPLOYMENT}/scale"), |_| {
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "github-tools"}, "spec": {"replicas": 1}})
+        })
+        .await;
+        assert_eq!(scale, json!({"spec": {"replicas": 1}}));
+    });
+    wake(&ctx.client, "github-tools").await.unwrap();
+    verifier.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_on_demand_server_is_created_cold_and_keeps_a_wake_up() {
+    for (current, expected) in [(None, 0), (Some(1), 1)] {
+        let (ctx, mut handle) = context();
+        let s = server(json!({"mode": "container", "image": "x", "replicas": 0}), true, None);
+        let verifier = tokio::spawn(async move {
+            let (get, send) = handle.next_request().await.unwrap();
+            assert_eq!((get.method().clone(), get.uri().path()), (Method::GET, DEPLOYMENT));
+            let answer = match current {
+                None => Response::builder()
+                    .status(404)
+                    .body(Body::from(serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})).unwrap()))
+                    .unwrap(),
+                Some(n) => Response::builder()
+                    .body(Body::from(serde_json::to_vec(&json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "github-tools"}, "spec": {"replicas": n, "selector": {}, "template": {}}})).unwrap()))
+                    .unwrap(),
+            };
+            send.send_response(answer);
+            let applied = expect(&mut handle, Method::PATCH, DEPLOYMENT, |b| b).await;
+            assert_eq!(applied["spec"]["replicas"], expected, "current {current:?}");
+            expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
+            expect(&mut handle, Method::GET, PODS, |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []})).await;
+            expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| serde_json::to_value(server(container(), true, None)).unwrap()).await;
+        });
+        reconcile(Arc::new(s), ctx).await.unwrap();
+        verifier.await.unwrap();
+    }
+}
