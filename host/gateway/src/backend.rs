@@ -147,6 +147,28 @@ impl Backend {
         Some(session)
     }
 
+    /// Whether this is an HTTP endpoint (not a local process).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Backend::Http(_))
+    }
+
+    /// Tries to connect to an HTTP endpoint until it answers or `within` passes (a cold server
+    /// being started elsewhere); returns whether it answers.
+    pub async fn wait_until_connected(&self, within: Duration) -> bool {
+        let Backend::Http(b) = self else { return self.is_live() };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if matches!(tokio::time::timeout(left, b.connect()).await, Ok(Ok(()))) {
+                return true;
+            }
+            if tokio::time::Instant::now() + Duration::from_millis(250) >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Whether the server answers now (a started and handshaken process; a connected endpoint).
     pub fn is_live(&self) -> bool {
         self.era().is_some()

@@ -57,7 +57,9 @@ impl ServerEntry {
         let failures = self.health_failures.load(Ordering::Relaxed);
         if !live && self.start_failed.load(Ordering::Relaxed) {
             State::Dead
-        } else if !self.backend.wanted() {
+        } else if !self.backend.wanted() || (!live && self.spec.on_demand() && self.backend.is_remote()) {
+            // A local process that is stopped, or (in a cluster) an on-demand server's Service
+            // with nothing behind it yet.
             State::Cold
         } else if !live {
             State::Initializing
@@ -302,6 +304,12 @@ impl Gateway {
         let gateway = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
+            if entry.spec.on_demand() && entry.backend.is_remote() {
+                // Learn the tools of a cold server in a cluster: ask for a wake-up once; idleTTL
+                // scales it back to zero.
+                let _ = gateway.events_out.send(json!({"type": "wake", "server": name}));
+                entry.backend.wait_until_connected(entry.spec.startup_timeout.as_std()).await;
+            }
             gateway.refresh_tools(&name).await;
             if entry.spec.on_demand() && entry.in_flight.load(Ordering::Relaxed) == 0 {
                 entry.backend.set_wanted(false);
@@ -620,6 +628,18 @@ impl Gateway {
         }
         if server.state() == State::Cold {
             let _ = self.events_out.send(json!({"type": "wake", "server": server.name}));
+            if server.backend.is_remote() {
+                // The operator scales it up; hold the call until it answers, or startupTimeout.
+                let startup = server.spec.startup_timeout.as_std();
+                if !server.backend.wait_until_connected(startup).await {
+                    server.start_failed.store(true, Ordering::Relaxed);
+                    self.metrics.calls.with_label_values(&labels("error")).inc();
+                    return Err(CallError::Backend(BackendError::NotReady(format!(
+                        "server {} did not become ready within spec.startupTimeout ({startup:?}); see its pods",
+                        server.name
+                    ))));
+                }
+            }
         }
         server.in_flight.fetch_add(1, Ordering::Relaxed);
         server.touch();

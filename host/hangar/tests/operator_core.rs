@@ -59,3 +59,81 @@ async fn servers_are_registered_reported_and_removed_with_the_key() {
         Err(CoreError::Unauthorized)
     ));
 }
+
+/// A minimal Streamable HTTP MCP server (2026-07-28, JSON answers) with one tool, `echo`.
+async fn echo_server(listener: tokio::net::TcpListener) {
+    use axum::{Json, routing::post};
+    use serde_json::{Value, json};
+    async fn mcp(Json(request): Json<Value>) -> Json<Value> {
+        let id = request["id"].clone();
+        let result = match request["method"].as_str().unwrap_or_default() {
+            "server/discover" => {
+                json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}, "resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
+            }
+            "tools/list" => {
+                json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}], "resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
+            }
+            "tools/call" => {
+                json!({"content": [{"type": "text", "text": "awake"}], "isError": false, "resultType": "complete"})
+            }
+            _ => return Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "not found"}})),
+        };
+        Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    }
+    axum::serve(listener, axum::Router::new().route("/mcp", post(mcp))).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
+    let core = core("operator-key");
+    let client = CoreClient::new(&core.1, "operator-key");
+    let (wakes_tx, mut wakes) = tokio::sync::mpsc::unbounded_channel();
+    let follower = client.clone();
+    tokio::spawn(async move {
+        let _ = follower
+            .follow_wake_ups(|server| {
+                let tx = wakes_tx.clone();
+                async move {
+                    let _ = tx.send(server);
+                }
+            })
+            .await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // the event stream is open
+
+    // Reserve a port, then leave it closed: nothing answers until "the operator" starts it.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = reserved.local_addr().unwrap();
+    drop(reserved);
+    let endpoint = format!("http://{address}/mcp");
+    let spec: hangar_api::MCPServerSpec = serde_json::from_value(serde_json::json!({
+        "mode": "remote", "endpoint": endpoint, "replicas": 0, "startupTimeout": "20s", "healthCheck": {"enabled": false}
+    }))
+    .unwrap();
+    client.register_server("team", "sleepy", &spec, &endpoint).await.unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), wakes.recv()).await.unwrap().unwrap();
+    assert_eq!(first, "sleepy", "registration of a cold server asks for a wake-up to learn its tools");
+
+    // A call arrives while the server is still down: core holds it.
+    let url = format!("{}/mcp", core.1);
+    let call = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "sleepy__echo", "arguments": {},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}}))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    let second = tokio::time::timeout(std::time::Duration::from_secs(10), wakes.recv()).await.unwrap().unwrap();
+    assert_eq!(second, "sleepy", "the held call asks for a wake-up too");
+    assert!(!call.is_finished(), "the call is held, not failed");
+    // "The operator scales it up": the server starts answering.
+    tokio::spawn(echo_server(tokio::net::TcpListener::bind(address).await.unwrap()));
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(20), call).await.unwrap().unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "awake", "{answer}");
+}

@@ -337,8 +337,10 @@ async fn a_wake_up_scales_the_cold_servers_deployment_to_one() {
         let (list, send) = handle.next_request().await.unwrap();
         assert_eq!(list.uri().path(), "/apis/mcp-hangar.io/v1alpha1/mcpservers");
         assert!(list.uri().query().unwrap().contains("fieldSelector=metadata.name%3Dgithub-tools"), "{}", list.uri());
-        let cold = serde_json::to_value(server(json!({"mode": "container", "image": "x", "replicas": 0}), true, None)).unwrap();
-        let items = json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerList", "metadata": {}, "items": [cold]});
+        let cold = serde_json::to_value(server(json!({"mode": "container", "image": "x", "replicas": 0}), true, None))
+            .unwrap();
+        let items =
+            json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerList", "metadata": {}, "items": [cold]});
         send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&items).unwrap())).unwrap());
         let scale = expect(&mut handle, Method::PATCH, &format!("{DEPLOYMENT}/scale"), |_| {
             json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "github-tools"}, "spec": {"replicas": 1}})
@@ -371,8 +373,17 @@ async fn an_on_demand_server_is_created_cold_and_keeps_a_wake_up() {
             let applied = expect(&mut handle, Method::PATCH, DEPLOYMENT, |b| b).await;
             assert_eq!(applied["spec"]["replicas"], expected, "current {current:?}");
             expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
-            expect(&mut handle, Method::GET, PODS, |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []})).await;
-            expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| serde_json::to_value(server(container(), true, None)).unwrap()).await;
+            expect(
+                &mut handle,
+                Method::GET,
+                PODS,
+                |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+            )
+            .await;
+            expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
+                serde_json::to_value(server(container(), true, None)).unwrap()
+            })
+            .await;
         });
         reconcile(Arc::new(s), ctx).await.unwrap();
         verifier.await.unwrap();
