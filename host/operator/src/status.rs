@@ -58,6 +58,14 @@ pub fn assess(
             ),
         };
     }
+    if let Some(State::Dead) = core.and_then(|c| c.state) {
+        return Assessment {
+            state: State::Dead,
+            reason: "CoreReportsDead",
+            message: "core could not start or reach the server within spec.startupTimeout, or its checks keep failing"
+                .into(),
+        };
+    }
     if spec.mode == ServerMode::Remote {
         return match core.and_then(|c| c.state) {
             Some(state) => Assessment { state, reason: "CoreReport", message: format!("core reports {state}") },
@@ -192,6 +200,14 @@ mod tests {
         let dead = CoreReport { state: Some(State::Dead), consecutive_failures: 3, ..Default::default() };
         let a = assess(&s, Some(&deployment(1, 1, 1)), &[], Some(&dead));
         assert_eq!((a.state, a.reason), (State::Dead, "HealthCheckFailed"));
+    }
+
+    #[test]
+    fn a_server_core_could_not_start_is_dead() {
+        let s = spec(CONTAINER);
+        let dead = CoreReport { state: Some(State::Dead), ..Default::default() };
+        let a = assess(&s, Some(&deployment(1, 1, 1)), &[], Some(&dead));
+        assert_eq!((a.state, a.reason), (State::Dead, "CoreReportsDead"));
     }
 
     #[test]
