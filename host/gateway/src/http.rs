@@ -185,8 +185,11 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         None if method == "server/discover" => true,
         None => false,
     };
+    // Handshake requests need a genuine session; its id carries the client's backend sessions.
+    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern);
+    let mut backend_sessions = Default::default();
     if !modern {
-        match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+        match session.map(|s| state.sessions.open(s)) {
             None => {
                 return rpc_error(
                     StatusCode::BAD_REQUEST,
@@ -197,7 +200,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
                     ),
                 );
             }
-            Some(session) if !state.sessions.verify(session) => {
+            Some(None) => {
                 return rpc_error(
                     StatusCode::NOT_FOUND,
                     &id,
@@ -207,7 +210,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
                     ),
                 );
             }
-            Some(_) => {}
+            Some(Some(opened)) => backend_sessions = opened,
         }
     }
 
@@ -219,17 +222,11 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         .unwrap_or_default()
         .to_string();
     // Handshake sessions are pinned to a group member chosen from their (signed) id.
-    let pin = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern).map(session_pin);
-    let backend_sessions = headers
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| !modern)
-        .and_then(|s| state.sessions.open(s));
-    let mut ctx = CallContext { caller, pin, progress: None, backend_sessions: backend_sessions.unwrap_or_default() };
+    let pin = session.map(session_pin);
+    let mut ctx = CallContext { caller, pin, progress: None, backend_sessions };
 
     // A handshake client may cancel by `notifications/cancelled`; any client by going away
     // (which drops the call, and the backend hears `notifications/cancelled`).
-    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern);
     let cancel_key = session.map(|s| (s.to_string(), id.to_string()));
     let cancelled = Arc::new(Notify::new());
     if let Some(key) = &cancel_key {
