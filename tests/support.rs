@@ -85,3 +85,29 @@ pub fn members(healthy: &[bool]) -> Vec<Candidate> {
 pub fn pick_request(sequence: u64) -> PickRequest {
     PickRequest { tool: "echo".into(), sequence, random: sequence.wrapping_mul(0x9E37_79B9), attempt: 0, tried: vec![] }
 }
+
+/// A minimal Streamable HTTP MCP server (2026-07-28, JSON answers) with one tool, `echo`, that
+/// answers with its `text` argument: a backend cheap enough not to hide what is measured.
+pub fn echo_mcp_router() -> axum::Router {
+    use axum::{Json, routing::post};
+    use serde_json::{Value, json};
+    async fn mcp(Json(request): Json<Value>) -> Json<Value> {
+        let id = request["id"].clone();
+        let cache = json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "private"});
+        let mut result = match request["method"].as_str().unwrap_or_default() {
+            "server/discover" => json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}}),
+            "tools/list" => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}),
+            "tools/call" => {
+                let text = request["params"]["arguments"]["text"].clone();
+                return Json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "content": [{"type": "text", "text": text}], "isError": false, "resultType": "complete"}}));
+            }
+            _ => return Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "not found"}})),
+        };
+        if let (Some(r), Value::Object(c)) = (result.as_object_mut(), cache) {
+            r.extend(c);
+        }
+        Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    }
+    axum::Router::new().route("/mcp", post(mcp))
+}

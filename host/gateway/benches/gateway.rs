@@ -1,5 +1,5 @@
 //! `tools/call` through the gateway against the same call sent directly to the server, in one
-//! process on loopback: `cargo bench -p hangar-gateway --bench gateway`. The server is a minimal
+//! process on loopback: `cargo bench -p hangar-gateway --bench gateway`. The server is the minimal
 //! Streamable HTTP MCP echo server (2026-07-28, JSON answers) so that what is measured is the
 //! gateway. Prints p50/p99 latency and throughput at 1, 50 and 200 concurrent clients, and the
 //! latency the gateway adds. Every load loop is bounded in calls and in time.
@@ -9,28 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Json, Router, routing::post};
+use axum::Router;
 use hangar_gateway::{Gateway, backend::BackendSpec, http, session::SessionKeys};
 use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 use serde_json::{Value, json};
-
-/// The echo server: answers discover, tools/list and tools/call.
-async fn echo(Json(request): Json<Value>) -> Json<Value> {
-    let id = request["id"].clone();
-    let result = match request["method"].as_str().unwrap_or_default() {
-        "server/discover" => {
-            json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}, "resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
-        }
-        "tools/list" => {
-            json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}], "resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
-        }
-        "tools/call" => {
-            json!({"content": [{"type": "text", "text": request["params"]["arguments"]["text"]}], "isError": false, "resultType": "complete"})
-        }
-        _ => return Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "not found"}})),
-    };
-    Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
-}
 
 async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -105,7 +87,7 @@ fn us(d: Duration) -> f64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let direct = serve(Router::new().route("/mcp", post(echo))).await;
+    let direct = serve(hangar_tests::echo_mcp_router()).await;
     let registry = prometheus::Registry::new();
     let plugins = PluginRuntime::new(RuntimeConfig::default(), &registry).unwrap();
     let gateway = Gateway::new(plugins, &registry).unwrap();

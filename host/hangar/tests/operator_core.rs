@@ -60,29 +60,6 @@ async fn servers_are_registered_reported_and_removed_with_the_key() {
     ));
 }
 
-/// A minimal Streamable HTTP MCP server (2026-07-28, JSON answers) with one tool, `echo`.
-async fn echo_server(listener: tokio::net::TcpListener) {
-    use axum::{Json, routing::post};
-    use serde_json::{Value, json};
-    async fn mcp(Json(request): Json<Value>) -> Json<Value> {
-        let id = request["id"].clone();
-        let result = match request["method"].as_str().unwrap_or_default() {
-            "server/discover" => {
-                json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}, "resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
-            }
-            "tools/list" => {
-                json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}], "resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
-            }
-            "tools/call" => {
-                json!({"content": [{"type": "text", "text": "awake"}], "isError": false, "resultType": "complete"})
-            }
-            _ => return Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "not found"}})),
-        };
-        Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
-    }
-    axum::serve(listener, axum::Router::new().route("/mcp", post(mcp))).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
     let core = core("operator-key");
@@ -120,7 +97,7 @@ async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
         reqwest::Client::new()
             .post(url)
             .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-                "name": "sleepy__echo", "arguments": {},
+                "name": "sleepy__echo", "arguments": {"text": "awake"},
                 "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}}))
             .send()
             .await
@@ -133,7 +110,8 @@ async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
     assert_eq!(second, "sleepy", "the held call asks for a wake-up too");
     assert!(!call.is_finished(), "the call is held, not failed");
     // "The operator scales it up": the server starts answering.
-    tokio::spawn(echo_server(tokio::net::TcpListener::bind(address).await.unwrap()));
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, hangar_tests::echo_mcp_router()).await });
     let answer = tokio::time::timeout(std::time::Duration::from_secs(20), call).await.unwrap().unwrap();
     assert_eq!(answer["result"]["content"][0]["text"], "awake", "{answer}");
 }
