@@ -75,7 +75,7 @@ def test_registered_servers_are_served_reported_and_removed(core, notes_http):
     events = urllib.request.urlopen(
         urllib.request.Request(core.base + "/api/v1/events", headers={"authorization": f"Bearer {KEY}"}), timeout=20
     )
-    status, _ = admin(core, "PUT", "/api/v1/servers/team/notes", {"spec": {"mode": "remote", "endpoint": notes_http, "tools": {"allowList": ["word_count"]}}})
+    status, _ = admin(core, "PUT", "/api/v1/servers/team/notes", {"spec": {"mode": "remote", "endpoint": notes_http, "tools": {"allowList": ["word_count"]}, "healthCheck": {"interval": "1s"}}})
     assert status == 200
 
     async def names():
@@ -85,6 +85,9 @@ def test_registered_servers_are_served_reported_and_removed(core, notes_http):
     assert wait_for(lambda: asyncio.run(names()) == ["notes__word_count"])
     servers = wait_for(lambda: (s := admin(core, "GET", "/api/v1/servers")[1]["servers"]) and s[0]["state"] == "Ready" and s)
     assert servers[0]["toolsCount"] == 3 and servers[0]["name"] == "notes"
+    # The operator turns this into status.lastHealthCheck.
+    checked = wait_for(lambda: admin(core, "GET", "/api/v1/servers")[1]["servers"][0]["secondsSinceHealthCheck"] is not None)
+    assert checked and admin(core, "GET", "/api/v1/servers")[1]["servers"][0]["secondsSinceHealthCheck"] <= 3
     line = b""
     while not line.startswith(b"data:"):
         line = events.readline()

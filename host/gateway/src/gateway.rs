@@ -41,6 +41,8 @@ pub struct ServerEntry {
     breaker: CircuitBreaker,
     /// Health checks failed in a row.
     health_failures: AtomicU32,
+    /// When the last health check ran (reported to the operator for `status.lastHealthCheck`).
+    last_health_check: Mutex<Option<Instant>>,
     /// The last start did not finish within startupTimeout.
     start_failed: AtomicBool,
     last_activity: Mutex<Instant>,
@@ -89,6 +91,7 @@ impl ServerEntry {
             _ => "tools/list",
         };
         let ok = self.backend.request(method, json!({}), timeout, timeout).await.is_ok();
+        *self.last_health_check.lock().unwrap() = Some(Instant::now());
         if ok {
             self.health_failures.store(0, Ordering::Relaxed);
         } else {
@@ -296,6 +299,7 @@ impl Gateway {
             failures: AtomicU32::new(0),
             latency_avg_us: AtomicU64::new(0),
             health_failures: AtomicU32::new(0),
+            last_health_check: Mutex::new(None),
             start_failed: AtomicBool::new(false),
             last_activity: Mutex::new(Instant::now()),
         });
@@ -392,6 +396,7 @@ impl Gateway {
                     "breaker": format!("{:?}", s.breaker.state()),
                     "inFlight": s.in_flight.load(Ordering::Relaxed),
                     "idleSeconds": s.last_activity.lock().unwrap().elapsed().as_secs(),
+                    "secondsSinceHealthCheck": s.last_health_check.lock().unwrap().map(|t| t.elapsed().as_secs()),
                     "starts": s.backend.starts(),
                 })
             })

@@ -36,9 +36,8 @@ enum Command {
         /// Address of the MCP endpoint (`/mcp`) and of `/metrics`.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// Log format: human or json.
-        #[arg(long, default_value = "human", value_parser = ["human", "json"])]
-        log_format: String,
+        #[command(flatten)]
+        log: Logging,
     },
     /// The gateway of a cluster: MCP at /mcp, servers and groups registered by the operator through /api/v1.
     Core {
@@ -50,8 +49,8 @@ enum Command {
         /// Directory of custom plugins (the mounted plugins ConfigMap), hot-reloaded.
         #[arg(long)]
         plugin_dir: Option<PathBuf>,
-        #[arg(long, default_value = "human", value_parser = ["human", "json"])]
-        log_format: String,
+        #[command(flatten)]
+        log: Logging,
     },
     /// Serve one stdio MCP server over Streamable HTTP: `hangar bridge --listen :8080 -- CMD ARGS`.
     Bridge {
@@ -80,8 +79,8 @@ enum Command {
         /// Namespace of the Lease (the operator's own).
         #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
         leader_namespace: String,
-        #[arg(long, default_value = "human", value_parser = ["human", "json"])]
-        log_format: String,
+        #[command(flatten)]
+        log: Logging,
     },
     /// Print the Deployments and Services the operator makes of the MCPServers in the manifests.
     Render {
@@ -104,22 +103,22 @@ fn main() -> ExitCode {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Validate { paths } => Ok(validate(&paths)),
         Command::Plugin { command } => plugin_cmd::run(command),
-        Command::Run { dir, listen, log_format } => {
-            init_logging(&log_format);
+        Command::Run { dir, listen, log } => {
+            log.init();
             run_cmd::run(dir, listen)
         }
-        Command::Core { listen, api_key_file, plugin_dir, log_format } => {
-            init_logging(&log_format);
+        Command::Core { listen, api_key_file, plugin_dir, log } => {
+            log.init();
             core_cmd::core(listen, api_key_file, plugin_dir)
         }
         Command::InstallBridge { path } => install_bridge(&path),
-        Command::Operator { metrics_listen, hangar_image, hangar_url, leader_elect, leader_namespace, log_format } => {
-            init_logging(&log_format);
+        Command::Operator { metrics_listen, hangar_image, hangar_url, leader_elect, leader_namespace, log } => {
+            log.init();
             operator_cmd::operator(metrics_listen, hangar_image, hangar_url, leader_elect.then_some(leader_namespace))
         }
         Command::Render { paths, hangar_image } => render(&paths, hangar_image),
         Command::Bridge { listen, command } => {
-            init_logging("human");
+            Logging::default().init();
             core_cmd::bridge(listen, command)
         }
     };
@@ -162,14 +161,33 @@ fn install_bridge(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `RUST_LOG` filters (default info); human-readable or JSON lines on stderr.
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+/// Logging of the long-running commands: lines on stderr, human-readable or JSON.
+#[derive(clap::Args)]
+struct Logging {
+    /// Least severe level logged: error, warn, info, debug or trace (RUST_LOG, when set, wins).
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    log_level: String,
+    /// human or json (one object a line, for log collectors).
+    #[arg(long, default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self { log_level: "info".into(), log_format: "human".into() }
+    }
+}
+
+impl Logging {
+    fn init(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&self.log_level));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        if self.log_format == "json" {
+            builder.json().init();
+        } else {
+            builder.init();
+        }
     }
 }
 

@@ -50,13 +50,20 @@ pub fn operator(
         tracing::info!(%identity, "waiting to lead (Lease {namespace}/hangar-operator)");
         elector.acquire().await;
         tracing::info!(%identity, "leading");
-        tokio::select! {
-            () = hangar_operator::run::run(client, settings, metrics, core, plugins) => Ok(ExitCode::SUCCESS),
-            () = elector.keep() => {
-                // Another replica leads now; restarting makes this one a follower.
-                tracing::error!("lost the lease; exiting");
-                Ok(ExitCode::FAILURE)
-            }
+        let led = tokio::select! {
+            () = hangar_operator::run::run(client, settings, metrics, core, plugins) => true,
+            () = elector.keep() => false,
+        };
+        if !led {
+            // Another replica leads now; restarting makes this one a follower.
+            tracing::error!("lost the lease; exiting");
+            return Ok(ExitCode::FAILURE);
         }
+        // Stopped by a signal, after the reconciles in progress finished: hand over at once.
+        match elector.release().await {
+            Ok(()) => tracing::info!("stopped; lease released"),
+            Err(e) => tracing::warn!("releasing the lease: {e}"),
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }

@@ -100,3 +100,11 @@ fn a_folder_with_one_bad_document_still_reports_the_good_ones() {
     assert!(text.contains("mixed.yaml:2: MCPServer bad: spec.endpoint: required when mode is remote"), "{text}");
     assert!(text.contains("1 problem; 1 Hangar resources valid"), "{text}");
 }
+
+#[test]
+fn a_wrong_log_level_is_refused_naming_the_flag_and_the_choices() {
+    let output = hangar(&["operator", "--log-level", "verbose"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--log-level") && stderr.contains("debug"), "{stderr}");
+}

@@ -76,6 +76,7 @@ async fn main() {
         core: None,
         plugins: None,
         recorder: None,
+        autoscalers: None,
     });
     let one = server(0);
     let started = Instant::now();

@@ -138,6 +138,7 @@ impl CoreClient {
             consecutive_failures: s["consecutiveFailures"].as_i64().unwrap_or(0) as i32,
             tools: s["tools"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect(),
             idle_seconds: s["idleSeconds"].as_u64(),
+            since_health_check: s["secondsSinceHealthCheck"].as_u64(),
         }))
     }
 }

@@ -79,6 +79,20 @@ impl LeaderElector {
         }
     }
 
+    /// Gives the lease up if this replica holds it (on shutdown), so a follower takes over at
+    /// once instead of after the lease duration.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else { return Ok(()) };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        // No renewal time reads as expired to every elector.
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| ())
+    }
+
     /// Waits until this replica leads (checking every third of the lease duration).
     pub async fn acquire(&self) {
         loop {
@@ -191,6 +205,32 @@ mod tests {
         });
         assert!(e.try_lead_at(now()).await.unwrap(), "pod-b's lease ran out a minute ago");
         assert!(!e.try_lead_at(now()).await.unwrap(), "a conflict means another replica won");
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_free_at_once_and_a_foreign_one_is_left_alone() {
+        let (e, mut handle) = elector().await;
+        let verifier = tokio::spawn(async move {
+            expect(&mut handle, Method::GET, LEASE, |_| lease("pod-a", "2026-11-25T11:59:55.000000Z")).await;
+            let released = expect(&mut handle, Method::PUT, LEASE, |b| b).await;
+            assert_eq!(released["spec"].get("holderIdentity"), None);
+            assert_eq!(released["spec"].get("renewTime"), None);
+            // The lease as released: free for pod-a's successor right away.
+            let mut free = lease("pod-a", "2026-11-25T11:59:55.000000Z");
+            free["spec"] = released["spec"].clone();
+            expect(&mut handle, Method::GET, LEASE, |_| free).await;
+            let taken = expect(&mut handle, Method::PUT, LEASE, |b| b).await;
+            assert_eq!(taken["spec"]["holderIdentity"], "pod-a");
+            // Someone else's lease is not ours to release: no write.
+            expect(&mut handle, Method::GET, LEASE, |_| lease("pod-b", "2026-11-25T11:59:55.000000Z")).await;
+            let next = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
+            assert!(!matches!(next, Ok(Some(_))), "no write to pod-b's lease");
+        });
+        e.release().await.unwrap();
+        assert!(e.try_lead_at(now()).await.unwrap(), "a released lease is taken without waiting");
+        e.release().await.unwrap();
+        drop(e);
         verifier.await.unwrap();
     }
 }

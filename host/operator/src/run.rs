@@ -5,10 +5,14 @@
 use std::sync::Arc;
 
 use hangar_api::{MCPServer, MCPServerGroup};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler};
 use kube::{
     Api, Client, ResourceExt,
-    runtime::{Controller, reflector::ObjectRef, watcher},
+    runtime::{
+        Controller, WatchStreamExt,
+        reflector::{self, ObjectRef, reflector},
+        watcher::{self, watcher},
+    },
 };
 use tokio_stream::StreamExt;
 
@@ -20,7 +24,13 @@ use crate::{
     workload::Settings,
 };
 
-/// Runs until the process is stopped.
+/// The groups a change of `server` may concern: those of its namespace (its labels may have
+/// entered or left their selectors, or its state changed their health).
+pub fn groups_to_recheck(groups: &[Arc<MCPServerGroup>], server: &MCPServer) -> Vec<ObjectRef<MCPServerGroup>> {
+    groups.iter().filter(|g| g.namespace() == server.namespace()).map(|g| ObjectRef::from_obj(&**g)).collect()
+}
+
+/// Runs until the process is stopped (SIGTERM or Ctrl-C: reconciles in progress finish first).
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -55,6 +65,13 @@ pub async fn run(
             }
         });
     }
+    // HPAs: cached for the reconciler (a scaled Deployment gets no replicas from us) and a
+    // trigger, so a new HPA is respected at once; the cache is written before the trigger fires.
+    let (autoscalers, writer) = reflector::store::<HorizontalPodAutoscaler>();
+    let autoscaler_changes =
+        reflector(writer, watcher(Api::<HorizontalPodAutoscaler>::all(client.clone()), watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings,
@@ -62,6 +79,7 @@ pub async fn run(
         core,
         plugins: Some(plugins),
         recorder: Some(recorder),
+        autoscalers: Some(autoscalers),
     });
     let servers = Api::<MCPServer>::all(client.clone());
     if let Err(e) = servers.list(&kube::api::ListParams::default().limit(1)).await {
@@ -69,6 +87,10 @@ pub async fn run(
     }
     let server_outcomes = Controller::new(servers.clone(), watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
+        .watches_stream(autoscaler_changes, |hpa: HorizontalPodAutoscaler| {
+            let target = hpa.spec.map(|s| s.scale_target_ref).filter(|t| t.kind == "Deployment");
+            target.map(|t| ObjectRef::<MCPServer>::new(&t.name).within(&hpa.metadata.namespace.unwrap_or_default()))
+        })
         .shutdown_on_signal()
         .run(server::reconcile, server::error_policy, ctx.clone());
 
@@ -76,13 +98,7 @@ pub async fn run(
     let known_groups = groups.store();
     let group_outcomes = groups
         .watches(servers, watcher::Config::default(), move |server: MCPServer| {
-            let namespace = server.namespace();
-            known_groups
-                .state()
-                .into_iter()
-                .filter(|g| g.namespace() == namespace)
-                .map(|g| ObjectRef::from_obj(&*g))
-                .collect::<Vec<_>>()
+            groups_to_recheck(&known_groups.state(), &server)
         })
         .shutdown_on_signal()
         .run(group::reconcile, group::error_policy, ctx.clone());
@@ -103,5 +119,38 @@ pub async fn run(
         if let Err(e) = outcome {
             tracing::debug!("reconcile: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn group(namespace: &str, name: &str) -> Arc<MCPServerGroup> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"selector": {"matchLabels": {"team": "a"}}},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_server_change_rechecks_the_groups_of_its_namespace_only() {
+        let groups = [group("tools", "search"), group("tools", "notes"), group("other", "search")];
+        let server: MCPServer = serde_json::from_value(json!({
+            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+            "metadata": {"name": "s1", "namespace": "tools", "labels": {"team": "b"}},
+            "spec": {"mode": "remote", "endpoint": "https://x/mcp"},
+        }))
+        .unwrap();
+        // Its labels match no selector now: the groups still look (it may have just left them).
+        let rechecked = groups_to_recheck(&groups, &server);
+        let names: Vec<_> = rechecked.iter().map(|r| (r.namespace.clone().unwrap(), r.name.clone())).collect();
+        assert_eq!(names, [("tools".to_string(), "search".to_string()), ("tools".into(), "notes".into())]);
     }
 }

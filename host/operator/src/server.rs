@@ -8,10 +8,11 @@ use hangar_api::{MCPServer, MCPServerStatus, ServerMode, State};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
+        autoscaling::v2::HorizontalPodAutoscaler,
         core::v1::{ObjectReference, Pod, Service},
     },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::Timestamp,
+    jiff::{SignedDuration, Timestamp},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -20,6 +21,7 @@ use kube::{
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder},
         finalizer::{Event as Finalizer, finalizer},
+        reflector::Store,
     },
 };
 use serde_json::json;
@@ -27,7 +29,7 @@ use serde_json::json;
 use crate::{
     core::CoreClient,
     metrics::Metrics,
-    status::{self, Assessment},
+    status::{self, Assessment, CoreReport},
     workload::{self, Settings},
 };
 
@@ -49,6 +51,9 @@ pub struct Context {
     pub plugins: Option<hangar_plugin_runtime::PluginRuntime>,
     /// Publishes Kubernetes Events (state changes, failures); None in tests that do not look.
     pub recorder: Option<Recorder>,
+    /// The HorizontalPodAutoscalers of the cluster: a Deployment one of them scales gets no
+    /// `replicas` from the operator. None: no autoscalers.
+    pub autoscalers: Option<Store<HorizontalPodAutoscaler>>,
 }
 
 impl Context {
@@ -133,7 +138,12 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
         ServerMode::Container => {
             let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
             let mut desired = workload::deployment(server, &ctx.settings);
-            if server.spec.on_demand() {
+            if autoscaled(ctx.autoscalers.as_ref(), &namespace, &name) && !server.spec.on_demand() {
+                // Leaving the field out of the apply gives up its ownership: the HPA decides.
+                if let Some(spec) = desired.spec.as_mut() {
+                    spec.replicas = None;
+                }
+            } else if server.spec.on_demand() {
                 // Wake-ups scale the Deployment; reconciling keeps what they set (see desired_replicas).
                 let current = deployments.get_opt(&name).await?.and_then(|d| d.spec.and_then(|s| s.replicas));
                 if let Some(spec) = desired.spec.as_mut() {
@@ -155,12 +165,12 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
     };
     let assessment = status::assess(&server.spec, deployment.as_ref(), &pods, report.as_ref());
     ctx.metrics.set_state(&namespace, &name, assessment.state);
-    let mut status = next_status(server, &assessment, deployment.as_ref());
+    let mut status = next_status(server, &assessment, deployment.as_ref(), &pods, report.as_ref(), Timestamp::now());
     if let Some(report) = &report {
-        status.tools = report.tools.clone();
-        status.tools_count = report.tools.len() as i32;
-        status.consecutive_failures = report.consecutive_failures;
         ctx.metrics.tools_count.with_label_values(&[&namespace, &name]).set(report.tools.len() as i64);
+        let before = server.status.as_ref().map_or(0, |s| s.consecutive_failures);
+        let new = failures_since(before, report.consecutive_failures);
+        ctx.metrics.health_check_failures.with_label_values(&[&namespace, &name]).inc_by(new as u64);
     }
     let available = match deployment.as_ref().and_then(|d| d.status.as_ref()) {
         Some(ds) => ds.available_replicas.unwrap_or(0) >= 1,
@@ -202,6 +212,25 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
         }
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Health checks failed since the last look, from two readings of core's in-a-row count: a
+/// smaller reading means a success reset the count in between.
+fn failures_since(before: i32, now: i32) -> i32 {
+    if now >= before { now - before } else { now }
+}
+
+/// Whether a HorizontalPodAutoscaler scales the Deployment `namespace/name`.
+pub fn autoscaled(autoscalers: Option<&Store<HorizontalPodAutoscaler>>, namespace: &str, name: &str) -> bool {
+    autoscalers.is_some_and(|store| {
+        store.state().iter().any(|hpa| {
+            hpa.metadata.namespace.as_deref() == Some(namespace)
+                && hpa
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.scale_target_ref.kind == "Deployment" && s.scale_target_ref.name == name)
+        })
+    })
 }
 
 /// Whether the tool policy plugin the server names is loaded, of the right world, and as pinned.
@@ -260,9 +289,20 @@ async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// How stale `status.lastHealthCheck` may get before it is rewritten: fresher would mean a status
+/// write for every server on every resync.
+const HEALTH_CHECK_STALENESS: SignedDuration = SignedDuration::from_secs(300);
+
 /// The status to show: unchanged parts keep their values (and conditions their transition
 /// times), so an unchanged server compares equal and causes no write.
-fn next_status(server: &MCPServer, assessment: &Assessment, deployment: Option<&Deployment>) -> MCPServerStatus {
+fn next_status(
+    server: &MCPServer,
+    assessment: &Assessment,
+    deployment: Option<&Deployment>,
+    pods: &[Pod],
+    report: Option<&CoreReport>,
+    now: Timestamp,
+) -> MCPServerStatus {
     let previous = server.status.clone().unwrap_or_default();
     let deployment_status = deployment.and_then(|d| d.status.as_ref());
     let generation = server.metadata.generation;
@@ -278,10 +318,37 @@ fn next_status(server: &MCPServer, assessment: &Assessment, deployment: Option<&
             generation,
         ),
     ];
+    // The newest pod's start; with no pod running, when it last ran.
+    let last_started_at = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.start_time.clone())
+        .max_by_key(|t| t.0)
+        .or(previous.last_started_at.clone());
+    let checked = report
+        .and_then(|r| r.since_health_check)
+        .and_then(|s| now.checked_sub(SignedDuration::from_secs(s as i64)).ok());
+    let last_health_check = match (checked, &previous.last_health_check) {
+        (Some(at), Some(before))
+            if previous.state == Some(assessment.state) && at.duration_since(before.0) < HEALTH_CHECK_STALENESS =>
+        {
+            Some(before.clone())
+        }
+        (Some(at), _) => Some(Time(at)),
+        (None, before) => before.clone(),
+    };
+    let (tools, tools_count, consecutive_failures) = match report {
+        Some(r) => (r.tools.clone(), r.tools.len() as i32, r.consecutive_failures),
+        None => (previous.tools.clone(), previous.tools_count, previous.consecutive_failures),
+    };
     MCPServerStatus {
         state: Some(assessment.state),
         replicas: deployment_status.and_then(|s| s.replicas).unwrap_or(0),
         ready_replicas: deployment_status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        tools,
+        tools_count,
+        consecutive_failures,
+        last_started_at,
+        last_health_check,
         observed_generation: generation,
         conditions,
         ..previous

@@ -12,6 +12,8 @@ pub struct CoreReport {
     pub tools: Vec<String>,
     /// Seconds since the last call through core.
     pub idle_seconds: Option<u64>,
+    /// Seconds since core's last MCP health check of the server (None: none ran yet).
+    pub since_health_check: Option<u64>,
 }
 
 /// A state with the reason and a message a human can act on.

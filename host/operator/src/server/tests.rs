@@ -20,6 +20,7 @@ pub(crate) fn context() -> (Arc<Context>, Handle) {
         core: None,
         plugins: None,
         recorder: None,
+        autoscalers: None,
     };
     (Arc::new(ctx), handle)
 }
@@ -51,6 +52,7 @@ pub(crate) fn with_plugins(ctx: Arc<Context>) -> Arc<Context> {
         core: None,
         plugins: Some(plugins),
         recorder: None,
+        autoscalers: None,
     })
 }
 
@@ -250,6 +252,7 @@ async fn an_unreachable_core_shows_in_the_registered_condition() {
         core: Some(crate::core::CoreClient::new("http://127.0.0.1:9", "key")),
         plugins: None,
         recorder: None,
+        autoscalers: None,
     });
     let s = server(json!({"mode": "remote", "endpoint": "https://api.example.com/mcp"}), true, None);
     let verifier = tokio::spawn(async move {
@@ -312,6 +315,7 @@ async fn a_state_change_is_recorded_as_an_event() {
         core: None,
         plugins: None,
         recorder: Some(kube::runtime::events::Recorder::new(ctx.client.clone(), reporter)),
+        autoscalers: None,
     });
     let s = server(json!({"mode": "remote", "endpoint": "https://api.example.com/mcp"}), true, None);
     let verifier = tokio::spawn(async move {
@@ -388,4 +392,90 @@ async fn an_on_demand_server_is_created_cold_and_keeps_a_wake_up() {
         reconcile(Arc::new(s), ctx).await.unwrap();
         verifier.await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_deployment_an_hpa_scales_gets_no_replicas_from_the_operator() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    use kube::runtime::{reflector, watcher};
+    for (hpa_namespace, owned_by_us) in [("mcp-servers", false), ("elsewhere", true)] {
+        let (ctx, mut handle) = context();
+        let (store, mut writer) = reflector::store::<HorizontalPodAutoscaler>();
+        let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+            "metadata": {"name": "scale-github", "namespace": hpa_namespace},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "github-tools"}, "maxReplicas": 5},
+        }))
+        .unwrap();
+        writer.apply_watcher_event(&watcher::Event::Apply(hpa));
+        let ctx = Arc::new(Context {
+            client: ctx.client.clone(),
+            settings: ctx.settings.clone(),
+            metrics: ctx.metrics.clone(),
+            core: None,
+            plugins: None,
+            recorder: None,
+            autoscalers: Some(store),
+        });
+        let s = server(json!({"mode": "container", "image": "x", "replicas": 2}), true, None);
+        let verifier = tokio::spawn(async move {
+            let applied = expect(&mut handle, Method::PATCH, DEPLOYMENT, ready_deployment).await;
+            let replicas = applied["spec"].get("replicas").cloned();
+            assert_eq!(replicas, owned_by_us.then(|| json!(2)), "HPA in {hpa_namespace}");
+            expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
+            expect(
+                &mut handle,
+                Method::GET,
+                PODS,
+                |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+            )
+            .await;
+            expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
+                serde_json::to_value(server(container(), true, None)).unwrap()
+            })
+            .await;
+        });
+        reconcile(Arc::new(s), ctx).await.unwrap();
+        verifier.await.unwrap();
+    }
+}
+
+#[test]
+fn status_shows_the_newest_pod_start_and_a_health_check_fresh_to_five_minutes() {
+    let now: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+    let at = |seconds: i64| now.checked_add(SignedDuration::from_secs(seconds)).unwrap();
+    let pod = |started: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": {"startTime": started}})).unwrap()
+    };
+    let pods = [pod("2026-11-25T10:00:00Z"), pod("2026-11-25T11:00:00Z")];
+    let ready = Assessment { state: State::Ready, reason: "AllReplicasReady", message: String::new() };
+    let report = CoreReport {
+        state: Some(State::Ready),
+        since_health_check: Some(30),
+        tools: vec!["a".into()],
+        ..Default::default()
+    };
+    let first = next_status(&server(container(), true, None), &ready, None, &pods, Some(&report), now);
+    assert_eq!(first.last_started_at.clone().unwrap().0.to_string(), "2026-11-25T11:00:00Z");
+    assert_eq!(first.last_health_check.clone().unwrap().0.to_string(), "2026-11-25T11:59:30Z");
+    assert_eq!((first.tools_count, first.tools.clone()), (1, vec!["a".to_string()]));
+
+    // A minute later nothing else changed: the old check time stays (no write for it alone) ...
+    let s = server(container(), true, Some(serde_json::to_value(&first).unwrap()));
+    let later = next_status(&s, &ready, None, &[], Some(&report), at(60));
+    assert_eq!(later.last_health_check, first.last_health_check);
+    assert_eq!(later.last_started_at, first.last_started_at, "no pod now: when it last ran");
+    // ... ten minutes later it is renewed, and so is it at once when the state changes.
+    let renewed = next_status(&s, &ready, None, &[], Some(&report), at(600));
+    assert_eq!(renewed.last_health_check.unwrap().0.to_string(), "2026-11-25T12:09:30Z");
+    let degraded = Assessment { state: State::Degraded, reason: "HealthCheckFailing", message: String::new() };
+    let changed = next_status(&s, &degraded, None, &[], Some(&report), at(60));
+    assert_eq!(changed.last_health_check.unwrap().0.to_string(), "2026-11-25T12:00:30Z");
+}
+
+#[test]
+fn health_check_failures_are_counted_once_from_cores_in_a_row_count() {
+    assert_eq!(failures_since(0, 3), 3);
+    assert_eq!(failures_since(3, 3), 0, "the same failures seen again");
+    assert_eq!(failures_since(3, 5), 2);
+    assert_eq!(failures_since(5, 1), 1, "a success reset the count, then one failed");
 }
