@@ -351,7 +351,6 @@ fn next_status(
         last_health_check,
         observed_generation: generation,
         conditions,
-        ..previous
     }
 }
 
