@@ -23,6 +23,8 @@ fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 # The local demo's servers (npm reference server, Python SDK server) are the gateway tests' backends.
 bash examples/local/setup.sh
+# The Prometheus Operator's CRD models (npm), for the chart's ServiceMonitor and PrometheusRule.
+npm ci --prefix tests/node --no-audit --no-fund --silent
 
 # The wasm-only workspaces (built-in plugins, template, test plugins) next to the host's.
 WASM_CRATES="plugins examples/plugin-template tests/plugins/hostile"

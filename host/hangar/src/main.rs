@@ -65,23 +65,10 @@ enum Command {
     InstallBridge { path: PathBuf },
     /// The operator: reconciles MCPServers into Deployments and Services (uses the in-cluster
     /// or kubeconfig credentials); metrics at --metrics-listen.
-    Operator {
-        #[arg(long, default_value = "0.0.0.0:8080")]
-        metrics_listen: std::net::SocketAddr,
-        #[arg(long, default_value = concat!("ghcr.io/mcp-hangar/hangar:", env!("CARGO_PKG_VERSION")))]
-        hangar_image: String,
-        /// Core's URL (`hangar.url`); empty: no core integration. The API key is HANGAR_API_KEY.
-        #[arg(long, env = "HANGAR_URL", default_value = "")]
-        hangar_url: String,
-        /// Elect one leader among replicas with a Lease (`--leader-elect=false` to run alone).
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        leader_elect: bool,
-        /// Namespace of the Lease (the operator's own).
-        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-        leader_namespace: String,
-        #[command(flatten)]
-        log: Logging,
-    },
+    Operator(operator_cmd::OperatorArgs),
+    /// Print the ClusterRole the operator needs (the guide's rules plus the API calls it makes),
+    /// for installs without the Helm chart.
+    Rbac,
     /// Print the Deployments and Services the operator makes of the MCPServers in the manifests.
     Render {
         #[arg(required = true)]
@@ -112,9 +99,18 @@ fn main() -> ExitCode {
             core_cmd::core(listen, api_key_file, plugin_dir)
         }
         Command::InstallBridge { path } => install_bridge(&path),
-        Command::Operator { metrics_listen, hangar_image, hangar_url, leader_elect, leader_namespace, log } => {
-            log.init();
-            operator_cmd::operator(metrics_listen, hangar_image, hangar_url, leader_elect.then_some(leader_namespace))
+        Command::Operator(args) => {
+            args.log.init();
+            operator_cmd::operator(args)
+        }
+        Command::Rbac => {
+            let role = serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "mcp-hangar-operator"},
+                "rules": hangar_operator::rbac::cluster_role_rules(),
+            });
+            print!("{}", serde_yaml::to_string(&role).expect("a ClusterRole serializes"));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Render { paths, hangar_image } => render(&paths, hangar_image),
         Command::Bridge { listen, command } => {
@@ -163,7 +159,7 @@ fn install_bridge(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 /// Logging of the long-running commands: lines on stderr, human-readable or JSON.
 #[derive(clap::Args)]
-struct Logging {
+pub struct Logging {
     /// Least severe level logged: error, warn, info, debug or trace (RUST_LOG, when set, wins).
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
@@ -179,7 +175,7 @@ impl Default for Logging {
 }
 
 impl Logging {
-    fn init(&self) {
+    pub fn init(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&self.log_level));
         let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -6,12 +6,46 @@ use anyhow::Context;
 use hangar_operator::{core::CoreClient, leader::LeaderElector, metrics::Metrics, workload::Settings};
 use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 
-pub fn operator(
+/// The operator: reconciles MCPServers into Deployments and Services (uses the in-cluster or
+/// kubeconfig credentials); metrics and probes at --metrics-listen.
+#[derive(clap::Args)]
+pub struct OperatorArgs {
+    #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: std::net::SocketAddr,
+    #[arg(long, default_value = concat!("ghcr.io/mcp-hangar/hangar:", env!("CARGO_PKG_VERSION")))]
     hangar_image: String,
+    /// Core's URL (`hangar.url`); empty: no core integration. The API key is HANGAR_API_KEY.
+    #[arg(long, env = "HANGAR_URL", default_value = "")]
     hangar_url: String,
-    lease_namespace: Option<String>,
-) -> anyhow::Result<ExitCode> {
+    /// Elect one leader among replicas with a Lease (`--leader-elect=false` to run alone).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_namespace: String,
+    /// Directory of custom plugins (the mounted plugins ConfigMap: discovery parsers), hot-reloaded.
+    #[arg(long)]
+    plugin_dir: Option<std::path::PathBuf>,
+    /// Label this namespace (core's) `mcp-hangar.io/core=true`, so that the guide's NetworkPolicy
+    /// admits core's traffic to MCP servers.
+    #[arg(long)]
+    label_core_namespace: Option<String>,
+    #[command(flatten)]
+    pub log: crate::Logging,
+}
+
+pub fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
+    let OperatorArgs {
+        metrics_listen,
+        hangar_image,
+        hangar_url,
+        leader_elect,
+        leader_namespace,
+        plugin_dir,
+        label_core_namespace,
+        log: _,
+    } = args;
+    let lease_namespace = leader_elect.then_some(leader_namespace);
     let core = if hangar_url.is_empty() {
         None
     } else {
@@ -24,6 +58,16 @@ pub fn operator(
         let registry = prometheus::Registry::new();
         let metrics = Metrics::new(&registry)?;
         let plugins = PluginRuntime::new(RuntimeConfig::default(), &registry)?;
+        let _watch = match &plugin_dir {
+            Some(dir) => Some(plugins.watch_dir(dir).with_context(|| format!("--plugin-dir {}", dir.display()))?),
+            None => None,
+        };
+        if let Some(namespace) = &label_core_namespace {
+            // Not fatal: without the label only the NetworkPolicy's admission of core is missing.
+            if let Err(e) = hangar_operator::server::label_core_namespace(&client, namespace).await {
+                tracing::warn!("labelling namespace {namespace} mcp-hangar.io/core=true: {e}");
+            }
+        }
         let listener = tokio::net::TcpListener::bind(metrics_listen).await?;
         let app =
             axum::Router::new()

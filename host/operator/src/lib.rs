@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod group;
 pub mod leader;
 pub mod metrics;
+pub mod rbac;
 pub mod run;
 pub mod server;
 pub mod status;

@@ -9,7 +9,7 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         autoscaling::v2::HorizontalPodAutoscaler,
-        core::v1::{ObjectReference, Pod, Service},
+        core::v1::{Namespace, ObjectReference, Pod, Service},
     },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::{SignedDuration, Timestamp},
@@ -273,6 +273,19 @@ pub async fn wake(client: &Client, server: &str) -> Result<(), Error> {
             .patch_scale(server, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}})))
             .await?;
     }
+    Ok(())
+}
+
+/// Labels core's namespace `mcp-hangar.io/core=true` (server-side apply of that one label), so
+/// the guide's NetworkPolicy, which admits only namespaces so labelled, lets core reach servers.
+pub async fn label_core_namespace(client: &Client, namespace: &str) -> Result<(), Error> {
+    let labelled = json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": {hangar_api::labels::CORE_NAMESPACE: "true"}},
+    });
+    Api::<Namespace>::all(client.clone())
+        .patch(namespace, &PatchParams::apply(MANAGER), &Patch::Apply(labelled))
+        .await?;
     Ok(())
 }
 

@@ -66,6 +66,11 @@ pub(crate) async fn expect(
     let (request, send) = handle.next_request().await.expect("the reconciler called the API server");
     assert_eq!(request.method(), method, "{}", request.uri());
     assert_eq!(request.uri().path(), path);
+    let query = request.uri().query().unwrap_or("");
+    assert!(
+        crate::rbac::allows(method.as_str(), path, query),
+        "{method} {path} is not in rbac::OPERATOR_RULES: the chart's ClusterRole would refuse it"
+    );
     let body = request.into_body().collect_bytes().await.unwrap();
     let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
     let answer = respond(body.clone());
@@ -478,4 +483,16 @@ fn health_check_failures_are_counted_once_from_cores_in_a_row_count() {
     assert_eq!(failures_since(3, 3), 0, "the same failures seen again");
     assert_eq!(failures_since(3, 5), 2);
     assert_eq!(failures_since(5, 1), 1, "a success reset the count, then one failed");
+}
+
+#[tokio::test]
+async fn cores_namespace_is_labelled_for_the_network_policy() {
+    let (ctx, mut handle) = context();
+    let verifier = tokio::spawn(async move {
+        let applied = expect(&mut handle, Method::PATCH, "/api/v1/namespaces/mcp-system", |b| b).await;
+        assert_eq!(applied["metadata"]["labels"]["mcp-hangar.io/core"], "true");
+        assert_eq!(applied["kind"], "Namespace");
+    });
+    label_core_namespace(&ctx.client, "mcp-system").await.unwrap();
+    verifier.await.unwrap();
 }
