@@ -1,71 +1,212 @@
-//! Plugins that loop, over-allocate, trap, recurse or answer nonsense: each is cut off, counted,
-//! and the call falls back; the host stays up and the next call with a good plugin works.
+//! The hostile-plugin corpus: components built by the test from `tests/plugins/` that loop,
+//! recurse, over-allocate, trap, answer too much or nonsense, reach for files and sockets, speak
+//! another WIT version or the wrong world, or are simply too big. For each, the host stays up, the
+//! call falls back as DESIGN.md says (strategy → round robin over healthy members; policy → deny,
+//! fail closed; loading → the previous version keeps serving), and the fault is counted in
+//! `hangar_plugin_faults_total` (or `hangar_plugin_reloads_total{result="error"}` for loading)
+//! and reported.
+//!
+//! The run also writes the table of results, `docs/hostile-plugins.md`; the test fails when the
+//! committed table differs (`HANGAR_WRITE_DOCS=1 cargo test --test hostile_plugins` rewrites it).
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
-use hangar_plugin_runtime::{Fault, Origin, PluginError, StrategyPlugin, round_robin_fallback};
-use hangar_tests::{builtin_bytes, hostile_plugin, members, pick_request, runtime};
+use hangar_plugin_runtime::{
+    Call, Decision, Fault, Origin, PluginError, PluginRuntime, PolicyPlugin, StrategyPlugin, round_robin_fallback,
+};
+use hangar_tests::{build_plugin, hostile_plugin, members, pick_request, repo_root, runtime};
 
-fn hostile(mode: &str) -> (StrategyPlugin, hangar_plugin_runtime::PluginRuntime, tempfile::TempDir) {
+/// One row of the table.
+struct Outcome {
+    plugin: &'static str,
+    fault: String,
+    host: String,
+}
+
+fn faults(rt: &PluginRuntime, plugin: &str, world: &str, fault: Fault) -> u64 {
+    rt.metrics().faults.with_label_values(&[plugin, world, fault.as_str()]).get()
+}
+
+/// The host still serves: a good plugin of the same runtime answers the next call.
+fn host_serves(rt: &PluginRuntime) {
+    let good = StrategyPlugin::new(rt, "round-robin", vec![], None).unwrap();
+    assert_eq!(good.try_pick(&pick_request(0), &members(&[true, true])).unwrap(), Some(0));
+}
+
+fn hostile_strategy(config: &[(&str, &str)]) -> (StrategyPlugin, PluginRuntime, tempfile::TempDir) {
     let (rt, dir) = runtime();
     let bytes = std::fs::read(hostile_plugin()).unwrap();
-    let version = rt.compile("hostile", &bytes, Origin::File(hostile_plugin())).unwrap();
-    rt.install(version);
-    let plugin = StrategyPlugin::new(&rt, "hostile", vec![("mode".into(), mode.into())], None).unwrap();
+    rt.install(rt.compile("hostile", &bytes, Origin::File(hostile_plugin())).unwrap());
+    let config = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let plugin = StrategyPlugin::new(&rt, "hostile", config, None).unwrap();
     (plugin, rt, dir)
 }
 
-/// Picks once with the hostile plugin and checks the fault, the fallback and the metric.
-fn assert_cut_off(mode: &str, fault: Fault) -> Duration {
-    let (plugin, rt, _dir) = hostile(mode);
+/// Picks with a hostile strategy: the fault, the round-robin fallback, the metric, the report.
+fn strategy_case(plugin_text: &'static str, config: &[(&str, &str)], fault: Fault) -> (Outcome, Duration) {
+    let (plugin, rt, _dir) = hostile_strategy(config);
     let c = members(&[true, false, true]);
     let started = Instant::now();
     let pick = plugin.pick(&pick_request(1), &c);
     let took = started.elapsed();
-    let error = pick.fault.expect("the plugin faulted");
-    assert_eq!(error.fault(), Some(fault), "{mode}: {error}");
-    assert_eq!(pick.index, round_robin_fallback(&pick_request(1), &c), "{mode}: fell back to round robin");
+    let error = pick.fault.unwrap_or_else(|| panic!("{plugin_text}: the plugin faulted"));
+    assert_eq!(error.fault(), Some(fault), "{plugin_text}: {error}");
+    assert_eq!(pick.index, round_robin_fallback(&pick_request(1), &c), "{plugin_text}: fell back to round robin");
     assert_eq!(pick.index, Some(2));
-    let counted = rt.metrics().faults.with_label_values(&["hostile", "strategy", fault.as_str()]).get();
-    assert_eq!(counted, 1, "{mode}: fault counted");
-    assert!(rt.reports().iter().any(|r| r.plugin == "hostile"), "{mode}: fault reported");
-    // The host is fine: a good plugin in the same runtime serves the next call.
-    let good = StrategyPlugin::new(&rt, "round-robin", vec![], None).unwrap();
-    assert_eq!(good.try_pick(&pick_request(0), &c).unwrap(), Some(0));
-    // And the hostile plugin's next call is cut off again, not wedged.
-    assert!(plugin.pick(&pick_request(2), &c).fault.is_some());
-    took
+    assert_eq!(faults(&rt, "hostile", "strategy", fault), 1, "{plugin_text}: fault counted");
+    assert!(rt.reports().iter().any(|r| r.plugin == "hostile"), "{plugin_text}: fault reported");
+    host_serves(&rt);
+    // Not wedged: the next call is cut off again.
+    assert!(plugin.pick(&pick_request(2), &c).fault.is_some(), "{plugin_text}: second call");
+    let outcome = Outcome {
+        plugin: plugin_text,
+        fault: format!("`{}`", fault.as_str()),
+        host: "picked by round robin over healthy members; counted, reported".into(),
+    };
+    (outcome, took)
+}
+
+fn policy_case(plugin_text: &'static str, mode: &str) -> (Outcome, PolicyPlugin, PluginRuntime, tempfile::TempDir) {
+    let (rt, dir) = runtime();
+    let path = build_plugin("tests/plugins/hostile-policy");
+    rt.install(rt.compile("hostile-policy", &std::fs::read(&path).unwrap(), Origin::File(path)).unwrap());
+    let policy = PolicyPlugin::new(&rt, "hostile-policy", vec![("mode".into(), mode.into())], None, false).unwrap();
+    let outcome = Outcome { plugin: plugin_text, fault: "`bad_answer`".into(), host: String::new() };
+    (outcome, policy, rt, dir)
+}
+
+fn load_refused(rt: &PluginRuntime, name: &str, bytes: &[u8]) -> PluginError {
+    rt.compile(name, bytes, Origin::Builtin).err().unwrap_or_else(|| panic!("{name} was loaded"))
+}
+
+fn corpus() -> Vec<Outcome> {
+    let mut rows = Vec::new();
+
+    let (row, took) = strategy_case("infinite loop", &[("mode", "loop")], Fault::Timeout);
+    assert!(took < Duration::from_millis(50), "the deadline cut the loop after {took:?}");
+    rows.push(Outcome { host: format!("cut off within 50 ms; {}", row.host), ..row });
+    rows.push(strategy_case("unbounded recursion", &[("mode", "recurse")], Fault::Trap).0);
+    rows.push(strategy_case("allocates 4 GiB", &[("mode", "alloc")], Fault::OutOfMemory).0);
+    rows.push(strategy_case("panics (trap)", &[("mode", "trap")], Fault::Trap).0);
+    rows.push(strategy_case("answers an out-of-range index", &[("mode", "out-of-range")], Fault::BadAnswer).0);
+    rows.push(strategy_case("chooses nobody while members are healthy", &[("mode", "none")], Fault::BadAnswer).0);
+
+    // WASI filesystem: no directory is opened to plugins, so a host file cannot be read.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "host secret").unwrap();
+    let path = secret.path().to_str().unwrap();
+    rows.push(
+        strategy_case("reads a host file (WASI filesystem)", &[("mode", "read-file"), ("path", path)], Fault::Trap).0,
+    );
+
+    // WASI sockets: the connection is refused inside the runtime; nothing reaches the listener.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    rows.push(
+        strategy_case("opens a TCP connection (WASI sockets)", &[("mode", "connect"), ("addr", &addr)], Fault::Trap).0,
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the plugin's connection reached the host's listener"
+    );
+
+    // A policy answering a 2 MiB deny reason: not sent to the client; denied with a short reason.
+    let (row, policy, rt, _dir) = policy_case("policy answers a 2 MiB deny reason", "huge-deny");
+    let call = Call { server: "s".into(), tool: "t".into(), caller: "c".into(), argument_bytes: 2 };
+    let (decision, fault) = policy.check(&call);
+    assert_eq!(fault.and_then(|f| f.fault()), Some(Fault::BadAnswer));
+    match decision {
+        Decision::Deny(reason) => assert!(reason.len() < 1024 && reason.contains("fail closed"), "{}", reason.len()),
+        other => panic!("fails closed, got {other:?}"),
+    }
+    assert_eq!(faults(&rt, "hostile-policy", "policy", Fault::BadAnswer), 1);
+    host_serves(&rt);
+    rows.push(Outcome { host: "call denied with a short reason (fail closed); counted, reported".into(), ..row });
+
+    // A policy inventing 2,000 tools: tools/list shows none of them (fail closed: none at all).
+    let (row, policy, rt, _dir) = policy_case("policy answers 2,000 invented tool names", "invent-tools");
+    let (visible, fault) = policy.filter_tools(vec!["a".into(), "b".into()]);
+    assert_eq!(fault.and_then(|f| f.fault()), Some(Fault::BadAnswer));
+    assert!(visible.is_empty());
+    assert_eq!(faults(&rt, "hostile-policy", "policy", Fault::BadAnswer), 1);
+    host_serves(&rt);
+    rows.push(Outcome { host: "no tool listed (fail closed); counted, reported".into(), ..row });
+
+    // Loading: refused with a message naming the problem; the previous version keeps serving.
+    let (rt, _dir) = runtime();
+    let future = load_refused(&rt, "future", &std::fs::read(build_plugin("tests/plugins/future-wit")).unwrap());
+    let text = future.to_string();
+    assert!(matches!(future, PluginError::IncompatibleVersion { .. }), "{text}");
+    assert!(text.contains("hangar:plugins@0.2.0") && text.contains("0.1.0"), "{text}");
+    rows.push(Outcome {
+        plugin: "written for WIT `hangar:plugins@0.2.0`",
+        fault: "refused at load".into(),
+        host: format!("not loaded: {text}"),
+    });
+
+    let wrong = StrategyPlugin::new(&rt, "configmap", vec![], None).err().unwrap();
+    assert!(matches!(wrong, PluginError::WrongWorld { expected: "strategy", found: "discovery", .. }), "{wrong}");
+    rows.push(Outcome {
+        plugin: "a discovery component used as a strategy (wrong world)",
+        fault: "refused at setup".into(),
+        host: format!("not used: {wrong}"),
+    });
+
+    // A 50 MB file in the plugin directory: refused by size before it is read or compiled.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(hostile_plugin(), dir.path().join("steady.wasm")).unwrap();
+    rt.load_dir(dir.path());
+    let steady = rt.current("steady").unwrap().digest.clone();
+    let big = std::fs::File::create(dir.path().join("steady.wasm.tmp")).unwrap();
+    big.set_len(50 << 20).unwrap();
+    drop(big);
+    std::fs::rename(dir.path().join("steady.wasm.tmp"), dir.path().join("steady.wasm")).unwrap();
+    let loaded = rt.load_dir(dir.path());
+    assert!(loaded.is_empty());
+    assert_eq!(rt.current("steady").unwrap().digest, steady, "the previous version keeps serving");
+    assert_eq!(rt.metrics().reloads.with_label_values(&["steady", "error"]).get(), 1);
+    let report = rt.reports().into_iter().rev().find(|r| r.plugin == "steady").unwrap().message;
+    assert!(report.contains("52428800 bytes is over the 16777216 byte limit"), "{report}");
+    rows.push(Outcome {
+        plugin: "a 50 MB file",
+        fault: "refused at load".into(),
+        host: "not read or compiled (over the 16 MiB limit); the previous version keeps serving; `hangar_plugin_reloads_total{result=\"error\"}`, reported".into(),
+    });
+    host_serves(&rt);
+    rows
+}
+
+fn table(rows: &[Outcome]) -> String {
+    let mut out = String::from(
+        "# Hostile plugins: what the host does\n\n\
+         Generated by `cargo test --test hostile_plugins` (set `HANGAR_WRITE_DOCS=1` to rewrite this file;\n\
+         the test fails when it is out of date). Each plugin is built by the test from `tests/plugins/`.\n\
+         In every case the host stays up and the next call through a good plugin succeeds.\n\n\
+         | plugin | fault | what the host did |\n| --- | --- | --- |\n",
+    );
+    for r in rows {
+        let _ = writeln!(out, "| {} | {} | {} |", r.plugin, r.fault, r.host.replace('|', "\\|"));
+    }
+    out
 }
 
 #[test]
-fn an_infinite_loop_hits_the_deadline_within_50ms() {
-    let took = assert_cut_off("loop", Fault::Timeout);
-    assert!(took < Duration::from_millis(50), "deadline trap took {took:?}");
-}
-
-#[test]
-fn allocating_4_gib_is_stopped_by_the_memory_cap() {
-    assert_cut_off("alloc", Fault::OutOfMemory);
-}
-
-#[test]
-fn a_panic_is_a_trap() {
-    assert_cut_off("trap", Fault::Trap);
-}
-
-#[test]
-fn unbounded_recursion_overflows_the_stack_safely() {
-    assert_cut_off("recurse", Fault::Trap);
-}
-
-#[test]
-fn an_out_of_range_index_is_a_bad_answer() {
-    assert_cut_off("out-of-range", Fault::BadAnswer);
-}
-
-#[test]
-fn choosing_nobody_while_members_are_healthy_is_a_bad_answer() {
-    assert_cut_off("none", Fault::BadAnswer);
+fn the_host_survives_the_hostile_corpus_and_the_table_is_current() {
+    let generated = table(&corpus());
+    let path: PathBuf = repo_root().join("docs/hostile-plugins.md");
+    if std::env::var_os("HANGAR_WRITE_DOCS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        committed, generated,
+        "docs/hostile-plugins.md is out of date: HANGAR_WRITE_DOCS=1 cargo test --test hostile_plugins"
+    );
 }
 
 #[test]
@@ -79,16 +220,8 @@ fn a_refused_configuration_is_an_error_at_setup() {
 }
 
 #[test]
-fn a_discovery_component_is_refused_as_a_strategy() {
-    let (rt, _dir) = runtime();
-    rt.install(rt.compile("parser", builtin_bytes("configmap"), Origin::Builtin).unwrap());
-    let err = StrategyPlugin::new(&rt, "parser", vec![], None).err().unwrap();
-    assert!(matches!(err, PluginError::WrongWorld { expected: "strategy", found: "discovery", .. }), "{err}");
-}
-
-#[test]
 fn a_good_mode_of_the_same_plugin_behaves() {
-    let (plugin, _rt, _dir) = hostile("good");
+    let (plugin, _rt, _dir) = hostile_strategy(&[("mode", "good")]);
     let c = members(&[true, true]);
     assert_eq!(plugin.try_pick(&pick_request(3), &c).unwrap(), Some(1));
 }

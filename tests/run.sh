@@ -27,7 +27,7 @@ bash examples/local/setup.sh
 npm ci --prefix tests/node --no-audit --no-fund --silent
 
 # The wasm-only workspaces (built-in plugins, template, test plugins) next to the host's.
-WASM_CRATES="plugins examples/plugin-template tests/plugins/hostile"
+WASM_CRATES="plugins examples/plugin-template tests/plugins/hostile tests/plugins/hostile-policy tests/plugins/future-wit"
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -15,6 +15,12 @@ use crate::{
     world::{DiscoveryWorld, PolicyWorld, StrategyWorld},
 };
 
+/// Bounds on answers that travel on: to a client (deny reasons), into the rate limiter, or into
+/// the cluster (discovered servers become MCPServers).
+pub const MAX_DENY_REASON_BYTES: usize = 4096;
+pub const MAX_RATE_LIMITS: usize = 16;
+pub const MAX_DISCOVERED_SERVERS: usize = 10_000;
+
 /// A group's strategy.
 pub struct StrategyPlugin(Handle<StrategyWorld>);
 
@@ -99,8 +105,20 @@ impl PolicyPlugin {
         self.handle.version()
     }
 
+    /// The plugin's decision, checked: a deny reason goes to the client, so a huge one is a bad
+    /// answer, not a message.
     pub fn try_check(&self, call: &Call) -> Result<Decision, PluginError> {
-        self.handle.call(|store, b| b.hangar_plugins_tool_policy().call_check(store, call))
+        match self.handle.call(|store, b| b.hangar_plugins_tool_policy().call_check(store, call))? {
+            Decision::Deny(reason) if reason.len() > MAX_DENY_REASON_BYTES => Err(self.handle.counted(
+                Fault::BadAnswer,
+                format!("a deny reason of {} bytes (at most {MAX_DENY_REASON_BYTES})", reason.len()),
+            )),
+            Decision::Allow(limits) if limits.len() > MAX_RATE_LIMITS => Err(self.handle.counted(
+                Fault::BadAnswer,
+                format!("{} rate limits for one call (at most {MAX_RATE_LIMITS})", limits.len()),
+            )),
+            decision => Ok(decision),
+        }
     }
 
     /// The decision; when the plugin fails, deny (or allow without limits if failing open).
@@ -116,12 +134,22 @@ impl PolicyPlugin {
 
     /// The tools `tools/list` shows; when the plugin fails, none (or all if failing open).
     pub fn filter_tools(&self, tools: Vec<String>) -> (Vec<String>, Option<PluginError>) {
-        match self.handle.call(|store, b| b.hangar_plugins_tool_policy().call_filter_tools(store, &tools)) {
-            Ok(visible) => {
-                // A policy may only hide tools, never invent them.
-                let visible = visible.into_iter().filter(|t| tools.contains(t)).collect();
-                (visible, None)
-            }
+        let answer = self.handle.call(|store, b| b.hangar_plugins_tool_policy().call_filter_tools(store, &tools));
+        // A policy may only hide tools, never invent them.
+        let checked = answer.and_then(|visible| match visible.iter().find(|t| !tools.contains(t)) {
+            Some(invented) => Err(self.handle.counted(
+                Fault::BadAnswer,
+                format!(
+                    "answered {} tools of {} offered, among them {:.64?}, which was not offered",
+                    visible.len(),
+                    tools.len(),
+                    invented
+                ),
+            )),
+            None => Ok(visible),
+        });
+        match checked {
+            Ok(visible) => (visible, None),
             Err(e) if self.fail_open => (tools, Some(e)),
             Err(e) => (Vec::new(), Some(e)),
         }
@@ -146,8 +174,14 @@ impl DiscoveryPlugin {
     }
 
     pub fn parse(&self, kind: SourceKind, documents: &[Document]) -> Result<Vec<ServerDefinition>, DiscoveryError> {
-        self.0
+        let servers = self
+            .0
             .call(|store, b| b.hangar_plugins_source_parser().call_parse(store, kind, documents))?
-            .map_err(|e| DiscoveryError::Parse { origin: e.origin, message: e.message })
+            .map_err(|e| DiscoveryError::Parse { origin: e.origin, message: e.message })?;
+        if servers.len() > MAX_DISCOVERED_SERVERS {
+            let message = format!("{} servers from one source (at most {MAX_DISCOVERED_SERVERS})", servers.len());
+            return Err(self.0.counted(Fault::BadAnswer, message).into());
+        }
+        Ok(servers)
     }
 }

@@ -1,5 +1,6 @@
 //! Misbehaves as `configure(mode=...)` says: loop, alloc, trap, recurse, out-of-range, none,
-//! refuse (configure fails), or good (round robin over healthy members).
+//! read-file (reads `path` through WASI filesystem), connect (opens a TCP connection to `addr`
+//! through WASI sockets), refuse (configure fails), or good (round robin over healthy members).
 
 wit_bindgen::generate!({ path: "../../../wit", world: "strategy" });
 
@@ -9,6 +10,7 @@ use exports::hangar::plugins::load_balancer::{Candidate, Guest, PickRequest};
 
 thread_local! {
     static MODE: RefCell<String> = RefCell::new(String::from("good"));
+    static TARGET: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 struct Plugin;
@@ -27,6 +29,8 @@ impl Guest for Plugin {
                     return Err("mode=refuse: this configuration is refused on purpose".into());
                 }
                 MODE.with_borrow_mut(|m| *m = v);
+            } else if k == "path" || k == "addr" {
+                TARGET.with_borrow_mut(|t| *t = v);
             }
         }
         Ok(())
@@ -53,6 +57,18 @@ impl Guest for Plugin {
             "recurse" => Some(recurse(0, &mut [0; 64]) as u32),
             "out-of-range" => Some(candidates.len() as u32 + 1000),
             "none" => None,
+            "read-file" => {
+                // Succeeding would leak the file's size as the answer; the host gives no preopens.
+                let path = TARGET.with_borrow(|t| t.clone());
+                let content = std::fs::read(&path).expect("reading a host file");
+                Some(content.len() as u32)
+            }
+            "connect" => {
+                let addr = TARGET.with_borrow(|t| t.clone());
+                let stream = std::net::TcpStream::connect(addr.as_str()).expect("connecting out");
+                drop(stream);
+                Some(candidates.len() as u32 + 7)
+            }
             _ => {
                 let healthy: Vec<&Candidate> = candidates.iter().filter(|c| c.healthy).collect();
                 if healthy.is_empty() {
