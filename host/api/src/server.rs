@@ -56,6 +56,10 @@ pub struct MCPServerSpec {
     /// How long a start may take before the held call fails and the server is Dead.
     #[serde(default = "default_startup_timeout")]
     pub startup_timeout: Duration,
+    /// How long one `tools/call` may take before the client gets an error (a hung server does not
+    /// hold a call forever). Hangar's addition; 60s by default.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout: Duration,
     /// MCP health checks (ping / tools list); enabled by default.
     #[serde(default)]
     pub health_check: HealthCheck,
@@ -291,6 +295,9 @@ fn default_idle_ttl() -> Duration {
 }
 fn default_startup_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_health_interval() -> Duration {
     Duration::from_secs(30)

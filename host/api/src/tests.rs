@@ -16,6 +16,7 @@ fn server_defaults_follow_the_guides_table() {
     assert_eq!(spec.replicas, 1, "replicas defaults to 1");
     assert_eq!(spec.idle_ttl.as_std(), StdDuration::from_secs(300), "idleTTL defaults to 5m");
     assert_eq!(spec.startup_timeout.as_std(), StdDuration::from_secs(30), "startupTimeout defaults to 30s");
+    assert_eq!(spec.call_timeout.as_std(), StdDuration::from_secs(60), "callTimeout (Hangar's) defaults to 60s");
     assert!(spec.health_check.enabled, "healthCheck defaults to enabled");
     assert!(spec.circuit_breaker.enabled, "circuitBreaker defaults to enabled");
     assert_eq!(spec.resources, None);

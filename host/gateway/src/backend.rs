@@ -735,10 +735,7 @@ impl HttpBackend {
             _ if status.is_server_error() || status == reqwest::StatusCode::NOT_FOUND => {
                 Err(unavailable(format!("HTTP {status}")))
             }
-            _ => Err(BackendError::Rpc(RpcError::new(
-                code::INTERNAL_ERROR,
-                format!("HTTP {status}: {}", truncate(&text)),
-            ))),
+            _ => Err(unavailable(format!("HTTP {status}, not a JSON-RPC answer: {}", truncate(&text)))),
         }
     }
 }

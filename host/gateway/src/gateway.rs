@@ -48,7 +48,7 @@ pub struct ServerEntry {
     last_activity: Mutex<Instant>,
 }
 
-/// How long a backend may take to answer one call.
+/// How long a backend may take to list its tools.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ServerEntry {
@@ -442,7 +442,13 @@ impl Gateway {
                 *server.tools.write().unwrap() = tools;
                 let _ = self.tools_changed.send(());
             }
-            Err(e) => tracing::warn!(server = name, error = %e, "listing tools failed"),
+            Err(e) => {
+                tracing::warn!(server = name, error = %e, "listing tools failed");
+                // Still not connected after startupTimeout (refused, or garbage instead of MCP).
+                if !server.backend.is_live() {
+                    server.start_failed.store(true, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -656,7 +662,7 @@ impl Gateway {
                 "tools/call",
                 json!({"name": tool, "arguments": arguments}),
                 startup,
-                CALL_TIMEOUT,
+                server.spec.call_timeout.as_std(),
                 ctx.progress.clone(),
                 ctx.backend_sessions.get(&server.name).map(String::as_str),
             )
@@ -666,7 +672,9 @@ impl Gateway {
         server.breaker.record(!matches!(&result, Err(e) if e.is_transient()));
         match &result {
             Err(BackendError::NotReady(_)) => server.start_failed.store(true, Ordering::Relaxed),
-            _ => server.start_failed.store(false, Ordering::Relaxed),
+            // Only a server that is connected now has recovered.
+            _ if server.backend.is_live() => server.start_failed.store(false, Ordering::Relaxed),
+            _ => {}
         }
         let elapsed = started.elapsed();
         self.metrics.latency.with_label_values(&[&server.name]).observe(elapsed.as_secs_f64());

@@ -1,0 +1,114 @@
+"""Faults at the backends, each with its expectation: a backend killed mid-call fails that call
+at once (not after a timeout) and is restarted; a hung backend fails the call at its callTimeout
+and keeps serving; a backend that speaks garbage (stdio or HTTP) is unavailable, named in the
+error, while Hangar and the other servers carry on."""
+import asyncio
+import http.server
+import os
+import re
+import signal
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from mcp import Client
+
+from hangar_proc import PYTHON, notes_server, wait_for
+from test_gateway import call, mcp_error, start, wait_tools  # noqa: F401 (start is a fixture)
+
+SERVERS = Path(__file__).parent / "servers"
+
+
+def slow_server(log: Path, extra: str = "") -> str:
+    return (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: slow}\n"
+        "spec:\n  mode: container\n  image: x\n  transport: stdio\n"
+        f"  command: [\"{PYTHON}\", \"{SERVERS / 'slow.py'}\"]\n"
+        f"  env: [{{name: SLOW_LOG, value: \"{log}\"}}]\n" + extra
+    )
+
+
+def state_of(h, server: str) -> str | None:
+    text = urllib.request.urlopen(h.base + "/metrics", timeout=5).read().decode()
+    for state in ("Ready", "Degraded", "Dead", "Initializing", "Cold"):
+        if re.search(rf'hangar_server_state\{{server="{server}",state="{state}"\}} 1\b', text):
+            return state
+    return None
+
+
+def test_a_backend_killed_mid_call_fails_that_call_at_once_and_is_restarted(start, tmp_path):
+    h = start({"slow.yaml": slow_server(tmp_path / "slow.log")})
+    wait_tools(h.url, {"slow__sleep"})
+    (victim,) = wait_for(lambda: h.children("slow.py"))
+
+    async def killed_mid_call():
+        async with Client(h.url) as c:
+            threading.Timer(1.0, os.kill, (victim, signal.SIGKILL)).start()
+            started = time.monotonic()
+            try:
+                await c.call_tool("slow__sleep", {"seconds": 30})
+            except Exception as e:  # noqa: BLE001 (the SDK may wrap the MCP error)
+                return time.monotonic() - started, repr(e)
+            return time.monotonic() - started, "no error"
+
+    took, error = asyncio.run(killed_mid_call())
+    assert took < 10, f"the call waited {took:.1f}s for a dead server"
+    assert "exited during the call" in error, error
+    # The supervisor restarts it; the next call works.
+    wait_for(lambda: (p := h.children("slow.py")) and p != [victim], timeout=20)
+    result = wait_for(lambda: asyncio.run(call(h.url, "slow__sleep", {"seconds": 0.01})), timeout=20)
+    assert "slept" in result.content[0].text
+
+
+def test_a_hung_backend_fails_the_call_at_its_call_timeout_and_keeps_serving(start, tmp_path):
+    h = start({"slow.yaml": slow_server(tmp_path / "slow.log", "  callTimeout: 1500ms\n")})
+    wait_tools(h.url, {"slow__sleep"})
+    started = time.monotonic()
+    error = mcp_error(call(h.url, "slow__sleep", {"seconds": 3600}))
+    took = time.monotonic() - started
+    assert 1.4 < took < 10, took
+    assert "1.5s" in str(error) or "1500ms" in str(error) or "timed out" in str(error), str(error)
+    result = asyncio.run(call(h.url, "slow__sleep", {"seconds": 0.01}))
+    assert "slept" in result.content[0].text, "the hung call did not wedge the server"
+
+
+class HtmlHandler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = b"<html><body>502 Bad Gateway</body></html>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_backends_speaking_garbage_are_unavailable_while_the_rest_serves(start):
+    html = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HtmlHandler)
+    threading.Thread(target=html.serve_forever, daemon=True).start()
+    try:
+        garbage_stdio = (
+            "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: garbage}\n"
+            "spec:\n  mode: container\n  image: x\n  transport: stdio\n  startupTimeout: 2s\n"
+            f"  command: [\"{PYTHON}\", \"{SERVERS / 'garbage.py'}\"]\n"
+        )
+        garbage_http = (
+            "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: html}\n"
+            f"spec:\n  mode: remote\n  endpoint: http://127.0.0.1:{html.server_address[1]}/mcp\n  startupTimeout: 2s\n"
+        )
+        h = start({"garbage.yaml": garbage_stdio, "html.yaml": garbage_http, "notes.yaml": notes_server("notes")})
+        listed = wait_tools(h.url, {"notes__word_count"})
+        assert not any(n.startswith(("garbage__", "html__")) for n in listed)
+        for server in ("garbage", "html"):
+            error = mcp_error(call(h.url, f"{server}__anything", {}))
+            assert server in str(error), str(error)
+            assert wait_for(lambda: state_of(h, server) in ("Degraded", "Dead"), timeout=30)
+        result = asyncio.run(call(h.url, "notes__word_count", {"text": "still fine"}))
+        assert result.structured_content == {"result": 2}
+        assert h.proc.poll() is None, "hangar is still running"
+    finally:
+        html.shutdown()
