@@ -496,3 +496,40 @@ async fn cores_namespace_is_labelled_for_the_network_policy() {
     label_core_namespace(&ctx.client, "mcp-system").await.unwrap();
     verifier.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_operator_stopped_mid_reconcile_leaves_nothing_unowned_and_the_next_one_finishes() {
+    // The first operator applies the Deployment and dies before the Service (its future dropped).
+    let (ctx, mut handle) = context();
+    let first = tokio::spawn(reconcile(Arc::new(server(container(), true, None)), ctx));
+    let deployment = expect(&mut handle, Method::PATCH, DEPLOYMENT, |b| b).await;
+    let (service_request, _never_answered) = handle.next_request().await.unwrap();
+    assert_eq!(service_request.uri().path(), SERVICE);
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    // What it left is owned by the MCPServer: deleting the server deletes it (no orphan).
+    let owner = &deployment["metadata"]["ownerReferences"][0];
+    assert_eq!((owner["uid"].clone(), owner["controller"].clone()), (json!("uid-1"), json!(true)));
+
+    // A new operator reconciles from scratch: the same objects, both owned, status written.
+    let (ctx, mut handle) = context();
+    let verifier = tokio::spawn(async move {
+        let again = expect(&mut handle, Method::PATCH, DEPLOYMENT, ready_deployment).await;
+        assert_eq!(again, deployment, "server-side apply of the same object: idempotent");
+        let service = expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
+        assert_eq!(service["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        expect(
+            &mut handle,
+            Method::GET,
+            PODS,
+            |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        )
+        .await;
+        expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
+            serde_json::to_value(server(container(), true, None)).unwrap()
+        })
+        .await;
+    });
+    reconcile(Arc::new(server(container(), true, None)), ctx).await.unwrap();
+    verifier.await.unwrap();
+}
