@@ -1,7 +1,6 @@
 //! 1,000 MCPServers reconciled to steady state against an in-process API server that answers
-//! every request (apply echoes the object with a ready status; lists are empty):
-//! `cargo bench -p hangar-operator --bench reconcile`. Prints the time and the peak RSS, and
-//! the time of one reconcile alone as the baseline.
+//! every request (apply echoes the object with a ready status; lists are empty), beside one
+//! reconcile alone.
 
 use std::{sync::Arc, time::Instant};
 
@@ -14,6 +13,12 @@ use hangar_operator::{
 use http::{Request, Response};
 use kube::{Client, client::Body};
 use serde_json::{Value, json};
+
+use crate::Figure;
+
+const SERVERS: usize = 1000;
+/// Reconciles in flight at once, as the controller runs them.
+const CONCURRENT: usize = 50;
 
 /// Answers like an API server that accepts everything.
 fn answer(method: &http::Method, path: &str, body: Value) -> Value {
@@ -56,23 +61,11 @@ fn server(i: usize) -> Arc<MCPServer> {
     )
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
+pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let ctx = Arc::new(Context {
         client: client(),
         settings: Settings { hangar_image: "hangar:bench".into() },
-        metrics: Metrics::new(&prometheus::Registry::new()).unwrap(),
+        metrics: Metrics::new(&prometheus::Registry::new())?,
         core: None,
         plugins: None,
         recorder: None,
@@ -81,35 +74,46 @@ async fn main() {
     let one = server(0);
     let started = Instant::now();
     for _ in 0..20 {
-        reconcile(one.clone(), ctx.clone()).await.unwrap();
+        reconcile(one.clone(), ctx.clone()).await?;
     }
     let single = started.elapsed() / 20;
+    let (rss_before, _) = crate::rss_mib();
 
-    let servers: Vec<_> = (0..1000).map(server).collect();
+    let servers: Vec<_> = (0..SERVERS).map(server).collect();
     let started = Instant::now();
-    // As the controller does: many reconciles in flight at once (bounded).
     let mut tasks = tokio::task::JoinSet::new();
-    for chunk in servers.chunks(50) {
-        for s in chunk {
-            let (s, ctx) = (s.clone(), ctx.clone());
-            tasks.spawn(async move { reconcile(s, ctx).await.map(|_| ()) });
-        }
-        while tasks.len() > 50 {
-            tasks.join_next().await;
+    let mut failures = 0;
+    for s in servers {
+        let ctx = ctx.clone();
+        tasks.spawn(async move { reconcile(s, ctx).await.map(|_| ()) });
+        while tasks.len() >= CONCURRENT {
+            if !matches!(tasks.join_next().await, Some(Ok(Ok(())))) {
+                failures += 1;
+            }
         }
     }
-    let mut failures = 0;
     while let Some(r) = tasks.join_next().await {
         if !matches!(r, Ok(Ok(()))) {
             failures += 1;
         }
     }
     let all = started.elapsed();
-    println!("one reconcile (baseline):        {:>8.2} ms", single.as_secs_f64() * 1e3);
-    println!(
-        "1,000 servers to steady state:   {:>8.2} s  ({:.0}x the baseline, {failures} failures)",
-        all.as_secs_f64(),
-        all.as_secs_f64() / single.as_secs_f64().max(1e-9)
-    );
-    println!("peak RSS:                        {:>8.1} MiB", peak_rss_mib());
+    anyhow::ensure!(failures == 0, "{failures} reconciles failed");
+    let (rss_after, _) = crate::rss_mib();
+    Ok(vec![
+        Figure {
+            what: format!("{SERVERS} servers to steady state ({CONCURRENT} reconciles at once)"),
+            measured: format!("{:.2} s", all.as_secs_f64()),
+            baseline_name: "one reconcile".into(),
+            baseline: format!("{:.2} ms", single.as_secs_f64() * 1e3),
+            ratio: all.as_secs_f64() / single.as_secs_f64().max(1e-9),
+        },
+        Figure {
+            what: format!("RSS after {SERVERS} servers"),
+            measured: format!("{rss_after:.1} MiB"),
+            baseline_name: "RSS before".into(),
+            baseline: format!("{rss_before:.1} MiB"),
+            ratio: rss_after / rss_before.max(0.1),
+        },
+    ])
 }
