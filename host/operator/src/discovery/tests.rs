@@ -6,7 +6,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::server::tests::{context, expect, with_plugins};
+use crate::server::tests::{context_with_plugins, expect};
 
 fn source(mode: &str) -> MCPDiscoverySource {
     serde_json::from_value(json!({
@@ -30,8 +30,7 @@ const PROVIDERS: &str = "math:\n  mode: remote\n  endpoint: http://math/mcp\nfet
 
 #[tokio::test]
 async fn additive_sources_apply_what_they_find_over_the_template() {
-    let (ctx, mut handle) = context();
-    let ctx = with_plugins(ctx);
+    let (ctx, mut handle) = context_with_plugins();
     let verifier = tokio::spawn(async move {
         expect(&mut handle, Method::GET, CM, |_| config_map(PROVIDERS)).await;
         let fetch = expect(&mut handle, Method::PATCH, &format!("{SERVERS}/defs-fetch"), |b| b).await;
@@ -53,8 +52,7 @@ async fn additive_sources_apply_what_they_find_over_the_template() {
 
 #[tokio::test]
 async fn authoritative_sources_prune_only_their_own_servers_that_are_gone() {
-    let (ctx, mut handle) = context();
-    let ctx = with_plugins(ctx);
+    let (ctx, mut handle) = context_with_plugins();
     let verifier = tokio::spawn(async move {
         expect(&mut handle, Method::GET, CM, |_| config_map("math:\n  mode: remote\n  endpoint: http://math/mcp\n"))
             .await;
@@ -93,8 +91,7 @@ async fn authoritative_sources_prune_only_their_own_servers_that_are_gone() {
 
 #[tokio::test]
 async fn a_parse_error_keeps_the_last_good_set_and_shows_the_error() {
-    let (ctx, mut handle) = context();
-    let ctx = with_plugins(ctx);
+    let (ctx, mut handle) = context_with_plugins();
     let mut s = source("Authoritative");
     s.status =
         Some(serde_json::from_value(json!({"discoveredCount": 1, "discovered": ["mcp-system/defs-math"]})).unwrap());

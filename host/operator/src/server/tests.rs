@@ -12,8 +12,13 @@ use super::*;
 pub(crate) type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 pub(crate) fn context() -> (Arc<Context>, Handle) {
+    context_with(|_| {})
+}
+
+/// A context on a mocked API server, as `customize` changes it (core, recorder, autoscalers).
+pub(crate) fn context_with(customize: impl FnOnce(&mut Context)) -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Context {
+    let mut ctx = Context {
         client: Client::new(service, "default"),
         settings: Settings { hangar_image: "hangar:test".into() },
         metrics: Metrics::new(&prometheus::Registry::new()).unwrap(),
@@ -22,6 +27,7 @@ pub(crate) fn context() -> (Arc<Context>, Handle) {
         recorder: None,
         autoscalers: None,
     };
+    customize(&mut ctx);
     (Arc::new(ctx), handle)
 }
 
@@ -40,20 +46,12 @@ fn server(spec: Value, finalized: bool, status: Option<Value>) -> MCPServer {
     serde_json::from_value(object).unwrap()
 }
 
-/// The same context with the built-in plugins loaded (compiled once into a shared cache).
-pub(crate) fn with_plugins(ctx: Arc<Context>) -> Arc<Context> {
+/// A context with the built-in plugins loaded (compiled once into a shared cache).
+pub(crate) fn context_with_plugins() -> (Arc<Context>, Handle) {
     let cache = std::env::temp_dir().join("hangar-operator-test-plugins");
     let config = hangar_plugin_runtime::RuntimeConfig { cache_dir: Some(cache), ..Default::default() };
     let plugins = hangar_plugin_runtime::PluginRuntime::new(config, &prometheus::Registry::new()).unwrap();
-    Arc::new(Context {
-        client: ctx.client.clone(),
-        settings: ctx.settings.clone(),
-        metrics: ctx.metrics.clone(),
-        core: None,
-        plugins: Some(plugins),
-        recorder: None,
-        autoscalers: None,
-    })
+    context_with(|c| c.plugins = Some(plugins))
 }
 
 /// One expected request: method and path; the answer is `respond(request body)`.
@@ -82,6 +80,23 @@ const SERVERS: &str = "/apis/mcp-hangar.io/v1alpha1/namespaces/mcp-servers/mcpse
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/mcp-servers/deployments/github-tools";
 const SERVICE: &str = "/api/v1/namespaces/mcp-servers/services/github-tools";
 const PODS: &str = "/api/v1/namespaces/mcp-servers/pods";
+
+/// What follows a Deployment's apply: the Service's apply and the (empty) pod list; returns the
+/// Service applied.
+async fn expect_service_and_pods(handle: &mut Handle) -> Value {
+    let service = expect(handle, Method::PATCH, SERVICE, |b| b).await;
+    expect(handle, Method::GET, PODS, |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}))
+        .await;
+    service
+}
+
+/// The status write, answered with the server; returns what was written.
+async fn expect_status(handle: &mut Handle) -> Value {
+    expect(handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
+        serde_json::to_value(server(container(), true, None)).unwrap()
+    })
+    .await
+}
 
 fn container() -> Value {
     json!({"mode": "container", "image": "ghcr.io/modelcontextprotocol/mcp-github:latest"})
@@ -120,18 +135,8 @@ async fn a_container_server_gets_its_workload_applied_and_a_ready_status() {
         assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], "uid-1");
         let sc = &deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"];
         assert_eq!(sc["runAsUser"], 65534);
-        expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
-        expect(
-            &mut handle,
-            Method::GET,
-            PODS,
-            |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-        )
-        .await;
-        let status = expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
-            serde_json::to_value(server(container(), true, None)).unwrap()
-        })
-        .await;
+        expect_service_and_pods(&mut handle).await;
+        let status = expect_status(&mut handle).await;
         assert_eq!(status["status"]["state"], "Ready");
         assert_eq!(status["status"]["readyReplicas"], 1);
         assert_eq!(status["status"]["observedGeneration"], 2);
@@ -148,14 +153,7 @@ async fn a_container_server_gets_its_workload_applied_and_a_ready_status() {
     let (ctx2, mut handle) = context();
     let verifier = tokio::spawn(async move {
         expect(&mut handle, Method::PATCH, DEPLOYMENT, ready_deployment).await;
-        expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
-        expect(
-            &mut handle,
-            Method::GET,
-            PODS,
-            |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-        )
-        .await;
+        expect_service_and_pods(&mut handle).await;
         // The client is dropped when reconcile returns (None), or nothing comes (timeout).
         let next = tokio::time::timeout(std::time::Duration::from_millis(500), handle.next_request()).await;
         assert!(!matches!(next, Ok(Some(_))), "no further request (no status write)");
@@ -249,16 +247,7 @@ async fn api_errors_are_counted_by_kind() {
 
 #[tokio::test]
 async fn an_unreachable_core_shows_in_the_registered_condition() {
-    let (ctx, mut handle) = context();
-    let ctx = Arc::new(Context {
-        client: ctx.client.clone(),
-        settings: ctx.settings.clone(),
-        metrics: ctx.metrics.clone(),
-        core: Some(crate::core::CoreClient::new("http://127.0.0.1:9", "key")),
-        plugins: None,
-        recorder: None,
-        autoscalers: None,
-    });
+    let (ctx, mut handle) = context_with(|c| c.core = Some(crate::core::CoreClient::new("http://127.0.0.1:9", "key")));
     let s = server(json!({"mode": "remote", "endpoint": "https://api.example.com/mcp"}), true, None);
     let verifier = tokio::spawn(async move {
         let status = expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
@@ -285,8 +274,7 @@ async fn an_unreachable_core_shows_in_the_registered_condition() {
 
 #[tokio::test]
 async fn a_missing_policy_plugin_shows_in_plugin_resolved() {
-    let (ctx, mut handle) = context();
-    let ctx = with_plugins(ctx);
+    let (ctx, mut handle) = context_with_plugins();
     let s = server(
         json!({"mode": "remote", "endpoint": "https://api.example.com/mcp", "tools": {"policy": "strict"}}),
         true,
@@ -311,17 +299,9 @@ async fn a_missing_policy_plugin_shows_in_plugin_resolved() {
 
 #[tokio::test]
 async fn a_state_change_is_recorded_as_an_event() {
-    let (ctx, mut handle) = context();
     let reporter = kube::runtime::events::Reporter { controller: "hangar-operator".into(), instance: None };
-    let ctx = Arc::new(Context {
-        client: ctx.client.clone(),
-        settings: ctx.settings.clone(),
-        metrics: ctx.metrics.clone(),
-        core: None,
-        plugins: None,
-        recorder: Some(kube::runtime::events::Recorder::new(ctx.client.clone(), reporter)),
-        autoscalers: None,
-    });
+    let (ctx, mut handle) =
+        context_with(|c| c.recorder = Some(kube::runtime::events::Recorder::new(c.client.clone(), reporter)));
     let s = server(json!({"mode": "remote", "endpoint": "https://api.example.com/mcp"}), true, None);
     let verifier = tokio::spawn(async move {
         expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
@@ -381,18 +361,8 @@ async fn an_on_demand_server_is_created_cold_and_keeps_a_wake_up() {
             send.send_response(answer);
             let applied = expect(&mut handle, Method::PATCH, DEPLOYMENT, |b| b).await;
             assert_eq!(applied["spec"]["replicas"], expected, "current {current:?}");
-            expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
-            expect(
-                &mut handle,
-                Method::GET,
-                PODS,
-                |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-            )
-            .await;
-            expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
-                serde_json::to_value(server(container(), true, None)).unwrap()
-            })
-            .await;
+            expect_service_and_pods(&mut handle).await;
+            expect_status(&mut handle).await;
         });
         reconcile(Arc::new(s), ctx).await.unwrap();
         verifier.await.unwrap();
@@ -404,7 +374,6 @@ async fn a_deployment_an_hpa_scales_gets_no_replicas_from_the_operator() {
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
     use kube::runtime::{reflector, watcher};
     for (hpa_namespace, owned_by_us) in [("mcp-servers", false), ("elsewhere", true)] {
-        let (ctx, mut handle) = context();
         let (store, mut writer) = reflector::store::<HorizontalPodAutoscaler>();
         let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
             "metadata": {"name": "scale-github", "namespace": hpa_namespace},
@@ -412,32 +381,14 @@ async fn a_deployment_an_hpa_scales_gets_no_replicas_from_the_operator() {
         }))
         .unwrap();
         writer.apply_watcher_event(&watcher::Event::Apply(hpa));
-        let ctx = Arc::new(Context {
-            client: ctx.client.clone(),
-            settings: ctx.settings.clone(),
-            metrics: ctx.metrics.clone(),
-            core: None,
-            plugins: None,
-            recorder: None,
-            autoscalers: Some(store),
-        });
+        let (ctx, mut handle) = context_with(|c| c.autoscalers = Some(store));
         let s = server(json!({"mode": "container", "image": "x", "replicas": 2}), true, None);
         let verifier = tokio::spawn(async move {
             let applied = expect(&mut handle, Method::PATCH, DEPLOYMENT, ready_deployment).await;
             let replicas = applied["spec"].get("replicas").cloned();
             assert_eq!(replicas, owned_by_us.then(|| json!(2)), "HPA in {hpa_namespace}");
-            expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
-            expect(
-                &mut handle,
-                Method::GET,
-                PODS,
-                |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-            )
-            .await;
-            expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
-                serde_json::to_value(server(container(), true, None)).unwrap()
-            })
-            .await;
+            expect_service_and_pods(&mut handle).await;
+            expect_status(&mut handle).await;
         });
         reconcile(Arc::new(s), ctx).await.unwrap();
         verifier.await.unwrap();
@@ -516,19 +467,9 @@ async fn an_operator_stopped_mid_reconcile_leaves_nothing_unowned_and_the_next_o
     let verifier = tokio::spawn(async move {
         let again = expect(&mut handle, Method::PATCH, DEPLOYMENT, ready_deployment).await;
         assert_eq!(again, deployment, "server-side apply of the same object: idempotent");
-        let service = expect(&mut handle, Method::PATCH, SERVICE, |b| b).await;
+        let service = expect_service_and_pods(&mut handle).await;
         assert_eq!(service["metadata"]["ownerReferences"][0]["uid"], "uid-1");
-        expect(
-            &mut handle,
-            Method::GET,
-            PODS,
-            |_| json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-        )
-        .await;
-        expect(&mut handle, Method::PATCH, &format!("{SERVERS}/status"), |_| {
-            serde_json::to_value(server(container(), true, None)).unwrap()
-        })
-        .await;
+        expect_status(&mut handle).await;
     });
     reconcile(Arc::new(server(container(), true, None)), ctx).await.unwrap();
     verifier.await.unwrap();
