@@ -112,3 +112,20 @@ def test_backends_speaking_garbage_are_unavailable_while_the_rest_serves(start):
         assert h.proc.poll() is None, "hangar is still running"
     finally:
         html.shutdown()
+
+
+def test_the_body_limit_is_configurable_and_answered_with_a_json_rpc_error(tmp_path):
+    from hangar_proc import Hangar
+    from test_gateway import post
+
+    (tmp_path / "notes.yaml").write_text(notes_server("notes"))
+    h = Hangar(tmp_path, args=["run", str(tmp_path), "--max-body-bytes", "2000"])
+    try:
+        small = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}
+        status, _, body = post(h.url, small)
+        assert status == 200 and "result" in body, body
+        status, _, body = post(h.url, {**small, "params": {**small["params"], "pad": "x" * 3000}})
+        assert status == 413 and body["error"]["code"] == -32600, body
+        assert "2000 byte limit" in body["error"]["message"], body
+    finally:
+        h.stop()

@@ -25,7 +25,7 @@ use crate::{
     session::SessionKeys,
 };
 
-/// Largest request body accepted.
+/// Largest request body accepted unless configured otherwise (`--max-body-bytes`).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 pub struct AppState {
@@ -36,6 +36,8 @@ pub struct AppState {
     pub api_key: Option<String>,
     /// Requests of handshake sessions that `notifications/cancelled` can stop: (session, id).
     pub in_flight: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    /// Largest request body accepted; larger ones get 413 with a JSON-RPC error.
+    pub max_body_bytes: usize,
 }
 
 impl AppState {
@@ -45,7 +47,7 @@ impl AppState {
         registry: prometheus::Registry,
         api_key: Option<String>,
     ) -> Self {
-        Self { gateway, sessions, registry, api_key, in_flight: Mutex::default() }
+        Self { gateway, sessions, registry, api_key, in_flight: Mutex::default(), max_body_bytes: MAX_BODY_BYTES }
     }
 }
 
@@ -106,11 +108,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let null = Value::Null;
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+    let limit = state.max_body_bytes;
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
         return rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &null,
-            RpcError::new(code::INVALID_REQUEST, format!("request body over the {} MiB limit", MAX_BODY_BYTES >> 20)),
+            RpcError::new(
+                code::INVALID_REQUEST,
+                format!("request body over the {limit} byte limit (--max-body-bytes)"),
+            ),
         );
     };
     let message: Value = match serde_json::from_slice(&body) {

@@ -23,8 +23,11 @@ pub async fn serve_until_ctrl_c(
     gateway: Arc<Gateway>,
     registry: prometheus::Registry,
     api_key: Option<String>,
+    max_body_bytes: usize,
 ) -> anyhow::Result<()> {
-    let state = Arc::new(http::AppState::new(gateway, SessionKeys::from_env(), registry, api_key));
+    let mut state = http::AppState::new(gateway, SessionKeys::from_env(), registry, api_key);
+    state.max_body_bytes = max_body_bytes;
+    let state = Arc::new(state);
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -42,6 +45,7 @@ pub fn core(
     listen: SocketAddr,
     api_key_file: Option<PathBuf>,
     plugin_dir: Option<PathBuf>,
+    max_body_bytes: usize,
 ) -> anyhow::Result<ExitCode> {
     let key = api_key(api_key_file.as_ref())?;
     if key.is_none() {
@@ -57,7 +61,7 @@ pub fn core(
         let gateway = Gateway::new(plugins, &registry)?;
         let listener = bind(listen).await?;
         println!("Hangar core: MCP at http://{}/mcp, admin API at /api/v1", listener.local_addr()?);
-        serve_until_ctrl_c(listener, gateway, registry, key).await?;
+        serve_until_ctrl_c(listener, gateway, registry, key, max_body_bytes).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -76,7 +80,7 @@ pub fn bridge(listen: SocketAddr, command: Vec<String>) -> anyhow::Result<ExitCo
             .map_err(anyhow::Error::msg)?;
         let listener = bind(listen).await?;
         println!("Hangar bridge: MCP at http://{}/mcp", listener.local_addr()?);
-        serve_until_ctrl_c(listener, gateway, registry, None).await?;
+        serve_until_ctrl_c(listener, gateway, registry, None, http::MAX_BODY_BYTES).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

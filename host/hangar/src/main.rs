@@ -36,6 +36,9 @@ enum Command {
         /// Address of the MCP endpoint (`/mcp`) and of `/metrics`.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Largest MCP request body accepted (bytes); larger ones get 413 and a JSON-RPC error.
+        #[arg(long, default_value_t = hangar_gateway::http::MAX_BODY_BYTES)]
+        max_body_bytes: usize,
         #[command(flatten)]
         log: Logging,
     },
@@ -49,6 +52,9 @@ enum Command {
         /// Directory of custom plugins (the mounted plugins ConfigMap), hot-reloaded.
         #[arg(long)]
         plugin_dir: Option<PathBuf>,
+        /// Largest MCP request body accepted (bytes); larger ones get 413 and a JSON-RPC error.
+        #[arg(long, default_value_t = hangar_gateway::http::MAX_BODY_BYTES)]
+        max_body_bytes: usize,
         #[command(flatten)]
         log: Logging,
     },
@@ -90,13 +96,13 @@ fn main() -> ExitCode {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Validate { paths } => Ok(validate(&paths)),
         Command::Plugin { command } => plugin_cmd::run(command),
-        Command::Run { dir, listen, log } => {
+        Command::Run { dir, listen, max_body_bytes, log } => {
             log.init();
-            run_cmd::run(dir, listen)
+            run_cmd::run(dir, listen, max_body_bytes)
         }
-        Command::Core { listen, api_key_file, plugin_dir, log } => {
+        Command::Core { listen, api_key_file, plugin_dir, max_body_bytes, log } => {
             log.init();
-            core_cmd::core(listen, api_key_file, plugin_dir)
+            core_cmd::core(listen, api_key_file, plugin_dir, max_body_bytes)
         }
         Command::InstallBridge { path } => install_bridge(&path),
         Command::Operator(args) => {

@@ -33,13 +33,13 @@ struct Desired {
     problems: Vec<String>,
 }
 
-pub fn run(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+pub fn run(dir: PathBuf, listen: SocketAddr, max_body_bytes: usize) -> anyhow::Result<ExitCode> {
     let dir = dir.canonicalize().with_context(|| format!("{}: no such folder", dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(dir, listen))
+    runtime.block_on(serve(dir, listen, max_body_bytes))
 }
 
-async fn serve(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+async fn serve(dir: PathBuf, listen: SocketAddr, max_body_bytes: usize) -> anyhow::Result<ExitCode> {
     let registry = prometheus::Registry::new();
     let plugins = PluginRuntime::new(RuntimeConfig::default(), &registry).context("starting the plugin runtime")?;
     let plugin_dir = dir.join("plugins");
@@ -75,7 +75,8 @@ async fn serve(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let address = listener.local_addr()?;
     println!("Hangar MCP endpoint: http://{address}/mcp");
     println!("Metrics:             http://{address}/metrics");
-    crate::core_cmd::serve_until_ctrl_c(listener, gateway, registry, crate::core_cmd::api_key(None)?).await?;
+    crate::core_cmd::serve_until_ctrl_c(listener, gateway, registry, crate::core_cmd::api_key(None)?, max_body_bytes)
+        .await?;
     drop(watcher);
     Ok(ExitCode::SUCCESS)
 }

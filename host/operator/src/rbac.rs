@@ -32,7 +32,7 @@ pub const OPERATOR_RULES: &[Rule] = &[
     Rule { group: "", resources: &["services"], verbs: &["list", "create", "patch"] },
     // State from pods; discovery reads ConfigMaps and Namespaces (and labels core's namespace).
     Rule { group: "", resources: &["pods"], verbs: &["list"] },
-    Rule { group: "", resources: &["configmaps"], verbs: &["get", "list"] },
+    Rule { group: "", resources: &["configmaps"], verbs: &["get", "list", "watch"] },
     Rule { group: "", resources: &["namespaces"], verbs: &["list", "patch"] },
     // HPAs are cached so that their Deployments' replicas are left to them.
     Rule { group: "autoscaling", resources: &["horizontalpodautoscalers"], verbs: &["list", "watch"] },

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use hangar_api::{MCPServer, MCPServerGroup};
-use k8s_openapi::api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler};
+use hangar_api::{MCPDiscoverySource, MCPServer, MCPServerGroup, SourceType};
+use k8s_openapi::api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::ConfigMap};
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
@@ -28,6 +28,23 @@ use crate::{
 /// entered or left their selectors, or its state changed their health).
 pub fn groups_to_recheck(groups: &[Arc<MCPServerGroup>], server: &MCPServer) -> Vec<ObjectRef<MCPServerGroup>> {
     groups.iter().filter(|g| g.namespace() == server.namespace()).map(|g| ObjectRef::from_obj(&**g)).collect()
+}
+
+/// The discovery sources a change of `cm` may concern: ConfigMap sources naming it, and
+/// Namespace sources when it carries the providers label (its namespace may match their selector).
+pub fn sources_to_reread(sources: &[Arc<MCPDiscoverySource>], cm: &ConfigMap) -> Vec<ObjectRef<MCPDiscoverySource>> {
+    let providers = cm.labels().contains_key(hangar_api::labels::PROVIDERS);
+    sources
+        .iter()
+        .filter(|s| match (&s.spec.source_type, &s.spec.config_map_ref) {
+            (SourceType::ConfigMap, Some(r)) => {
+                r.name == cm.name_any() && r.namespace.as_ref().or(s.namespace().as_ref()) == cm.namespace().as_ref()
+            }
+            (SourceType::Namespace, _) => providers,
+            _ => false,
+        })
+        .map(|s| ObjectRef::from_obj(&**s))
+        .collect()
 }
 
 /// Runs until the process is stopped (SIGTERM or Ctrl-C: reconciles in progress finish first).
@@ -103,10 +120,14 @@ pub async fn run(
         .shutdown_on_signal()
         .run(group::reconcile, group::error_policy, ctx.clone());
 
-    let discovery_outcomes =
-        Controller::new(Api::<hangar_api::MCPDiscoverySource>::all(client.clone()), watcher::Config::default())
-            .shutdown_on_signal()
-            .run(crate::discovery::reconcile, crate::discovery::error_policy, ctx);
+    let sources = Controller::new(Api::<MCPDiscoverySource>::all(client.clone()), watcher::Config::default());
+    let known_sources = sources.store();
+    let discovery_outcomes = sources
+        .watches(Api::<ConfigMap>::all(client.clone()), watcher::Config::default(), move |cm: ConfigMap| {
+            sources_to_reread(&known_sources.state(), &cm)
+        })
+        .shutdown_on_signal()
+        .run(crate::discovery::reconcile, crate::discovery::error_policy, ctx);
 
     tokio::pin!(server_outcomes);
     tokio::pin!(group_outcomes);
@@ -152,5 +173,42 @@ mod tests {
         let rechecked = groups_to_recheck(&groups, &server);
         let names: Vec<_> = rechecked.iter().map(|r| (r.namespace.clone().unwrap(), r.name.clone())).collect();
         assert_eq!(names, [("tools".to_string(), "search".to_string()), ("tools".into(), "notes".into())]);
+    }
+
+    fn source(namespace: &str, name: &str, spec: serde_json::Value) -> Arc<MCPDiscoverySource> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_configmap_change_rereads_the_sources_that_read_it() {
+        let sources = [
+            source("mcp-system", "here", json!({"type": "ConfigMap", "configMapRef": {"name": "providers"}})),
+            source(
+                "mcp-system",
+                "there",
+                json!({"type": "ConfigMap", "configMapRef": {"name": "providers", "namespace": "team"}}),
+            ),
+            source("mcp-system", "other", json!({"type": "ConfigMap", "configMapRef": {"name": "unrelated"}})),
+            source(
+                "mcp-system",
+                "namespaces",
+                json!({"type": "Namespace", "namespaceSelector": {"matchLabels": {"mcp": "on"}}}),
+            ),
+        ];
+        let cm = |namespace: &str, labels: serde_json::Value| -> ConfigMap {
+            serde_json::from_value(json!({"metadata": {"name": "providers", "namespace": namespace, "labels": labels}}))
+                .unwrap()
+        };
+        let names = |refs: Vec<ObjectRef<MCPDiscoverySource>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(names(sources_to_reread(&sources, &cm("mcp-system", json!({})))), ["here"]);
+        assert_eq!(names(sources_to_reread(&sources, &cm("team", json!({})))), ["there"]);
+        let labelled = cm("team-b", json!({"mcp-hangar.io/providers": "true"}));
+        assert_eq!(names(sources_to_reread(&sources, &labelled)), ["namespaces"]);
     }
 }
