@@ -38,13 +38,18 @@ def state_of(h, server: str) -> str | None:
 
 
 def test_a_backend_killed_mid_call_fails_that_call_at_once_and_is_restarted(start, tmp_path):
-    h = start({"slow.yaml": slow_server(tmp_path / "slow.log")})
+    log = tmp_path / "slow.log"
+    h = start({"slow.yaml": slow_server(log)})
     wait_tools(h.url, {"slow__sleep"})
     (victim,) = wait_for(lambda: h.children("slow.py"))
 
+    def kill_once_the_call_runs():
+        wait_for(lambda: log.exists() and "started" in log.read_text(), timeout=30)
+        os.kill(victim, signal.SIGKILL)
+
     async def killed_mid_call():
         async with Client(h.url) as c:
-            threading.Timer(1.0, os.kill, (victim, signal.SIGKILL)).start()
+            threading.Thread(target=kill_once_the_call_runs, daemon=True).start()
             started = time.monotonic()
             try:
                 await c.call_tool("slow__sleep", {"seconds": 30})

@@ -1,5 +1,5 @@
 """A test-only MCP server (official Python SDK, stdio) whose `sleep` tool reports, into the file
-named by SLOW_LOG, whether each call finished or was cancelled."""
+named by SLOW_LOG, when each call started and whether it finished or was cancelled."""
 import asyncio
 import os
 
@@ -11,6 +11,8 @@ server = MCPServer("slow")
 @server.tool()
 async def sleep(seconds: float) -> str:
     """Sleep, then say so."""
+    with open(os.environ["SLOW_LOG"], "a") as log:
+        log.write("started\n")
     try:
         await asyncio.sleep(seconds)
     except asyncio.CancelledError:
