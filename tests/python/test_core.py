@@ -2,6 +2,7 @@
 import asyncio
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -123,3 +124,20 @@ def test_bridge_serves_one_stdio_server_under_its_own_tool_names(tmp_path):
             assert result == {"result": 3}
     finally:
         h.stop()
+
+
+def test_an_unchanged_registration_leaves_the_running_server_alone(core, notes_http):
+    """The operator registers every server on every reconcile: that must not restart the
+    backend or reset its idle time (on-demand servers would never go idle), only a change may."""
+    spec = {"mode": "remote", "endpoint": notes_http, "healthCheck": {"enabled": False}}
+    assert admin(core, "PUT", "/api/v1/servers/team/notes", {"spec": spec})[0] == 200
+    first = wait_for(lambda: (s := admin(core, "GET", "/api/v1/servers")[1]["servers"]) and s[0]["state"] == "Ready" and s[0])
+    time.sleep(2.2)
+    assert admin(core, "PUT", "/api/v1/servers/team/notes", {"spec": spec})[0] == 200
+    (again,) = admin(core, "GET", "/api/v1/servers")[1]["servers"]
+    assert again["state"] == "Ready" and again["idleSeconds"] >= first["idleSeconds"] + 2, (first, again)
+    changed = {**spec, "tools": {"allowList": ["word_count"]}}
+    assert admin(core, "PUT", "/api/v1/servers/team/notes", {"spec": changed})[0] == 200
+    (replaced,) = admin(core, "GET", "/api/v1/servers")[1]["servers"]
+    assert replaced["idleSeconds"] < 2, "a changed registration replaces the server"
+    assert admin(core, "DELETE", "/api/v1/servers/team/notes")[0] == 204

@@ -57,7 +57,7 @@ pub enum Era {
 }
 
 /// What a gateway needs to start a backend.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum BackendSpec {
     /// A child process speaking MCP over stdin/stdout.
     Stdio { command: Vec<String>, env: Vec<(String, String)>, dir: PathBuf },

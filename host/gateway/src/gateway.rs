@@ -32,6 +32,9 @@ pub const SEPARATOR: &str = "__";
 pub struct ServerEntry {
     pub name: String,
     pub spec: MCPServerSpec,
+    /// What the backend was started from; a registration that changes neither this nor the
+    /// spec leaves the running entry alone.
+    backend_spec: BackendSpec,
     backend: Backend,
     policy: PolicyPlugin,
     tools: RwLock<Vec<Value>>,
@@ -275,6 +278,11 @@ impl Gateway {
         spec: MCPServerSpec,
         backend: BackendSpec,
     ) -> Result<(), String> {
+        // The operator registers every server on every reconcile: an unchanged registration must
+        // not restart the backend, reset health, breaker and idle time, or re-list tools.
+        if self.server(name).is_some_and(|s| s.spec == spec && s.backend_spec == backend) {
+            return Ok(());
+        }
         let tools = spec.tools.clone().unwrap_or_default();
         let mut config = vec![("server".to_string(), name.to_string())];
         config.extend(tools.allow_list.iter().map(|t| ("allow".to_string(), t.clone())));
@@ -290,7 +298,8 @@ impl Gateway {
         // An on-demand server is started once to learn its tools, then stopped: Cold.
         let entry = Arc::new(ServerEntry {
             name: name.to_string(),
-            backend: Backend::start(name, backend, self.events.clone(), true),
+            backend: Backend::start(name, backend.clone(), self.events.clone(), true),
+            backend_spec: backend,
             breaker: CircuitBreaker::new(&spec.circuit_breaker),
             spec,
             policy,
@@ -338,6 +347,10 @@ impl Gateway {
     ) -> Result<(), String> {
         // One order on every replica: pinning picks by position.
         members.sort_by(|a, b| a.name.cmp(&b.name));
+        let unchanged = self.groups.read().unwrap().get(name).is_some_and(|g| g.spec == spec && g.members == members);
+        if unchanged {
+            return Ok(());
+        }
         let plugin = hangar_builtin_plugins::strategy_plugin_name(&spec.strategy);
         let strategy = StrategyPlugin::new(&self.plugins, plugin, Vec::new(), spec.strategy_sha256.as_deref())
             .map_err(|e| format!("spec.strategy: {e}"))?;
