@@ -141,3 +141,18 @@ def test_an_unchanged_registration_leaves_the_running_server_alone(core, notes_h
     (replaced,) = admin(core, "GET", "/api/v1/servers")[1]["servers"]
     assert replaced["idleSeconds"] < 2, "a changed registration replaces the server"
     assert admin(core, "DELETE", "/api/v1/servers/team/notes")[0] == 204
+
+
+def test_a_remote_server_unreachable_at_registration_recovers_when_it_comes_up(core):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}/mcp"
+    spec = {"mode": "remote", "endpoint": endpoint, "startupTimeout": "1s", "healthCheck": {"interval": "1s"}}
+    assert admin(core, "PUT", "/api/v1/servers/team/late", {"spec": spec})[0] == 200
+    assert wait_for(lambda: admin(core, "GET", "/api/v1/servers")[1]["servers"][0]["state"] == "Dead")
+    p = subprocess.Popen([str(PYTHON), str(NOTES), "--http", str(port)], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        (server,) = wait_for(lambda: (s := admin(core, "GET", "/api/v1/servers")[1]["servers"]) and s[0]["state"] == "Ready" and s[0]["toolsCount"] == 3 and s)
+        assert "word_count" in server["tools"]
+    finally:
+        p.kill()
+        p.wait()

@@ -106,7 +106,12 @@ impl ServerEntry {
 
 /// Per server, for as long as it exists: health checks every `healthCheck.interval`, idle stop
 /// of an on-demand server after `idleTTL`, and its gauges.
-async fn lifecycle(server: Weak<ServerEntry>, metrics: GatewayMetrics, events: broadcast::Sender<Value>) {
+async fn lifecycle(
+    server: Weak<ServerEntry>,
+    metrics: GatewayMetrics,
+    events: broadcast::Sender<Value>,
+    refresh: mpsc::UnboundedSender<BackendEvent>,
+) {
     let mut last_check = Instant::now();
     let mut last_state = None;
     loop {
@@ -120,6 +125,19 @@ async fn lifecycle(server: Weak<ServerEntry>, metrics: GatewayMetrics, events: b
             last_check = Instant::now();
             if !s.check_health().await {
                 tracing::warn!(server = %s.name, failures = s.health_failures.load(Ordering::Relaxed), "health check failed");
+            }
+        } else if spec.health_check.enabled
+            && s.backend.is_remote()
+            && s.start_failed.load(Ordering::Relaxed)
+            && last_check.elapsed() >= spec.health_check.interval.as_std()
+        {
+            // A remote server that was unreachable (Dead) is tried again; when it answers, its
+            // tools are listed as if it had announced a change.
+            last_check = Instant::now();
+            if s.check_health().await {
+                tracing::info!(server = %s.name, "reachable again");
+                let method = "notifications/tools/list_changed".to_string();
+                let _ = refresh.send(BackendEvent { server: s.name.clone(), method });
             }
         }
         if spec.on_demand()
@@ -313,7 +331,12 @@ impl Gateway {
             last_activity: Mutex::new(Instant::now()),
         });
         self.servers.write().unwrap().insert(name.to_string(), entry.clone());
-        tokio::spawn(lifecycle(Arc::downgrade(&entry), self.metrics.clone(), self.events_out.clone()));
+        tokio::spawn(lifecycle(
+            Arc::downgrade(&entry),
+            self.metrics.clone(),
+            self.events_out.clone(),
+            self.events.clone(),
+        ));
         let gateway = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
@@ -453,6 +476,7 @@ impl Gateway {
                 let tools = result.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
                 tracing::info!(server = name, tools = tools.len(), "tools listed");
                 *server.tools.write().unwrap() = tools;
+                server.start_failed.store(false, Ordering::Relaxed);
                 let _ = self.tools_changed.send(());
             }
             Err(e) => {
