@@ -236,7 +236,10 @@ fn initialize_params() -> Value {
 // ---------------------------------------------------------------------------------------------
 // stdio
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
+/// Calls waiting for their answer; None once the process closed its output, so that a call
+/// made in the moment between the exit and the supervisor noticing it fails at once instead of
+/// waiting for an answer that cannot come.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>>;
 
 /// Where `notifications/progress` for a call go: the backend token Hangar chose → the client's
 /// token and the client's channel.
@@ -263,7 +266,9 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.live.pending.lock().unwrap().remove(&self.id);
+        if let Some(calls) = self.live.pending.lock().unwrap().as_mut() {
+            calls.remove(&self.id);
+        }
         if let Some(token) = &self.token {
             self.live.progress.lock().unwrap().remove(token);
         }
@@ -350,7 +355,10 @@ async fn call(
 ) -> Result<Value, BackendError> {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
-    live.pending.lock().unwrap().insert(id, tx);
+    match live.pending.lock().unwrap().as_mut() {
+        Some(calls) => calls.insert(id, tx),
+        None => return Err(BackendError::Unavailable(format!("server {} exited", shared.name))),
+    };
     let mut guard = InFlight { id, live, token: None, answered: false };
     if let Some(route) = progress {
         // Client tokens may collide between clients; the server sees one of Hangar's own.
@@ -459,7 +467,7 @@ async fn run_child(
         }
     });
 
-    let pending: Pending = Arc::default();
+    let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
     let progress: ProgressRoutes = Arc::default();
     let reader = {
         let (pending, progress, stdin_tx, events, name) =
@@ -473,8 +481,8 @@ async fn run_child(
                 };
                 dispatch(&name, message, &pending, &progress, &stdin_tx, &events);
             }
-            // The process closed stdout: fail every call still waiting.
-            pending.lock().unwrap().clear();
+            // The process closed stdout: fail every call still waiting, and every later one.
+            pending.lock().unwrap().take();
         })
     };
 
@@ -523,7 +531,7 @@ fn dispatch(
         // A response to one of ours.
         (None, Some(id)) => {
             let Some(id) = id.as_u64() else { return };
-            let Some(tx) = pending.lock().unwrap().remove(&id) else { return };
+            let Some(tx) = pending.lock().unwrap().as_mut().and_then(|calls| calls.remove(&id)) else { return };
             let outcome = match message.get("error") {
                 Some(e) => Err(RpcError::from_json(e)),
                 None => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
