@@ -772,6 +772,24 @@ mod tests {
         assert_eq!(sse_messages(body), vec![json!({"jsonrpc":"2.0","id":1,"result":{}})]);
     }
 
+    #[tokio::test]
+    async fn a_call_after_the_server_closed_its_output_fails_at_once() {
+        let shared = StdioShared {
+            name: "gone".into(),
+            next_id: AtomicU64::new(1),
+            live: watch::channel(None).0,
+            wanted: watch::channel(true).0,
+            starts: AtomicU64::new(1),
+        };
+        let (stdin, _written) = mpsc::unbounded_channel();
+        // The reader saw the process close its output; the supervisor has not noticed yet.
+        let live = Live { stdin, pending: Arc::new(Mutex::new(None)), progress: Arc::default(), era: Era::Modern };
+        let answer = tokio::time::timeout(Duration::from_secs(5), call(&shared, &live, "tools/call", json!({}), None))
+            .await
+            .expect("answered at once, not after a call timeout");
+        assert!(matches!(answer, Err(BackendError::Unavailable(m)) if m == "server gone exited"));
+    }
+
     #[test]
     fn modern_backends_get_meta_on_every_request() {
         let p = with_era_meta(&Era::Modern, json!({"name": "t"}));
