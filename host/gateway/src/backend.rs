@@ -499,6 +499,8 @@ async fn run_child(
     }
     let status = child.wait().await?;
     reader.abort();
+    // The reader may be stopped before it read the end of the output: fail what still waits.
+    pending.lock().unwrap().take();
     Ok(status)
 }
 
