@@ -21,7 +21,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::server::{Context, Error, condition_of};
+use crate::server::{Context, Error, condition_of, measured};
 
 /// Field manager of the MCPServers discovery applies.
 pub const MANAGER: &str = "hangar-discovery";
@@ -29,12 +29,7 @@ pub const MANAGER: &str = "hangar-discovery";
 const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
 pub async fn reconcile(source: Arc<MCPDiscoverySource>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let timer = ctx.metrics.reconcile_duration.with_label_values(&["MCPDiscoverySource"]).start_timer();
-    let result = apply(&source, &ctx).await;
-    let label = result.as_ref().map_or_else(Error::metric_label, |_| "ok");
-    ctx.metrics.reconciles.with_label_values(&["MCPDiscoverySource", label]).inc();
-    timer.observe_duration();
-    result
+    measured(&ctx, "MCPDiscoverySource", apply(&source, &ctx)).await
 }
 
 pub fn error_policy(source: Arc<MCPDiscoverySource>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -15,29 +15,28 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::server::{Context, Error, FINALIZER, RESYNC, condition_of};
+use crate::server::{Context, Error, FINALIZER, RESYNC, condition_of, measured};
 
 pub async fn reconcile(group: Arc<MCPServerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let timer = ctx.metrics.reconcile_duration.with_label_values(&["MCPServerGroup"]).start_timer();
-    let namespace = group.namespace().ok_or_else(|| Error::NoNamespace(group.name_any()))?;
-    let api = Api::<MCPServerGroup>::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, group, |event| async {
-        match event {
-            Finalizer::Apply(group) => apply(&group, &ctx).await,
-            Finalizer::Cleanup(group) => {
-                if let Some(core) = &ctx.core {
-                    core.remove_group(&namespace, &group.name_any()).await.map_err(|e| Error::Core(e.to_string()))?;
+    measured(&ctx, "MCPServerGroup", async {
+        let namespace = group.namespace().ok_or_else(|| Error::NoNamespace(group.name_any()))?;
+        let api = Api::<MCPServerGroup>::namespaced(ctx.client.clone(), &namespace);
+        finalizer(&api, FINALIZER, group, |event| async {
+            match event {
+                Finalizer::Apply(group) => apply(&group, &ctx).await,
+                Finalizer::Cleanup(group) => {
+                    if let Some(core) = &ctx.core {
+                        let removed = core.remove_group(&namespace, &group.name_any()).await;
+                        removed.map_err(|e| Error::Core(e.to_string()))?;
+                    }
+                    Ok(Action::await_change())
                 }
-                Ok(Action::await_change())
             }
-        }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    let label = result.as_ref().map_or_else(Error::metric_label, |_| "ok");
-    ctx.metrics.reconciles.with_label_values(&["MCPServerGroup", label]).inc();
-    timer.observe_duration();
-    result
 }
 
 pub fn error_policy(group: Arc<MCPServerGroup>, error: &Error, _ctx: Arc<Context>) -> Action {

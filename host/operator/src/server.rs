@@ -98,19 +98,32 @@ impl Error {
 }
 
 pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let timer = ctx.metrics.reconcile_duration.with_label_values(&["MCPServer"]).start_timer();
-    let namespace = server.namespace().ok_or_else(|| Error::NoNamespace(server.name_any()))?;
-    let api = Api::<MCPServer>::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, server, |event| async {
-        match event {
-            Finalizer::Apply(server) => apply(&server, &ctx).await,
-            Finalizer::Cleanup(server) => cleanup(&server, &ctx).await,
-        }
+    measured(&ctx, "MCPServer", async {
+        let namespace = server.namespace().ok_or_else(|| Error::NoNamespace(server.name_any()))?;
+        let api = Api::<MCPServer>::namespaced(ctx.client.clone(), &namespace);
+        finalizer(&api, FINALIZER, server, |event| async {
+            match event {
+                Finalizer::Apply(server) => apply(&server, &ctx).await,
+                Finalizer::Cleanup(server) => cleanup(&server, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+}
+
+/// Runs one reconcile of `kind`, timed into `mcp_operator_reconcile_duration_seconds` and
+/// counted by result into `mcp_operator_reconcile_total` (every reconciler goes through here).
+pub async fn measured(
+    ctx: &Context,
+    kind: &str,
+    reconcile: impl std::future::Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let timer = ctx.metrics.reconcile_duration.with_label_values(&[kind]).start_timer();
+    let result = reconcile.await;
     let label = result.as_ref().map_or_else(Error::metric_label, |_| "ok");
-    ctx.metrics.reconciles.with_label_values(&["MCPServer", label]).inc();
+    ctx.metrics.reconciles.with_label_values(&[kind, label]).inc();
     timer.observe_duration();
     result
 }
