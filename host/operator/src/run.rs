@@ -104,10 +104,7 @@ pub async fn run(
     }
     let server_outcomes = Controller::new(servers.clone(), watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-        .watches_stream(autoscaler_changes, |hpa: HorizontalPodAutoscaler| {
-            let target = hpa.spec.map(|s| s.scale_target_ref).filter(|t| t.kind == "Deployment");
-            target.map(|t| ObjectRef::<MCPServer>::new(&t.name).within(&hpa.metadata.namespace.unwrap_or_default()))
-        })
+        .watches_stream(autoscaler_changes, |hpa: HorizontalPodAutoscaler| server::scaled_server(&hpa))
         .shutdown_on_signal()
         .run(server::reconcile, server::error_policy, ctx.clone());
 

@@ -21,7 +21,7 @@ use kube::{
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder},
         finalizer::{Event as Finalizer, finalizer},
-        reflector::Store,
+        reflector::{ObjectRef, Store},
     },
 };
 use serde_json::json;
@@ -233,17 +233,18 @@ fn failures_since(before: i32, now: i32) -> i32 {
     if now >= before { now - before } else { now }
 }
 
+/// The Deployment a HorizontalPodAutoscaler scales, as the MCPServer of the same name and
+/// namespace (which owns it, if it is one of ours).
+pub fn scaled_server(hpa: &HorizontalPodAutoscaler) -> Option<ObjectRef<MCPServer>> {
+    let target = &hpa.spec.as_ref()?.scale_target_ref;
+    (target.kind == "Deployment")
+        .then(|| ObjectRef::new(&target.name).within(hpa.metadata.namespace.as_deref().unwrap_or_default()))
+}
+
 /// Whether a HorizontalPodAutoscaler scales the Deployment `namespace/name`.
 pub fn autoscaled(autoscalers: Option<&Store<HorizontalPodAutoscaler>>, namespace: &str, name: &str) -> bool {
-    autoscalers.is_some_and(|store| {
-        store.state().iter().any(|hpa| {
-            hpa.metadata.namespace.as_deref() == Some(namespace)
-                && hpa
-                    .spec
-                    .as_ref()
-                    .is_some_and(|s| s.scale_target_ref.kind == "Deployment" && s.scale_target_ref.name == name)
-        })
-    })
+    let wanted = ObjectRef::<MCPServer>::new(name).within(namespace);
+    autoscalers.is_some_and(|store| store.state().iter().any(|hpa| scaled_server(hpa).as_ref() == Some(&wanted)))
 }
 
 /// Whether the tool policy plugin the server names is loaded, of the right world, and as pinned.
