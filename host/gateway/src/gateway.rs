@@ -118,23 +118,19 @@ async fn lifecycle(
         tokio::time::sleep(Duration::from_millis(250)).await;
         let Some(s) = server.upgrade() else { break };
         let spec = &s.spec;
+        // Checked: a connected server, and a remote one that was unreachable (Dead), which is
+        // tried again; when that one answers, its tools are listed as if it had announced a change.
+        let live = s.backend.is_live();
+        let unreachable = s.backend.is_remote() && s.start_failed.load(Ordering::Relaxed);
         if spec.health_check.enabled
-            && s.backend.is_live()
+            && (live || unreachable)
             && last_check.elapsed() >= spec.health_check.interval.as_std()
         {
             last_check = Instant::now();
-            if !s.check_health().await {
+            let ok = s.check_health().await;
+            if !ok {
                 tracing::warn!(server = %s.name, failures = s.health_failures.load(Ordering::Relaxed), "health check failed");
-            }
-        } else if spec.health_check.enabled
-            && s.backend.is_remote()
-            && s.start_failed.load(Ordering::Relaxed)
-            && last_check.elapsed() >= spec.health_check.interval.as_std()
-        {
-            // A remote server that was unreachable (Dead) is tried again; when it answers, its
-            // tools are listed as if it had announced a change.
-            last_check = Instant::now();
-            if s.check_health().await {
+            } else if !live {
                 tracing::info!(server = %s.name, "reachable again");
                 let method = "notifications/tools/list_changed".to_string();
                 let _ = refresh.send(BackendEvent { server: s.name.clone(), method });
