@@ -86,6 +86,14 @@ pub fn pick_request(sequence: u64) -> PickRequest {
     PickRequest { tool: "echo".into(), sequence, random: sequence.wrapping_mul(0x9E37_79B9), attempt: 0, tried: vec![] }
 }
 
+/// Serves `router` on a free loopback port (on the current tokio runtime); returns its `/mcp` URL.
+pub async fn serve_mcp(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{address}/mcp")
+}
+
 /// A minimal Streamable HTTP MCP server (2026-07-28, JSON answers) with one tool, `echo`, that
 /// answers with its `text` argument: a backend cheap enough not to hide what is measured.
 pub fn echo_mcp_router() -> axum::Router {

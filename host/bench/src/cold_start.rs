@@ -69,9 +69,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Vec<Figure>> {
     let plugins = PluginRuntime::new(RuntimeConfig { cache_dir: Some(cache), ..Default::default() }, &registry)?;
     let gateway = Gateway::new(plugins, &registry)?;
     let state = Arc::new(http::AppState::new(gateway.clone(), SessionKeys::with_key(b"bench"), registry, None));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/mcp", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, http::router(state)).await });
+    let url = hangar_tests::serve_mcp(http::router(state)).await;
     let client = reqwest::Client::new();
 
     let mut own = Vec::new();

@@ -13,16 +13,11 @@ use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
+use hangar_tests::serve_mcp;
+
 use crate::{Figure, Scale, format_duration, percentiles};
 
 const CONCURRENCY: [usize; 5] = [1, 10, 50, 100, 200];
-
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    format!("http://{address}/mcp")
-}
 
 fn call_body(tool: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
@@ -85,7 +80,7 @@ async fn load(url: &str, tool: &str, clients: usize, calls: usize) -> Run {
 pub type Curve = Vec<(usize, Run, Run)>;
 
 pub async fn run(scale: &Scale) -> anyhow::Result<(Vec<Figure>, Curve)> {
-    let direct = serve(hangar_tests::echo_mcp_router()).await;
+    let direct = serve_mcp(hangar_tests::echo_mcp_router()).await;
     let registry = prometheus::Registry::new();
     let cache = std::env::temp_dir().join("hangar-bench-cache");
     let plugins = PluginRuntime::new(RuntimeConfig { cache_dir: Some(cache), ..Default::default() }, &registry)?;
@@ -96,7 +91,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<(Vec<Figure>, Curve)> {
         .upsert_server_at("echo", spec, BackendSpec::Http { endpoint: direct.clone() })
         .map_err(anyhow::Error::msg)?;
     let state = Arc::new(http::AppState::new(gateway, SessionKeys::with_key(b"bench"), registry, None));
-    let via = serve(http::router(state)).await;
+    let via = serve_mcp(http::router(state)).await;
     // Warm both paths (connections, the gateway's backend session, the policy instance).
     load(&direct, "echo", 4, 400).await;
     load(&via, "echo__echo", 4, 400).await;

@@ -31,7 +31,7 @@ fn harness() -> &'static Harness {
     HARNESS.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let url = runtime.block_on(async {
-            let backend = serve(hangar_tests::echo_mcp_router()).await;
+            let backend = hangar_tests::serve_mcp(hangar_tests::echo_mcp_router()).await;
             let registry = prometheus::Registry::new();
             let cache = std::env::temp_dir().join("hangar-bad-input-plugins");
             let config = RuntimeConfig { cache_dir: Some(cache), ..Default::default() };
@@ -42,18 +42,11 @@ fn harness() -> &'static Harness {
             .unwrap();
             gateway.upsert_server_at("echo", spec, BackendSpec::Http { endpoint: backend.clone() }).unwrap();
             let state = Arc::new(http::AppState::new(gateway, SessionKeys::with_key(b"fuzz"), registry, None));
-            serve(http::router(state)).await
+            hangar_tests::serve_mcp(http::router(state)).await
         });
         let unpooled = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
         Harness { runtime, url, client: reqwest::Client::new(), unpooled }
     })
-}
-
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}/mcp")
 }
 
 #[derive(Clone, Debug)]
