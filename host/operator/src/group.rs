@@ -122,7 +122,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::server::tests::{context, expect};
+    use crate::server::tests::{context, expect, expect_no_more};
 
     const GROUPS: &str = "/apis/mcp-hangar.io/v1alpha1/namespaces/mcp-servers/mcpservergroups/database-tools-ha";
     const SERVERS: &str = "/apis/mcp-hangar.io/v1alpha1/namespaces/mcp-servers/mcpservers";
@@ -179,8 +179,7 @@ mod tests {
         let (ctx, mut handle) = context();
         let verifier = tokio::spawn(async move {
             expect(&mut handle, Method::GET, SERVERS, |_| servers()).await;
-            let next = tokio::time::timeout(std::time::Duration::from_millis(500), handle.next_request()).await;
-            assert!(!matches!(next, Ok(Some(_))), "no status write");
+            expect_no_more(&mut handle, "no status write").await;
         });
         reconcile(Arc::new(group(Some(status))), ctx).await.unwrap();
         verifier.await.unwrap();

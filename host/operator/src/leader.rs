@@ -120,11 +120,11 @@ impl LeaderElector {
 
 #[cfg(test)]
 mod tests {
-    use http::{Method, Response};
+    use http::Method;
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::server::tests::{context, expect};
+    use crate::server::tests::{context, expect, expect_no_more, fail};
 
     const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/mcp-system/leases/hangar-operator";
 
@@ -132,10 +132,6 @@ mod tests {
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                "metadata": {"name": "hangar-operator", "namespace": "mcp-system", "resourceVersion": "7"},
                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed, "leaseTransitions": 1}})
-    }
-
-    fn not_found() -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
     }
 
     async fn elector() -> (LeaderElector, crate::server::tests::Handle) {
@@ -152,12 +148,7 @@ mod tests {
         let (e, mut handle) = elector().await;
         let verifier = tokio::spawn(async move {
             let (_, send) = handle.next_request().await.unwrap();
-            send.send_response(
-                Response::builder()
-                    .status(404)
-                    .body(kube::client::Body::from(serde_json::to_vec(&not_found()).unwrap()))
-                    .unwrap(),
-            );
+            fail(send, 404, "NotFound");
             let created =
                 expect(&mut handle, Method::POST, "/apis/coordination.k8s.io/v1/namespaces/mcp-system/leases", |b| b)
                     .await;
@@ -195,13 +186,7 @@ mod tests {
             );
             expect(&mut handle, Method::GET, LEASE, |_| lease("pod-b", "2026-11-25T11:59:00.000000Z")).await;
             let (_, send) = handle.next_request().await.unwrap();
-            let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"});
-            send.send_response(
-                Response::builder()
-                    .status(409)
-                    .body(kube::client::Body::from(serde_json::to_vec(&conflict).unwrap()))
-                    .unwrap(),
-            );
+            fail(send, 409, "Conflict");
         });
         assert!(e.try_lead_at(now()).await.unwrap(), "pod-b's lease ran out a minute ago");
         assert!(!e.try_lead_at(now()).await.unwrap(), "a conflict means another replica won");
@@ -224,8 +209,7 @@ mod tests {
             assert_eq!(taken["spec"]["holderIdentity"], "pod-a");
             // Someone else's lease is not ours to release: no write.
             expect(&mut handle, Method::GET, LEASE, |_| lease("pod-b", "2026-11-25T11:59:55.000000Z")).await;
-            let next = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
-            assert!(!matches!(next, Ok(Some(_))), "no write to pod-b's lease");
+            expect_no_more(&mut handle, "no write to pod-b's lease").await;
         });
         e.release().await.unwrap();
         assert!(e.try_lead_at(now()).await.unwrap(), "a released lease is taken without waiting");

@@ -54,6 +54,21 @@ pub(crate) fn context_with_plugins() -> (Arc<Context>, Handle) {
     context_with(|c| c.plugins = Some(plugins))
 }
 
+/// Answers a request with a Kubernetes Status error (`code`, `reason`), as the API server does.
+pub(crate) fn fail(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, reason: &str) {
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason});
+    send.send_response(
+        Response::builder().status(code).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap(),
+    );
+}
+
+/// No further request comes: the client is dropped when the reconcile returns (None), or nothing
+/// arrives within half a second.
+pub(crate) async fn expect_no_more(handle: &mut Handle, why: &str) {
+    let next = tokio::time::timeout(std::time::Duration::from_millis(500), handle.next_request()).await;
+    assert!(!matches!(next, Ok(Some(_))), "{why}");
+}
+
 /// One expected request: method and path; the answer is `respond(request body)`.
 pub(crate) async fn expect(
     handle: &mut Handle,
@@ -154,9 +169,7 @@ async fn a_container_server_gets_its_workload_applied_and_a_ready_status() {
     let verifier = tokio::spawn(async move {
         expect(&mut handle, Method::PATCH, DEPLOYMENT, ready_deployment).await;
         expect_service_and_pods(&mut handle).await;
-        // The client is dropped when reconcile returns (None), or nothing comes (timeout).
-        let next = tokio::time::timeout(std::time::Duration::from_millis(500), handle.next_request()).await;
-        assert!(!matches!(next, Ok(Some(_))), "no further request (no status write)");
+        expect_no_more(&mut handle, "no further request (no status write)").await;
     });
     reconcile(Arc::new(s), ctx2).await.unwrap();
     verifier.await.unwrap();
@@ -232,12 +245,7 @@ async fn api_errors_are_counted_by_kind() {
     let s = server(container(), true, None);
     let verifier = tokio::spawn(async move {
         let (_, send) = handle.next_request().await.unwrap();
-        send.send_response(
-            Response::builder()
-                .status(403)
-                .body(Body::from(serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "forbidden", "reason": "Forbidden", "code": 403})).unwrap()))
-                .unwrap(),
-        );
+        fail(send, 403, "Forbidden");
     });
     let error = reconcile(Arc::new(s), ctx.clone()).await.unwrap_err();
     verifier.await.unwrap();
@@ -349,16 +357,14 @@ async fn an_on_demand_server_is_created_cold_and_keeps_a_wake_up() {
         let verifier = tokio::spawn(async move {
             let (get, send) = handle.next_request().await.unwrap();
             assert_eq!((get.method().clone(), get.uri().path()), (Method::GET, DEPLOYMENT));
-            let answer = match current {
-                None => Response::builder()
-                    .status(404)
-                    .body(Body::from(serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})).unwrap()))
-                    .unwrap(),
-                Some(n) => Response::builder()
-                    .body(Body::from(serde_json::to_vec(&json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "github-tools"}, "spec": {"replicas": n, "selector": {}, "template": {}}})).unwrap()))
-                    .unwrap(),
-            };
-            send.send_response(answer);
+            match current {
+                None => fail(send, 404, "NotFound"),
+                Some(n) => send.send_response(
+                    Response::builder()
+                        .body(Body::from(serde_json::to_vec(&json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "github-tools"}, "spec": {"replicas": n, "selector": {}, "template": {}}})).unwrap()))
+                        .unwrap(),
+                ),
+            }
             let applied = expect(&mut handle, Method::PATCH, DEPLOYMENT, |b| b).await;
             assert_eq!(applied["spec"]["replicas"], expected, "current {current:?}");
             expect_service_and_pods(&mut handle).await;
