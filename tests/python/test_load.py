@@ -4,15 +4,13 @@ bucket allows (burst + rate × time); every call is answered (a result or a clea
 error: none lost, none hanging); the gateway's memory stays bounded."""
 import asyncio
 import os
-import re
 import signal
 import time
-import urllib.request
 
 import httpx2
 
 from hangar_proc import notes_server, wait_for
-from test_gateway import start, wait_tools  # noqa: F401 (start is a fixture)
+from test_gateway import metric, start, wait_tools  # noqa: F401 (start is a fixture)
 
 CLIENTS = 500
 CALLS_PER_CLIENT = 8
@@ -34,14 +32,6 @@ CALL = {
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
-
-
-def ok_calls(base: str) -> dict[str, int]:
-    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
-    counts = {}
-    for server, n in re.findall(r'hangar_calls_total\{outcome="ok",server="(notes-\w)",tool="word_count"\} (\d+)', text):
-        counts[server] = int(n)
-    return counts
 
 
 async def client(http, url: str, index: int, deadline: float, outcomes: dict):
@@ -103,7 +93,7 @@ def test_500_clients_through_a_rate_limited_group_while_a_member_dies(start):
     assert outcomes.get("ok", 0) > 0 and outcomes.get("rate_limited", 0) > 0, outcomes
     # No member admitted more than its bucket: burst + rate × time it existed (with 1 call slack).
     allowed = BURST + RATE_PER_MINUTE * lifetime / 60 + 1
-    per_member = ok_calls(h.base)
+    per_member = {m: int(metric(h, "hangar_calls_total", f'outcome="ok",server="{m}",tool="word_count"')) for m in ("notes-a", "notes-b", "notes-c")}
     assert sum(per_member.values()) == outcomes["ok"], (per_member, outcomes["ok"])
     for member, ok in per_member.items():
         assert ok <= allowed, f"{member} admitted {ok} calls; its bucket allows {allowed:.0f}"
