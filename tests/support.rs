@@ -86,6 +86,14 @@ pub fn pick_request(sequence: u64) -> PickRequest {
     PickRequest { tool: "echo".into(), sequence, random: sequence.wrapping_mul(0x9E37_79B9), attempt: 0, tried: vec![] }
 }
 
+/// A memory figure of this process from /proc/self/status (`VmRSS`, `VmHWM`, ...), in KiB.
+pub fn own_memory_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'));
+    line.and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
 /// Serves `router` on a free loopback port (on the current tokio runtime); returns its `/mcp` URL.
 pub async fn serve_mcp(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");

@@ -47,17 +47,8 @@ pub fn format_duration(d: Duration) -> String {
 
 /// Resident set size of this process now and at its peak, in MiB.
 pub fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let mib = |field| hangar_tests::own_memory_kib(field) as f64 / 1024.0;
+    (mib("VmRSS"), mib("VmHWM"))
 }
 
 pub struct Scale {

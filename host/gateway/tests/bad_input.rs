@@ -212,12 +212,6 @@ proptest! {
     }
 }
 
-/// Resident memory of this process (gateway and backend run in it), in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
-}
-
 /// The soak's mix: malformed JSON, unknown methods, forged sessions, wrong versions, wrong
 /// content types, calls to unknown tools, and (rarely) bodies over the 4 MiB limit.
 fn soak_request(i: usize) -> BadRequest {
@@ -284,9 +278,9 @@ fn a_soak_of_100k_bad_requests_keeps_memory_bounded() {
     };
     // Warm up (connections, buffers, allocator arenas), then measure.
     run(0, 10_000);
-    let before = rss_kib();
+    let before = hangar_tests::own_memory_kib("VmRSS");
     let statuses = run(10_000, REQUESTS);
-    let after = rss_kib();
+    let after = hangar_tests::own_memory_kib("VmRSS");
     let sent: usize = statuses.values().sum();
     println!("soak: {sent} bad requests after warm-up; statuses {statuses:?}; RSS {before} KiB → {after} KiB");
     assert!(sent >= 10_000, "the soak ran ({sent} requests before its time bound)");
