@@ -56,6 +56,45 @@ pub struct MCPDiscoverySourceSpec {
     /// Name of the discovery plugin that parses the source (additive; default by type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parser: Option<String>,
+    /// What entries may do beyond the safe defaults (Hangar's addition; all off by default):
+    /// other namespaces, privileged containers, hostPath volumes, added capabilities, running
+    /// as root, naming a ServiceAccount. Entries that need more are refused and reported.
+    #[serde(default, skip_serializing_if = "EntryPermissions::is_default")]
+    pub entry_permissions: EntryPermissions,
+}
+
+/// The opt-ins of a discovery source. Whoever may write a source's ConfigMaps (in a Namespace
+/// source: anyone with ConfigMap write access in a selected namespace) gets exactly these.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryPermissions {
+    /// Namespaces entries may name with `namespace:` besides their own: the namespace they were
+    /// found in (Namespace sources) or the source's namespace (ConfigMap sources).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub namespaces: Vec<String>,
+    /// `securityContext.privileged`, `allowPrivilegeEscalation`, unconfined seccomp/AppArmor,
+    /// `procMount`, `seLinuxOptions`, Windows host processes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// `hostPath` volumes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_path: bool,
+    /// `securityContext.capabilities` other than dropping ALL.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub add_capabilities: bool,
+    /// `runAsUser: 0`, `runAsGroup: 0` or `runAsNonRoot: false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_as_root: bool,
+    /// `serviceAccountName`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service_account: bool,
+}
+
+impl EntryPermissions {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -94,6 +133,11 @@ pub struct ProviderTemplate {
     /// A partial MCPServer spec.
     #[serde(default)]
     pub spec: PartialServerSpec,
+    /// Top-level spec fields entries may not set (Hangar's addition), e.g. `image`,
+    /// `securityContext`: an entry that sets one is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "pinned_fields_schema")]
+    pub pinned_fields: Vec<String>,
 }
 
 /// Some fields of an [`MCPServerSpec`], any of them absent; kept as written so that only what the
@@ -131,26 +175,154 @@ impl JsonSchema for PartialServerSpec {
 }
 
 impl ProviderTemplate {
-    /// A discovered server's spec: the template's fields as the base, the discovered ones
-    /// (`spec_json`, from the discovery plugin) on top.
-    pub fn complete(&self, spec_json: &str) -> Result<MCPServerSpec, String> {
+    /// A discovered server's labels: the template's, the entry's, and the source's ownership marks.
+    pub fn labels_for(
+        &self,
+        source_namespace: &str,
+        source: &str,
+        found: &[(String, String)],
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        // An entry may not claim (or disown) servers through the ownership labels.
+        labels.extend(found.iter().filter(|(k, _)| !k.starts_with(crate::labels::DISCOVERED_BY)).cloned());
+        labels.insert(crate::labels::DISCOVERED_BY.to_string(), source.to_string());
+        labels.insert(crate::labels::DISCOVERED_BY_NAMESPACE.to_string(), source_namespace.to_string());
+        labels
+    }
+}
+
+/// One entry of a source, admitted: where the server goes and what it runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdmittedEntry {
+    pub namespace: String,
+    pub spec: MCPServerSpec,
+}
+
+impl MCPDiscoverySourceSpec {
+    /// Where an entry's server lives unless it names another allowed namespace: for a Namespace
+    /// source, the namespace of the ConfigMap or Service it came from (the tenant's own); for a
+    /// ConfigMap source, the source's namespace (its author chose that ConfigMap).
+    pub fn home_namespace<'a>(&self, source_namespace: &'a str, document_namespace: &'a str) -> &'a str {
+        match self.source_type {
+            SourceType::Namespace if !document_namespace.is_empty() => document_namespace,
+            _ => source_namespace,
+        }
+    }
+
+    /// Checks one discovered entry against the source's rules and completes it from the
+    /// template. `spec_json` is what the parser found; `requested_namespace` is the entry's
+    /// `namespace:` (empty: its home). The error names the field and the fix.
+    pub fn admit(
+        &self,
+        home_namespace: &str,
+        requested_namespace: &str,
+        spec_json: &str,
+    ) -> Result<AdmittedEntry, String> {
         let found: serde_json::Value =
             serde_json::from_str(spec_json).map_err(|e| format!("the parser returned a spec that is not JSON: {e}"))?;
         let serde_json::Value::Object(found) = found else {
             return Err("the parser returned a spec that is not an object".into());
         };
-        let mut merged = self.spec.0.clone();
+        let permissions = &self.entry_permissions;
+        let namespace = if requested_namespace.is_empty() || requested_namespace == home_namespace {
+            home_namespace.to_string()
+        } else if permissions.namespaces.iter().any(|n| n == requested_namespace) {
+            requested_namespace.to_string()
+        } else {
+            return Err(format!(
+                "namespace: {requested_namespace:?} is not this entry's namespace ({home_namespace:?}); \
+                 list it in the source's spec.entryPermissions.namespaces to allow it"
+            ));
+        };
+        let template = self.provider_template.clone().unwrap_or_default();
+        let known = server_fields();
+        for field in found.keys() {
+            if !known.contains(field.as_str()) {
+                return Err(format!("{field}: not an MCPServer spec field; remove it from the entry"));
+            }
+            if template.pinned_fields.iter().any(|p| p == field) {
+                return Err(format!(
+                    "{field}: pinned by the source's spec.providerTemplate.pinnedFields; remove it from the entry"
+                ));
+            }
+        }
+        privileges_needed(&found, permissions)?;
+        let mut merged = template.spec.0;
         merged.extend(found);
-        serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| e.to_string())
+        let spec = serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| e.to_string())?;
+        Ok(AdmittedEntry { namespace, spec })
     }
+}
 
-    /// A discovered server's labels: the template's, the entry's, and the source's ownership mark.
-    pub fn labels_for(&self, source: &str, found: &[(String, String)]) -> std::collections::BTreeMap<String, String> {
-        let mut labels = self.labels.clone();
-        labels.extend(found.iter().cloned());
-        labels.insert(crate::labels::DISCOVERED_BY.to_string(), source.to_string());
-        labels
+/// A list of MCPServer spec field names, so that a misspelt pin is refused rather than ignored.
+fn pinned_fields_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let fields: Vec<&String> = server_fields().iter().collect();
+    schemars::json_schema!({"type": "array", "maxItems": 32, "items": {"type": "string", "enum": fields}})
+}
+
+/// The top-level fields of an MCPServer spec, from its schema.
+fn server_fields() -> &'static std::collections::BTreeSet<String> {
+    static FIELDS: std::sync::OnceLock<std::collections::BTreeSet<String>> = std::sync::OnceLock::new();
+    FIELDS.get_or_init(|| {
+        let schema = schemars::schema_for!(MCPServerSpec);
+        schema
+            .get("properties")
+            .and_then(serde_json::Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    })
+}
+
+/// Refuses what an entry asks for beyond the secure defaults unless the source opted in.
+fn privileges_needed(
+    entry: &serde_json::Map<String, serde_json::Value>,
+    allowed: &EntryPermissions,
+) -> Result<(), String> {
+    use serde_json::Value;
+    let refuse = |field: &str, opt_in: &str| {
+        Err(format!(
+            "{field}: discovered servers may not ask for this unless the source sets spec.entryPermissions.{opt_in}: true"
+        ))
+    };
+    if entry.contains_key("serviceAccountName") && !allowed.service_account {
+        return refuse("serviceAccountName", "serviceAccount");
     }
+    let volumes = entry.get("volumes").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    if !allowed.host_path && volumes.iter().any(|v| v.get("hostPath").is_some()) {
+        return refuse("volumes[].hostPath", "hostPath");
+    }
+    let Some(context) = entry.get("securityContext").and_then(Value::as_object) else { return Ok(()) };
+    let is = |key: &str, value: Value| context.get(key) == Some(&value);
+    let profile_unconfined =
+        |key: &str| context.get(key).and_then(|p| p.get("type")).is_some_and(|t| t == "Unconfined");
+    if !allowed.privileged {
+        let privileged = is("privileged", Value::Bool(true))
+            || is("allowPrivilegeEscalation", Value::Bool(true))
+            || profile_unconfined("seccompProfile")
+            || profile_unconfined("appArmorProfile")
+            || context.get("procMount").is_some_and(|m| m != "Default")
+            || context.contains_key("seLinuxOptions")
+            || context.get("windowsOptions").and_then(|w| w.get("hostProcess")) == Some(&Value::Bool(true));
+        if privileged {
+            return refuse("securityContext", "privileged");
+        }
+    }
+    if !allowed.add_capabilities
+        && let Some(capabilities) = context.get("capabilities")
+    {
+        let adds = capabilities.get("add").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        let drops_all =
+            capabilities.get("drop").and_then(Value::as_array).is_some_and(|d| d.iter().any(|c| c == "ALL"));
+        if adds || !drops_all {
+            return refuse("securityContext.capabilities", "addCapabilities");
+        }
+    }
+    let root =
+        is("runAsUser", Value::from(0)) || is("runAsGroup", Value::from(0)) || is("runAsNonRoot", Value::Bool(false));
+    if root && !allowed.run_as_root {
+        return refuse("securityContext.runAsUser", "runAsRoot");
+    }
+    Ok(())
 }
 
 /// The MCPServer name of entry `entry` found by source `source`.
@@ -173,6 +345,32 @@ pub struct MCPDiscoverySourceStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Entries and documents that were not applied, and why (at most [`MAX_REFUSED_SHOWN`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedEntry>,
+    /// How many entries and documents were refused in the last sync.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused_count: i32,
+}
+
+/// Most refusals listed in a source's status; the count says how many there were.
+pub const MAX_REFUSED_SHOWN: usize = 50;
+
+/// An entry (or a whole document) a source did not apply.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedEntry {
+    /// The document, e.g. `configmap/team-a/tools`.
+    pub origin: String,
+    /// The entry's name; empty when the whole document could not be read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub entry: String,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 fn default_refresh() -> Duration {

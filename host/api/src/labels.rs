@@ -15,6 +15,10 @@ pub const PRIORITY: &str = "mcp-hangar.io/priority";
 pub const WEIGHT: &str = "mcp-hangar.io/weight";
 /// Set on MCPServers a discovery source created, naming that source.
 pub const DISCOVERED_BY: &str = "mcp-hangar.io/discovered-by";
+/// Set beside [`DISCOVERED_BY`]: the namespace of that source (pruning keys on both).
+pub const DISCOVERED_BY_NAMESPACE: &str = "mcp-hangar.io/discovered-by-namespace";
+/// Annotation on a discovered MCPServer: the document it came from (e.g. `configmap/team-a/tools`).
+pub const DISCOVERED_FROM: &str = "mcp-hangar.io/discovered-from";
 /// Marks ConfigMaps that Namespace discovery reads like a ConfigMap source.
 pub const PROVIDERS: &str = "mcp-hangar.io/providers";
 /// Annotation on a Service that Namespace discovery turns into a remote server.
@@ -27,6 +31,16 @@ pub const ANNOTATION_PATH: &str = "mcp-hangar.io/path";
 pub const CORE_NAMESPACE: &str = "mcp-hangar.io/core";
 
 use std::collections::BTreeMap;
+
+/// Whether `s` is an RFC 1123 label (namespace, MCPServer and group names): lowercase letters,
+/// digits and '-', starting and ending with a letter or digit, at most 63 characters.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 

@@ -17,8 +17,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use discovery::{
-    ConfigMapRef, DiscoveryMode, MCPDiscoverySource, MCPDiscoverySourceSpec, MCPDiscoverySourceStatus,
-    PartialServerSpec, ProviderTemplate, SourceType, discovered_name,
+    AdmittedEntry, ConfigMapRef, DiscoveryMode, EntryPermissions, MAX_REFUSED_SHOWN, MCPDiscoverySource,
+    MCPDiscoverySourceSpec, MCPDiscoverySourceStatus, PartialServerSpec, ProviderTemplate, RefusedEntry, SourceType,
+    discovered_name,
 };
 pub use duration::{DURATION_PATTERN, Duration, DurationError};
 pub use group::{Failover, GroupMember, HealthPolicy, MCPServerGroup, MCPServerGroupSpec, MCPServerGroupStatus};

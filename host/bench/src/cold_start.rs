@@ -82,7 +82,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Vec<Figure>> {
             "mode": "container", "image": "x", "transport": "stdio", "replicas": 0,
             "command": [python, script], "healthCheck": {"enabled": false},
         }))?;
-        gateway.upsert_server(&name, spec, &local()).map_err(anyhow::Error::msg)?;
+        gateway.upsert_server("default", &name, spec, &local())?;
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
             "name": format!("{name}__word_count"), "arguments": {"text": "a b c"},
             "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
@@ -98,7 +98,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Vec<Figure>> {
             .await?;
         let c = started.elapsed();
         anyhow::ensure!(answer["result"]["structuredContent"]["result"] == 3, "unexpected answer {answer}");
-        gateway.remove_server(&name);
+        gateway.remove_server("default", &name);
         if n > 0 {
             own.push(d);
             cold.push(c);

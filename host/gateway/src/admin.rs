@@ -21,7 +21,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_stream::{StreamExt, wrappers::BroadcastStream};
 
-use crate::{backend::BackendSpec, gateway::GroupMember, http::AppState};
+use crate::{
+    backend::BackendSpec,
+    gateway::{GroupMember, RegisterError, Removal},
+    http::AppState,
+};
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -50,12 +54,26 @@ fn registered(namespace: &str, name: &str) -> Response {
     (StatusCode::OK, Json(json!({"registered": format!("{namespace}/{name}")}))).into_response()
 }
 
-fn removed(found: bool, kind: &str, name: &str) -> Result<Response, ApiError> {
-    if found {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(problem(StatusCode::NOT_FOUND, format!("no {kind} {name:?}")))
+fn removed(removal: Removal, kind: &str, namespace: &str, name: &str) -> Result<Response, ApiError> {
+    match removal {
+        Removal::Removed => Ok(StatusCode::NO_CONTENT.into_response()),
+        Removal::NotFound => Err(problem(StatusCode::NOT_FOUND, format!("no {kind} {namespace}/{name}"))),
+        Removal::OtherNamespace(owner) => Err(problem(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no {kind} {namespace}/{name} (the {kind} {name:?} here belongs to namespace {owner:?} and was left alone)"
+            ),
+        )),
     }
+}
+
+/// A refused registration: 409 when another namespace holds the name, 400 otherwise.
+fn refused(error: RegisterError) -> ApiError {
+    let status = match error {
+        RegisterError::Taken { .. } => StatusCode::CONFLICT,
+        RegisterError::Invalid(_) => StatusCode::BAD_REQUEST,
+    };
+    problem(status, error.to_string())
 }
 
 /// `Authorization: Bearer <key>`, compared by digest.
@@ -109,18 +127,18 @@ async fn put_server(
     })?;
     state
         .gateway
-        .upsert_server_at(&name, registration.spec, BackendSpec::Http { endpoint })
-        .map_err(|e| problem(StatusCode::BAD_REQUEST, e))?;
+        .upsert_server_at(&namespace, &name, registration.spec, BackendSpec::Http { endpoint })
+        .map_err(refused)?;
     Ok(registered(&namespace, &name))
 }
 
 async fn delete_server(
     State(state): State<Arc<AppState>>,
-    Path((_namespace, name)): Path<(String, String)>,
+    Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    removed(state.gateway.remove_server(&name), "server", &name)
+    removed(state.gateway.remove_server(&namespace, &name), "server", &namespace, &name)
 }
 
 async fn list_servers(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -155,6 +173,7 @@ async fn put_group(
     state
         .gateway
         .upsert_group(
+            &namespace,
             &name,
             registration.spec,
             registration
@@ -166,17 +185,17 @@ async fn put_group(
                 })
                 .collect(),
         )
-        .map_err(|e| problem(StatusCode::BAD_REQUEST, e))?;
+        .map_err(refused)?;
     Ok(registered(&namespace, &name))
 }
 
 async fn delete_group(
     State(state): State<Arc<AppState>>,
-    Path((_namespace, name)): Path<(String, String)>,
+    Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    removed(state.gateway.remove_group(&name), "group", &name)
+    removed(state.gateway.remove_group(&namespace, &name), "group", &namespace, &name)
 }
 
 async fn list_groups(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -206,13 +225,13 @@ fn openapi() -> Value {
             "/api/v1/servers": {"get": {"summary": "Servers with state, tools, failures, activity", "responses": {"200": ok("servers"), "401": ok("no or wrong API key")}}},
             "/api/v1/servers/{namespace}/{name}": {
                 "parameters": [{"name": "namespace", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "put": {"summary": "Register or update a server: {spec: MCPServer spec, endpoint: URL}", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["spec"], "properties": {"spec": {"type": "object"}, "endpoint": {"type": "string"}}}}}}, "responses": {"200": ok("registered"), "400": ok("invalid; the error names the field"), "401": ok("no or wrong API key")}},
+                "put": {"summary": "Register or update a server: {spec: MCPServer spec, endpoint: URL}", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["spec"], "properties": {"spec": {"type": "object"}, "endpoint": {"type": "string"}}}}}}, "responses": {"200": ok("registered"), "400": ok("invalid; the error names the field"), "401": ok("no or wrong API key"), "409": ok("the name is registered from another namespace")}},
                 "delete": {"summary": "Remove a server", "responses": {"204": ok("removed"), "404": ok("unknown"), "401": ok("no or wrong API key")}}
             },
             "/api/v1/groups": {"get": {"summary": "Groups with members, healthy count, state", "responses": {"200": ok("groups"), "401": ok("no or wrong API key")}}},
             "/api/v1/groups/{namespace}/{name}": {
                 "parameters": [{"name": "namespace", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "put": {"summary": "Register or update a group: {spec: MCPServerGroup spec, members: [name]}", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["spec", "members"], "properties": {"spec": {"type": "object"}, "members": {"type": "array", "items": {"type": "string"}}}}}}}, "responses": {"200": ok("registered"), "400": ok("invalid; the error names the field"), "401": ok("no or wrong API key")}},
+                "put": {"summary": "Register or update a group: {spec: MCPServerGroup spec, members: [name]}", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["spec", "members"], "properties": {"spec": {"type": "object"}, "members": {"type": "array", "items": {"type": "string"}}}}}}}, "responses": {"200": ok("registered"), "400": ok("invalid; the error names the field"), "401": ok("no or wrong API key"), "409": ok("the name is registered from another namespace")}},
                 "delete": {"summary": "Remove a group", "responses": {"204": ok("removed"), "404": ok("unknown"), "401": ok("no or wrong API key")}}
             },
             "/api/v1/events": {"get": {"summary": "Server-Sent Events: state changes and wake-ups", "responses": {"200": ok("event stream"), "401": ok("no or wrong API key")}}}

@@ -30,6 +30,9 @@ pub const SEPARATOR: &str = "__";
 
 /// One MCP server behind the gateway.
 pub struct ServerEntry {
+    /// The namespace it was registered from; its name is exposed without it, so one name
+    /// belongs to one namespace at a time (see [`RegisterError::Taken`]).
+    pub namespace: String,
     pub name: String,
     pub spec: MCPServerSpec,
     /// What the backend was started from; a registration that changes neither this nor the
@@ -85,6 +88,14 @@ impl ServerEntry {
         *self.last_activity.lock().unwrap() = Instant::now();
     }
 
+    /// Counts a request to the server as in flight until the guard is dropped, on every path
+    /// (errors and cancellation included); the idle clock restarts at both ends.
+    fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        InFlight(self)
+    }
+
     /// One MCP health check: `ping` for handshake-era servers (the stateless revision has none),
     /// `tools/list` otherwise.
     async fn check_health(&self) -> bool {
@@ -104,6 +115,16 @@ impl ServerEntry {
     }
 }
 
+/// A request in flight at a server; see [`ServerEntry::begin`].
+struct InFlight<'a>(&'a ServerEntry);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
 /// Per server, for as long as it exists: health checks every `healthCheck.interval`, idle stop
 /// of an on-demand server after `idleTTL`, and its gauges.
 async fn lifecycle(
@@ -114,6 +135,7 @@ async fn lifecycle(
 ) {
     let mut last_check = Instant::now();
     let mut last_state = None;
+    let mut was_live = false;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let Some(s) = server.upgrade() else { break };
@@ -121,6 +143,16 @@ async fn lifecycle(
         // Checked: a connected server, and a remote one that was unreachable (Dead), which is
         // tried again; when that one answers, its tools are listed as if it had announced a change.
         let live = s.backend.is_live();
+        if live && !was_live {
+            // Idle time counts from becoming ready, never from before or during a start; a
+            // server that came up without its tools known (its first start was too slow) lists them now.
+            s.touch();
+            if s.tools.read().unwrap().is_empty() {
+                let method = "notifications/tools/list_changed".to_string();
+                let _ = refresh.send(BackendEvent { server: s.name.clone(), method });
+            }
+        }
+        was_live = live;
         let unreachable = s.backend.is_remote() && s.start_failed.load(Ordering::Relaxed);
         if spec.health_check.enabled
             && (live || unreachable)
@@ -138,6 +170,7 @@ async fn lifecycle(
         }
         if spec.on_demand()
             && s.backend.wanted()
+            && live
             && s.in_flight.load(Ordering::Relaxed) == 0
             && s.last_activity.lock().unwrap().elapsed() >= spec.idle_ttl.as_std()
         {
@@ -147,7 +180,8 @@ async fn lifecycle(
         let state = s.state();
         if last_state != Some(state) {
             last_state = Some(state);
-            let _ = events.send(json!({"type": "state", "server": s.name, "state": state.as_str()}));
+            let _ = events
+                .send(json!({"type": "state", "namespace": s.namespace, "server": s.name, "state": state.as_str()}));
         }
         for st in State::ALL {
             metrics.server_state.with_label_values(&[&s.name, st.as_str()]).set((st == state) as i64);
@@ -187,6 +221,7 @@ impl GroupMember {
 
 /// A group: members chosen by a strategy plugin, tried again on another member per `failover`.
 pub struct GroupEntry {
+    pub namespace: String,
     pub name: String,
     pub spec: MCPServerGroupSpec,
     pub members: Vec<GroupMember>,
@@ -239,6 +274,28 @@ impl CallError {
     }
 }
 
+/// Why a registration was not taken.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RegisterError {
+    #[error("{0}")]
+    Invalid(String),
+    /// Tools are exposed as `<name>__<tool>` without the namespace, so two namespaces cannot
+    /// both have a server (or group) of one name in one core.
+    #[error(
+        "the name {name:?} is already registered from namespace {owner:?}; names are exposed without their namespace (as {name}{SEPARATOR}<tool>), so they must be unique across the namespaces one core serves: rename one of them"
+    )]
+    Taken { name: String, owner: String },
+}
+
+/// What a removal found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    NotFound,
+    /// The name exists, but registered from another namespace; it is left alone.
+    OtherNamespace(String),
+}
+
 /// The one MCP error for "the server cannot serve now".
 pub fn unavailable(why: &str) -> RpcError {
     RpcError::new(code::SERVER_UNAVAILABLE, format!("server unavailable: {why}"))
@@ -280,18 +337,47 @@ impl Gateway {
     }
 
     /// Starts (or replaces) a server. `base_dir` resolves relative paths of local commands.
-    pub fn upsert_server(self: &Arc<Self>, name: &str, spec: MCPServerSpec, base_dir: &Path) -> Result<(), String> {
-        let backend = backend_spec(name, &spec, base_dir)?;
-        self.upsert_server_at(name, spec, backend)
+    pub fn upsert_server(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        spec: MCPServerSpec,
+        base_dir: &Path,
+    ) -> Result<(), RegisterError> {
+        let backend = backend_spec(name, &spec, base_dir).map_err(RegisterError::Invalid)?;
+        self.upsert_server_at(namespace, name, spec, backend)
+    }
+
+    /// Which namespace holds `name` among servers and groups, if any.
+    fn owner_of(&self, name: &str) -> Option<String> {
+        let server = self.servers.read().unwrap().get(name).map(|s| s.namespace.clone());
+        server.or_else(|| self.groups.read().unwrap().get(name).map(|g| g.namespace.clone()))
+    }
+
+    /// Refuses names that are not DNS labels and names another namespace holds.
+    fn claim(&self, namespace: &str, name: &str) -> Result<(), RegisterError> {
+        for (what, value) in [("namespace", namespace), ("name", name)] {
+            if !hangar_api::labels::is_dns_label(value) {
+                return Err(RegisterError::Invalid(format!(
+                    "{what}: {value:?} is not a DNS label (lowercase letters, digits and '-', at most 63 characters)"
+                )));
+            }
+        }
+        match self.owner_of(name) {
+            Some(owner) if owner != namespace => Err(RegisterError::Taken { name: name.to_string(), owner }),
+            _ => Ok(()),
+        }
     }
 
     /// Starts (or replaces) a server reached through `backend` (in a cluster: its Service URL).
     pub fn upsert_server_at(
         self: &Arc<Self>,
+        namespace: &str,
         name: &str,
         spec: MCPServerSpec,
         backend: BackendSpec,
-    ) -> Result<(), String> {
+    ) -> Result<(), RegisterError> {
+        self.claim(namespace, name)?;
         // The operator registers every server on every reconcile: an unchanged registration must
         // not restart the backend, reset health, breaker and idle time, or re-list tools.
         if self.server(name).is_some_and(|s| s.spec == spec && s.backend_spec == backend) {
@@ -308,9 +394,10 @@ impl Gateway {
         let policy_name = tools.policy.as_deref().unwrap_or(hangar_builtin_plugins::DEFAULT_POLICY);
         let policy =
             PolicyPlugin::new(&self.plugins, policy_name, config, tools.policy_sha256.as_deref(), tools.fail_open)
-                .map_err(|e| format!("spec.tools.policy: {e}"))?;
+                .map_err(|e| RegisterError::Invalid(format!("spec.tools.policy: {e}")))?;
         // An on-demand server is started once to learn its tools, then stopped: Cold.
         let entry = Arc::new(ServerEntry {
+            namespace: namespace.to_string(),
             name: name.to_string(),
             backend: Backend::start(name, backend.clone(), self.events.clone(), true),
             backend_spec: backend,
@@ -339,7 +426,7 @@ impl Gateway {
             if entry.spec.on_demand() && entry.backend.is_remote() {
                 // Learn the tools of a cold server in a cluster: ask for a wake-up once; idleTTL
                 // scales it back to zero.
-                let _ = gateway.events_out.send(json!({"type": "wake", "server": name}));
+                let _ = gateway.events_out.send(json!({"type": "wake", "namespace": entry.namespace, "server": name}));
                 entry.backend.wait_until_connected(entry.spec.startup_timeout.as_std()).await;
             }
             gateway.refresh_tools(&name).await;
@@ -350,20 +437,23 @@ impl Gateway {
         Ok(())
     }
 
-    pub fn remove_server(&self, name: &str) -> bool {
-        let removed = self.servers.write().unwrap().remove(name).is_some();
-        if removed {
+    /// Removes `namespace/name`; a server of that name from another namespace is left alone.
+    pub fn remove_server(&self, namespace: &str, name: &str) -> Removal {
+        let removal = remove_from(&mut self.servers.write().unwrap(), namespace, name, |s| &s.namespace);
+        if removal == Removal::Removed {
             let _ = self.tools_changed.send(());
         }
-        removed
+        removal
     }
 
     pub fn upsert_group(
         &self,
+        namespace: &str,
         name: &str,
         spec: MCPServerGroupSpec,
         mut members: Vec<GroupMember>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RegisterError> {
+        self.claim(namespace, name)?;
         // One order on every replica: pinning picks by position.
         members.sort_by(|a, b| a.name.cmp(&b.name));
         let unchanged = self.groups.read().unwrap().get(name).is_some_and(|g| g.spec == spec && g.members == members);
@@ -372,23 +462,35 @@ impl Gateway {
         }
         let plugin = hangar_builtin_plugins::strategy_plugin_name(&spec.strategy);
         let strategy = StrategyPlugin::new(&self.plugins, plugin, Vec::new(), spec.strategy_sha256.as_deref())
-            .map_err(|e| format!("spec.strategy: {e}"))?;
-        let entry = GroupEntry { name: name.to_string(), spec, members, strategy, sequence: AtomicU64::new(0) };
+            .map_err(|e| RegisterError::Invalid(format!("spec.strategy: {e}")))?;
+        let entry = GroupEntry {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            spec,
+            members,
+            strategy,
+            sequence: AtomicU64::new(0),
+        };
         self.groups.write().unwrap().insert(name.to_string(), Arc::new(entry));
         let _ = self.tools_changed.send(());
         Ok(())
     }
 
-    pub fn remove_group(&self, name: &str) -> bool {
-        let removed = self.groups.write().unwrap().remove(name).is_some();
-        if removed {
+    pub fn remove_group(&self, namespace: &str, name: &str) -> Removal {
+        let removal = remove_from(&mut self.groups.write().unwrap(), namespace, name, |g| &g.namespace);
+        if removal == Removal::Removed {
             let _ = self.tools_changed.send(());
         }
-        removed
+        removal
     }
 
     pub fn server(&self, name: &str) -> Option<Arc<ServerEntry>> {
         self.servers.read().unwrap().get(name).cloned()
+    }
+
+    /// A member of `group`: the server of that name in the group's own namespace.
+    fn member(&self, group: &GroupEntry, name: &str) -> Option<Arc<ServerEntry>> {
+        self.server(name).filter(|s| s.namespace == group.namespace)
     }
 
     /// Opens a session for one client at every handshake-era HTTP backend (concurrently, each
@@ -420,6 +522,7 @@ impl Gateway {
             .map(|s| {
                 let tools: Vec<Value> = s.tools.read().unwrap().iter().filter_map(|t| t.get("name").cloned()).collect();
                 json!({
+                    "namespace": s.namespace,
                     "name": s.name,
                     "state": s.state().as_str(),
                     "toolsCount": tools.len(),
@@ -442,9 +545,10 @@ impl Gateway {
             .values()
             .map(|g| {
                 let members: Vec<(String, Option<State>)> =
-                    g.members.iter().map(|m| (m.name.clone(), self.server(&m.name).map(|s| s.state()))).collect();
+                    g.members.iter().map(|m| (m.name.clone(), self.member(g, &m.name).map(|s| s.state()))).collect();
                 let healthy = members.iter().filter(|(_, st)| st.is_some_and(State::serves)).count();
                 json!({
+                    "namespace": g.namespace,
                     "name": g.name,
                     "strategy": g.spec.strategy,
                     "members": members.iter().map(|(n, st)| json!({"name": n, "state": st.map(State::as_str)})).collect::<Vec<_>>(),
@@ -467,7 +571,11 @@ impl Gateway {
     pub async fn refresh_tools(&self, name: &str) {
         let Some(server) = self.server(name) else { return };
         let startup = server.spec.startup_timeout.as_std();
-        match server.backend.request("tools/list", json!({}), startup, CALL_TIMEOUT).await {
+        // A listing is a request like a call: an on-demand server is not stopped under it.
+        let listing = server.begin();
+        let listed = server.backend.request("tools/list", json!({}), startup, CALL_TIMEOUT).await;
+        drop(listing);
+        match listed {
             Ok(result) => {
                 let tools = result.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
                 tracing::info!(server = name, tools = tools.len(), "tools listed");
@@ -490,7 +598,8 @@ impl Gateway {
     pub fn list_tools(&self) -> Vec<Value> {
         let servers = self.servers.read().unwrap().clone();
         let groups = self.groups.read().unwrap().clone();
-        let grouped: Vec<&String> = groups.values().flat_map(|g| g.members.iter().map(|m| &m.name)).collect();
+        let grouped: Vec<(&String, &String)> =
+            groups.values().flat_map(|g| g.members.iter().map(move |m| (&g.namespace, &m.name))).collect();
         let visible = |server: &ServerEntry| -> Vec<Value> {
             let tools = server.tools.read().unwrap().clone();
             let names: Vec<String> = tools.iter().filter_map(|t| t["name"].as_str().map(str::to_string)).collect();
@@ -502,15 +611,19 @@ impl Gateway {
             return servers.values().flat_map(|s| visible(s)).collect();
         }
         for (name, server) in &servers {
-            if grouped.contains(&name) {
+            if grouped.contains(&(&server.namespace, name)) {
                 continue;
             }
             out.extend(visible(server).into_iter().map(|t| prefixed(name, t)));
         }
         for (name, group) in &groups {
             // Members serve the same tools; list those of the first member that has any.
-            if let Some(tools) =
-                group.members.iter().filter_map(|m| servers.get(&m.name)).map(|s| visible(s)).find(|t| !t.is_empty())
+            if let Some(tools) = group
+                .members
+                .iter()
+                .filter_map(|m| servers.get(&m.name).filter(|s| s.namespace == group.namespace))
+                .map(|s| visible(s))
+                .find(|t| !t.is_empty())
             {
                 out.extend(tools.into_iter().map(|t| prefixed(name, t)));
             }
@@ -560,7 +673,7 @@ impl Gateway {
         let mut last = None;
         for attempt in 0..attempts {
             let members: Vec<(&GroupMember, Arc<ServerEntry>)> =
-                group.members.iter().filter_map(|m| self.server(&m.name).map(|s| (m, s))).collect();
+                group.members.iter().filter_map(|m| self.member(group, &m.name).map(|s| (m, s))).collect();
             let mut candidates: Vec<Candidate> = members
                 .iter()
                 .enumerate()
@@ -671,7 +784,7 @@ impl Gateway {
             ))));
         }
         if server.state() == State::Cold {
-            let _ = self.events_out.send(json!({"type": "wake", "server": server.name}));
+            let _ = self.events_out.send(json!({"type": "wake", "namespace": server.namespace, "server": server.name}));
             if server.backend.is_remote() {
                 // The operator scales it up; hold the call until it answers, or startupTimeout.
                 let startup = server.spec.startup_timeout.as_std();
@@ -685,8 +798,7 @@ impl Gateway {
                 }
             }
         }
-        server.in_flight.fetch_add(1, Ordering::Relaxed);
-        server.touch();
+        let in_flight = server.begin();
         let started = Instant::now();
         let startup = server.spec.startup_timeout.as_std();
         let result = server
@@ -700,8 +812,7 @@ impl Gateway {
                 ctx.backend_sessions.get(&server.name).map(String::as_str),
             )
             .await;
-        server.in_flight.fetch_sub(1, Ordering::Relaxed);
-        server.touch();
+        drop(in_flight);
         server.breaker.record(!matches!(&result, Err(e) if e.is_transient()));
         match &result {
             Err(BackendError::NotReady(_)) => server.start_failed.store(true, Ordering::Relaxed),
@@ -728,6 +839,23 @@ impl Gateway {
                 self.metrics.calls.with_label_values(&labels("error")).inc();
                 Err(CallError::Backend(e))
             }
+        }
+    }
+}
+
+/// Removes `namespace/name` from `entries` only if that namespace registered it.
+fn remove_from<T>(
+    entries: &mut BTreeMap<String, Arc<T>>,
+    namespace: &str,
+    name: &str,
+    namespace_of: impl Fn(&T) -> &String,
+) -> Removal {
+    match entries.get(name).map(|e| namespace_of(e).clone()) {
+        None => Removal::NotFound,
+        Some(owner) if owner != namespace => Removal::OtherNamespace(owner),
+        Some(_) => {
+            entries.remove(name);
+            Removal::Removed
         }
     }
 }

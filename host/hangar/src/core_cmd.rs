@@ -76,7 +76,7 @@ pub fn bridge(listen: SocketAddr, command: Vec<String>) -> anyhow::Result<ExitCo
         }))?;
         let dir = std::env::current_dir()?;
         gateway
-            .upsert_server_at("bridged", spec, BackendSpec::Stdio { command, env: Vec::new(), dir })
+            .upsert_server_at("default", "bridged", spec, BackendSpec::Stdio { command, env: Vec::new(), dir })
             .map_err(anyhow::Error::msg)?;
         let listener = bind(listen).await?;
         println!("Hangar bridge: MCP at http://{}/mcp", listener.local_addr()?);

@@ -15,22 +15,35 @@ use anyhow::Context;
 use hangar_api::{MCPServerGroupSpec, MCPServerSpec, SourceType, labels};
 use hangar_gateway::{Gateway, gateway::GroupMember};
 use hangar_manifests::Resource;
-use hangar_plugin_runtime::{DiscoveryPlugin, Document, PluginRuntime, RuntimeConfig, SourceKind};
+use hangar_plugin_runtime::{Document, PluginRuntime, RuntimeConfig, SourceKind};
 
 /// What is running, to apply only differences when DIR changes.
 #[derive(Default)]
 struct Applied {
-    servers: BTreeMap<String, MCPServerSpec>,
-    groups: BTreeMap<String, (MCPServerGroupSpec, Vec<GroupMember>)>,
+    servers: BTreeMap<String, DesiredServer>,
+    groups: BTreeMap<String, (String, MCPServerGroupSpec, Vec<GroupMember>)>,
 }
 
 type Labels = BTreeMap<String, String>;
 
-/// The servers, groups and problems the manifests in `dir` describe.
+/// A server as the manifests describe it: its namespace, spec and labels.
+#[derive(Clone, PartialEq)]
+struct DesiredServer {
+    namespace: String,
+    spec: MCPServerSpec,
+    labels: Labels,
+}
+
+/// The servers, groups (with their namespaces) and problems the manifests in `dir` describe.
 struct Desired {
-    servers: BTreeMap<String, (MCPServerSpec, Labels)>,
-    groups: BTreeMap<String, MCPServerGroupSpec>,
+    servers: BTreeMap<String, DesiredServer>,
+    groups: BTreeMap<String, (String, MCPServerGroupSpec)>,
     problems: Vec<String>,
+}
+
+/// Namespace of a manifest's object; `default` as kubectl would say.
+fn namespace_of(meta: &kube::api::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| "default".into())
 }
 
 pub fn run(dir: PathBuf, listen: SocketAddr, max_body_bytes: usize) -> anyhow::Result<ExitCode> {
@@ -108,10 +121,14 @@ fn desired(plugins: &PluginRuntime, dir: &Path) -> Desired {
                     d.problems.push(format!("{origin}: MCPServer {name}: metadata.name: a server of this name is already defined; names must be unique here"));
                     continue;
                 }
-                d.servers.insert(name, (s.spec, s.metadata.labels.unwrap_or_default()));
+                let namespace = namespace_of(&s.metadata);
+                d.servers.insert(
+                    name,
+                    DesiredServer { namespace, spec: s.spec, labels: s.metadata.labels.unwrap_or_default() },
+                );
             }
             Resource::Group(g) => {
-                d.groups.insert(g.metadata.name.clone().unwrap_or_default(), g.spec);
+                d.groups.insert(g.metadata.name.clone().unwrap_or_default(), (namespace_of(&g.metadata), g.spec));
             }
             Resource::Source(s) => sources.push((origin, s)),
         }
@@ -119,10 +136,11 @@ fn desired(plugins: &PluginRuntime, dir: &Path) -> Desired {
     for (origin, source) in sources {
         let name = source.metadata.name.clone().unwrap_or_default();
         match discover(plugins, &source, &report.others) {
-            Ok(found) => {
-                for (server, spec, labels) in found {
-                    d.servers.entry(server).or_insert((spec, labels));
+            Ok((found, refused)) => {
+                for (server, found) in found {
+                    d.servers.entry(server).or_insert(found);
                 }
+                d.problems.extend(refused.into_iter().map(|r| format!("{origin}: MCPDiscoverySource {name}: {r}")));
             }
             Err(e) => d.problems.push(format!("{origin}: MCPDiscoverySource {name}: {e}")),
         }
@@ -135,7 +153,7 @@ fn discover(
     plugins: &PluginRuntime,
     source: &hangar_api::MCPDiscoverySource,
     others: &[hangar_manifests::Document],
-) -> Result<Vec<(String, MCPServerSpec, Labels)>, String> {
+) -> Result<(Vec<(String, DesiredServer)>, Vec<String>), String> {
     let spec = &source.spec;
     if spec.source_type != SourceType::ConfigMap {
         return Err(
@@ -151,8 +169,6 @@ fn discover(
     let content = config_map.value["data"][&reference.key].as_str().ok_or_else(|| {
         format!("spec.configMapRef.key: ConfigMap {:?} has no key {:?}", reference.name, reference.key)
     })?;
-    let parser = spec.parser.as_deref().unwrap_or("configmap");
-    let plugin = DiscoveryPlugin::new(plugins, parser, None).map_err(|e| format!("spec.parser: {e}"))?;
     let document = Document {
         origin: format!("configmap/{}", reference.name),
         namespace: String::new(),
@@ -161,66 +177,73 @@ fn discover(
         content: content.to_string(),
     };
     let source_name = source.metadata.name.clone().unwrap_or_default();
-    let template = spec.provider_template.clone().unwrap_or_default();
-    let mut out = Vec::new();
-    for definition in plugin.parse(SourceKind::ConfigMap, &[document]).map_err(|e| e.to_string())? {
-        let spec = template.complete(&definition.spec_json).map_err(|e| format!("entry {:?}: {e}", definition.name))?;
-        let labels = template.labels_for(&source_name, &definition.labels);
-        out.push((hangar_api::discovered_name(&source_name, &definition.name), spec, labels));
-    }
-    Ok(out)
+    let source_namespace = namespace_of(&source.metadata);
+    let found = hangar_operator::discovery::discover(
+        plugins,
+        spec,
+        &source_namespace,
+        &source_name,
+        SourceKind::ConfigMap,
+        &[document],
+    )?;
+    let refused = found.refused.iter().map(|r| match r.entry.as_str() {
+        "" => format!("{}: {}", r.origin, r.reason),
+        entry => format!("{} entry {entry:?}: {}", r.origin, r.reason),
+    });
+    let servers = found.servers.into_iter().map(|s| {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let namespace = namespace_of(&s.metadata);
+        (name, DesiredServer { namespace, spec: s.spec, labels: s.metadata.labels.unwrap_or_default() })
+    });
+    Ok((servers.collect(), refused.collect()))
 }
 
 fn apply(gateway: &Arc<Gateway>, plugins: &PluginRuntime, dir: &Path, applied: &mut Applied) {
     let desired = desired(plugins, dir);
     for problem in &desired.problems {
         tracing::warn!("{problem}");
-        eprintln!("{problem}");
     }
-    for name in applied.servers.keys().cloned().collect::<Vec<_>>() {
-        if !desired.servers.contains_key(&name) {
-            gateway.remove_server(&name);
+    for (name, running) in applied.servers.clone() {
+        if desired.servers.get(&name).is_none_or(|d| d.namespace != running.namespace) {
+            gateway.remove_server(&running.namespace, &name);
             applied.servers.remove(&name);
             tracing::info!(server = %name, "server removed");
         }
     }
-    for (name, (spec, _)) in &desired.servers {
-        if applied.servers.get(name) == Some(spec) {
+    for (name, server) in &desired.servers {
+        if applied.servers.get(name) == Some(server) {
             continue;
         }
-        match gateway.upsert_server(name, spec.clone(), dir) {
+        match gateway.upsert_server(&server.namespace, name, server.spec.clone(), dir) {
             Ok(()) => {
                 tracing::info!(server = %name, "server started");
-                applied.servers.insert(name.clone(), spec.clone());
+                applied.servers.insert(name.clone(), server.clone());
             }
-            Err(e) => {
-                tracing::warn!(server = %name, "{e}");
-                eprintln!("MCPServer {name}: {e}");
-            }
+            Err(e) => tracing::warn!("MCPServer {}/{name}: {e}", server.namespace),
         }
     }
-    for name in applied.groups.keys().cloned().collect::<Vec<_>>() {
-        if !desired.groups.contains_key(&name) {
-            gateway.remove_group(&name);
+    for (name, (namespace, _, _)) in applied.groups.clone() {
+        if desired.groups.get(&name).is_none_or(|(ns, _)| *ns != namespace) {
+            gateway.remove_group(&namespace, &name);
             applied.groups.remove(&name);
         }
     }
-    for (name, spec) in &desired.groups {
+    for (name, (namespace, spec)) in &desired.groups {
         let members: Vec<GroupMember> = desired
             .servers
             .iter()
-            .filter(|(_, (_, l))| labels::selector_matches(&spec.selector, l))
-            .map(|(n, (_, l))| GroupMember::from_labels(n, l))
+            .filter(|(_, s)| &s.namespace == namespace && labels::selector_matches(&spec.selector, &s.labels))
+            .map(|(n, s)| GroupMember::from_labels(n, &s.labels))
             .collect();
-        let wanted = (spec.clone(), members.clone());
+        let wanted = (namespace.clone(), spec.clone(), members.clone());
         if applied.groups.get(name) == Some(&wanted) {
             continue;
         }
-        match gateway.upsert_group(name, spec.clone(), members) {
+        match gateway.upsert_group(namespace, name, spec.clone(), members) {
             Ok(()) => {
                 applied.groups.insert(name.clone(), wanted);
             }
-            Err(e) => eprintln!("MCPServerGroup {name}: {e}"),
+            Err(e) => tracing::warn!("MCPServerGroup {namespace}/{name}: {e}"),
         }
     }
 }

@@ -46,18 +46,62 @@ async fn servers_are_registered_reported_and_removed_with_the_key() {
     client.register_server("team", "search", &spec, "http://127.0.0.1:9/mcp").await.unwrap();
     // Registration is idempotent: the operator repeats it on every reconcile.
     client.register_server("team", "search", &spec, "http://127.0.0.1:9/mcp").await.unwrap();
-    let report = client.report("search").await.unwrap().expect("core knows the server");
+    let report = client.report("team", "search").await.unwrap().expect("core knows the server");
     assert!(report.state.is_some());
-    assert_eq!(client.report("other").await.unwrap(), None);
+    assert_eq!(client.report("team", "other").await.unwrap(), None);
+    assert_eq!(client.report("elsewhere", "search").await.unwrap(), None, "reports are per namespace");
     client.remove_server("team", "search").await.unwrap();
     client.remove_server("team", "search").await.unwrap();
-    assert_eq!(client.report("search").await.unwrap(), None);
+    assert_eq!(client.report("team", "search").await.unwrap(), None);
 
     let wrong = CoreClient::new(&core.1, "not-the-key");
     assert!(matches!(
         wrong.register_server("team", "x", &spec, "http://127.0.0.1:9/mcp").await,
         Err(CoreError::Unauthorized)
     ));
+}
+
+#[tokio::test]
+async fn one_namespace_cannot_replace_or_remove_another_namespaces_server() {
+    let core = core("operator-key");
+    let client = CoreClient::new(&core.1, "operator-key");
+    let spec = |endpoint: &str| -> hangar_api::MCPServerSpec {
+        serde_json::from_value(serde_json::json!({"mode": "remote", "endpoint": endpoint})).unwrap()
+    };
+    client.register_server("team-a", "search", &spec("http://127.0.0.1:9/a"), "http://127.0.0.1:9/a").await.unwrap();
+    // team-b's server of the same name would receive every client's calls to search__*: refused.
+    match client.register_server("team-b", "search", &spec("http://127.0.0.1:9/b"), "http://127.0.0.1:9/b").await {
+        Err(CoreError::Refused { status: 409, message }) => {
+            assert!(message.contains("namespace \"team-a\"") && message.contains("rename"), "{message}")
+        }
+        other => panic!("expected 409, got {other:?}"),
+    }
+    // A deletion from team-b leaves team-a's server alone (the operator reads 404 as "gone").
+    client.remove_server("team-b", "search").await.unwrap();
+    assert!(client.report("team-a", "search").await.unwrap().is_some(), "team-a's server survives team-b's delete");
+    let raw = reqwest::Client::new();
+    let delete = raw
+        .delete(format!("{}/api/v1/servers/team-b/search", core.1))
+        .bearer_auth("operator-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 404);
+    assert!(delete.text().await.unwrap().contains("left alone"));
+    // Names that cannot be DNS labels are refused before anything is registered.
+    for (namespace, name) in [("team-a", "a__b"), ("team-a", "se\u{0430}rch"), ("team-a", "x%0Ay"), ("Team", "ok")] {
+        let refused =
+            client.register_server(namespace, name, &spec("http://127.0.0.1:9/c"), "http://127.0.0.1:9/c").await;
+        assert!(matches!(refused, Err(CoreError::Refused { status: 400, .. })), "{namespace}/{name}: {refused:?}");
+    }
+    // After team-a removes it, team-b may take the name.
+    client.remove_server("team-a", "search").await.unwrap();
+    client.register_server("team-b", "search", &spec("http://127.0.0.1:9/b"), "http://127.0.0.1:9/b").await.unwrap();
+    // Groups follow the same rule, and share names with servers.
+    let group: hangar_api::MCPServerGroupSpec =
+        serde_json::from_value(serde_json::json!({"selector": {"matchLabels": {"a": "b"}}})).unwrap();
+    let taken = client.register_group("team-a", "search", &group, &[]).await;
+    assert!(matches!(taken, Err(CoreError::Refused { status: 409, .. })), "{taken:?}");
 }
 
 #[tokio::test]
@@ -68,10 +112,10 @@ async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
     let follower = client.clone();
     tokio::spawn(async move {
         let _ = follower
-            .follow_wake_ups(|server| {
+            .follow_wake_ups(|namespace, server| {
                 let tx = wakes_tx.clone();
                 async move {
-                    let _ = tx.send(server);
+                    let _ = tx.send(format!("{namespace}/{server}"));
                 }
             })
             .await;
@@ -89,7 +133,7 @@ async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
     .unwrap();
     client.register_server("team", "sleepy", &spec, &endpoint).await.unwrap();
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), wakes.recv()).await.unwrap().unwrap();
-    assert_eq!(first, "sleepy", "registration of a cold server asks for a wake-up to learn its tools");
+    assert_eq!(first, "team/sleepy", "registration of a cold server asks for a wake-up to learn its tools");
 
     // A call arrives while the server is still down: core holds it.
     let url = format!("{}/mcp", core.1);
@@ -107,7 +151,7 @@ async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
             .unwrap()
     });
     let second = tokio::time::timeout(std::time::Duration::from_secs(10), wakes.recv()).await.unwrap().unwrap();
-    assert_eq!(second, "sleepy", "the held call asks for a wake-up too");
+    assert_eq!(second, "team/sleepy", "the held call asks for a wake-up too");
     assert!(!call.is_finished(), "the call is held, not failed");
     // "The operator scales it up": the server starts answering.
     let listener = tokio::net::TcpListener::bind(address).await.unwrap();

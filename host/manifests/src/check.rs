@@ -151,27 +151,19 @@ fn metadata_problems(object: &Map<String, Value>) -> Vec<String> {
     match meta.and_then(|m| m.get("name")).and_then(Value::as_str) {
         None | Some("") => problems.push("metadata.name: required; give the resource a name".into()),
         // Services and Deployments are named after servers, so the name must be a DNS label.
-        Some(name) if !is_dns_label(name) => problems.push(format!(
+        Some(name) if !hangar_api::labels::is_dns_label(name) => problems.push(format!(
             "metadata.name: {name:?} must be lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters"
         )),
         _ => {}
     }
     if let Some(ns) = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str)
-        && !is_dns_label(ns)
+        && !hangar_api::labels::is_dns_label(ns)
     {
         problems.push(format!(
             "metadata.namespace: {ns:?} is not a valid namespace name (lowercase letters, digits and '-')"
         ));
     }
     problems
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// Schema violations as `field.path: message`.

@@ -91,11 +91,11 @@ impl CoreClient {
         }
     }
 
-    /// Follows core's event stream, calling `on_wake(server)` for every wake-up, until the
-    /// stream ends or fails.
+    /// Follows core's event stream, calling `on_wake(namespace, server)` for every wake-up,
+    /// until the stream ends or fails.
     pub async fn follow_wake_ups<F, Fut>(&self, mut on_wake: F) -> Result<(), CoreError>
     where
-        F: FnMut(String) -> Fut,
+        F: FnMut(String, String) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
         use tokio_stream::StreamExt;
@@ -122,17 +122,19 @@ impl CoreClient {
                     && event["type"] == "wake"
                     && let Some(server) = event["server"].as_str()
                 {
-                    on_wake(server.to_string()).await;
+                    let namespace = event["namespace"].as_str().unwrap_or_default();
+                    on_wake(namespace.to_string(), server.to_string()).await;
                 }
             }
         }
         Ok(())
     }
 
-    /// What core reports about one server, if it knows it.
-    pub async fn report(&self, name: &str) -> Result<Option<CoreReport>, CoreError> {
+    /// What core reports about one server, if it knows it (as registered from `namespace`).
+    pub async fn report(&self, namespace: &str, name: &str) -> Result<Option<CoreReport>, CoreError> {
         let body = self.send(self.http.get(format!("{}/api/v1/servers", self.base))).await?;
-        let entry = body["servers"].as_array().into_iter().flatten().find(|s| s["name"] == name);
+        let entry =
+            body["servers"].as_array().into_iter().flatten().find(|s| s["name"] == name && s["namespace"] == namespace);
         Ok(entry.map(|s| CoreReport {
             state: serde_json::from_value::<State>(s["state"].clone()).ok(),
             consecutive_failures: s["consecutiveFailures"].as_i64().unwrap_or(0) as i32,

@@ -7,8 +7,11 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
-use hangar_api::{DiscoveryMode, MCPDiscoverySource, MCPDiscoverySourceStatus, MCPServer, SourceType, labels};
-use hangar_plugin_runtime::{DiscoveryPlugin, Document, SourceKind};
+use hangar_api::{
+    DiscoveryMode, MCPDiscoverySource, MCPDiscoverySourceSpec, MCPDiscoverySourceStatus, MCPServer, RefusedEntry,
+    SourceType, labels,
+};
+use hangar_plugin_runtime::{DiscoveryError, DiscoveryPlugin, Document, PluginRuntime, SourceKind};
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Namespace, Service},
     apimachinery::pkg::apis::meta::v1::{LabelSelector, Time},
@@ -136,7 +139,7 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
     let name = source.name_any();
     let previous = source.status.clone().unwrap_or_default();
     let requeue = Action::requeue(source.spec.refresh_interval.as_std().max(std::time::Duration::from_secs(5)));
-    let found = match found_servers(source, ctx).await {
+    let found = match read_source(source, ctx).await {
         Ok(found) => found,
         Err(message) => {
             ctx.event(&source.object_ref(&()), true, "SourceUnreadable", message.clone()).await;
@@ -156,7 +159,7 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
     };
     let params = PatchParams::apply(MANAGER).force();
     let mut names = BTreeSet::new();
-    for server in &found {
+    for server in &found.servers {
         let ns = server.namespace().unwrap_or_else(|| namespace.clone());
         Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
             .patch(&server.name_any(), &params, &Patch::Apply(server))
@@ -164,19 +167,38 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
         names.insert(format!("{ns}/{}", server.name_any()));
     }
     if source.spec.mode == DiscoveryMode::Authoritative {
-        let owned = Api::<MCPServer>::all(ctx.client.clone())
-            .list(&ListParams::default().labels(&format!("{}={name}", labels::DISCOVERED_BY)))
-            .await?;
+        // Owned means this source, in this namespace: a same-named source elsewhere owns others.
+        let selector = format!("{}={name},{}={namespace}", labels::DISCOVERED_BY, labels::DISCOVERED_BY_NAMESPACE);
+        let owned = Api::<MCPServer>::all(ctx.client.clone()).list(&ListParams::default().labels(&selector)).await?;
         for server in owned.items {
             let ns = server.namespace().unwrap_or_default();
-            if !names.contains(&format!("{ns}/{}", server.name_any())) {
-                Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
-                    .delete(&server.name_any(), &DeleteParams::default())
-                    .await?;
+            // A server whose document could not be read this time is kept, like the whole set
+            // is kept when the source cannot be read.
+            let key = format!("{ns}/{}", server.name_any());
+            if server.annotations().get(labels::DISCOVERED_FROM).is_some_and(|o| found.unreadable.contains(o)) {
+                names.insert(key);
+                continue;
             }
+            if names.contains(&key) {
+                continue;
+            }
+            Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
+                .delete(&server.name_any(), &DeleteParams::default())
+                .await?;
         }
     }
-    let message = format!("{} servers found", names.len());
+    let refused_count = found.refused.len() as i32;
+    if found.refused != previous.refused {
+        if let Some(first) = found.refused.first() {
+            let entry = if first.entry.is_empty() { String::new() } else { format!(" entry {:?}", first.entry) };
+            let message = format!("{refused_count} refused; first: {}{entry}: {}", first.origin, first.reason);
+            ctx.event(&source.object_ref(&()), true, "EntriesRefused", message).await;
+        }
+    }
+    let message = match refused_count {
+        0 => format!("{} servers found", names.len()),
+        n => format!("{} servers found, {n} entries or documents refused (see status.refused)", names.len()),
+    };
     let status = MCPDiscoverySourceStatus {
         discovered_count: names.len() as i32,
         discovered: names.into_iter().collect(),
@@ -190,41 +212,115 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
             &message,
             source.metadata.generation,
         )],
+        refused: found.refused.into_iter().take(hangar_api::MAX_REFUSED_SHOWN).collect(),
+        refused_count,
     };
     write_status(source, ctx, &previous, status).await?;
     Ok(requeue)
 }
 
-/// The MCPServers the source describes now, or why it could not be read.
-async fn found_servers(source: &MCPDiscoverySource, ctx: &Context) -> Result<Vec<MCPServer>, String> {
+/// What one read of a source yields: the servers to apply, the documents that could not be
+/// parsed (their servers are kept as they are), and every refusal.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub servers: Vec<MCPServer>,
+    pub unreadable: BTreeSet<String>,
+    pub refused: Vec<RefusedEntry>,
+}
+
+/// The MCPServers the source describes now, or why it could not be read at all.
+async fn read_source(source: &MCPDiscoverySource, ctx: &Context) -> Result<Found, String> {
     let plugins = ctx.plugins.as_ref().ok_or("no plugin runtime in this operator")?;
     let (kind, docs) = documents(source, ctx).await?;
-    let parser = source.spec.parser.clone().unwrap_or_else(|| match kind {
+    let (plugins, spec, namespace, name) =
+        (plugins.clone(), source.spec.clone(), source.namespace().unwrap_or_default(), source.name_any());
+    let document_count = docs.len();
+    // Parsing a large source takes a while: off the async workers.
+    let found = tokio::task::spawn_blocking(move || discover(&plugins, &spec, &namespace, &name, kind, &docs))
+        .await
+        .map_err(|e| format!("the discovery parser stopped: {e}"))??;
+    // Nothing readable at all is the source being unreadable: keep the last good set.
+    if document_count > 0 && found.unreadable.len() == document_count {
+        let first = &found.refused[0];
+        return Err(format!("{}: {}", first.origin, first.reason));
+    }
+    Ok(found)
+}
+
+/// Parses each document on its own (one bad or huge document fails alone) and admits each entry
+/// by the source's rules (`MCPDiscoverySourceSpec::admit`). Shared by the operator and `hangar run`.
+pub fn discover(
+    plugins: &PluginRuntime,
+    spec: &MCPDiscoverySourceSpec,
+    source_namespace: &str,
+    source_name: &str,
+    kind: SourceKind,
+    documents: &[Document],
+) -> Result<Found, String> {
+    let parser = spec.parser.clone().unwrap_or_else(|| match kind {
         SourceKind::ConfigMap => "configmap".into(),
         SourceKind::Namespace => "namespace".into(),
     });
     let plugin = DiscoveryPlugin::new(plugins, &parser, None).map_err(|e| format!("spec.parser: {e}"))?;
-    let definitions = plugin.parse(kind, &docs).map_err(|e| e.to_string())?;
-    let template = source.spec.provider_template.clone().unwrap_or_default();
-    let source_name = source.name_any();
-    definitions
-        .into_iter()
-        .map(|d| {
-            let spec = template.complete(&d.spec_json).map_err(|e| format!("entry {:?}: {e}", d.name))?;
-            let mut server = MCPServer::new(&hangar_api::discovered_name(&source_name, &d.name), spec);
+    let template = spec.provider_template.clone().unwrap_or_default();
+    let mut found = Found::default();
+    let mut seen = BTreeSet::new();
+    for document in documents {
+        let refuse = |entry: &str, reason: String| RefusedEntry {
+            origin: document.origin.clone(),
+            entry: entry.to_string(),
+            reason,
+        };
+        let definitions = match plugin.parse(kind, std::slice::from_ref(document)) {
+            Ok(definitions) => definitions,
+            Err(e) => {
+                let reason = match e {
+                    DiscoveryError::Parse { message, .. } => message,
+                    other => other.to_string(),
+                };
+                found.unreadable.insert(document.origin.clone());
+                found.refused.push(refuse("", reason));
+                continue;
+            }
+        };
+        let home = spec.home_namespace(source_namespace, &document.namespace);
+        for d in definitions {
+            let admitted = match spec.admit(home, &d.namespace, &d.spec_json) {
+                Ok(admitted) => admitted,
+                Err(reason) => {
+                    found.refused.push(refuse(&d.name, reason));
+                    continue;
+                }
+            };
+            let name = hangar_api::discovered_name(source_name, &d.name);
+            if !hangar_api::labels::is_dns_label(&name) {
+                found.refused.push(refuse(
+                    &d.name,
+                    format!(
+                        "the server name {name:?} is not a DNS label (at most 63 characters); shorten the entry's name"
+                    ),
+                ));
+                continue;
+            }
+            if !seen.insert((admitted.namespace.clone(), name.clone())) {
+                found.refused.push(refuse(
+                    &d.name,
+                    format!("another document of this source already defines {name:?}; rename one entry"),
+                ));
+                continue;
+            }
+            let mut server = MCPServer::new(&name, admitted.spec);
             server.metadata = ObjectMeta {
-                name: server.metadata.name.clone(),
-                namespace: Some(if d.namespace.is_empty() {
-                    source.namespace().unwrap_or_default()
-                } else {
-                    d.namespace.clone()
-                }),
-                labels: Some(template.labels_for(&source_name, &d.labels)),
+                name: Some(name),
+                namespace: Some(admitted.namespace),
+                labels: Some(template.labels_for(source_namespace, source_name, &d.labels)),
+                annotations: Some([(labels::DISCOVERED_FROM.to_string(), document.origin.clone())].into()),
                 ..Default::default()
             };
-            Ok(server)
-        })
-        .collect()
+            found.servers.push(server);
+        }
+    }
+    Ok(found)
 }
 
 /// Writes the status when it changed; `lastSyncTime` alone does not count as a change.

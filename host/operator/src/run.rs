@@ -66,11 +66,11 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 let followed = core
-                    .follow_wake_ups(|server| {
+                    .follow_wake_ups(|namespace, server| {
                         let client = client.clone();
                         async move {
-                            if let Err(e) = server::wake(&client, &server).await {
-                                tracing::warn!(server, "wake-up failed: {e}");
+                            if let Err(e) = server::wake(&client, &namespace, &server).await {
+                                tracing::warn!(namespace, server, "wake-up failed: {e}");
                             }
                         }
                     })

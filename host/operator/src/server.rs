@@ -142,7 +142,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
     // refilled at once.
     let (registered, report) = match (&ctx.core, workload::endpoint(server)) {
         (Some(core), Some(endpoint)) => match core.register_server(&namespace, &name, &server.spec, &endpoint).await {
-            Ok(()) => (Some(Ok(())), core.report(&name).await.ok().flatten()),
+            Ok(()) => (Some(Ok(())), core.report(&namespace, &name).await.ok().flatten()),
             Err(e) => (Some(Err(e.to_string())), None),
         },
         _ => (None, None),
@@ -276,14 +276,13 @@ fn plugin_resolution(
 
 /// Core held a call for a Cold server: scale its Deployment to one replica. Core names servers
 /// without namespace; every on-demand MCPServer of that name is woken.
-pub async fn wake(client: &Client, server: &str) -> Result<(), Error> {
-    let matching = Api::<MCPServer>::all(client.clone())
-        .list(&ListParams::default().fields(&format!("metadata.name={server}")))
-        .await?;
-    for s in matching.items.iter().filter(|s| s.spec.on_demand() && s.spec.mode == ServerMode::Container) {
-        let namespace = s.namespace().unwrap_or_default();
+pub async fn wake(client: &Client, namespace: &str, server: &str) -> Result<(), Error> {
+    let Some(s) = Api::<MCPServer>::namespaced(client.clone(), namespace).get_opt(server).await? else {
+        return Ok(());
+    };
+    if s.spec.on_demand() && s.spec.mode == ServerMode::Container {
         tracing::info!(server, namespace, "waking: scaling to 1 replica");
-        Api::<Deployment>::namespaced(client.clone(), &namespace)
+        Api::<Deployment>::namespaced(client.clone(), namespace)
             .patch_scale(server, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}})))
             .await?;
     }

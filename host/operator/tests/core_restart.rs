@@ -65,15 +65,15 @@ async fn a_restarted_core_is_refilled_by_the_next_reconcile() {
     let core = CoreClient::new(&format!("http://{addr}"), KEY);
     let ctx = context(core.clone());
     server::reconcile(Arc::new(remote_server()), ctx.clone()).await.unwrap();
-    assert!(core.report("search").await.unwrap().is_some(), "registered by the first reconcile");
+    assert!(core.report("team", "search").await.unwrap().is_some(), "registered by the first reconcile");
 
     // Core restarts: a new, empty process on the same address.
     first.abort();
     let _ = first.await;
     let (_, second) = start_core(&addr.to_string()).await;
-    assert_eq!(core.report("search").await.unwrap(), None, "the new core starts empty");
+    assert_eq!(core.report("team", "search").await.unwrap(), None, "the new core starts empty");
 
     server::reconcile(Arc::new(remote_server()), ctx).await.unwrap();
-    assert!(core.report("search").await.unwrap().is_some(), "the next reconcile registered it again");
+    assert!(core.report("team", "search").await.unwrap().is_some(), "the next reconcile registered it again");
     second.abort();
 }

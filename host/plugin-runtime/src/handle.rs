@@ -122,7 +122,8 @@ impl<W: World> Handle<W> {
 
     fn instantiate(&self, version: &PluginVersion) -> Result<Instance<W::Bindings>, PluginError> {
         let inner = &self.runtime.inner;
-        let mut store = new_store(&inner.engine, inner.config.memory_limit_bytes, inner.config.deadline);
+        let (deadline, memory_bytes) = inner.config.limits(W::KIND);
+        let mut store = new_store(&inner.engine, memory_bytes, deadline);
         let ticks = store.data_mut().clock.start();
         store.set_epoch_deadline(ticks);
         let bindings = W::instantiate(&mut store, &version.pre).map_err(|e| self.fault(&store, e))?;
@@ -162,18 +163,12 @@ impl<W: World> Handle<W> {
 
     /// Names the failure, counts it and reports it.
     fn fault(&self, store: &Store<HostState>, error: wasmtime::Error) -> PluginError {
+        let (deadline, memory_bytes) = self.runtime.inner.config.limits(W::KIND);
         let (fault, message) = match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => (
-                Fault::Timeout,
-                format!("ran past its {:?} deadline and was stopped", self.runtime.inner.config.deadline),
-            ),
-            _ if store.data().limits.hit => (
-                Fault::OutOfMemory,
-                format!(
-                    "tried to use more than its {} MiB memory cap",
-                    self.runtime.inner.config.memory_limit_bytes >> 20
-                ),
-            ),
+            Some(Trap::Interrupt) => (Fault::Timeout, format!("ran past its {deadline:?} deadline and was stopped")),
+            _ if store.data().limits.hit => {
+                (Fault::OutOfMemory, format!("tried to use more than its {} MiB memory cap", memory_bytes >> 20))
+            }
             Some(Trap::StackOverflow) => (Fault::Trap, "overflowed its stack".to_string()),
             Some(trap) => (Fault::Trap, format!("trapped: {trap}")),
             None => (Fault::Trap, format!("{error:#}")),

@@ -56,6 +56,20 @@ pub struct RuntimeConfig {
     pub memory_limit_bytes: usize,
     /// Largest plugin file accepted.
     pub max_file_bytes: u64,
+    /// Discovery is off the hot path and reads whole sources (10,000 entries in one ConfigMap):
+    /// its calls get this deadline and memory cap instead.
+    pub discovery_deadline: Duration,
+    pub discovery_memory_limit_bytes: usize,
+}
+
+impl RuntimeConfig {
+    /// The deadline and memory cap of one call into a plugin of `world`.
+    pub(crate) fn limits(&self, world: WorldKind) -> (Duration, usize) {
+        match world {
+            WorldKind::Discovery => (self.discovery_deadline, self.discovery_memory_limit_bytes),
+            _ => (self.deadline, self.memory_limit_bytes),
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -65,6 +79,8 @@ impl Default for RuntimeConfig {
             deadline: Duration::from_millis(10),
             memory_limit_bytes: 16 << 20,
             max_file_bytes: 16 << 20,
+            discovery_deadline: Duration::from_secs(2),
+            discovery_memory_limit_bytes: 256 << 20,
         }
     }
 }

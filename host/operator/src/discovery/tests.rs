@@ -37,6 +37,11 @@ async fn additive_sources_apply_what_they_find_over_the_template() {
         assert_eq!(fetch["spec"]["replicas"], 2, "the entry wins over the template");
         assert_eq!(fetch["spec"]["idleTTL"], "5m", "the template fills the rest");
         assert_eq!(fetch["metadata"]["labels"]["mcp-hangar.io/discovered-by"], "defs");
+        assert_eq!(fetch["metadata"]["labels"]["mcp-hangar.io/discovered-by-namespace"], "mcp-system");
+        assert_eq!(
+            fetch["metadata"]["annotations"]["mcp-hangar.io/discovered-from"],
+            "configmap/mcp-config/mcp-server-definitions"
+        );
         assert_eq!(fetch["metadata"]["labels"]["team"], "platform");
         let math = expect(&mut handle, Method::PATCH, &format!("{SERVERS}/defs-math"), |b| b).await;
         assert_eq!(math["spec"]["endpoint"], "http://math/mcp");
@@ -60,8 +65,10 @@ async fn authoritative_sources_prune_only_their_own_servers_that_are_gone() {
         let (list, send) = handle.next_request().await.unwrap();
         assert_eq!(list.uri().path(), "/apis/mcp-hangar.io/v1alpha1/mcpservers");
         assert!(
-            list.uri().query().unwrap().contains("labelSelector=mcp-hangar.io%2Fdiscovered-by%3Ddefs"),
-            "{}",
+            list.uri().query().unwrap().contains(
+                "labelSelector=mcp-hangar.io%2Fdiscovered-by%3Ddefs%2Cmcp-hangar.io%2Fdiscovered-by-namespace%3Dmcp-system"
+            ),
+            "pruning keys on the source's namespace and name: {}",
             list.uri()
         );
         let owned = |name: &str| {
@@ -108,4 +115,196 @@ async fn a_parse_error_keeps_the_last_good_set_and_shows_the_error() {
     });
     reconcile(Arc::new(s), ctx).await.unwrap();
     verifier.await.unwrap();
+}
+
+/// A Namespace source over tenant namespaces, as the guide's example.
+fn namespace_source() -> MCPDiscoverySource {
+    serde_json::from_value(json!({
+        "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
+        "metadata": {"name": "teams", "namespace": "mcp-system", "generation": 1},
+        "spec": {"type": "Namespace", "mode": "Additive", "namespaceSelector": {"matchLabels": {"mcp-hangar.io/enabled": "true"}}},
+    }))
+    .unwrap()
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {}, "items": items})
+}
+
+fn labelled_config_map(namespace: &str, name: &str, providers: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": namespace, "labels": {"mcp-hangar.io/providers": "true"}},
+           "data": {"providers.yaml": providers}})
+}
+
+/// What a tenant who may write one labelled ConfigMap tries; each must be refused.
+const HOSTILE: &str = "
+ok: {mode: remote, endpoint: 'http://search.team-a/mcp'}
+escape: {mode: remote, endpoint: 'http://x/mcp', namespace: kube-system}
+root: {mode: container, image: x, securityContext: {privileged: true}}
+escalate: {mode: container, image: x, securityContext: {allowPrivilegeEscalation: true}}
+uid0: {mode: container, image: x, securityContext: {runAsUser: 0}}
+caps: {mode: container, image: x, securityContext: {capabilities: {add: [NET_ADMIN], drop: [ALL]}}}
+nodrop: {mode: container, image: x, securityContext: {capabilities: {drop: [NET_RAW]}}}
+hostpath: {mode: container, image: x, volumes: [{name: root, hostPath: {path: /}}]}
+sa: {mode: container, image: x, serviceAccountName: operator}
+hostnet: {mode: container, image: x, hostNetwork: true}
+owner: {mode: remote, endpoint: 'http://y/mcp', labels: {mcp-hangar.io/discovered-by: other}}
+";
+
+#[tokio::test]
+async fn a_tenants_configmap_cannot_escape_its_namespace_or_ask_for_privileges() {
+    let (ctx, mut handle) = context_with_plugins();
+    let verifier = tokio::spawn(async move {
+        expect(&mut handle, Method::GET, "/api/v1/namespaces", |_| {
+            list("NamespaceList", vec![json!({"metadata": {"name": "team-a"}})])
+        })
+        .await;
+        expect(&mut handle, Method::GET, "/api/v1/namespaces/team-a/configmaps", |_| {
+            list(
+                "ConfigMapList",
+                vec![
+                    labelled_config_map("team-a", "tools", HOSTILE),
+                    // One broken document fails alone.
+                    labelled_config_map("team-a", "broken", "x: ["),
+                ],
+            )
+        })
+        .await;
+        expect(&mut handle, Method::GET, "/api/v1/namespaces/team-a/services", |_| list("ServiceList", vec![])).await;
+        // Only two are applied, both in the tenant's own namespace, never in kube-system or mcp-system.
+        let ok = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/mcp-hangar.io/v1alpha1/namespaces/team-a/mcpservers/teams-ok",
+            |b| b,
+        )
+        .await;
+        assert_eq!(ok["spec"]["endpoint"], "http://search.team-a/mcp");
+        let owner = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/mcp-hangar.io/v1alpha1/namespaces/team-a/mcpservers/teams-owner",
+            |b| b,
+        )
+        .await;
+        assert_eq!(
+            owner["metadata"]["labels"]["mcp-hangar.io/discovered-by"], "teams",
+            "entries cannot claim another owner"
+        );
+        let status = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/mcp-hangar.io/v1alpha1/namespaces/mcp-system/mcpdiscoverysources/teams/status",
+            |_| serde_json::to_value(namespace_source()).unwrap(),
+        )
+        .await;
+        let status = &status["status"];
+        assert_eq!(status["discovered"], json!(["team-a/teams-ok", "team-a/teams-owner"]));
+        assert_eq!(status["refusedCount"], 10, "{status:#}");
+        let reason_of = |entry: &str| -> String {
+            status["refused"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["entry"] == entry)
+                .map(|r| r["reason"].as_str().unwrap().to_string())
+                .unwrap_or_else(|| panic!("{entry} not refused: {status:#}"))
+        };
+        assert!(reason_of("escape").contains("spec.entryPermissions.namespaces"));
+        assert!(reason_of("root").contains("entryPermissions.privileged"));
+        assert!(reason_of("escalate").contains("entryPermissions.privileged"));
+        assert!(reason_of("uid0").contains("entryPermissions.runAsRoot"));
+        assert!(reason_of("caps").contains("entryPermissions.addCapabilities"));
+        assert!(reason_of("nodrop").contains("entryPermissions.addCapabilities"));
+        assert!(reason_of("hostpath").contains("entryPermissions.hostPath"));
+        assert!(reason_of("sa").contains("entryPermissions.serviceAccount"));
+        assert!(reason_of("hostnet").contains("hostNetwork: not an MCPServer spec field"));
+        let broken =
+            status["refused"].as_array().unwrap().iter().find(|r| r["origin"] == "configmap/team-a/broken").unwrap();
+        assert!(broken["reason"].as_str().unwrap().contains("invalid YAML"), "{broken}");
+        assert_eq!(status["conditions"][0]["status"], "True", "the readable part still synced");
+    });
+    reconcile(Arc::new(namespace_source()), ctx).await.unwrap();
+    verifier.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_source_may_opt_in_to_namespaces_and_privileges_and_pin_template_fields() {
+    let (ctx, mut handle) = context_with_plugins();
+    let mut source = namespace_source();
+    source.spec.entry_permissions =
+        serde_json::from_value(json!({"namespaces": ["shared"], "runAsRoot": true})).unwrap();
+    source.spec.provider_template = Some(
+        serde_json::from_value(json!({"spec": {"image": "registry.example/approved:1"}, "pinnedFields": ["image"]}))
+            .unwrap(),
+    );
+    let providers = "
+moved: {mode: remote, endpoint: 'http://m/mcp', namespace: shared}
+root: {mode: container, securityContext: {runAsUser: 0}}
+swap: {mode: container, image: 'evil/image:latest'}
+";
+    let verifier = tokio::spawn(async move {
+        expect(&mut handle, Method::GET, "/api/v1/namespaces", |_| {
+            list("NamespaceList", vec![json!({"metadata": {"name": "team-a"}})])
+        })
+        .await;
+        expect(&mut handle, Method::GET, "/api/v1/namespaces/team-a/configmaps", |_| {
+            list("ConfigMapList", vec![labelled_config_map("team-a", "tools", providers)])
+        })
+        .await;
+        expect(&mut handle, Method::GET, "/api/v1/namespaces/team-a/services", |_| list("ServiceList", vec![])).await;
+        expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/mcp-hangar.io/v1alpha1/namespaces/shared/mcpservers/teams-moved",
+            |b| b,
+        )
+        .await;
+        let root = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/mcp-hangar.io/v1alpha1/namespaces/team-a/mcpservers/teams-root",
+            |b| b,
+        )
+        .await;
+        assert_eq!(root["spec"]["image"], "registry.example/approved:1", "the template's pinned image");
+        assert_eq!(root["spec"]["securityContext"]["runAsUser"], 0);
+        let status = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/mcp-hangar.io/v1alpha1/namespaces/mcp-system/mcpdiscoverysources/teams/status",
+            |_| serde_json::to_value(namespace_source()).unwrap(),
+        )
+        .await;
+        assert_eq!(status["status"]["refusedCount"], 1);
+        assert_eq!(status["status"]["refused"][0]["entry"], "swap");
+        assert!(status["status"]["refused"][0]["reason"].as_str().unwrap().starts_with("image: pinned"));
+    });
+    reconcile(Arc::new(source), ctx).await.unwrap();
+    verifier.await.unwrap();
+}
+
+#[tokio::test]
+async fn ten_thousand_entries_in_one_configmap_are_parsed_and_admitted() {
+    let (ctx, _handle) = context_with_plugins();
+    let plugins = ctx.plugins.clone().unwrap();
+    let mut providers = String::new();
+    for i in 0..10_000 {
+        providers.push_str(&format!(
+            "s{i}:\n  mode: remote\n  endpoint: http://s{i}.tools.svc:8080/mcp\n  labels: {{team: t{}}}\n",
+            i % 7
+        ));
+    }
+    let document = Document {
+        origin: "configmap/mcp-config/big".into(),
+        namespace: "mcp-config".into(),
+        name: "big".into(),
+        key: "providers.yaml".into(),
+        content: providers,
+    };
+    let spec = source("Additive").spec;
+    let found = discover(&plugins, &spec, "mcp-system", "defs", SourceKind::ConfigMap, &[document]).unwrap();
+    assert_eq!((found.servers.len(), found.refused.len()), (10_000, 0), "{:?}", found.refused.first());
+    assert!(found.servers.iter().all(|s| s.metadata.namespace.as_deref() == Some("mcp-system")));
 }

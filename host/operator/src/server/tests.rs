@@ -331,21 +331,18 @@ async fn a_state_change_is_recorded_as_an_event() {
 async fn a_wake_up_scales_the_cold_servers_deployment_to_one() {
     let (ctx, mut handle) = context();
     let verifier = tokio::spawn(async move {
-        let (list, send) = handle.next_request().await.unwrap();
-        assert_eq!(list.uri().path(), "/apis/mcp-hangar.io/v1alpha1/mcpservers");
-        assert!(list.uri().query().unwrap().contains("fieldSelector=metadata.name%3Dgithub-tools"), "{}", list.uri());
         let cold = serde_json::to_value(server(json!({"mode": "container", "image": "x", "replicas": 0}), true, None))
             .unwrap();
-        let items =
-            json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerList", "metadata": {}, "items": [cold]});
-        send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&items).unwrap())).unwrap());
+        let namespace = cold["metadata"]["namespace"].as_str().unwrap().to_string();
+        let path = format!("/apis/mcp-hangar.io/v1alpha1/namespaces/{namespace}/mcpservers/github-tools");
+        expect(&mut handle, Method::GET, &path, |_| cold).await;
         let scale = expect(&mut handle, Method::PATCH, &format!("{DEPLOYMENT}/scale"), |_| {
             json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "github-tools"}, "spec": {"replicas": 1}})
         })
         .await;
         assert_eq!(scale, json!({"spec": {"replicas": 1}}));
     });
-    wake(&ctx.client, "github-tools").await.unwrap();
+    wake(&ctx.client, "mcp-servers", "github-tools").await.unwrap();
     verifier.await.unwrap();
 }
 
