@@ -8,15 +8,34 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hangar/target}"
 VENV="${HANGAR_VENV:-$HOME/.cache/hangar/venv}"
 
+# One timing line per phase, printed together before pytest (whose own summary line, with its
+# time, stays the last line of a green run), or at exit when a phase failed.
+PHASES=()
+phase_started=$SECONDS
+phase_name="setup"
+phase() {
+  PHASES+=("$(printf '%-34s %5ds' "$phase_name" $((SECONDS - phase_started)))")
+  phase_name="$1"
+  phase_started=$SECONDS
+  echo "== $1"
+}
+report_phases() {
+  PHASES+=("$(printf '%-34s %5ds' "$phase_name" $((SECONDS - phase_started)))")
+  echo "== timings (total ${SECONDS}s)"
+  printf '   %s\n' "${PHASES[@]}"
+}
+trap 'status=$?; [ $status -eq 0 ] || report_phases; exit $status' EXIT
+
 rustup target add wasm32-wasip2 wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip2 wasm32-wasip1
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # Plugin authors are promised `cargo component build`; the template test uses it.
 if ! cargo component --version >/dev/null 2>&1; then
-  echo "== installing cargo-component (once, a few minutes)"
-  cargo install --quiet --locked cargo-component@0.21.1
+  phase "install cargo-component (once per machine; 8-30 min on 2 cores)"
+  cargo install --locked cargo-component@0.21.1
 fi
 export HANGAR_REQUIRE_CARGO_COMPONENT=1
 
+phase "python venv, npm packages"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
@@ -29,18 +48,20 @@ npm ci --prefix tests/node --no-audit --no-fund --silent
 # The wasm-only workspaces (built-in plugins, template, test plugins) next to the host's.
 WASM_CRATES="plugins examples/plugin-template tests/plugins/hostile tests/plugins/hostile-policy tests/plugins/future-wit"
 
-echo "== cargo fmt --check"
+phase "cargo fmt --check"
 cargo fmt --all --check
 for c in $WASM_CRATES; do cargo fmt --manifest-path "$c/Cargo.toml" --all --check; done
-echo "== cargo clippy"
+phase "cargo clippy"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 for c in $WASM_CRATES; do
   cargo clippy --manifest-path "$c/Cargo.toml" --target wasm32-wasip2 --locked --quiet --target-dir "$CARGO_TARGET_DIR/wasm-clippy" -- -D warnings
 done
-echo "== cargo test (plugin algorithms, native)"
+phase "cargo test (plugin algorithms)"
 cargo test --manifest-path plugins/Cargo.toml -p hangar-plugin-algorithms --locked --target-dir "$CARGO_TARGET_DIR/wasm-clippy"
-echo "== cargo test"
+phase "cargo test"
 cargo test --workspace --locked
-echo "== pytest"
+report_phases
+trap - EXIT
+echo "== pytest (its time is on its summary line)"
 export HANGAR_BIN="$CARGO_TARGET_DIR/debug/hangar"
 "$VENV/bin/pytest" -q tests/python

@@ -304,6 +304,30 @@ def test_an_on_demand_server_starts_once_for_concurrent_first_calls_and_stops_wh
     wait_for(lambda: not h.children("notes.py"), timeout=5)
 
 
+def test_an_on_demand_server_slower_to_start_than_its_idle_ttl_is_not_stopped_while_starting(start):
+    # Each start takes 3 s; idleTTL is 1 s. Idle time must count from the end of the last call
+    # (or from becoming ready), never during a start or the first tool listing.
+    slow = (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: slow}\n"
+        "spec:\n  mode: container\n  image: x\n  transport: stdio\n  replicas: 0\n  idleTTL: 1s\n"
+        "  startupTimeout: 60s\n  healthCheck: {enabled: false}\n"
+        f"  command: [\"{PYTHON}\", \"-c\", \"import runpy, sys, time; time.sleep(3); sys.argv = ['{NOTES}']; runpy.run_path('{NOTES}', run_name='__main__')\"]\n"
+    )
+    h = start({"slow.yaml": slow})
+    wait_for(lambda: "slow__word_count" in names(h.url), timeout=90)
+    wait_for(lambda: metric(h, "hangar_server_state", 'server="slow",state="Cold"') == 1, timeout=30)
+    starts = metric(h, "hangar_server_starts", 'server="slow"')
+    assert starts == 1, "one start to learn the tools, not a stop in the middle and another"
+    # A call wakes it: it waits out the slow start and is answered.
+    r = asyncio.run(call(h.url, "slow__word_count", {"text": "a b c d"}))
+    assert r.structured_content["result"] == 4
+    assert metric(h, "hangar_server_starts", 'server="slow"') == starts + 1
+    assert "slow__word_count" in names(h.url), "the tools stay listed across idle stops"
+    assert metric(h, "hangar_server_state", 'server="slow",state="Dead"') == 0
+    wait_for(lambda: metric(h, "hangar_server_state", 'server="slow",state="Cold"') == 1, timeout=30)
+    wait_for(lambda: not h.children("runpy"), timeout=10)
+
+
 def test_a_server_that_never_becomes_ready_fails_the_held_call_after_its_startup_timeout(start):
     silent = (
         "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: silent}\n"

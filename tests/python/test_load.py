@@ -39,6 +39,7 @@ async def client(http, url: str, index: int, deadline: float, outcomes: dict):
         if time.monotonic() > deadline:
             return
         body = {**CALL, "id": index * 100 + i}
+        outcomes["sent"] = outcomes.get("sent", 0) + 1
         try:
             r = await http.post(url, json=body, headers={"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"})
             answer = r.json()
@@ -82,14 +83,16 @@ def test_500_clients_through_a_rate_limited_group_while_a_member_dies(start):
 
     outcomes, peak = asyncio.run(load())
     lifetime = time.monotonic() - born
-    sent = CLIENTS * CALLS_PER_CLIENT
+    # Clients stop at the deadline: count what was sent, not what was planned.
+    sent = outcomes.get("sent", 0)
     answered = outcomes.get("ok", 0) + outcomes.get("rate_limited", 0) + len(outcomes.get("other", []))
     print(f"load: {outcomes.get('ok', 0)} ok, {outcomes.get('rate_limited', 0)} rate limited, "
           f"{len(outcomes.get('other', []))} other, {len(outcomes.get('lost', []))} lost of {sent}; "
           f"RSS {rss_before} KiB before, {peak} KiB peak")
     assert outcomes.get("lost", []) == [], outcomes["lost"][:3]
     assert outcomes.get("other", []) == [], outcomes["other"][:3]
-    assert answered == sent, "every call was answered"
+    assert answered == sent, "every call that was sent was answered"
+    assert sent >= CLIENTS, f"every client sent at least one call ({sent} sent)"
     assert outcomes.get("ok", 0) > 0 and outcomes.get("rate_limited", 0) > 0, outcomes
     # No member admitted more than its bucket: burst + rate × time it existed (with 1 call slack).
     allowed = BURST + RATE_PER_MINUTE * lifetime / 60 + 1

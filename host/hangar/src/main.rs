@@ -184,7 +184,10 @@ impl Logging {
     pub fn init(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&self.log_level));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        // Colour only for a person at a terminal: a log file or a pipe gets plain text, and
+        // NO_COLOR (any value) turns colour off everywhere.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
         if self.log_format == "json" {
             builder.json().init();
         } else {
