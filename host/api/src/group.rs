@@ -38,6 +38,11 @@ pub struct MCPServerGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9a-f]{64}$')").message("must be a sha256 digest: 64 lowercase hex digits"))]
     pub strategy_sha256: Option<String>,
+    /// Settings handed to the strategy plugin's `configure` as key/value pairs, e.g. a seed or
+    /// weights (Hangar's addition; the built-in strategies take none).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub strategy_config: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub failover: Failover,
     #[serde(default)]

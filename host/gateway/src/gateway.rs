@@ -13,7 +13,10 @@ use std::{
 };
 
 use hangar_api::{MCPServerGroupSpec, MCPServerSpec, ServerMode, State, Transport};
-use hangar_plugin_runtime::{Call, Candidate, Decision, PickRequest, PluginRuntime, PolicyPlugin, StrategyPlugin};
+use hangar_plugin_algorithms::policy::{self as algorithms, ToolPolicy};
+use hangar_plugin_runtime::{
+    Call, Candidate, Decision, PickRequest, PluginRuntime, PolicyPlugin, RateLimit, StrategyPlugin,
+};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
@@ -40,6 +43,10 @@ pub struct ServerEntry {
     backend_spec: BackendSpec,
     backend: Backend,
     policy: PolicyPlugin,
+    /// The manifest's allowList, denyList and rateLimit, enforced by the host beside a custom
+    /// policy plugin: a plugin may narrow them, never widen them. None with the default policy,
+    /// which is exactly these rules.
+    floor: Option<ToolPolicy>,
     tools: RwLock<Vec<Value>>,
     in_flight: AtomicU32,
     failures: AtomicU32,
@@ -77,6 +84,40 @@ impl ServerEntry {
             State::Degraded
         } else {
             State::Ready
+        }
+    }
+
+    /// The server's tools that its policy shows (and the manifest's floor, with a custom policy).
+    async fn visible_tools(&self) -> Vec<Value> {
+        let tools = self.tools.read().unwrap().clone();
+        let names: Vec<String> = tools
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .filter(|n| self.floor.as_ref().is_none_or(|f| f.visible(n)))
+            .map(str::to_string)
+            .collect();
+        let (allowed, _) = self.policy.filter_tools_off_worker(names).await;
+        tools.into_iter().filter(|t| t["name"].as_str().is_some_and(|n| allowed.iter().any(|a| a == n))).collect()
+    }
+
+    /// The policy's decision, within the manifest's floor: a denial there stands whatever the
+    /// plugin says, and its rate limit is charged beside the plugin's.
+    async fn decide(&self, call: Call) -> Decision {
+        let floor_buckets = match self.floor.as_ref().map(|f| f.check(&call.tool)) {
+            Some(algorithms::Decision::Deny(why)) => return Decision::Deny(why),
+            Some(algorithms::Decision::Allow(buckets)) => buckets,
+            None => Vec::new(),
+        };
+        match self.policy.check_off_worker(call).await.0 {
+            Decision::Allow(mut limits) => {
+                limits.extend(floor_buckets.into_iter().map(|b| RateLimit {
+                    key: format!("floor/{}", b.key),
+                    requests_per_minute: b.requests_per_minute,
+                    burst: b.burst,
+                }));
+                Decision::Allow(limits)
+            }
+            deny => deny,
         }
     }
 
@@ -392,6 +433,10 @@ impl Gateway {
             config.push(("burst".into(), rl.effective_burst().to_string()));
         }
         let policy_name = tools.policy.as_deref().unwrap_or(hangar_builtin_plugins::DEFAULT_POLICY);
+        let floor = (policy_name != hangar_builtin_plugins::DEFAULT_POLICY)
+            .then(|| ToolPolicy::from_config(&config))
+            .transpose()
+            .map_err(|e| RegisterError::Invalid(format!("spec.tools: {e}")))?;
         let policy =
             PolicyPlugin::new(&self.plugins, policy_name, config, tools.policy_sha256.as_deref(), tools.fail_open)
                 .map_err(|e| RegisterError::Invalid(format!("spec.tools.policy: {e}")))?;
@@ -404,6 +449,7 @@ impl Gateway {
             breaker: CircuitBreaker::new(&spec.circuit_breaker),
             spec,
             policy,
+            floor,
             tools: RwLock::default(),
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -461,7 +507,8 @@ impl Gateway {
             return Ok(());
         }
         let plugin = hangar_builtin_plugins::strategy_plugin_name(&spec.strategy);
-        let strategy = StrategyPlugin::new(&self.plugins, plugin, Vec::new(), spec.strategy_sha256.as_deref())
+        let config = spec.strategy_config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let strategy = StrategyPlugin::new(&self.plugins, plugin, config, spec.strategy_sha256.as_deref())
             .map_err(|e| RegisterError::Invalid(format!("spec.strategy: {e}")))?;
         let entry = GroupEntry {
             namespace: namespace.to_string(),
@@ -595,37 +642,35 @@ impl Gateway {
 
     /// Every tool a client may see: each server's (filtered by its policy) and each group's
     /// (once, under the group's name); servers inside a group are reached through the group.
-    pub fn list_tools(&self) -> Vec<Value> {
+    pub async fn list_tools(&self) -> Vec<Value> {
         let servers = self.servers.read().unwrap().clone();
         let groups = self.groups.read().unwrap().clone();
+        if self.unprefixed {
+            let mut out = Vec::new();
+            for server in servers.values() {
+                out.extend(server.visible_tools().await);
+            }
+            return out;
+        }
         let grouped: Vec<(&String, &String)> =
             groups.values().flat_map(|g| g.members.iter().map(move |m| (&g.namespace, &m.name))).collect();
-        let visible = |server: &ServerEntry| -> Vec<Value> {
-            let tools = server.tools.read().unwrap().clone();
-            let names: Vec<String> = tools.iter().filter_map(|t| t["name"].as_str().map(str::to_string)).collect();
-            let (allowed, _) = server.policy.filter_tools(names);
-            tools.into_iter().filter(|t| t["name"].as_str().is_some_and(|n| allowed.iter().any(|a| a == n))).collect()
-        };
         let mut out = Vec::new();
-        if self.unprefixed {
-            return servers.values().flat_map(|s| visible(s)).collect();
-        }
         for (name, server) in &servers {
             if grouped.contains(&(&server.namespace, name)) {
                 continue;
             }
-            out.extend(visible(server).into_iter().map(|t| prefixed(name, t)));
+            out.extend(server.visible_tools().await.into_iter().map(|t| prefixed(name, t)));
         }
         for (name, group) in &groups {
             // Members serve the same tools; list those of the first member that has any.
-            if let Some(tools) = group
-                .members
-                .iter()
-                .filter_map(|m| servers.get(&m.name).filter(|s| s.namespace == group.namespace))
-                .map(|s| visible(s))
-                .find(|t| !t.is_empty())
-            {
-                out.extend(tools.into_iter().map(|t| prefixed(name, t)));
+            let members =
+                group.members.iter().filter_map(|m| servers.get(&m.name).filter(|s| s.namespace == group.namespace));
+            for member in members {
+                let tools = member.visible_tools().await;
+                if !tools.is_empty() {
+                    out.extend(tools.into_iter().map(|t| prefixed(name, t)));
+                    break;
+                }
             }
         }
         out
@@ -710,10 +755,13 @@ impl Gateway {
                         attempt,
                         tried: tried.clone(),
                     };
-                    match group.strategy.pick(&request, &candidates).index {
-                        Some(i) => i,
-                        None => break,
-                    }
+                    let pick = group.strategy.pick_off_worker(request, candidates.clone()).await;
+                    let plugin = if pick.fault.is_some() { "round-robin (fallback)" } else { group.strategy.name() };
+                    let Some(i) = pick.index else { break };
+                    let member = &candidates[i as usize].name;
+                    self.metrics.picks.with_label_values(&[&group.name, plugin, member]).inc();
+                    tracing::debug!(group = %group.name, plugin, member = %member, tool, attempt, "member picked");
+                    i
                 }
             };
             tried.push(index);
@@ -746,8 +794,7 @@ impl Gateway {
             caller: ctx.caller.clone(),
             argument_bytes: arguments.to_string().len() as u32,
         };
-        let (decision, _fault) = server.policy.check(&call);
-        let buckets = match decision {
+        let buckets = match server.decide(call).await {
             Decision::Deny(why) => {
                 self.metrics.denied.with_label_values(&[&server.name, tool]).inc();
                 self.metrics.calls.with_label_values(&labels("denied")).inc();

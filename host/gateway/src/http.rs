@@ -328,7 +328,7 @@ async fn dispatch(
             "_meta": {protocol::META_SERVER_INFO: protocol::server_info()},
         })),
         "ping" if !modern => Ok(json!({})),
-        "tools/list" => Ok(json!({"tools": gateway.list_tools()})),
+        "tools/list" => Ok(json!({"tools": gateway.list_tools().await})),
         "tools/call" => {
             let name = params.get("name").and_then(Value::as_str).ok_or_else(|| {
                 RpcError::new(code::INVALID_PARAMS, "params.name: required (the tool to call, as listed by tools/list)")

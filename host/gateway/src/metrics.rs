@@ -18,6 +18,9 @@ pub struct GatewayMetrics {
     pub breaker_state: IntGaugeVec,
     /// `hangar_server_starts{server}`: times the local process was started.
     pub starts: IntGaugeVec,
+    /// `hangar_plugin_picks_total{group, plugin, member}`: which member a group's strategy chose
+    /// (`plugin` is the fallback's name when the plugin failed).
+    pub picks: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -47,6 +50,11 @@ impl GatewayMetrics {
             Opts::new("hangar_server_starts", "Times a local server process was started"),
             &["server"],
         )?;
+        let picks = IntCounterVec::new(
+            Opts::new("hangar_plugin_picks_total", "Members chosen by group strategies"),
+            &["group", "plugin", "member"],
+        )?;
+        registry.register(Box::new(picks.clone()))?;
         registry.register(Box::new(server_state.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
         registry.register(Box::new(starts.clone()))?;
@@ -54,6 +62,6 @@ impl GatewayMetrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(denied.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
-        Ok(Self { calls, latency, denied, rate_limited, server_state, breaker_state, starts })
+        Ok(Self { calls, latency, denied, rate_limited, server_state, breaker_state, starts, picks })
     }
 }

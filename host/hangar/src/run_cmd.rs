@@ -66,6 +66,7 @@ async fn serve(dir: PathBuf, listen: SocketAddr, max_body_bytes: usize) -> anyho
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
+            && hangar_plugin_runtime::is_change(&event)
             && event.paths.iter().any(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         {
             let _ = tx.send(());

@@ -15,6 +15,10 @@ pub enum Fault {
     BadAnswer,
     /// Refused its configuration.
     Config,
+    /// Asked the host to block (sleep, poll), which plugins may not.
+    HostCall,
+    /// Its calls were all busy for longer than a caller may wait.
+    Overloaded,
 }
 
 impl Fault {
@@ -25,6 +29,8 @@ impl Fault {
             Fault::Trap => "trap",
             Fault::BadAnswer => "bad_answer",
             Fault::Config => "config",
+            Fault::HostCall => "host_call",
+            Fault::Overloaded => "overloaded",
         }
     }
 }

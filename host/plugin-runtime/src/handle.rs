@@ -7,12 +7,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use tokio::sync::Semaphore;
 use wasmtime::{Store, Trap};
 
 use crate::{
     PluginError, PluginRuntime, PluginVersion, Slot,
     error::Fault,
-    host::{HostState, new_store},
+    executor::{self, NotRun},
+    host::{BLOCKED, HostState, new_store},
     world::World,
 };
 
@@ -27,7 +29,13 @@ enum Binding {
 struct Instance<B> {
     store: Store<HostState>,
     bindings: B,
+    calls: u32,
 }
+
+/// An instance is replaced by a fresh one after this many calls, or once it holds more memory
+/// than this, so a plugin that leaks a little on every call is reset before it reaches its cap.
+const RECYCLE_AFTER_CALLS: u32 = 10_000;
+const RECYCLE_ABOVE_BYTES: usize = 8 << 20;
 
 /// Instances of one version, all configured alike.
 struct Pool<B> {
@@ -44,6 +52,8 @@ pub(crate) struct Handle<W: World> {
     binding: Binding,
     config: Vec<(String, String)>,
     pool: Mutex<Option<Arc<Pool<W::Bindings>>>>,
+    /// Shared by every use of this plugin name: how many of its calls may occupy the executor.
+    permits: Arc<Semaphore>,
     _world: PhantomData<W>,
 }
 
@@ -68,6 +78,7 @@ impl<W: World> Handle<W> {
                 found: version.world.as_str(),
             });
         }
+        let slot_permits = slot.clone();
         let binding = match pin {
             Some(pin) if pin != version.digest => {
                 return Err(PluginError::DigestMismatch {
@@ -79,9 +90,11 @@ impl<W: World> Handle<W> {
             Some(_) => Binding::Pinned(version),
             None => Binding::Live(slot),
         };
+        let slot = slot_permits;
         let handle = Self {
             runtime: runtime.clone(),
             name: name.to_string(),
+            permits: slot.permits.clone(),
             binding,
             config,
             pool: Mutex::new(None),
@@ -126,17 +139,40 @@ impl<W: World> Handle<W> {
         let mut store = new_store(&inner.engine, memory_bytes, deadline);
         let ticks = store.data_mut().clock.start();
         store.set_epoch_deadline(ticks);
-        let bindings = W::instantiate(&mut store, &version.pre).map_err(|e| self.fault(&store, e))?;
-        match W::configure(&mut store, &bindings, &self.config) {
-            Ok(Ok(())) => Ok(Instance { store, bindings }),
+        let bindings = W::instantiate(&mut store, &version.pre).map_err(|e| self.fault(&store, e, None))?;
+        let configured = W::configure(&mut store, &bindings, &self.config);
+        let output = store.data_mut().new_output();
+        match configured {
+            Ok(Ok(())) => Ok(Instance { store, bindings, calls: 0 }),
             Ok(Err(message)) => Err(self.counted(Fault::Config, format!("refused its configuration: {message}"))),
-            Err(e) => Err(self.fault(&store, e)),
+            Err(e) => Err(self.fault(&store, e, output)),
         }
     }
 
     /// Runs `f` on a pooled instance under the deadline and memory cap. A failed instance is
     /// dropped (after a trap it cannot be entered again); a good one goes back to the pool.
-    pub(crate) fn call<R>(
+    ///
+    /// Called from inside an async runtime (a registration's `configure`, say), the call runs on
+    /// a thread of its own: WASI's synchronous plumbing (a panic message written to stderr) would
+    /// otherwise `block_on` inside the runtime and panic the worker.
+    pub(crate) fn call<R: Send>(
+        &self,
+        f: impl FnOnce(&mut Store<HostState>, &W::Bindings) -> wasmtime::Result<R> + Send,
+    ) -> Result<R, PluginError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.call_here(f);
+        }
+        std::thread::scope(|scope| {
+            let joined =
+                std::thread::Builder::new().name("hangar-plugin-call".into()).spawn_scoped(scope, || self.call_here(f));
+            match joined.map(|t| t.join()) {
+                Ok(Ok(result)) => result,
+                _ => Err(self.counted(Fault::Trap, "the plugin's call thread failed".into())),
+            }
+        })
+    }
+
+    fn call_here<R>(
         &self,
         f: impl FnOnce(&mut Store<HostState>, &W::Bindings) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
@@ -149,20 +185,46 @@ impl<W: World> Handle<W> {
         let ticks = instance.store.data_mut().clock.start();
         instance.store.set_epoch_deadline(ticks);
         instance.store.data_mut().limits.hit = false;
-        match f(&mut instance.store, &instance.bindings) {
+        let result = f(&mut instance.store, &instance.bindings);
+        let output = instance.store.data_mut().new_output();
+        match result {
             Ok(r) => {
+                if let Some(output) = &output {
+                    tracing::info!(plugin = %self.name, "plugin output: {output:.2000}");
+                }
+                instance.calls += 1;
+                let worn = instance.calls >= RECYCLE_AFTER_CALLS
+                    || instance.store.data().limits.used_bytes > RECYCLE_ABOVE_BYTES;
                 let mut idle = pool.idle.lock().unwrap();
-                if idle.len() < MAX_IDLE {
+                if !worn && idle.len() < MAX_IDLE {
                     idle.push(instance);
                 }
                 Ok(r)
             }
-            Err(e) => Err(self.fault(&instance.store, e)),
+            Err(e) => Err(self.fault(&instance.store, e, output)),
         }
     }
 
-    /// Names the failure, counts it and reports it.
-    fn fault(&self, store: &Store<HostState>, error: wasmtime::Error) -> PluginError {
+    /// Runs `job` (which calls this plugin) on the plugin executor, never on the caller's async
+    /// worker; waits for one of the plugin's permits at most its wall-clock cap.
+    pub(crate) async fn offload<R: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, PluginError> {
+        let (deadline, _) = self.runtime.inner.config.limits(W::KIND);
+        let wait = deadline * crate::host::WALL_FACTOR;
+        match executor::run(&self.runtime.inner.executor, &self.permits, wait, job).await {
+            Ok(r) => Ok(r),
+            Err(NotRun::Busy(waited)) => Err(self.counted(
+                Fault::Overloaded,
+                format!("its calls were all busy for {waited:?} (at most {} at once)", executor::PERMITS_PER_PLUGIN),
+            )),
+            Err(NotRun::Stopped) => Err(self.counted(Fault::Trap, "the plugin executor stopped the call".into())),
+        }
+    }
+
+    /// Names the failure, counts it and reports it (with what the plugin printed, e.g. its panic).
+    fn fault(&self, store: &Store<HostState>, error: wasmtime::Error, output: Option<String>) -> PluginError {
         let (deadline, memory_bytes) = self.runtime.inner.config.limits(W::KIND);
         let (fault, message) = match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => (Fault::Timeout, format!("ran past its {deadline:?} deadline and was stopped")),
@@ -171,7 +233,12 @@ impl<W: World> Handle<W> {
             }
             Some(Trap::StackOverflow) => (Fault::Trap, "overflowed its stack".to_string()),
             Some(trap) => (Fault::Trap, format!("trapped: {trap}")),
+            None if format!("{error:#}").contains(BLOCKED) => (Fault::HostCall, format!("{error:#}")),
             None => (Fault::Trap, format!("{error:#}")),
+        };
+        let message = match output {
+            Some(output) => format!("{message}; it printed: {:.500}", output),
+            None => message,
         };
         self.counted(fault, message)
     }

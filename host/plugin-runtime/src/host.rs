@@ -1,16 +1,34 @@
 //! The per-instance host state: an empty WASI context (no files, network, environment or
-//! arguments; output discarded) and the memory cap.
+//! arguments; stdout and stderr into a small buffer the host logs; nothing that blocks) and the
+//! limits of the instance as a whole.
 
 use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline, component::ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
 
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limits: MemoryCap,
     pub(crate) clock: CallClock,
+    /// What the plugin wrote to stdout and stderr (a panic message, say), and how much of it the
+    /// host has logged already.
+    pub(crate) output: MemoryOutputPipe,
+    pub(crate) output_logged: usize,
+}
+
+/// Most a plugin instance may write to stdout and stderr; a write past it traps the call.
+pub(crate) const OUTPUT_BYTES: usize = 16 << 10;
+
+impl HostState {
+    /// Output written since the last look, for the log.
+    pub(crate) fn new_output(&mut self) -> Option<String> {
+        let all = self.output.contents();
+        let new = all.get(self.output_logged..).filter(|b| !b.is_empty())?;
+        self.output_logged = all.len();
+        Some(String::from_utf8_lossy(new).trim_end().to_string())
+    }
 }
 
 impl WasiView for HostState {
@@ -19,26 +37,54 @@ impl WasiView for HostState {
     }
 }
 
-/// Caps linear memory and tables, and remembers whether the cap was hit so that the trap that
-/// follows can be reported as out-of-memory.
+/// Caps what one instance holds: the bytes of all its linear memories and tables together (a
+/// component may declare many), and how many of each it may create. Remembers whether a cap was
+/// hit so that the trap that follows is reported as out-of-memory.
 pub(crate) struct MemoryCap {
     memory_bytes: usize,
+    /// Bytes of all memories, plus table elements at pointer size.
+    pub(crate) used_bytes: usize,
     pub(crate) hit: bool,
 }
 
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Memories and tables one instance may create (a Rust component has one or two of each; the
+/// preview1 adapter of `cargo component` adds one memory).
+const MAX_MEMORIES: usize = 4;
+const MAX_TABLES: usize = 8;
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+impl MemoryCap {
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let after = self.used_bytes - current.min(self.used_bytes) + desired;
+        let allowed = after <= self.memory_bytes;
+        if allowed {
+            self.used_bytes = after;
+        }
+        self.hit |= !allowed;
+        allowed
+    }
+}
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = desired <= self.memory_bytes;
-        self.hit |= !allowed;
-        Ok(allowed)
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = desired <= MAX_TABLE_ELEMENTS;
-        self.hit |= !allowed;
-        Ok(allowed)
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(current * TABLE_ELEMENT_BYTES, desired * TABLE_ELEMENT_BYTES))
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn instances(&self) -> usize {
+        // A component instantiates its core modules (and adapters) inside one store.
+        32
     }
 }
 
@@ -55,7 +101,7 @@ pub(crate) struct CallClock {
     anchor: Option<(Instant, Duration)>,
 }
 
-const WALL_FACTOR: u32 = 20;
+pub(crate) const WALL_FACTOR: u32 = 20;
 const PRE_ANCHOR: Duration = Duration::from_millis(2);
 
 impl CallClock {
@@ -84,11 +130,15 @@ fn thread_cpu_time() -> Duration {
 }
 
 pub(crate) fn new_store(engine: &wasmtime::Engine, memory_bytes: usize, deadline: Duration) -> Store<HostState> {
+    let output = MemoryOutputPipe::new(OUTPUT_BYTES);
+    let wasi = wasmtime_wasi::WasiCtxBuilder::new().stdout(output.clone()).stderr(output.clone()).build();
     let state = HostState {
-        wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
+        wasi,
         table: ResourceTable::new(),
-        limits: MemoryCap { memory_bytes, hit: false },
+        limits: MemoryCap { memory_bytes, used_bytes: 0, hit: false },
         clock: CallClock { deadline, wall_start: Instant::now(), anchor: None },
+        output,
+        output_logged: 0,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -97,3 +147,21 @@ pub(crate) fn new_store(engine: &wasmtime::Engine, memory_bytes: usize, deadline
     });
     store
 }
+
+/// What plugins may not do: wait. `poll` and `pollable.block` (behind `thread::sleep`, blocking
+/// reads, timers) would hold the calling thread outside the deadline's reach; here they trap at
+/// once, so the call ends in its fallback like any other fault.
+pub(crate) fn forbid_blocking(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(POLL_INTERFACE)?;
+    for function in ["poll", "[method]pollable.block"] {
+        poll.func_new(function, move |_, _, _, _| Err(wasmtime::format_err!("{BLOCKED}: {function}")))?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The `wasi:io/poll` version wasmtime-wasi links (imports of older 0.2 versions resolve to it).
+const POLL_INTERFACE: &str = "wasi:io/poll@0.2.12";
+/// How a blocked call's trap begins, so that it is reported as a host-call fault.
+pub(crate) const BLOCKED: &str = "plugins may not block (sleep, poll or wait)";

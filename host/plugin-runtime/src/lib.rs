@@ -10,6 +10,7 @@
 mod bindings;
 mod cache;
 mod error;
+mod executor;
 mod handle;
 mod host;
 mod metrics;
@@ -117,6 +118,8 @@ pub struct PluginVersion {
 /// A plugin name and whichever version currently serves it.
 pub(crate) struct Slot {
     current: ArcSwapOption<PluginVersion>,
+    /// How many calls of this plugin may occupy the executor at once.
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Something that happened to a plugin that an operator should hear about.
@@ -145,11 +148,13 @@ pub(crate) struct Inner {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     reports: Mutex<Vec<Report>>,
     stop: Arc<AtomicBool>,
+    pub(crate) executor: executor::Executor,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.executor.shutdown();
     }
 }
 
@@ -171,6 +176,7 @@ impl PluginRuntime {
         // Rust guests import wasi:cli and wasi:io for std's plumbing even when they do no I/O;
         // they get an empty context (see host.rs).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        host::forbid_blocking(&mut linker)?;
         let stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), stop.clone());
         let runtime = Self {
@@ -183,6 +189,7 @@ impl PluginRuntime {
                 slots: RwLock::new(BTreeMap::new()),
                 reports: Mutex::new(Vec::new()),
                 stop,
+                executor: executor::Executor::new(),
             }),
         };
         for builtin in hangar_builtin_plugins::BUILTINS {
@@ -217,8 +224,9 @@ impl PluginRuntime {
     /// Makes `version` the one serving its name (atomically; calls in flight finish on the old).
     pub fn install(&self, version: Arc<PluginVersion>) {
         let mut slots = self.inner.slots.write().unwrap();
-        let slot =
-            slots.entry(version.name.clone()).or_insert_with(|| Arc::new(Slot { current: ArcSwapOption::empty() }));
+        let slot = slots
+            .entry(version.name.clone())
+            .or_insert_with(|| Arc::new(Slot { current: ArcSwapOption::empty(), permits: executor::permits() }));
         slot.current.store(Some(version));
     }
 
@@ -293,14 +301,24 @@ impl PluginRuntime {
     /// Loads one file as plugin `name`; Ok(false) when its content is already serving.
     fn load_file(&self, name: &str, path: &Path) -> Result<bool, PluginError> {
         let load_error = |message: String| PluginError::Load { name: name.to_string(), message };
+        let limit = self.inner.config.max_file_bytes;
         let size = std::fs::metadata(path).map_err(|e| load_error(e.to_string()))?.len();
-        if size > self.inner.config.max_file_bytes {
+        if size > limit {
             return Err(load_error(format!(
                 "{size} bytes is over the {} byte limit for plugins",
                 self.inner.config.max_file_bytes
             )));
         }
-        let bytes = std::fs::read(path).map_err(|e| load_error(e.to_string()))?;
+        // The size said by metadata is not trusted (a link to /dev/zero says 0): the read is capped.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::fs::File::open(path).map_err(|e| load_error(e.to_string()))?, limit + 1),
+            &mut bytes,
+        )
+        .map_err(|e| load_error(e.to_string()))?;
+        if bytes.len() as u64 > limit {
+            return Err(load_error(format!("more than the {limit} byte limit for plugins")));
+        }
         let previous = self.current(name);
         if previous.as_ref().is_some_and(|p| p.digest == sha256_hex(&bytes)) {
             return Ok(false);
@@ -327,8 +345,11 @@ impl PluginRuntime {
         use notify::Watcher;
         self.load_dir(dir);
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut watcher = notify::recommended_watcher(move |event| {
-            let _ = tx.send(event);
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Errors are passed on too: a re-read then reports what is wrong with the folder.
+            if event.as_ref().is_ok_and(is_change) || event.is_err() {
+                let _ = tx.send(());
+            }
         })?;
         watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
         let runtime = Arc::downgrade(&self.inner);
@@ -343,6 +364,20 @@ impl PluginRuntime {
             }
         })?;
         Ok(WatchGuard { _watcher: watcher })
+    }
+}
+
+/// Whether a file-system event is a change worth reacting to: created, written (and closed),
+/// renamed or removed. Opening and reading — which every reload does to the watched files
+/// itself — and metadata updates are not, so a watcher never triggers itself.
+pub fn is_change(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+    match event.kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
     }
 }
 

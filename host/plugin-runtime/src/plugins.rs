@@ -21,8 +21,9 @@ pub const MAX_DENY_REASON_BYTES: usize = 4096;
 pub const MAX_RATE_LIMITS: usize = 16;
 pub const MAX_DISCOVERED_SERVERS: usize = 10_000;
 
-/// A group's strategy.
-pub struct StrategyPlugin(Handle<StrategyWorld>);
+/// A group's strategy; clones share one pool of instances.
+#[derive(Clone)]
+pub struct StrategyPlugin(Arc<Handle<StrategyWorld>>);
 
 /// What a pick came to: the member, and the fault if the plugin failed and the fallback chose.
 #[derive(Debug, PartialEq)]
@@ -38,7 +39,7 @@ impl StrategyPlugin {
         config: Vec<(String, String)>,
         pin: Option<&str>,
     ) -> Result<Self, PluginError> {
-        Handle::new(runtime, name, config, pin).map(Self)
+        Handle::new(runtime, name, config, pin).map(|h| Self(Arc::new(h)))
     }
 
     pub fn name(&self) -> &str {
@@ -77,6 +78,17 @@ impl StrategyPlugin {
             Err(fault) => Pick { index: round_robin_fallback(request, candidates), fault: Some(fault) },
         }
     }
+
+    /// [`Self::pick`] as the gateway makes it: on the plugin executor, never on an async worker.
+    pub async fn pick_off_worker(&self, request: PickRequest, candidates: Vec<Candidate>) -> Pick {
+        let inputs = Arc::new((request, candidates));
+        let (plugin, job_inputs) = (self.clone(), inputs.clone());
+        let answer = self.0.offload(move || plugin.try_pick(&job_inputs.0, &job_inputs.1)).await;
+        match answer.and_then(|r| r) {
+            Ok(index) => Pick { index, fault: None },
+            Err(fault) => Pick { index: round_robin_fallback(&inputs.0, &inputs.1), fault: Some(fault) },
+        }
+    }
 }
 
 /// The safety net when a strategy plugin fails; the same algorithm as the round-robin plugin.
@@ -84,9 +96,10 @@ pub fn round_robin_fallback(request: &PickRequest, candidates: &[Candidate]) -> 
     algorithms::round_robin(candidates, &request.tried, request.sequence).map(|pos| candidates[pos as usize].index)
 }
 
-/// A server's tool policy.
+/// A server's tool policy; clones share one pool of instances.
+#[derive(Clone)]
 pub struct PolicyPlugin {
-    handle: Handle<PolicyWorld>,
+    handle: Arc<Handle<PolicyWorld>>,
     fail_open: bool,
 }
 
@@ -98,7 +111,7 @@ impl PolicyPlugin {
         pin: Option<&str>,
         fail_open: bool,
     ) -> Result<Self, PluginError> {
-        Ok(Self { handle: Handle::new(runtime, name, config, pin)?, fail_open })
+        Ok(Self { handle: Arc::new(Handle::new(runtime, name, config, pin)?), fail_open })
     }
 
     pub fn version(&self) -> Option<Arc<PluginVersion>> {
@@ -123,12 +136,33 @@ impl PolicyPlugin {
 
     /// The decision; when the plugin fails, deny (or allow without limits if failing open).
     pub fn check(&self, call: &Call) -> (Decision, Option<PluginError>) {
-        match self.try_check(call) {
+        self.decided(self.try_check(call))
+    }
+
+    /// [`Self::check`] as the gateway makes it: on the plugin executor, never on an async worker.
+    pub async fn check_off_worker(&self, call: Call) -> (Decision, Option<PluginError>) {
+        let plugin = self.clone();
+        self.decided(self.handle.offload(move || plugin.try_check(&call)).await.and_then(|r| r))
+    }
+
+    fn decided(&self, answer: Result<Decision, PluginError>) -> (Decision, Option<PluginError>) {
+        match answer {
             Ok(d) => (d, None),
             Err(e) if self.fail_open => (Decision::Allow(Vec::new()), Some(e)),
             Err(e) => {
                 (Decision::Deny(format!("the tool policy failed, so the call is refused (fail closed): {e}")), Some(e))
             }
+        }
+    }
+
+    /// [`Self::filter_tools`] as the gateway makes it: on the plugin executor.
+    pub async fn filter_tools_off_worker(&self, tools: Vec<String>) -> (Vec<String>, Option<PluginError>) {
+        let offered = Arc::new(tools);
+        let (plugin, job_offered) = (self.clone(), offered.clone());
+        match self.handle.offload(move || plugin.filter_tools(job_offered.to_vec())).await {
+            Ok(answer) => answer,
+            Err(e) if self.fail_open => (offered.to_vec(), Some(e)),
+            Err(e) => (Vec::new(), Some(e)),
         }
     }
 

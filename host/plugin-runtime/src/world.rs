@@ -42,7 +42,7 @@ impl WorldKind {
 }
 
 /// A world's generated bindings, as the generic instance pool uses them.
-pub(crate) trait World: 'static {
+pub(crate) trait World: Send + Sync + 'static {
     const KIND: WorldKind;
     type Bindings: Send + 'static;
     fn instantiate(store: &mut Store<HostState>, pre: &InstancePre<HostState>) -> wasmtime::Result<Self::Bindings>;

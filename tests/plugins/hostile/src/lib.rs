@@ -1,6 +1,8 @@
 //! Misbehaves as `configure(mode=...)` says: loop, alloc, trap, recurse, out-of-range, none,
 //! read-file (reads `path` through WASI filesystem), connect (opens a TCP connection to `addr`
-//! through WASI sockets), refuse (configure fails), or good (round robin over healthy members).
+//! through WASI sockets), refuse (configure fails), sleep (3 s in pick), sleep-in-configure,
+//! burn (9 ms of CPU per pick, just under the deadline), leak (keeps 256 KiB per pick), or good
+//! (round robin over healthy members).
 
 wit_bindgen::generate!({ path: "../../../wit", world: "strategy" });
 
@@ -11,6 +13,7 @@ use exports::hangar::plugins::load_balancer::{Candidate, Guest, PickRequest};
 thread_local! {
     static MODE: RefCell<String> = RefCell::new(String::from("good"));
     static TARGET: RefCell<String> = const { RefCell::new(String::new()) };
+    static LEAKED: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
 struct Plugin;
@@ -27,6 +30,9 @@ impl Guest for Plugin {
             if k == "mode" {
                 if v == "refuse" {
                     return Err("mode=refuse: this configuration is refused on purpose".into());
+                }
+                if v == "sleep-in-configure" {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
                 }
                 MODE.with_borrow_mut(|m| *m = v);
             } else if k == "path" || k == "addr" {
@@ -54,6 +60,24 @@ impl Guest for Plugin {
                 Some(std::hint::black_box(held).len() as u32)
             }
             "trap" => panic!("hostile plugin traps on purpose"),
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                candidates.first().map(|c| c.index)
+            }
+            "burn" => {
+                let started = std::time::Instant::now();
+                let mut x = request.sequence;
+                while started.elapsed() < std::time::Duration::from_millis(9) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                let healthy: Vec<&Candidate> = candidates.iter().filter(|c| c.healthy).collect();
+                healthy.get((x % healthy.len().max(1) as u64) as usize).map(|c| c.index)
+            }
+            "leak" => {
+                LEAKED.with_borrow_mut(|l| l.push(std::hint::black_box(vec![1u8; 256 << 10])));
+                let healthy: Vec<&Candidate> = candidates.iter().filter(|c| c.healthy).collect();
+                healthy.get((request.sequence % healthy.len().max(1) as u64) as usize).map(|c| c.index)
+            }
             "recurse" => Some(recurse(0, &mut [0; 64]) as u32),
             "out-of-range" => Some(candidates.len() as u32 + 1000),
             "none" => None,

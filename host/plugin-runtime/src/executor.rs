@@ -1,0 +1,94 @@
+//! Where plugin calls run when the gateway makes them: a few threads of their own, never the
+//! async runtime's workers. A plugin that burns its whole deadline, or reaches WASI's synchronous
+//! plumbing (which would `block_on` inside the runtime and panic a worker), costs these threads
+//! and its own callers, never `/healthz` or other servers' I/O. Each plugin may occupy at most
+//! [`PERMITS_PER_PLUGIN`] of them at once, so one slow plugin cannot take them all.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use tokio::sync::Semaphore;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads for plugin calls. More than the two cores: calls are short, and a slow plugin must
+/// leave threads for the others.
+pub(crate) const THREADS: usize = 4;
+/// Calls of one plugin running or queued at once; callers beyond it wait (asynchronously).
+pub(crate) const PERMITS_PER_PLUGIN: usize = 2;
+
+pub(crate) struct Executor {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl Executor {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..THREADS {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("hangar-plugin-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock().unwrap().recv() {
+                            Ok(job) => job,
+                            Err(_) => break, // the runtime is gone
+                        };
+                        // A panic in host code around a call must not take the thread with it;
+                        // the caller sees its channel closed and falls back.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                    }
+                })
+                .expect("spawning a plugin thread");
+        }
+        Self { jobs: Mutex::new(Some(tx)) }
+    }
+
+    fn submit(&self, job: Job) -> bool {
+        self.jobs.lock().unwrap().as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    /// Stops the threads once the queued jobs are done.
+    pub(crate) fn shutdown(&self) {
+        self.jobs.lock().unwrap().take();
+    }
+}
+
+/// Why an offloaded call did not run.
+pub(crate) enum NotRun {
+    /// All of the plugin's permits stayed taken for the whole wait.
+    Busy(Duration),
+    /// The executor is gone or the job died.
+    Stopped,
+}
+
+/// Runs `job` on the executor once one of `permits` is free (waiting at most `wait`).
+pub(crate) async fn run<R: Send + 'static>(
+    executor: &Executor,
+    permits: &Arc<Semaphore>,
+    wait: Duration,
+    job: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, NotRun> {
+    let permit = match tokio::time::timeout(wait, permits.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => return Err(NotRun::Busy(wait)),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let submitted = executor.submit(Box::new(move || {
+        let result = job();
+        drop(permit);
+        let _ = tx.send(result);
+    }));
+    if !submitted {
+        return Err(NotRun::Stopped);
+    }
+    rx.await.map_err(|_| NotRun::Stopped)
+}
+
+pub(crate) fn permits() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(PERMITS_PER_PLUGIN))
+}
