@@ -149,12 +149,15 @@ fn desired(plugins: &PluginRuntime, dir: &Path) -> Desired {
     d
 }
 
+/// The servers a source found (by name) and what it refused, one line each.
+type Discovered = (Vec<(String, DesiredServer)>, Vec<String>);
+
 /// A ConfigMap source read from a ConfigMap manifest in the same folder, through the discovery plugin.
 fn discover(
     plugins: &PluginRuntime,
     source: &hangar_api::MCPDiscoverySource,
     others: &[hangar_manifests::Document],
-) -> Result<(Vec<(String, DesiredServer)>, Vec<String>), String> {
+) -> Result<Discovered, String> {
     let spec = &source.spec;
     if spec.source_type != SourceType::ConfigMap {
         return Err(

@@ -188,12 +188,12 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
         }
     }
     let refused_count = found.refused.len() as i32;
-    if found.refused != previous.refused {
-        if let Some(first) = found.refused.first() {
-            let entry = if first.entry.is_empty() { String::new() } else { format!(" entry {:?}", first.entry) };
-            let message = format!("{refused_count} refused; first: {}{entry}: {}", first.origin, first.reason);
-            ctx.event(&source.object_ref(&()), true, "EntriesRefused", message).await;
-        }
+    let shown = found.refused.iter().take(hangar_api::MAX_REFUSED_SHOWN);
+    let changed = previous.refused_count != refused_count || !shown.eq(previous.refused.iter());
+    if changed && let Some(first) = found.refused.first() {
+        let entry = if first.entry.is_empty() { String::new() } else { format!(" entry {:?}", first.entry) };
+        let message = format!("{refused_count} refused; first: {}{entry}: {}", first.origin, first.reason);
+        ctx.event(&source.object_ref(&()), true, "EntriesRefused", message).await;
     }
     let message = match refused_count {
         0 => format!("{} servers found", names.len()),
