@@ -12,7 +12,7 @@ from mcp import Client
 from hangar_proc import NOTES, PYTHON, Hangar, wait_for
 from test_gateway import free_port
 
-KEY = "test-admin-key"
+KEY = "test-admin-key-0123456789"
 
 
 def admin(h: Hangar, method: str, path: str, body=None, key: str | None = KEY):
@@ -156,3 +156,41 @@ def test_a_remote_server_unreachable_at_registration_recovers_when_it_comes_up(c
     finally:
         p.kill()
         p.wait()
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+
+
+def test_admin_bodies_are_read_only_after_the_key_and_only_up_to_a_cap(core):
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(core.base)
+    before = rss_kib(core.proc.pid)
+    # 1 GiB announced, no key: refused from the headers alone, before any of the body is read.
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    conn.putrequest("PUT", "/api/v1/servers/team/big")
+    conn.putheader("content-type", "application/json")
+    conn.putheader("content-length", str(1 << 30))
+    conn.endheaders()
+    try:
+        conn.send(b"x" * (1 << 20))  # the server may close before reading this
+    except OSError:
+        pass
+    response = conn.getresponse()
+    assert response.status == 401
+    conn.close()
+    # With the key, the body is read up to 1 MiB and no further.
+    status, body = admin(core, "PUT", "/api/v1/servers/team/big", b"{" + b" " * (2 << 20) + b"}")
+    assert status == 413 and "larger than" in body["error"], body
+    assert rss_kib(core.proc.pid) - before < 32 * 1024, "no oversized body was held in memory"
+
+
+def test_a_short_api_key_is_refused_at_start(tmp_path):
+    from hangar_proc import hangar_bin
+    out = subprocess.run([hangar_bin(), "core", "--listen", "127.0.0.1:0"], env={"HANGAR_API_KEY": "x"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "HANGAR_API_KEY: the API key has 1 bytes; use at least 16" in out.stderr, out.stderr

@@ -141,6 +141,8 @@ def test_group_fails_over_when_a_member_is_killed(start):
     })
     listed = wait_tools(h.url, {"notes__word_count"})
     assert not any(n.startswith("notes-a__") for n in listed), "members are reached through their group"
+    hidden = mcp_error(call(h.url, "notes-a__word_count", {"text": "a"}))
+    assert "is a member of group \"notes\"" in str(hidden), "and only through it: " + str(hidden)
     wait_for(lambda: len(h.children("notes.py")) == 2)
 
     async def calls():

@@ -43,6 +43,11 @@ pub struct MCPServerGroupSpec {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
     pub strategy_config: std::collections::BTreeMap<String, String>,
+    /// Also list and serve the members under their own names (`<member>__<tool>`), beside the
+    /// group (Hangar's addition). Off by default: a member is reached only through its group, so
+    /// the group's strategy, failover and every member's limits apply to each call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expose_members: bool,
     #[serde(default)]
     pub failover: Failover,
     #[serde(default)]

@@ -6,7 +6,7 @@ use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     Json, Router,
-    body::Bytes,
+    body::Body,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::{
@@ -92,9 +92,16 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Parses a JSON body, naming the field that is wrong.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+/// Largest registration body; a server or group spec is a few KiB.
+pub const ADMIN_BODY_BYTES: usize = 1 << 20;
+
+/// Reads a JSON body of at most [`ADMIN_BODY_BYTES`] (only after the key was checked: nothing
+/// of an unauthorised request is read) and parses it, naming the field that is wrong.
+async fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let body = axum::body::to_bytes(body, ADMIN_BODY_BYTES).await.map_err(|_| {
+        problem(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {ADMIN_BODY_BYTES} bytes"))
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { format!("{path}: ") };
@@ -115,10 +122,10 @@ async fn put_server(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let registration: ServerRegistration = parse(&body)?;
+    let registration: ServerRegistration = parse(body).await?;
     let endpoint = registration.endpoint.or_else(|| registration.spec.endpoint.clone()).ok_or_else(|| {
         problem(
             StatusCode::BAD_REQUEST,
@@ -166,10 +173,10 @@ async fn put_group(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let registration: GroupRegistration = parse(&body)?;
+    let registration: GroupRegistration = parse(body).await?;
     state
         .gateway
         .upsert_group(

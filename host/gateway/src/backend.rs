@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::AsyncWriteExt,
     process::Command,
     sync::{mpsc, oneshot, watch},
     task::JoinHandle,
@@ -434,7 +434,14 @@ async fn run_child(
 ) -> anyhow::Result<std::process::ExitStatus> {
     let name = shared.name.clone();
     let (program, args) = command.split_first().ok_or_else(|| anyhow::anyhow!("spec.command is empty"))?;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    // Hangar's own secrets (HANGAR_API_KEY, HANGAR_SESSION_KEY, ...) are not the server's.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HANGAR_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
         .args(args)
         .envs(env.iter().cloned())
         .current_dir(dir)
@@ -448,12 +455,16 @@ async fn run_child(
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
 
+    use tokio_stream::StreamExt;
     // stderr → the log, under the server's name.
     let log_name = name.clone();
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!(server = %log_name, "{line}");
+        let mut lines = lossy_lines(stderr);
+        while let Some(line) = lines.next().await {
+            match line {
+                Ok(line) => tracing::info!(server = %log_name, "{}", truncate(&line, 4096)),
+                Err(e) => tracing::warn!(server = %log_name, "stderr: {e}"),
+            }
         }
     });
 
@@ -473,10 +484,19 @@ async fn run_child(
         let (pending, progress, stdin_tx, events, name) =
             (pending.clone(), progress.clone(), stdin_tx.clone(), events.clone(), name.clone());
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut lines = lossy_lines(stdout);
+            while let Some(line) = lines.next().await {
+                // A line over the cap is skipped (the codec discards up to its end); bytes that
+                // are not UTF-8 become U+FFFD: neither wedges the server.
+                let line = match line {
+                    Ok(line) => line,
+                    Err(e) => {
+                        tracing::warn!(server = %name, "skipping output: {e}");
+                        continue;
+                    }
+                };
                 let Ok(message) = serde_json::from_str::<Value>(&line) else {
-                    tracing::warn!(server = %name, "ignoring a line that is not JSON-RPC: {line}");
+                    tracing::warn!(server = %name, "ignoring a line that is not JSON-RPC: {}", truncate(&line, 200));
                     continue;
                 };
                 dispatch(&name, message, &pending, &progress, &stdin_tx, &events);
@@ -502,6 +522,51 @@ async fn run_child(
     // The reader may be stopped before it read the end of the output: fail what still waits.
     pending.lock().unwrap().take();
     Ok(status)
+}
+
+/// Lines of a child's output as text: at most [`MAX_LINE_BYTES`] each (the rest of a longer
+/// line is skipped and reported as an error item; reading goes on), invalid UTF-8 replaced.
+fn lossy_lines(
+    output: impl tokio::io::AsyncRead + Unpin,
+) -> impl tokio_stream::Stream<Item = Result<String, String>> + Unpin {
+    use tokio::io::AsyncBufReadExt;
+    let reader = tokio::io::BufReader::new(output);
+    Box::pin(futures_util::stream::unfold(reader, |mut reader| async move {
+        let mut line = Vec::new();
+        let mut skipped = 0usize;
+        loop {
+            let available = match reader.fill_buf().await {
+                Ok(b) => b,
+                Err(e) => return Some((Err(e.to_string()), reader)),
+            };
+            if available.is_empty() {
+                // End of output; a last line without newline still counts.
+                return (!line.is_empty() || skipped > 0).then(|| (finish(line, skipped), reader));
+            }
+            let (taken, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (available.len(), false),
+            };
+            let room = MAX_LINE_BYTES.saturating_sub(line.len());
+            let chunk = &available[..taken];
+            line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            skipped += chunk.len().saturating_sub(room);
+            reader.consume(taken);
+            if done {
+                return Some((finish(line, skipped), reader));
+            }
+        }
+    }))
+}
+
+fn finish(mut line: Vec<u8>, skipped: usize) -> Result<String, String> {
+    if skipped > 0 {
+        return Err(format!("a line longer than the {} MiB maximum was skipped", MAX_LINE_BYTES >> 20));
+    }
+    while line.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+        line.pop();
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// `server/discover` first; anything but a modern answer falls back to `initialize`.
@@ -583,7 +648,11 @@ impl HttpBackend {
         Self {
             name: name.to_string(),
             endpoint,
-            client: reqwest::Client::new(),
+            // A backend's redirect could point core anywhere (an SSRF read): never followed.
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("a TLS backend is compiled in"),
             next_id: AtomicU64::new(1),
             state: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -723,7 +792,7 @@ impl HttpBackend {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
-        let text = response.text().await.map_err(|e| unavailable(e.to_string()))?;
+        let text = read_capped(response, MAX_ANSWER_BYTES).await.map_err(unavailable)?;
         // Servers answer an unknown session with 404 (the spec) or 400 naming the session.
         if session.is_some()
             && (status == reqwest::StatusCode::NOT_FOUND
@@ -745,13 +814,40 @@ impl HttpBackend {
             _ if status.is_server_error() || status == reqwest::StatusCode::NOT_FOUND => {
                 Err(unavailable(format!("HTTP {status}")))
             }
-            _ => Err(unavailable(format!("HTTP {status}, not a JSON-RPC answer: {}", truncate(&text)))),
+            _ => {
+                // What the backend said goes to the log only: a client must not read a
+                // backend's (or whatever it redirects to) body through an error.
+                tracing::warn!(server = %self.name, %status, "not a JSON-RPC answer: {}", truncate(&text, 200));
+                Err(unavailable(format!("HTTP {status}, not a JSON-RPC answer (core's log has its start)")))
+            }
         }
     }
 }
 
-fn truncate(s: &str) -> &str {
-    &s[..s.len().min(200)]
+/// Largest answer read from an HTTP backend.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// Longest line read from a stdio backend (one JSON-RPC message).
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// The body as text (invalid UTF-8 replaced), refusing more than `limit` bytes.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the answer is larger than {} MiB", limit >> 20));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The JSON messages in a Server-Sent Events body.
@@ -790,6 +886,30 @@ mod tests {
             .await
             .expect("answered at once, not after a call timeout");
         assert!(matches!(answer, Err(BackendError::Unavailable(m)) if m == "server gone exited"));
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        let text = format!("{}é and more", "a".repeat(199)); // 'é' spans bytes 199 and 200
+        assert_eq!(truncate(&text, 200), "a".repeat(199));
+        assert_eq!(truncate("short", 200), "short");
+    }
+
+    #[tokio::test]
+    async fn child_output_is_read_as_bytes_a_bad_line_is_skipped_and_reading_goes_on() {
+        use tokio_stream::StreamExt;
+        let mut output = b"{\"a\":1}\n\xff\xfe not utf-8\n".to_vec();
+        output.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+        output.extend(b"\n{\"b\":2}\r\n");
+        let lines: Vec<Result<String, String>> = lossy_lines(std::io::Cursor::new(output)).collect().await;
+        assert_eq!(lines[0], Ok("{\"a\":1}".to_string()));
+        assert_eq!(lines[1], Ok("\u{fffd}\u{fffd} not utf-8".to_string()));
+        assert!(
+            lines[2].as_ref().is_err_and(|e| e.contains("maximum was skipped")),
+            "{:?}",
+            lines[2].as_ref().map(|l| l.len())
+        );
+        assert_eq!(lines.last(), Some(&Ok("{\"b\":2}".to_string())), "the line after the long one is read");
     }
 
     #[test]

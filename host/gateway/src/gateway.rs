@@ -535,6 +535,19 @@ impl Gateway {
         self.servers.read().unwrap().get(name).cloned()
     }
 
+    /// The group that serves `server` as a member and does not expose its members, if any.
+    fn hiding_group(&self, server: &ServerEntry) -> Option<String> {
+        let groups = self.groups.read().unwrap();
+        groups
+            .values()
+            .find(|g| {
+                !g.spec.expose_members
+                    && g.namespace == server.namespace
+                    && g.members.iter().any(|m| m.name == server.name)
+            })
+            .map(|g| g.name.clone())
+    }
+
     /// A member of `group`: the server of that name in the group's own namespace.
     fn member(&self, group: &GroupEntry, name: &str) -> Option<Arc<ServerEntry>> {
         self.server(name).filter(|s| s.namespace == group.namespace)
@@ -652,8 +665,11 @@ impl Gateway {
             }
             return out;
         }
-        let grouped: Vec<(&String, &String)> =
-            groups.values().flat_map(|g| g.members.iter().map(move |m| (&g.namespace, &m.name))).collect();
+        let grouped: Vec<(&String, &String)> = groups
+            .values()
+            .filter(|g| !g.spec.expose_members)
+            .flat_map(|g| g.members.iter().map(move |m| (&g.namespace, &m.name)))
+            .collect();
         let mut out = Vec::new();
         for (name, server) in &servers {
             if grouped.contains(&(&server.namespace, name)) {
@@ -699,6 +715,14 @@ impl Gateway {
                         format!("unknown tool {qualified:?}: no server or group named {target:?}"),
                     ))
                 })?;
+                if let Some(group) = self.hiding_group(&server) {
+                    return Err(CallError::Refused(RpcError::new(
+                        code::INVALID_PARAMS,
+                        format!(
+                            "unknown tool {qualified:?}: server {target:?} is a member of group {group:?}; call {group}{SEPARATOR}{tool} (or set the group's spec.exposeMembers)"
+                        ),
+                    )));
+                }
                 self.call_server(&server, tool, arguments, ctx).await
             }
         }

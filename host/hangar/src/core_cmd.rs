@@ -10,13 +10,28 @@ use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 
 /// The admin API key: `--api-key-file`, else `HANGAR_API_KEY`; none means every admin call is refused.
 pub fn api_key(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
-    if let Some(file) = file {
-        let key =
-            std::fs::read_to_string(file).with_context(|| format!("reading the API key from {}", file.display()))?;
-        return Ok(Some(key.trim().to_string()).filter(|k| !k.is_empty()));
+    let (key, source) = match file {
+        Some(file) => {
+            let key = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the API key from {}", file.display()))?;
+            (key.trim().to_string(), format!("--api-key-file {}", file.display()))
+        }
+        None => (std::env::var("HANGAR_API_KEY").unwrap_or_default(), "HANGAR_API_KEY".to_string()),
+    };
+    if key.is_empty() {
+        return Ok(None);
     }
-    Ok(std::env::var("HANGAR_API_KEY").ok().filter(|k| !k.is_empty()))
+    // A short key can be guessed; the chart generates 40 characters.
+    anyhow::ensure!(
+        key.len() >= MIN_API_KEY_BYTES,
+        "{source}: the API key has {} bytes; use at least {MIN_API_KEY_BYTES} (e.g. `openssl rand -hex 24`)",
+        key.len()
+    );
+    Ok(Some(key))
 }
+
+/// Shortest admin API key accepted.
+pub const MIN_API_KEY_BYTES: usize = 16;
 
 pub async fn serve_until_ctrl_c(
     listener: tokio::net::TcpListener,

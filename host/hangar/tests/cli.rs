@@ -108,3 +108,18 @@ fn a_wrong_log_level_is_refused_naming_the_flag_and_the_choices() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--log-level") && stderr.contains("debug"), "{stderr}");
 }
+
+#[test]
+fn a_folder_that_links_back_to_itself_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("ok.yaml"),
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: ok}\nspec: {mode: remote, endpoint: 'http://x/mcp'}\n",
+    )
+    .unwrap();
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("sub").join("loop")).unwrap();
+    let out = hangar(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("1 Hangar resources valid"), "{}", stdout(&out));
+}

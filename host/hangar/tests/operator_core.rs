@@ -39,8 +39,8 @@ fn core(key: &str) -> Core {
 
 #[tokio::test]
 async fn servers_are_registered_reported_and_removed_with_the_key() {
-    let core = core("operator-key");
-    let client = CoreClient::new(&core.1, "operator-key");
+    let core = core("operator-key-0123456789");
+    let client = CoreClient::new(&core.1, "operator-key-0123456789");
     let spec: hangar_api::MCPServerSpec =
         serde_json::from_value(serde_json::json!({"mode": "remote", "endpoint": "http://127.0.0.1:9/mcp"})).unwrap();
     client.register_server("team", "search", &spec, "http://127.0.0.1:9/mcp").await.unwrap();
@@ -54,7 +54,7 @@ async fn servers_are_registered_reported_and_removed_with_the_key() {
     client.remove_server("team", "search").await.unwrap();
     assert_eq!(client.report("team", "search").await.unwrap(), None);
 
-    let wrong = CoreClient::new(&core.1, "not-the-key");
+    let wrong = CoreClient::new(&core.1, "not-the-key-0123456789");
     assert!(matches!(
         wrong.register_server("team", "x", &spec, "http://127.0.0.1:9/mcp").await,
         Err(CoreError::Unauthorized)
@@ -63,8 +63,8 @@ async fn servers_are_registered_reported_and_removed_with_the_key() {
 
 #[tokio::test]
 async fn one_namespace_cannot_replace_or_remove_another_namespaces_server() {
-    let core = core("operator-key");
-    let client = CoreClient::new(&core.1, "operator-key");
+    let core = core("operator-key-0123456789");
+    let client = CoreClient::new(&core.1, "operator-key-0123456789");
     let spec = |endpoint: &str| -> hangar_api::MCPServerSpec {
         serde_json::from_value(serde_json::json!({"mode": "remote", "endpoint": endpoint})).unwrap()
     };
@@ -82,7 +82,7 @@ async fn one_namespace_cannot_replace_or_remove_another_namespaces_server() {
     let raw = reqwest::Client::new();
     let delete = raw
         .delete(format!("{}/api/v1/servers/team-b/search", core.1))
-        .bearer_auth("operator-key")
+        .bearer_auth("operator-key-0123456789")
         .send()
         .await
         .unwrap();
@@ -106,8 +106,8 @@ async fn one_namespace_cannot_replace_or_remove_another_namespaces_server() {
 
 #[tokio::test]
 async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
-    let core = core("operator-key");
-    let client = CoreClient::new(&core.1, "operator-key");
+    let core = core("operator-key-0123456789");
+    let client = CoreClient::new(&core.1, "operator-key-0123456789");
     let (wakes_tx, mut wakes) = tokio::sync::mpsc::unbounded_channel();
     let follower = client.clone();
     tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! Finding manifest files and splitting them into documents.
 
 use std::{
+    collections::HashSet,
     fmt, fs,
     path::{Path, PathBuf},
 };
@@ -37,14 +38,18 @@ pub enum LoadError {
     Missing,
 }
 
-/// The `.yaml`/`.yml` files named, and those below the folders named (sorted, hidden ones skipped).
-fn manifest_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+/// The `.yaml`/`.yml` files named, and those below the folders named (sorted, hidden ones
+/// skipped). A folder reached again through a link (a loop) is read once.
+fn manifest_files(path: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Result<(), LoadError> {
     if path.is_file() {
         out.push(path.to_path_buf());
         return Ok(());
     }
     if !path.is_dir() {
         return Err(LoadError::Missing);
+    }
+    if !seen.insert(fs::canonicalize(path)?) {
+        return Ok(());
     }
     let mut entries: Vec<_> = fs::read_dir(path)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
@@ -58,7 +63,7 @@ fn manifest_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> 
             continue;
         }
         if p.is_dir() {
-            manifest_files(&p, out)?;
+            manifest_files(&p, out, seen)?;
         } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
             out.push(p);
         }
@@ -95,7 +100,7 @@ pub fn load_paths(paths: &[impl AsRef<Path>]) -> (Vec<Document>, Vec<Problem>) {
     for path in paths {
         let path = path.as_ref();
         let mut files = Vec::new();
-        if let Err(e) = manifest_files(path, &mut files) {
+        if let Err(e) = manifest_files(path, &mut files, &mut HashSet::new()) {
             problems.push(Problem {
                 origin: Origin { file: path.to_path_buf(), doc: 0 },
                 object: String::new(),
