@@ -4,10 +4,12 @@ and keeps serving; a backend that speaks garbage (stdio or HTTP) is unavailable,
 error, while Hangar and the other servers carry on."""
 import asyncio
 import http.server
+import json
 import os
 import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from mcp import Client
@@ -125,3 +127,47 @@ def test_the_body_limit_is_configurable_and_answered_with_a_json_rpc_error(tmp_p
         assert "2000 byte limit" in body["error"]["message"], body
     finally:
         h.stop()
+
+
+def test_sigterm_drains_a_call_in_flight_before_exiting(start, tmp_path):
+    log = tmp_path / "slow.log"
+    h = start({"slow.yaml": slow_server(log)}, env={"HANGAR_API_KEY": "a-secret-nobody-else-sees"})
+    wait_tools(h.url, {"slow__sleep"})
+
+    # One stateless (2026-07-28) request on one connection, as a load balancer would forward it.
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "slow__sleep", "arguments": {"seconds": 3},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}
+    request = urllib.request.Request(h.url, data=json.dumps(body).encode(), method="POST", headers={
+        "content-type": "application/json", "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "slow__sleep"})
+
+    def post():
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.read().decode()
+
+    async def call_then_terminate():
+        task = asyncio.create_task(asyncio.to_thread(post))
+        await asyncio.to_thread(wait_for, lambda: log.exists() and "started" in log.read_text())
+        h.proc.send_signal(signal.SIGTERM)
+        return await task
+
+    answer = asyncio.run(call_then_terminate())
+    assert "slept 3.0s" in answer, "the call in flight was answered, not cut off: " + answer
+    assert h.proc.wait(timeout=30) == 0, "then Hangar exits cleanly"
+    assert "finished" in log.read_text()
+    text = (h.folder / "hangar.log").read_text()
+    assert "draining calls in flight" in text, text[-2000:]
+
+
+def test_stdio_servers_do_not_inherit_hangars_secrets(start, tmp_path):
+    probe = (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: probe}\n"
+        "spec:\n  mode: container\n  image: x\n  transport: stdio\n"
+        f"  command: [\"{PYTHON}\", \"-c\", \"import os, sys; sys.stderr.write('ENV ' + ' '.join(sorted(k for k in os.environ if k.startswith('HANGAR_'))) + ' END\\\\n'); sys.stderr.flush(); import time; time.sleep(60)\"]\n"
+        "  env: [{name: HANGAR_EXPLICIT, value: given}]\n"
+    )
+    h = start({"probe.yaml": probe}, env={"HANGAR_API_KEY": "k" * 24, "HANGAR_SESSION_KEY": "s" * 32})
+    line = wait_for(lambda: next((l for l in (h.folder / "hangar.log").read_text().splitlines() if "ENV " in l), None))
+    assert "HANGAR_API_KEY" not in line and "HANGAR_SESSION_KEY" not in line, line
+    assert "HANGAR_EXPLICIT" in line, "what the manifest gives explicitly is passed: " + line

@@ -278,6 +278,19 @@ def test_metrics_count_calls_by_outcome(start):
     assert 'hangar_calls_total{outcome="denied",server="everything",tool="get-sum"} 1' in text
     assert "hangar_call_duration_seconds_bucket" in text
 
+    async def invented():
+        async with Client(h.url) as c:
+            for i in range(100):  # tool names a client made up must not become labels
+                try:
+                    await c.call_tool(f"everything__made-up-{i}", {})
+                except MCPError:
+                    pass
+
+    asyncio.run(invented())
+    text = urllib.request.urlopen(h.base + "/metrics", timeout=5).read().decode()
+    assert "made-up" not in text
+    assert 'hangar_calls_total{outcome="denied",server="everything",tool="(unlisted)"} 100' in text
+
 
 def metric(h: Hangar, name: str, labels: str) -> float:
     text = urllib.request.urlopen(h.base + "/metrics", timeout=5).read().decode()

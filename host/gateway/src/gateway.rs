@@ -61,6 +61,9 @@ pub struct ServerEntry {
     last_activity: Mutex<Instant>,
 }
 
+/// The `tool` label of calls for tools the server did not list.
+pub const UNLISTED_TOOL: &str = "(unlisted)";
+
 /// How long a backend may take to list its tools.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -811,7 +814,11 @@ impl Gateway {
         arguments: Value,
         ctx: &CallContext,
     ) -> Result<Value, CallError> {
-        let labels = |outcome: &str| [server.name.clone(), tool.to_string(), outcome.to_string()];
+        // Tool names come from clients: only listed ones become metric labels (a client naming
+        // 50,000 tools must not grow /metrics); the rest count under one label.
+        let listed = server.tools.read().unwrap().iter().any(|t| t["name"] == tool);
+        let tool_label = if listed { tool } else { UNLISTED_TOOL };
+        let labels = |outcome: &str| [server.name.clone(), tool_label.to_string(), outcome.to_string()];
         let call = Call {
             server: server.name.clone(),
             tool: tool.to_string(),
@@ -820,7 +827,7 @@ impl Gateway {
         };
         let buckets = match server.decide(call).await {
             Decision::Deny(why) => {
-                self.metrics.denied.with_label_values(&[&server.name, tool]).inc();
+                self.metrics.denied.with_label_values(&[&server.name, tool_label]).inc();
                 self.metrics.calls.with_label_values(&labels("denied")).inc();
                 return Err(CallError::Refused(
                     RpcError::new(code::DENIED, why).with_data(json!({"server": server.name, "tool": tool})),

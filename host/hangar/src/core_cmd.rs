@@ -43,13 +43,33 @@ pub async fn serve_until_ctrl_c(
     let mut state = http::AppState::new(gateway, SessionKeys::from_env(), registry, api_key);
     state.max_body_bytes = max_body_bytes;
     let state = Arc::new(state);
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down; stopping servers");
-        })
-        .await?;
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let serving = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+        stop_signal().await;
+        tracing::info!("shutting down: no new connections; draining calls in flight (at most {DRAIN:?})");
+        let _ = stopping_tx.send(true);
+    });
+    tokio::select! {
+        served = serving => served?,
+        // Calls still running after the drain time are cut off (Kubernetes kills at 30 s).
+        _ = async { let _ = stopping.wait_for(|s| *s).await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!("calls still in flight after {DRAIN:?}; stopping anyway");
+        }
+    }
+    tracing::info!("stopped; stopping servers");
     Ok(())
+}
+
+/// How long SIGTERM (or Ctrl-C) waits for calls in flight.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Ctrl-C, or SIGTERM as Kubernetes sends it.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
 }
 
 async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
