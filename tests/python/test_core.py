@@ -194,3 +194,26 @@ def test_a_short_api_key_is_refused_at_start(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "HANGAR_API_KEY: the API key has 1 bytes; use at least 16" in out.stderr, out.stderr
+
+
+def test_connections_are_capped_and_idle_ones_closed(tmp_path):
+    import socket
+    h = Hangar(tmp_path, {"HANGAR_API_KEY": KEY}, ["core", "--max-connections", "8", "--header-timeout", "2s"])
+    try:
+        host, port = h.base.removeprefix("http://").split(":")
+        held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(8)]
+        time.sleep(0.3)
+        # The ninth gets a clear refusal, not a hang.
+        with socket.create_connection((host, int(port)), timeout=5) as ninth:
+            ninth.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            answer = ninth.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 503") and "too many open connections" in answer, answer
+        # Idle connections (no request headers) are closed after the header timeout...
+        for s in held:
+            s.settimeout(10)
+            assert s.recv(1) == b"", "closed by Hangar"
+            s.close()
+        # ...which frees room for new clients.
+        assert admin(h, "GET", "/api/v1/servers")[0] == 200
+    finally:
+        h.stop()

@@ -98,9 +98,11 @@ pub const ADMIN_BODY_BYTES: usize = 1 << 20;
 /// Reads a JSON body of at most [`ADMIN_BODY_BYTES`] (only after the key was checked: nothing
 /// of an unauthorised request is read) and parses it, naming the field that is wrong.
 async fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
-    let body = axum::body::to_bytes(body, ADMIN_BODY_BYTES).await.map_err(|_| {
-        problem(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {ADMIN_BODY_BYTES} bytes"))
-    })?;
+    let read = tokio::time::timeout(crate::listen::BODY_TIMEOUT, axum::body::to_bytes(body, ADMIN_BODY_BYTES));
+    let body =
+        read.await.map_err(|_| problem(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time"))?.map_err(
+            |_| problem(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {ADMIN_BODY_BYTES} bytes")),
+        )?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -109,7 +109,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let null = Value::Null;
     let limit = state.max_body_bytes;
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+    let read = tokio::time::timeout(crate::listen::BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await;
+    let Ok(read) = read else {
+        return rpc_error(
+            StatusCode::REQUEST_TIMEOUT,
+            &null,
+            RpcError::new(
+                code::INVALID_REQUEST,
+                format!("the request body did not arrive within {:?}", crate::listen::BODY_TIMEOUT),
+            ),
+        );
+    };
+    let Ok(body) = read else {
         return rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &null,

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod breaker;
 pub mod gateway;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod protocol;
 pub mod ratelimit;

@@ -5,7 +5,13 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use hangar_api::MCPServerSpec;
-use hangar_gateway::{Gateway, backend::BackendSpec, http, session::SessionKeys};
+use hangar_gateway::{
+    Gateway,
+    backend::BackendSpec,
+    http,
+    listen::{self, ConnectionLimits},
+    session::SessionKeys,
+};
 use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 
 /// The admin API key: `--api-key-file`, else `HANGAR_API_KEY`; none means every admin call is refused.
@@ -33,35 +39,50 @@ pub fn api_key(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
 /// Shortest admin API key accepted.
 pub const MIN_API_KEY_BYTES: usize = 16;
 
+/// What one MCP endpoint accepts: bodies and connections (shared by `run` and `core`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct Limits {
+    /// Largest MCP request body accepted (bytes); larger ones get 413 and a JSON-RPC error.
+    #[arg(long, default_value_t = http::MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Open connections at most; one more is answered 503 and closed.
+    #[arg(long, default_value_t = ConnectionLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// A request's headers must arrive within this; an idle connection is closed after it.
+    #[arg(long, default_value = "30s")]
+    pub header_timeout: hangar_api::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let connections = ConnectionLimits::default();
+        Self {
+            max_body_bytes: http::MAX_BODY_BYTES,
+            max_connections: connections.max_connections,
+            header_timeout: hangar_api::Duration::from_millis(connections.header_timeout.as_millis() as u64),
+        }
+    }
+}
+
+/// Serves the endpoint until Ctrl-C or SIGTERM, then drains calls in flight (bounded).
 pub async fn serve_until_ctrl_c(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     registry: prometheus::Registry,
     api_key: Option<String>,
-    max_body_bytes: usize,
+    limits: Limits,
 ) -> anyhow::Result<()> {
     let mut state = http::AppState::new(gateway, SessionKeys::from_env(), registry, api_key);
-    state.max_body_bytes = max_body_bytes;
-    let state = Arc::new(state);
-    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let serving = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
-        stop_signal().await;
-        tracing::info!("shutting down: no new connections; draining calls in flight (at most {DRAIN:?})");
-        let _ = stopping_tx.send(true);
-    });
-    tokio::select! {
-        served = serving => served?,
-        // Calls still running after the drain time are cut off (Kubernetes kills at 30 s).
-        _ = async { let _ = stopping.wait_for(|s| *s).await; tokio::time::sleep(DRAIN).await } => {
-            tracing::warn!("calls still in flight after {DRAIN:?}; stopping anyway");
-        }
-    }
+    state.max_body_bytes = limits.max_body_bytes;
+    let connections = ConnectionLimits {
+        max_connections: limits.max_connections,
+        header_timeout: limits.header_timeout.as_std(),
+        ..Default::default()
+    };
+    listen::serve(listener, http::router(Arc::new(state)), connections, stop_signal()).await;
     tracing::info!("stopped; stopping servers");
     Ok(())
 }
-
-/// How long SIGTERM (or Ctrl-C) waits for calls in flight.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Ctrl-C, or SIGTERM as Kubernetes sends it.
 async fn stop_signal() {
@@ -80,7 +101,7 @@ pub fn core(
     listen: SocketAddr,
     api_key_file: Option<PathBuf>,
     plugin_dir: Option<PathBuf>,
-    max_body_bytes: usize,
+    limits: Limits,
 ) -> anyhow::Result<ExitCode> {
     let key = api_key(api_key_file.as_ref())?;
     if key.is_none() {
@@ -96,7 +117,7 @@ pub fn core(
         let gateway = Gateway::new(plugins, &registry)?;
         let listener = bind(listen).await?;
         println!("Hangar core: MCP at http://{}/mcp, admin API at /api/v1", listener.local_addr()?);
-        serve_until_ctrl_c(listener, gateway, registry, key, max_body_bytes).await?;
+        serve_until_ctrl_c(listener, gateway, registry, key, limits).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -115,7 +136,7 @@ pub fn bridge(listen: SocketAddr, command: Vec<String>) -> anyhow::Result<ExitCo
             .map_err(anyhow::Error::msg)?;
         let listener = bind(listen).await?;
         println!("Hangar bridge: MCP at http://{}/mcp", listener.local_addr()?);
-        serve_until_ctrl_c(listener, gateway, registry, None, http::MAX_BODY_BYTES).await?;
+        serve_until_ctrl_c(listener, gateway, registry, None, Limits::default()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -36,9 +36,8 @@ enum Command {
         /// Address of the MCP endpoint (`/mcp`) and of `/metrics`.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// Largest MCP request body accepted (bytes); larger ones get 413 and a JSON-RPC error.
-        #[arg(long, default_value_t = hangar_gateway::http::MAX_BODY_BYTES)]
-        max_body_bytes: usize,
+        #[command(flatten)]
+        limits: core_cmd::Limits,
         #[command(flatten)]
         log: Logging,
     },
@@ -52,9 +51,8 @@ enum Command {
         /// Directory of custom plugins (the mounted plugins ConfigMap), hot-reloaded.
         #[arg(long)]
         plugin_dir: Option<PathBuf>,
-        /// Largest MCP request body accepted (bytes); larger ones get 413 and a JSON-RPC error.
-        #[arg(long, default_value_t = hangar_gateway::http::MAX_BODY_BYTES)]
-        max_body_bytes: usize,
+        #[command(flatten)]
+        limits: core_cmd::Limits,
         #[command(flatten)]
         log: Logging,
     },
@@ -96,13 +94,13 @@ fn main() -> ExitCode {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Validate { paths } => Ok(validate(&paths)),
         Command::Plugin { command } => plugin_cmd::run(command),
-        Command::Run { dir, listen, max_body_bytes, log } => {
+        Command::Run { dir, listen, limits, log } => {
             log.init();
-            run_cmd::run(dir, listen, max_body_bytes)
+            run_cmd::run(dir, listen, limits)
         }
-        Command::Core { listen, api_key_file, plugin_dir, max_body_bytes, log } => {
+        Command::Core { listen, api_key_file, plugin_dir, limits, log } => {
             log.init();
-            core_cmd::core(listen, api_key_file, plugin_dir, max_body_bytes)
+            core_cmd::core(listen, api_key_file, plugin_dir, limits)
         }
         Command::InstallBridge { path } => install_bridge(&path),
         Command::Operator(args) => {

@@ -46,13 +46,13 @@ fn namespace_of(meta: &kube::api::ObjectMeta) -> String {
     meta.namespace.clone().unwrap_or_else(|| "default".into())
 }
 
-pub fn run(dir: PathBuf, listen: SocketAddr, max_body_bytes: usize) -> anyhow::Result<ExitCode> {
+pub fn run(dir: PathBuf, listen: SocketAddr, limits: crate::core_cmd::Limits) -> anyhow::Result<ExitCode> {
     let dir = dir.canonicalize().with_context(|| format!("{}: no such folder", dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(dir, listen, max_body_bytes))
+    runtime.block_on(serve(dir, listen, limits))
 }
 
-async fn serve(dir: PathBuf, listen: SocketAddr, max_body_bytes: usize) -> anyhow::Result<ExitCode> {
+async fn serve(dir: PathBuf, listen: SocketAddr, limits: crate::core_cmd::Limits) -> anyhow::Result<ExitCode> {
     let registry = prometheus::Registry::new();
     let plugins = PluginRuntime::new(RuntimeConfig::default(), &registry).context("starting the plugin runtime")?;
     let plugin_dir = dir.join("plugins");
@@ -89,8 +89,7 @@ async fn serve(dir: PathBuf, listen: SocketAddr, max_body_bytes: usize) -> anyho
     let address = listener.local_addr()?;
     println!("Hangar MCP endpoint: http://{address}/mcp");
     println!("Metrics:             http://{address}/metrics");
-    crate::core_cmd::serve_until_ctrl_c(listener, gateway, registry, crate::core_cmd::api_key(None)?, max_body_bytes)
-        .await?;
+    crate::core_cmd::serve_until_ctrl_c(listener, gateway, registry, crate::core_cmd::api_key(None)?, limits).await?;
     drop(watcher);
     Ok(ExitCode::SUCCESS)
 }
