@@ -171,3 +171,47 @@ def test_stdio_servers_do_not_inherit_hangars_secrets(start, tmp_path):
     line = wait_for(lambda: next((l for l in (h.folder / "hangar.log").read_text().splitlines() if "ENV " in l), None))
     assert "HANGAR_API_KEY" not in line and "HANGAR_SESSION_KEY" not in line, line
     assert "HANGAR_EXPLICIT" in line, "what the manifest gives explicitly is passed: " + line
+
+
+def test_a_stopped_child_gets_a_bounded_queue_then_is_killed_and_restarted(start):
+    import httpx2
+    tools = ("callTimeout: 3s\nhealthCheck: {interval: 1s, timeout: 1s, failureThreshold: 2}\n"
+             "circuitBreaker: {failureThreshold: 5, resetTimeout: 1s}\n")
+    h = start({"notes.yaml": notes_server("notes", tools=tools)})
+    wait_tools(h.url, {"notes__word_count"})
+    (child,) = wait_for(lambda: h.children("notes.py"))
+    starts = metric(h, "hangar_server_starts", 'server="notes"')
+    os.kill(child, signal.SIGSTOP)
+    text = "word " * 800  # 4 KB per request: the pipe fills after a few, then the queue
+    body = {"jsonrpc": "2.0", "method": "tools/call", "params": {
+        "name": "notes__word_count", "arguments": {"text": text},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}
+    headers = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"}
+
+    async def flood():
+        limits = httpx2.Limits(max_connections=400, max_keepalive_connections=400)
+        async with httpx2.AsyncClient(limits=limits, timeout=30) as http:
+            answers = await asyncio.gather(*(http.post(h.url, json={**body, "id": i}, headers=headers) for i in range(400)))
+            return [a.json() for a in answers]
+
+    rss_before = rss_kib(h.proc.pid)
+    answers = asyncio.run(flood())
+    refused = [a for a in answers if "is not reading its input" in json.dumps(a)]
+    assert len(answers) == 400 and refused, "calls past the queue are refused at once, not queued without end"
+    assert rss_kib(h.proc.pid) - rss_before < 64 * 1024
+    # The health checks fail twice: the stopped process is killed and a fresh one started.
+    wait_for(lambda: metric(h, "hangar_server_starts", 'server="notes"') > starts, timeout=30)
+    wait_for(lambda: (p := h.children("notes.py")) and child not in p, timeout=30)
+
+    def answered():
+        try:
+            return asyncio.run(call(h.url, "notes__word_count", {"text": "a b"})).structured_content["result"]
+        except BaseException:  # noqa: BLE001 (the breaker half-opens after its reset timeout)
+            return None
+
+    assert wait_for(answered, timeout=30) == 2
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])

@@ -175,6 +175,13 @@ impl Backend {
     }
 
     /// Starts (true) or stops (false) a local process; remote endpoints are always "wanted".
+    /// Kills a local process that hangs; its supervisor starts it again (with backoff).
+    pub fn restart(&self) {
+        if let Backend::Stdio(b) = self {
+            b.shared.restart.notify_one();
+        }
+    }
+
     pub fn set_wanted(&self, wanted: bool) {
         if let Backend::Stdio(b) = self {
             b.shared.wanted.send_if_modified(|w| std::mem::replace(w, wanted) != wanted);
@@ -249,7 +256,9 @@ type ProgressRoutes = Arc<Mutex<HashMap<String, (Value, ProgressSink)>>>;
 pub type ProgressSink = mpsc::UnboundedSender<Value>;
 
 struct Live {
-    stdin: mpsc::UnboundedSender<String>,
+    /// Lines for the child's stdin, at most [`STDIN_QUEUE`] waiting (a child that stops reading,
+    /// SIGSTOP say, makes calls fail at once instead of piling up).
+    stdin: mpsc::Sender<String>,
     pending: Pending,
     progress: ProgressRoutes,
     era: Era,
@@ -277,10 +286,13 @@ impl Drop for InFlight<'_> {
                 "notifications/cancelled",
                 json!({"requestId": self.id, "reason": "cancelled by the client"}),
             );
-            let _ = self.live.stdin.send(cancel.to_string());
+            let _ = self.live.stdin.try_send(cancel.to_string());
         }
     }
 }
+
+/// Requests (and notifications) waiting for a child to read them.
+const STDIN_QUEUE: usize = 256;
 
 struct StdioShared {
     name: String,
@@ -289,6 +301,8 @@ struct StdioShared {
     /// Whether the process should run: false keeps (or makes) it stopped (Cold).
     wanted: watch::Sender<bool>,
     starts: AtomicU64,
+    /// Kills the running process (a hung one); the supervisor starts a fresh one.
+    restart: tokio::sync::Notify,
 }
 
 pub struct StdioBackend {
@@ -322,6 +336,7 @@ impl StdioBackend {
             live: watch::Sender::new(None),
             wanted: watch::Sender::new(wanted),
             starts: AtomicU64::new(0),
+            restart: tokio::sync::Notify::new(),
         });
         let supervisor = tokio::spawn(supervise(shared.clone(), command, env, dir, events));
         Self { shared, supervisor }
@@ -371,9 +386,19 @@ async fn call(
         guard.token = Some(token);
     }
     let line = protocol::request(id, method, params).to_string();
-    if live.stdin.send(line).is_err() {
-        guard.answered = true;
-        return Err(BackendError::Unavailable(format!("server {} is not running", shared.name)));
+    match live.stdin.try_send(line) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            guard.answered = true;
+            return Err(BackendError::Unavailable(format!(
+                "server {} is not reading its input ({STDIN_QUEUE} requests waiting)",
+                shared.name
+            )));
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            guard.answered = true;
+            return Err(BackendError::Unavailable(format!("server {} is not running", shared.name)));
+        }
     }
     let outcome = rx.await;
     guard.answered = true;
@@ -468,7 +493,7 @@ async fn run_child(
         }
     });
 
-    let (stdin_tx, mut stdin_rx) = mpsc::unbounded_channel::<String>();
+    let (stdin_tx, mut stdin_rx) = mpsc::channel::<String>(STDIN_QUEUE);
     tokio::spawn(async move {
         while let Some(mut line) = stdin_rx.recv().await {
             line.push('\n');
@@ -517,7 +542,14 @@ async fn run_child(
         Ok(Err(e)) => tracing::warn!(server = %name, error = %e, "handshake failed"),
         Err(_) => tracing::warn!(server = %name, "no handshake answer within {HANDSHAKE_TIMEOUT:?}"),
     }
-    let status = child.wait().await?;
+    let status = tokio::select! {
+        status = child.wait() => status?,
+        _ = shared.restart.notified() => {
+            tracing::warn!(server = %name, "not answering its health checks: killing it");
+            child.kill().await?;
+            child.wait().await?
+        }
+    };
     reader.abort();
     // The reader may be stopped before it read the end of the output: fail what still waits.
     pending.lock().unwrap().take();
@@ -580,7 +612,7 @@ async fn handshake(shared: &StdioShared, live: &Live) -> Result<Era, BackendErro
     let result = call(shared, live, "initialize", initialize_params(), None).await?;
     let version =
         result.get("protocolVersion").and_then(Value::as_str).unwrap_or(protocol::LATEST_HANDSHAKE).to_string();
-    let _ = live.stdin.send(protocol::notification("notifications/initialized", json!({})).to_string());
+    let _ = live.stdin.try_send(protocol::notification("notifications/initialized", json!({})).to_string());
     Ok(Era::Handshake(version))
 }
 
@@ -589,7 +621,7 @@ fn dispatch(
     message: Value,
     pending: &Pending,
     progress: &ProgressRoutes,
-    stdin: &mpsc::UnboundedSender<String>,
+    stdin: &mpsc::Sender<String>,
     events: &mpsc::UnboundedSender<BackendEvent>,
 ) {
     let method = message.get("method").and_then(Value::as_str);
@@ -609,7 +641,7 @@ fn dispatch(
         (Some(method), Some(id)) => {
             let error =
                 RpcError::new(code::METHOD_NOT_FOUND, format!("{method} is not available through the Hangar gateway"));
-            let _ = stdin.send(protocol::error_response(id, &error).to_string());
+            let _ = stdin.try_send(protocol::error_response(id, &error).to_string());
         }
         (Some("notifications/progress"), None) => {
             let token = message["params"]["progressToken"].as_str().unwrap_or_default();
@@ -878,8 +910,9 @@ mod tests {
             live: watch::channel(None).0,
             wanted: watch::channel(true).0,
             starts: AtomicU64::new(1),
+            restart: tokio::sync::Notify::new(),
         };
-        let (stdin, _written) = mpsc::unbounded_channel();
+        let (stdin, _written) = mpsc::channel(1);
         // The reader saw the process close its output; the supervisor has not noticed yet.
         let live = Live { stdin, pending: Arc::new(Mutex::new(None)), progress: Arc::default(), era: Era::Modern };
         let answer = tokio::time::timeout(Duration::from_secs(5), call(&shared, &live, "tools/call", json!({}), None))

@@ -204,8 +204,15 @@ async fn lifecycle(
         {
             last_check = Instant::now();
             let ok = s.check_health().await;
+            let failures = s.health_failures.load(Ordering::Relaxed);
             if !ok {
-                tracing::warn!(server = %s.name, failures = s.health_failures.load(Ordering::Relaxed), "health check failed");
+                tracing::warn!(server = %s.name, failures, "health check failed");
+                // A local process that stopped answering (hung, stopped) is killed and started
+                // again; a remote one is the cluster's to restart.
+                if failures >= spec.health_check.failure_threshold.max(1) as u32 && !s.backend.is_remote() {
+                    s.backend.restart();
+                    s.health_failures.store(0, Ordering::Relaxed);
+                }
             } else if !live {
                 tracing::info!(server = %s.name, "reachable again");
                 let method = "notifications/tools/list_changed".to_string();

@@ -269,7 +269,9 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     // With a progress token, answer as an event stream: progress notifications, then the result.
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<Value>();
     ctx.progress = Some((token, progress_tx));
-    let (out_tx, out_rx) = mpsc::unbounded_channel::<Value>();
+    // What the client has not read yet is bounded: progress beyond it is dropped (it is
+    // advisory), the answer waits for room.
+    let (out_tx, out_rx) = mpsc::channel::<Value>(PROGRESS_QUEUE);
     let gateway = state.gateway.clone();
     let method = method.to_string();
     tokio::spawn(async move {
@@ -280,7 +282,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             tokio::select! {
                 biased;
                 Some(p) = progress_rx.recv() => {
-                    let _ = out_tx.send(protocol::notification("notifications/progress", p));
+                    let _ = out_tx.try_send(protocol::notification("notifications/progress", p));
                 }
                 outcome = &mut call => break match outcome {
                     Ok(result) => protocol::response(&id, finish(&method, result, modern)),
@@ -293,15 +295,18 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         };
         // Progress the server sent just before its answer goes out before the answer.
         while let Ok(p) = progress_rx.try_recv() {
-            let _ = out_tx.send(protocol::notification("notifications/progress", p));
+            let _ = out_tx.try_send(protocol::notification("notifications/progress", p));
         }
-        let _ = out_tx.send(message);
+        let _ = out_tx.send(message).await;
     });
-    let events = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx).map(|m| {
+    let events = tokio_stream::wrappers::ReceiverStream::new(out_rx).map(|m| {
         Ok::<_, std::convert::Infallible>(axum::response::sse::Event::default().event("message").data(m.to_string()))
     });
     axum::response::sse::Sse::new(events).into_response()
 }
+
+/// Messages of one call's event stream a client may leave unread.
+const PROGRESS_QUEUE: usize = 64;
 
 /// Removes a request from the cancellable set when its handling ends.
 struct Unregister {
