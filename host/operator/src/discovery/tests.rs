@@ -137,6 +137,28 @@ fn labelled_config_map(namespace: &str, name: &str, providers: &str) -> Value {
            "data": {"providers.yaml": providers}})
 }
 
+/// The reads of a Namespace source selecting team-a, answered with these ConfigMaps and no Services.
+async fn expect_team_a_reads(handle: &mut crate::server::tests::Handle, config_maps: Vec<Value>) {
+    expect(handle, Method::GET, "/api/v1/namespaces", |_| {
+        list("NamespaceList", vec![json!({"metadata": {"name": "team-a"}})])
+    })
+    .await;
+    expect(handle, Method::GET, "/api/v1/namespaces/team-a/configmaps", |_| list("ConfigMapList", config_maps)).await;
+    expect(handle, Method::GET, "/api/v1/namespaces/team-a/services", |_| list("ServiceList", vec![])).await;
+}
+
+/// A server discovery applies in `namespace`, as the API server saw it.
+async fn expect_applied(handle: &mut crate::server::tests::Handle, namespace: &str, name: &str) -> Value {
+    let path = format!("/apis/mcp-hangar.io/v1alpha1/namespaces/{namespace}/mcpservers/{name}");
+    expect(handle, Method::PATCH, &path, |b| b).await
+}
+
+/// The status patch of the `teams` source.
+async fn expect_teams_status(handle: &mut crate::server::tests::Handle) -> Value {
+    let path = "/apis/mcp-hangar.io/v1alpha1/namespaces/mcp-system/mcpdiscoverysources/teams/status";
+    expect(handle, Method::PATCH, path, |_| serde_json::to_value(namespace_source()).unwrap()).await
+}
+
 /// What a tenant who may write one labelled ConfigMap tries; each must be refused.
 const HOSTILE: &str = "
 ok: {mode: remote, endpoint: 'http://search.team-a/mcp'}
@@ -156,49 +178,21 @@ owner: {mode: remote, endpoint: 'http://y/mcp', labels: {mcp-hangar.io/discovere
 async fn a_tenants_configmap_cannot_escape_its_namespace_or_ask_for_privileges() {
     let (ctx, mut handle) = context_with_plugins();
     let verifier = tokio::spawn(async move {
-        expect(&mut handle, Method::GET, "/api/v1/namespaces", |_| {
-            list("NamespaceList", vec![json!({"metadata": {"name": "team-a"}})])
-        })
-        .await;
-        expect(&mut handle, Method::GET, "/api/v1/namespaces/team-a/configmaps", |_| {
-            list(
-                "ConfigMapList",
-                vec![
-                    labelled_config_map("team-a", "tools", HOSTILE),
-                    // One broken document fails alone.
-                    labelled_config_map("team-a", "broken", "x: ["),
-                ],
-            )
-        })
-        .await;
-        expect(&mut handle, Method::GET, "/api/v1/namespaces/team-a/services", |_| list("ServiceList", vec![])).await;
+        let config_maps = vec![
+            labelled_config_map("team-a", "tools", HOSTILE),
+            // One broken document fails alone.
+            labelled_config_map("team-a", "broken", "x: ["),
+        ];
+        expect_team_a_reads(&mut handle, config_maps).await;
         // Only two are applied, both in the tenant's own namespace, never in kube-system or mcp-system.
-        let ok = expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/mcp-hangar.io/v1alpha1/namespaces/team-a/mcpservers/teams-ok",
-            |b| b,
-        )
-        .await;
+        let ok = expect_applied(&mut handle, "team-a", "teams-ok").await;
         assert_eq!(ok["spec"]["endpoint"], "http://search.team-a/mcp");
-        let owner = expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/mcp-hangar.io/v1alpha1/namespaces/team-a/mcpservers/teams-owner",
-            |b| b,
-        )
-        .await;
+        let owner = expect_applied(&mut handle, "team-a", "teams-owner").await;
         assert_eq!(
             owner["metadata"]["labels"]["mcp-hangar.io/discovered-by"], "teams",
             "entries cannot claim another owner"
         );
-        let status = expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/mcp-hangar.io/v1alpha1/namespaces/mcp-system/mcpdiscoverysources/teams/status",
-            |_| serde_json::to_value(namespace_source()).unwrap(),
-        )
-        .await;
+        let status = expect_teams_status(&mut handle).await;
         let status = &status["status"];
         assert_eq!(status["discovered"], json!(["team-a/teams-ok", "team-a/teams-owner"]));
         assert_eq!(status["refusedCount"], 10, "{status:#}");
@@ -245,38 +239,12 @@ root: {mode: container, securityContext: {runAsUser: 0}}
 swap: {mode: container, image: 'evil/image:latest'}
 ";
     let verifier = tokio::spawn(async move {
-        expect(&mut handle, Method::GET, "/api/v1/namespaces", |_| {
-            list("NamespaceList", vec![json!({"metadata": {"name": "team-a"}})])
-        })
-        .await;
-        expect(&mut handle, Method::GET, "/api/v1/namespaces/team-a/configmaps", |_| {
-            list("ConfigMapList", vec![labelled_config_map("team-a", "tools", providers)])
-        })
-        .await;
-        expect(&mut handle, Method::GET, "/api/v1/namespaces/team-a/services", |_| list("ServiceList", vec![])).await;
-        expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/mcp-hangar.io/v1alpha1/namespaces/shared/mcpservers/teams-moved",
-            |b| b,
-        )
-        .await;
-        let root = expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/mcp-hangar.io/v1alpha1/namespaces/team-a/mcpservers/teams-root",
-            |b| b,
-        )
-        .await;
+        expect_team_a_reads(&mut handle, vec![labelled_config_map("team-a", "tools", providers)]).await;
+        expect_applied(&mut handle, "shared", "teams-moved").await;
+        let root = expect_applied(&mut handle, "team-a", "teams-root").await;
         assert_eq!(root["spec"]["image"], "registry.example/approved:1", "the template's pinned image");
         assert_eq!(root["spec"]["securityContext"]["runAsUser"], 0);
-        let status = expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/mcp-hangar.io/v1alpha1/namespaces/mcp-system/mcpdiscoverysources/teams/status",
-            |_| serde_json::to_value(namespace_source()).unwrap(),
-        )
-        .await;
+        let status = expect_teams_status(&mut handle).await;
         assert_eq!(status["status"]["refusedCount"], 1);
         assert_eq!(status["status"]["refused"][0]["entry"], "swap");
         assert!(status["status"]["refused"][0]["reason"].as_str().unwrap().starts_with("image: pinned"));
