@@ -25,6 +25,13 @@ pub enum PluginCommand {
         /// Calls per scenario for the timing.
         #[arg(long, default_value_t = 2000)]
         calls: u32,
+        /// Tool names the calls use (repeatable): strategies see them in turn, policies are
+        /// asked about each.
+        #[arg(long = "tool", value_name = "NAME", default_values_t = ["create_issue".to_string(), "list_issues".to_string(), "delete_repo".to_string()])]
+        tools: Vec<String>,
+        /// Members of the group a strategy chooses from (named m0, m1, ...).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+        members: u32,
     },
     /// List the built-in plugins and those in a plugin directory.
     List {
@@ -38,7 +45,9 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     let runtime = PluginRuntime::new(RuntimeConfig::default(), &prometheus::Registry::new())
         .context("starting the plugin runtime")?;
     match command {
-        PluginCommand::Test { file, config, calls } => test(&runtime, &file, &config, calls),
+        PluginCommand::Test { file, config, calls, tools, members } => {
+            test(&runtime, &file, &config, Scenario { calls, tools, members })
+        }
         PluginCommand::List { dir } => Ok(list(&runtime, dir.as_deref())),
     }
 }
@@ -62,7 +71,14 @@ fn list(runtime: &PluginRuntime, dir: Option<&Path>) -> ExitCode {
     if reports.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-fn test(runtime: &PluginRuntime, file: &Path, config: &[String], calls: u32) -> anyhow::Result<ExitCode> {
+/// What `plugin test` runs a plugin on.
+struct Scenario {
+    calls: u32,
+    tools: Vec<String>,
+    members: u32,
+}
+
+fn test(runtime: &PluginRuntime, file: &Path, config: &[String], scenario: Scenario) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
     let config: Vec<(String, String)> = config
@@ -82,8 +98,8 @@ fn test(runtime: &PluginRuntime, file: &Path, config: &[String], calls: u32) -> 
     println!("world   {} ({}@{WIT_VERSION})", version.world.as_str(), version.world.export_interface());
     runtime.install(version.clone());
     let ok = match version.world {
-        WorldKind::Strategy => test_strategy(runtime, &version, config, calls),
-        WorldKind::Policy => test_policy(runtime, &version, config),
+        WorldKind::Strategy => test_strategy(runtime, &version, config, &scenario),
+        WorldKind::Policy => test_policy(runtime, &version, config, &scenario.tools),
         WorldKind::Discovery => test_discovery(runtime, &version),
     };
     println!("result: {}", if ok { "ok" } else { "FAILED" });
@@ -103,7 +119,13 @@ fn member(i: u32, healthy: bool) -> Candidate {
     }
 }
 
-fn test_strategy(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(String, String)>, calls: u32) -> bool {
+fn test_strategy(
+    runtime: &PluginRuntime,
+    version: &PluginVersion,
+    config: Vec<(String, String)>,
+    setup: &Scenario,
+) -> bool {
+    let (calls, n) = (setup.calls, setup.members);
     let plugin = match StrategyPlugin::new(runtime, &version.name, config, None) {
         Ok(p) => p,
         Err(e) => {
@@ -112,16 +134,17 @@ fn test_strategy(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(
         }
     };
     let scenarios: [(&str, Vec<Candidate>, Vec<u32>); 4] = [
-        ("all healthy", (0..4).map(|i| member(i, true)).collect(), vec![]),
-        ("some unhealthy", (0..4).map(|i| member(i, i % 2 == 0)).collect(), vec![]),
-        ("none healthy", (0..4).map(|i| member(i, false)).collect(), vec![]),
-        ("retry after m0 failed", (0..4).map(|i| member(i, true)).collect(), vec![0]),
+        ("all healthy", (0..n).map(|i| member(i, true)).collect(), vec![]),
+        ("some unhealthy", (0..n).map(|i| member(i, i % 2 == 0)).collect(), vec![]),
+        ("none healthy", (0..n).map(|i| member(i, false)).collect(), vec![]),
+        ("retry after m0 failed", (0..n).map(|i| member(i, true)).collect(), vec![0]),
     ];
+    println!("members {n}; tools in turn: {}", setup.tools.join(", "));
     println!("{:<24} {:<34} {:>10} {:>10}", "SCENARIO", "PICKS (sequence 0..8)", "p50", "p99");
     let mut ok = true;
     for (scenario, candidates, tried) in scenarios {
         let request = |sequence: u64| PickRequest {
-            tool: "echo".into(),
+            tool: setup.tools[sequence as usize % setup.tools.len()].clone(),
             sequence,
             random: sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             attempt: tried.len() as u32,
@@ -160,7 +183,12 @@ fn test_strategy(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(
     ok
 }
 
-fn test_policy(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(String, String)>) -> bool {
+fn test_policy(
+    runtime: &PluginRuntime,
+    version: &PluginVersion,
+    config: Vec<(String, String)>,
+    tools: &[String],
+) -> bool {
     let plugin = match PolicyPlugin::new(runtime, &version.name, config, None, false) {
         Ok(p) => p,
         Err(e) => {
@@ -169,8 +197,8 @@ fn test_policy(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(St
         }
     };
     let mut ok = true;
-    for tool in ["create_issue", "list_issues", "delete_repo"] {
-        let call = Call { server: "example".into(), tool: tool.into(), caller: "tester".into(), argument_bytes: 64 };
+    for tool in tools {
+        let call = Call { server: "example".into(), tool: tool.clone(), caller: "tester".into(), argument_bytes: 64 };
         match plugin.try_check(&call) {
             Ok(Decision::Allow(buckets)) => println!("check {tool:<14} allow, buckets: {buckets:?}"),
             Ok(Decision::Deny(why)) => println!("check {tool:<14} deny: {why}"),
@@ -180,8 +208,7 @@ fn test_policy(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(St
             }
         }
     }
-    let tools = ["create_issue", "list_issues", "delete_repo"].map(String::from).to_vec();
-    let (visible, fault) = plugin.filter_tools(tools);
+    let (visible, fault) = plugin.filter_tools(tools.to_vec());
     println!("filter-tools -> {visible:?}");
     ok && fault.is_none()
 }

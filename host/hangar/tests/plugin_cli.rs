@@ -26,6 +26,20 @@ fn a_good_strategy_passes_every_scenario() {
 }
 
 #[test]
+fn tool_names_and_member_sets_are_the_authors_to_choose() {
+    let wasm = hangar_tests::hostile_plugin(); // mode=good: round robin over healthy members
+    let args = ["--config", "mode=good", "--calls", "20", "--members", "9", "--tool", "search"];
+    let out = hangar(&[&["plugin", "test", wasm.to_str().unwrap()][..], &args].concat());
+    let text = stdout(&out); // (it fails the retry scenario: this mode ignores `tried`)
+    assert!(text.contains("members 9; tools in turn: search"), "{text}");
+    // With nine members, some pick lands beyond the default four.
+    let all = text.lines().find(|l| l.starts_with("all healthy")).unwrap();
+    assert!(all.split_whitespace().any(|p| ["m4", "m5", "m6", "m7", "m8"].contains(&p)), "{all}");
+    let refused = hangar(&["plugin", "test", wasm.to_str().unwrap(), "--members", "0"]);
+    assert!(!refused.status.success());
+}
+
+#[test]
 fn a_hostile_strategy_is_reported_not_crashed_on() {
     let wasm = hangar_tests::hostile_plugin();
     for mode in ["loop", "trap", "alloc"] {
