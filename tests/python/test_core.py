@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from hangar_proc import NOTES, PYTHON, Hangar, wait_for
 from test_gateway import free_port
@@ -122,6 +123,28 @@ def test_bridge_serves_one_stdio_server_under_its_own_tool_names(tmp_path):
             tools, result = wait_for(lambda: (r := asyncio.run(session(mode))) and r[0] and r)
             assert tools == ["add_note", "list_notes", "word_count"]
             assert result == {"result": 3}
+    finally:
+        h.stop()
+
+
+def test_the_bridge_enforces_the_servers_own_tool_lists(tmp_path):
+    h = Hangar(tmp_path, None, ["bridge", "--allow", "*_note*", "--deny", "add_note", "--", str(PYTHON), str(NOTES)])
+    try:
+        assert h.url.startswith("http://127.0.0.1:"), "loopback unless told otherwise"
+
+        async def session():
+            async with Client(h.url) as c:
+                tools = sorted(t.name for t in (await c.list_tools()).tools)
+                try:
+                    await c.call_tool("add_note", {"text": "x"})
+                    refused = None
+                except MCPError as e:
+                    refused = str(e)
+                return tools, refused
+
+        tools, refused = wait_for(lambda: (r := asyncio.run(session())) and r[0] and r)
+        assert tools == ["list_notes"], "the allow list, minus the deny list"
+        assert refused and "denyList" in refused, refused
     finally:
         h.stop()
 

@@ -122,17 +122,28 @@ pub fn core(
     })
 }
 
-pub fn bridge(listen: SocketAddr, command: Vec<String>) -> anyhow::Result<ExitCode> {
+/// `hangar bridge`: one stdio server over Streamable HTTP, with the server's own allow and deny
+/// lists enforced here too, so that a client reaching the pod directly gets no more than core gives.
+pub fn bridge(
+    listen: SocketAddr,
+    allow: Vec<String>,
+    deny: Vec<String>,
+    command: Vec<String>,
+) -> anyhow::Result<ExitCode> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let registry = prometheus::Registry::new();
         let plugins = PluginRuntime::new(RuntimeConfig::default(), &registry)?;
         let gateway = Gateway::single(plugins, &registry)?;
         let spec: MCPServerSpec = serde_json::from_value(serde_json::json!({
             "mode": "container", "image": "bridged", "transport": "stdio", "command": command,
+            "tools": {"allowList": allow, "denyList": deny},
         }))?;
         let dir = std::env::current_dir()?;
+        // The pod's environment is the server's (the operator set it from spec.env): passed on
+        // explicitly, so even HANGAR_* variables a user gave reach the server.
+        let env = std::env::vars().collect();
         gateway
-            .upsert_server_at("default", "bridged", spec, BackendSpec::Stdio { command, env: Vec::new(), dir })
+            .upsert_server_at("default", "bridged", spec, BackendSpec::Stdio { command, env, dir })
             .map_err(anyhow::Error::msg)?;
         let listener = bind(listen).await?;
         println!("Hangar bridge: MCP at http://{}/mcp", listener.local_addr()?);

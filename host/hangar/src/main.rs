@@ -58,8 +58,15 @@ enum Command {
     },
     /// Serve one stdio MCP server over Streamable HTTP: `hangar bridge --listen :8080 -- CMD ARGS`.
     Bridge {
-        #[arg(long, default_value = "0.0.0.0:8080")]
+        /// Loopback unless told otherwise; in a pod the operator passes the pod's port.
+        #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// The server's spec.tools.allowList, enforced here too (repeatable; globs).
+        #[arg(long = "allow", value_name = "GLOB")]
+        allow: Vec<String>,
+        /// The server's spec.tools.denyList, enforced here too (repeatable; globs).
+        #[arg(long = "deny", value_name = "GLOB")]
+        deny: Vec<String>,
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
@@ -117,9 +124,9 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { paths, hangar_image } => render(&paths, hangar_image),
-        Command::Bridge { listen, command } => {
+        Command::Bridge { listen, allow, deny, command } => {
             Logging::default().init();
-            core_cmd::bridge(listen, command)
+            core_cmd::bridge(listen, allow, deny, command)
         }
     };
     match result {

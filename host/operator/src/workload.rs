@@ -81,7 +81,13 @@ pub fn deployment(server: &MCPServer, settings: &Settings) -> Deployment {
                 volume_mounts: Some(vec![mount]),
                 ..Default::default()
             });
-            let mut args = vec!["bridge".to_string(), "--listen".into(), format!("0.0.0.0:{port}"), "--".into()];
+            let mut args = vec!["bridge".to_string(), "--listen".into(), format!("0.0.0.0:{port}")];
+            // The pod enforces the server's tool lists too: a client inside the cluster that
+            // reaches the pod directly gets no tool core would refuse.
+            let tools = spec.tools.clone().unwrap_or_default();
+            args.extend(tools.allow_list.iter().flat_map(|t| ["--allow".to_string(), t.clone()]));
+            args.extend(tools.deny_list.iter().flat_map(|t| ["--deny".to_string(), t.clone()]));
+            args.push("--".into());
             args.extend(spec.command.iter().cloned());
             args.extend(spec.args.iter().cloned());
             (vec![format!("{BRIDGE_DIR}/hangar")], args)
@@ -235,7 +241,7 @@ mod tests {
     #[test]
     fn a_stdio_server_runs_under_the_bridge() {
         let s = server(
-            "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: fs, namespace: t}\nspec:\n  mode: container\n  image: node:20\n  transport: stdio\n  port: 9000\n  command: [npx, server-filesystem]\n  args: [/data]\n",
+            "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: fs, namespace: t}\nspec:\n  mode: container\n  image: node:20\n  transport: stdio\n  port: 9000\n  command: [npx, server-filesystem]\n  args: [/data]\n  tools: {allowList: [read_*], denyList: [read_secret]}\n",
         );
         let pod = deployment(&s, &settings()).spec.unwrap().template.spec.unwrap();
         let init = &pod.init_containers.as_ref().unwrap()[0];
@@ -244,7 +250,19 @@ mod tests {
         assert_eq!(c.command.as_deref(), Some(&["/hangar-bin/hangar".to_string()][..]));
         assert_eq!(
             c.args.as_deref().unwrap(),
-            ["bridge", "--listen", "0.0.0.0:9000", "--", "npx", "server-filesystem", "/data"]
+            [
+                "bridge",
+                "--listen",
+                "0.0.0.0:9000",
+                "--allow",
+                "read_*",
+                "--deny",
+                "read_secret",
+                "--",
+                "npx",
+                "server-filesystem",
+                "/data"
+            ]
         );
         assert!(pod.volumes.unwrap().iter().any(|v| v.name == "hangar-bin" && v.empty_dir.is_some()));
     }
