@@ -60,6 +60,10 @@ phase "cargo test (plugin algorithms)"
 cargo test --manifest-path plugins/Cargo.toml -p hangar-plugin-algorithms --locked --target-dir "$CARGO_TARGET_DIR/wasm-clippy"
 phase "cargo test"
 cargo test --workspace --locked
+# kube-apiserver, etcd, kubectl, helm and kube-controller-manager from the Go module proxy, built
+# once per go.mod/go.sum into ~/.cache/hangar/cluster (about 8 minutes of 2 cores when cold).
+phase "control plane (tests/cluster/build.sh)"
+bash tests/cluster/build.sh
 report_phases
 trap - EXIT
 echo "== pytest (its time is on its summary line)"

@@ -26,3 +26,11 @@ def crds():
 
 def schema_of(crd):
     return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many tests ran against the real control plane (tests/cluster)."""
+    def count(outcome):
+        return sum(1 for r in terminalreporter.stats.get(outcome, []) if "test_cluster.py" in getattr(r, "nodeid", ""))
+    terminalreporter.write_line(
+        f"against a real kube-apiserver and etcd: {count('passed')} tests passed, {count('failed')} failed")
