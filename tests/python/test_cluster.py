@@ -2,16 +2,22 @@
 (tests/cluster), started once per run on loopback with RBAC on. The CRDs are compiled by the API
 server itself (CEL rules and their cost estimates included), and manifests are judged by it, in
 parity with `hangar validate`."""
+import asyncio
+import json
 import os
 import re
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from mcp import Client
 
 from conftest import REPO
-from hangar_proc import hangar_bin
+from hangar_proc import NOTES, PYTHON, Hangar, hangar_bin, wait_for
+from test_gateway import free_port
 
 CLUSTER = REPO / "tests" / "cluster"
 
@@ -128,56 +134,149 @@ def test_the_chart_installs_upgrades_keeping_its_key_and_uninstalls(crds):
     assert key_of() == key
 
 
-def test_the_operator_under_the_charts_rbac_reconciles_a_server_without_a_forbidden(crds, tmp_path):
-    """`hangar operator` as a local process whose identity is the chart's ServiceAccount (a token
-    from the TokenRequest API), so the real authorizer enforces the chart's ClusterRole."""
-    import json
-    import time
+def helm(kube, *args):
+    out = subprocess.run(["helm", *args], capture_output=True, text=True, env=kube.env, timeout=300)
+    assert out.returncode == 0, f"helm {' '.join(args)}: {out.stderr}"
+    return out.stdout
 
-    from hangar_proc import wait_for
 
-    def helm(*args):
-        out = subprocess.run(["helm", *args], capture_output=True, text=True, env=crds.env, timeout=300)
-        assert out.returncode == 0, f"helm {' '.join(args)}: {out.stderr}"
+class Operator:
+    """The chart installed as `release` (core off), and `hangar operator` running locally as the
+    chart's ServiceAccount: a token from the TokenRequest API, so the real authorizer enforces the
+    chart's ClusterRole. `env` adds to the operator's environment (HANGAR_URL, HANGAR_API_KEY)."""
 
-    helm("install", "rbac-check", str(REPO / "charts" / "mcp-hangar-operator"), "-n", "rbac-check",
-         "--create-namespace", "--set", "core.enabled=false", "--set", "hangar.url=")
-    try:
-        account = "rbac-check-mcp-hangar-operator"  # the chart names its ServiceAccount after the release
-        token = crds("create", "token", account, "-n", "rbac-check", "--duration", "1h").stdout.strip()
-        admin = yaml.safe_load((crds.state / "kubeconfig").read_text())
-        cluster = admin["clusters"][0]["cluster"]
-        kubeconfig = tmp_path / "operator.kubeconfig"
+    def __init__(self, kube, tmp_path, release: str, env: dict | None = None):
+        self.kube, self.release = kube, release
+        helm(kube, "install", release, str(REPO / "charts" / "mcp-hangar-operator"), "-n", release,
+             "--create-namespace", "--set", "core.enabled=false", "--set", "hangar.url=")
+        account = f"{release}-mcp-hangar-operator"  # the chart names its ServiceAccount after the release
+        token = kube("create", "token", account, "-n", release, "--duration", "1h").stdout.strip()
+        cluster = yaml.safe_load((kube.state / "kubeconfig").read_text())["clusters"][0]["cluster"]
+        kubeconfig = tmp_path / f"{release}.kubeconfig"
         kubeconfig.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "operator",
             "clusters": [{"name": "c", "cluster": cluster}],
             "users": [{"name": "operator", "user": {"token": token}}],
-            "contexts": [{"name": "operator", "context": {"cluster": "c", "user": "operator", "namespace": "rbac-check"}}],
+            "contexts": [{"name": "operator", "context": {"cluster": "c", "user": "operator", "namespace": release}}],
         }))
-        crds("create", "namespace", "tools-team", check=False)
-        server = {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
-                  "metadata": {"name": "sqlite-tools", "namespace": "tools-team"},
-                  "spec": {"mode": "container", "image": "ghcr.io/example/sqlite:1", "replicas": 1}}
-        crds("apply", "-f", "-", stdin=json.dumps(server))
-        log = open(tmp_path / "operator.log", "w")
-        operator = subprocess.Popen(
-            [hangar_bin(), "operator", "--leader-elect=true", "--leader-namespace", "rbac-check",
-             "--metrics-listen", "127.0.0.1:0"],
-            env={**crds.env, "KUBECONFIG": str(kubeconfig), "HOSTNAME": "e2e-operator"}, stdout=log, stderr=log)
-        try:
-            wait_for(lambda: crds("get", "deployment", "sqlite-tools", "-n", "tools-team", check=False).returncode == 0,
-                     timeout=60)
-            crds("get", "service", "sqlite-tools", "-n", "tools-team")
-            status = wait_for(lambda: json.loads(crds("get", "mcpserver", "sqlite-tools", "-n", "tools-team", "-o", "json").stdout)
-                              .get("status", {}).get("conditions"), timeout=60)
-            assert status, "status written through the status subresource"
-            assert crds("get", "lease", "-n", "rbac-check", "-o", "name").stdout.strip(), "the leader holds a Lease"
-            time.sleep(2)
-        finally:
-            operator.terminate()
-            operator.wait(timeout=30)
-            log.close()
-        text = (tmp_path / "operator.log").read_text()
+        self.log_path = tmp_path / f"{release}-operator.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [hangar_bin(), "operator", "--leader-namespace", release, "--metrics-listen", "127.0.0.1:0"],
+            env={**kube.env, "KUBECONFIG": str(kubeconfig), "HOSTNAME": f"{release}-0", **(env or {})},
+            stdout=self.log, stderr=self.log)
+
+    def stop(self) -> str:
+        """Stops the operator and uninstalls the chart; returns the operator's log."""
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+        helm(self.kube, "uninstall", self.release, "-n", self.release)
+        text = self.log_path.read_text()
         assert "Forbidden" not in text and "forbidden" not in text, text[-3000:]
+        return text
+
+
+def server_json(kube, namespace: str, name: str) -> dict:
+    return json.loads(kube("get", "mcpserver", name, "-n", namespace, "-o", "json").stdout)
+
+
+def test_the_operator_under_the_charts_rbac_reconciles_a_server_without_a_forbidden(crds, tmp_path):
+    crds("create", "namespace", "tools-team", check=False)
+    server = {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+              "metadata": {"name": "sqlite-tools", "namespace": "tools-team"},
+              "spec": {"mode": "container", "image": "ghcr.io/example/sqlite:1", "replicas": 1}}
+    crds("apply", "-f", "-", stdin=json.dumps(server))
+    operator = Operator(crds, tmp_path, "rbac-check")
+    try:
+        wait_for(lambda: crds("get", "deployment", "sqlite-tools", "-n", "tools-team", check=False).returncode == 0,
+                 timeout=60)
+        crds("get", "service", "sqlite-tools", "-n", "tools-team")
+        conditions = wait_for(lambda: server_json(crds, "tools-team", "sqlite-tools").get("status", {}).get("conditions"),
+                              timeout=60)
+        assert conditions, "status written through the status subresource"
+        assert crds("get", "lease", "-n", "rbac-check", "-o", "name").stdout.strip(), "the leader holds a Lease"
+        time.sleep(2)
     finally:
-        helm("uninstall", "rbac-check", "-n", "rbac-check")
+        operator.stop()
+
+
+def test_operator_and_core_serve_a_remote_server_to_the_official_sdk_client(crds, tmp_path):
+    key = "e2e-admin-key-0123456789abcdef"
+    core = Hangar(tmp_path, {"HANGAR_API_KEY": key}, ["core"])
+    port = free_port()
+    notes = subprocess.Popen([str(PYTHON), str(NOTES), "--http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    operator = None
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+        crds("create", "namespace", "notes-team", check=False)
+        server = {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+                  "metadata": {"name": "notes", "namespace": "notes-team"},
+                  "spec": {"mode": "remote", "endpoint": f"http://127.0.0.1:{port}/mcp"}}
+        crds("apply", "-f", "-", stdin=json.dumps(server))
+        operator = Operator(crds, tmp_path, "with-core", {"HANGAR_URL": core.base, "HANGAR_API_KEY": key})
+        status = wait_for(lambda: (s := server_json(crds, "notes-team", "notes").get("status", {}))
+                          .get("state") == "Ready" and s, timeout=90)
+        assert status["toolsCount"] == 3 and "word_count" in status["tools"], status
+        conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        assert conditions.get("Registered") == "True", conditions
+        columns = crds("get", "mcpservers", "-A").stdout
+        assert "MODE" in columns and "STATE" in columns and "TOOLS" in columns and "Ready" in columns, columns
+        described = crds("describe", "mcpserver", "notes", "-n", "notes-team").stdout
+        assert "Events:" in described and "Registered" in described, described[-2000:]
+
+        async def through_core():
+            async with Client(core.url) as c:
+                names = [t.name for t in (await c.list_tools()).tools]
+                r = await c.call_tool("notes__word_count", {"text": "through the cluster"})
+                return names, r.structured_content["result"]
+
+        names, result = asyncio.run(through_core())
+        assert "notes__word_count" in names and result == 3
+    finally:
+        if operator:
+            operator.stop()
+        notes.kill()
+        notes.wait()
+        core.stop()
+
+
+def test_discovery_creates_owned_servers_and_refuses_what_a_tenant_may_not_ask(crds, tmp_path):
+    for ns in ("discovery-home", "tenant-a"):
+        crds("create", "namespace", ns, check=False)
+    crds("label", "namespace", "tenant-a", "mcp-hangar.io/enabled=true", "--overwrite")
+    providers = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "tools", "namespace": "tenant-a", "labels": {"mcp-hangar.io/providers": "true"}},
+        "data": {"providers.yaml": yaml.safe_dump({
+            "search": {"mode": "remote", "endpoint": "http://search.tenant-a/mcp"},
+            "escape": {"mode": "remote", "endpoint": "http://x/mcp", "namespace": "kube-system"},
+            "root": {"mode": "container", "image": "x", "securityContext": {"privileged": True}},
+        })},
+    }
+    source = {
+        "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
+        "metadata": {"name": "tenants", "namespace": "discovery-home"},
+        "spec": {"type": "Namespace", "mode": "Authoritative", "refreshInterval": "5s",
+                 "namespaceSelector": {"matchLabels": {"mcp-hangar.io/enabled": "true"}}},
+    }
+    crds("apply", "-f", "-", stdin=json.dumps(providers))
+    crds("apply", "-f", "-", stdin=json.dumps(source))
+    operator = Operator(crds, tmp_path, "discovery-check")
+    try:
+        status = wait_for(lambda: (s := json.loads(crds("get", "mcpdiscoverysource", "tenants", "-n", "discovery-home",
+                                                         "-o", "json").stdout).get("status", {})).get("refusedCount") and s,
+                          timeout=60)
+        assert status["discovered"] == ["tenant-a/tenants-search"], status
+        assert status["refusedCount"] == 2, status
+        found = json.loads(crds("get", "mcpservers", "-A", "-l", "mcp-hangar.io/discovered-by=tenants", "-o", "json").stdout)
+        placed = sorted(f"{s['metadata']['namespace']}/{s['metadata']['name']}" for s in found["items"])
+        assert placed == ["tenant-a/tenants-search"], "nothing in kube-system, nothing privileged"
+        # Authoritative: an entry removed from the ConfigMap is pruned.
+        providers["data"]["providers.yaml"] = yaml.safe_dump({"other": {"mode": "remote", "endpoint": "http://o/mcp"}})
+        crds("apply", "-f", "-", stdin=json.dumps(providers))
+        wait_for(lambda: crds("get", "mcpserver", "tenants-search", "-n", "tenant-a", check=False).returncode != 0,
+                 timeout=60)
+        crds("get", "mcpserver", "tenants-other", "-n", "tenant-a")
+    finally:
+        operator.stop()
