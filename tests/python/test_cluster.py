@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -145,10 +146,11 @@ class Operator:
     chart's ServiceAccount: a token from the TokenRequest API, so the real authorizer enforces the
     chart's ClusterRole. `env` adds to the operator's environment (HANGAR_URL, HANGAR_API_KEY)."""
 
-    def __init__(self, kube, tmp_path, release: str, env: dict | None = None):
-        self.kube, self.release = kube, release
-        helm(kube, "install", release, str(REPO / "charts" / "mcp-hangar-operator"), "-n", release,
-             "--create-namespace", "--set", "core.enabled=false", "--set", "hangar.url=")
+    def __init__(self, kube, tmp_path, release: str, env: dict | None = None, replica: int = 0):
+        self.kube, self.release, self.installed = kube, release, replica == 0
+        if self.installed:  # further replicas share the first one's release
+            helm(kube, "install", release, str(REPO / "charts" / "mcp-hangar-operator"), "-n", release,
+                 "--create-namespace", "--set", "core.enabled=false", "--set", "hangar.url=")
         account = f"{release}-mcp-hangar-operator"  # the chart names its ServiceAccount after the release
         token = kube("create", "token", account, "-n", release, "--duration", "1h").stdout.strip()
         cluster = yaml.safe_load((kube.state / "kubeconfig").read_text())["clusters"][0]["cluster"]
@@ -159,19 +161,22 @@ class Operator:
             "users": [{"name": "operator", "user": {"token": token}}],
             "contexts": [{"name": "operator", "context": {"cluster": "c", "user": "operator", "namespace": release}}],
         }))
-        self.log_path = tmp_path / f"{release}-operator.log"
+        self.identity = f"{release}-{replica}"
+        self.log_path = tmp_path / f"{self.identity}-operator.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [hangar_bin(), "operator", "--leader-namespace", release, "--metrics-listen", "127.0.0.1:0"],
-            env={**kube.env, "KUBECONFIG": str(kubeconfig), "HOSTNAME": f"{release}-0", **(env or {})},
+            env={**kube.env, "KUBECONFIG": str(kubeconfig), "HOSTNAME": self.identity, **(env or {})},
             stdout=self.log, stderr=self.log)
 
     def stop(self) -> str:
-        """Stops the operator and uninstalls the chart; returns the operator's log."""
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        """Stops the operator (SIGTERM) and uninstalls the chart it installed; returns its log."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
         self.log.close()
-        helm(self.kube, "uninstall", self.release, "-n", self.release)
+        if self.installed:
+            helm(self.kube, "uninstall", self.release, "-n", self.release)
         text = self.log_path.read_text()
         assert "Forbidden" not in text and "forbidden" not in text, text[-3000:]
         return text
@@ -192,6 +197,9 @@ def test_the_operator_under_the_charts_rbac_reconciles_a_server_without_a_forbid
         wait_for(lambda: crds("get", "deployment", "sqlite-tools", "-n", "tools-team", check=False).returncode == 0,
                  timeout=60)
         crds("get", "service", "sqlite-tools", "-n", "tools-team")
+        deployment = json.loads(crds("get", "deployment", "sqlite-tools", "-n", "tools-team", "-o", "json").stdout)
+        owners = deployment["metadata"].get("ownerReferences", [])
+        assert [(o["kind"], o["name"], o.get("controller")) for o in owners] == [("MCPServer", "sqlite-tools", True)]
         conditions = wait_for(lambda: server_json(crds, "tools-team", "sqlite-tools").get("status", {}).get("conditions"),
                               timeout=60)
         assert conditions, "status written through the status subresource"
@@ -233,6 +241,12 @@ def test_operator_and_core_serve_a_remote_server_to_the_official_sdk_client(crds
 
         names, result = asyncio.run(through_core())
         assert "notes__word_count" in names and result == 3
+
+        # Deleting the MCPServer: its finalizer takes it out of core, then it is gone.
+        crds("delete", "mcpserver", "notes", "-n", "notes-team", "--wait=true", "--timeout=60s")
+        request = urllib.request.Request(core.base + "/api/v1/servers", headers={"authorization": f"Bearer {key}"})
+        listed = json.loads(urllib.request.urlopen(request, timeout=10).read())["servers"]
+        assert all(s["name"] != "notes" for s in listed), listed
     finally:
         if operator:
             operator.stop()
@@ -280,3 +294,37 @@ def test_discovery_creates_owned_servers_and_refuses_what_a_tenant_may_not_ask(c
         crds("get", "mcpserver", "tenants-other", "-n", "tenant-a")
     finally:
         operator.stop()
+
+
+def test_a_second_operator_leads_once_the_first_stops(crds, tmp_path):
+    def holder():
+        out = crds("get", "lease", "hangar-operator", "-n", "leaders", "-o", "jsonpath={.spec.holderIdentity}", check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    def server(name):
+        crds("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": name, "namespace": "leaders"},
+            "spec": {"mode": "container", "image": "ghcr.io/example/x:1"}}))
+
+    def deployed(name):
+        return crds("get", "deployment", name, "-n", "leaders", check=False).returncode == 0
+
+    first = Operator(crds, tmp_path, "leaders")
+    second = None
+    try:
+        wait_for(lambda: holder() == "leaders-0", timeout=60)
+        second = Operator(crds, tmp_path, "leaders", replica=1)
+        server("before")
+        wait_for(lambda: deployed("before"), timeout=60)
+        time.sleep(3)
+        assert holder() == "leaders-0", "the first keeps the Lease while it runs"
+        assert "waiting to lead" in second.log_path.read_text()
+        first.proc.terminate()  # SIGTERM releases the Lease
+        first.proc.wait(timeout=30)
+        wait_for(lambda: holder() == "leaders-1", timeout=30)  # well within the 15 s lease
+        server("after")
+        wait_for(lambda: deployed("after"), timeout=60)
+    finally:
+        if second:
+            second.stop()
+        first.stop()
