@@ -26,7 +26,9 @@ CLUSTER = REPO / "tests" / "cluster"
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
     state = tmp_path_factory.mktemp("control-plane")
-    up = subprocess.run(["bash", str(CLUSTER / "up.sh"), str(state)], capture_output=True, text=True, timeout=3000)
+    # With kube-controller-manager: Deployments get ReplicaSets, owned objects are collected.
+    up = subprocess.run(["bash", str(CLUSTER / "up.sh"), str(state)], capture_output=True, text=True, timeout=3000,
+                        env={**os.environ, "CONTROLLER_MANAGER": "1"})
     assert up.returncode == 0, up.stderr[-3000:]
     bin_dir = subprocess.run(["bash", str(CLUSTER / "build.sh")], capture_output=True, text=True, check=True).stdout.strip()
     env = {**os.environ, "KUBECONFIG": str(state / "kubeconfig"), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
@@ -204,7 +206,12 @@ def test_the_operator_under_the_charts_rbac_reconciles_a_server_without_a_forbid
                               timeout=60)
         assert conditions, "status written through the status subresource"
         assert crds("get", "lease", "-n", "rbac-check", "-o", "name").stdout.strip(), "the leader holds a Lease"
-        time.sleep(2)
+        # kube-controller-manager turns the Deployment into a ReplicaSet...
+        wait_for(lambda: crds("get", "replicasets", "-n", "tools-team", "-o", "name").stdout.strip(), timeout=60)
+        # ...and collects what the MCPServer owned once it is deleted.
+        crds("delete", "mcpserver", "sqlite-tools", "-n", "tools-team", "--wait=true", "--timeout=60s")
+        wait_for(lambda: crds("get", "deployment,service", "-n", "tools-team", "-o", "name").stdout.strip() == "",
+                 timeout=60)
     finally:
         operator.stop()
 
@@ -328,3 +335,41 @@ def test_a_second_operator_leads_once_the_first_stops(crds, tmp_path):
         if second:
             second.stop()
         first.stop()
+
+
+def test_a_call_for_a_cold_server_scales_its_deployment_to_one_and_idle_takes_it_back(crds, tmp_path):
+    key = "e2e-admin-key-0123456789abcdef"
+    core = Hangar(tmp_path, {"HANGAR_API_KEY": key}, ["core"])
+    operator = None
+
+    def replicas():
+        out = crds("get", "deployment", "cold", "-n", "cold-team", "-o", "jsonpath={.spec.replicas}", check=False)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    try:
+        crds("create", "namespace", "cold-team", check=False)
+        crds("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "cold", "namespace": "cold-team"},
+            "spec": {"mode": "container", "image": "ghcr.io/example/cold:1", "replicas": 0, "idleTTL": "3s",
+                     "startupTimeout": "3s", "healthCheck": {"enabled": False}}}))
+        operator = Operator(crds, tmp_path, "cold-check", {"HANGAR_URL": core.base, "HANGAR_API_KEY": key})
+        # Registered cold; core asks once for a wake-up to learn its tools; idleTTL takes it back to 0.
+        wait_for(lambda: replicas() == "1", timeout=60)
+        print("woken at registration", time.strftime("%X"))
+        wait_for(lambda: replicas() == "0", timeout=90)
+        print("idle again", time.strftime("%X"))
+        # A client's call wakes it again (the call itself fails: no pod ever answers here).
+        try:
+            asyncio.run(call_tool(core.url, "cold__anything"))
+        except BaseException as e:  # noqa: BLE001 (expected: the server never became ready)
+            print("call failed as expected", time.strftime("%X"), repr(e)[:300])
+        wait_for(lambda: replicas() == "1", timeout=60)
+    finally:
+        if operator:
+            operator.stop()
+        core.stop()
+
+
+async def call_tool(url: str, tool: str):
+    async with Client(url) as c:
+        return await c.call_tool(tool, {})

@@ -209,9 +209,12 @@ async fn lifecycle(
                 tracing::warn!(server = %s.name, failures, "health check failed");
                 // A local process that stopped answering (hung, stopped) is killed and started
                 // again; a remote one is the cluster's to restart.
-                if failures >= spec.health_check.failure_threshold.max(1) as u32 && !s.backend.is_remote() {
+                // It stays Dead until the new process passes a check; if that one fails too, the
+                // next restart comes after another failureThreshold checks (and the supervisor's backoff).
+                let threshold = spec.health_check.failure_threshold.max(1) as u32;
+                if failures % threshold == 0 && !s.backend.is_remote() {
+                    tracing::warn!(server = %s.name, failures, "not answering its health checks; restarting it");
                     s.backend.restart();
-                    s.health_failures.store(0, Ordering::Relaxed);
                 }
             } else if !live {
                 tracing::info!(server = %s.name, "reachable again");
@@ -868,7 +871,13 @@ impl Gateway {
                 retry_after.as_secs_f64()
             ))));
         }
-        if server.state() == State::Cold {
+        // From here the call is in flight: a call held for a wake-up is activity too, or the
+        // operator would see the server idle and scale it straight back to zero.
+        let in_flight = server.begin();
+        // A cluster's on-demand server that is not up is woken by every call, also after a start
+        // that failed (Dead): its pod may have been slow, or was scaled away since.
+        let asleep = server.spec.on_demand() && server.backend.is_remote() && !server.backend.is_live();
+        if server.state() == State::Cold || asleep {
             let _ = self.events_out.send(json!({"type": "wake", "namespace": server.namespace, "server": server.name}));
             if server.backend.is_remote() {
                 // The operator scales it up; hold the call until it answers, or startupTimeout.
@@ -883,7 +892,6 @@ impl Gateway {
                 }
             }
         }
-        let in_flight = server.begin();
         let started = Instant::now();
         let startup = server.spec.startup_timeout.as_std();
         let result = server

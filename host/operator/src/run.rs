@@ -68,11 +68,13 @@ pub async fn run(
                 let followed = core
                     .follow_wake_ups(|namespace, server| {
                         let client = client.clone();
-                        async move {
+                        // Each on its own: one waiting for its Deployment holds up no other.
+                        tokio::spawn(async move {
                             if let Err(e) = server::wake(&client, &namespace, &server).await {
                                 tracing::warn!(namespace, server, "wake-up failed: {e}");
                             }
-                        }
+                        });
+                        std::future::ready(())
                     })
                     .await;
                 if let Err(e) = followed {

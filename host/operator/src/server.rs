@@ -280,14 +280,27 @@ pub async fn wake(client: &Client, namespace: &str, server: &str) -> Result<(), 
     let Some(s) = Api::<MCPServer>::namespaced(client.clone(), namespace).get_opt(server).await? else {
         return Ok(());
     };
-    if s.spec.on_demand() && s.spec.mode == ServerMode::Container {
-        tracing::info!(server, namespace, "waking: scaling to 1 replica");
-        Api::<Deployment>::namespaced(client.clone(), namespace)
-            .patch_scale(server, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}})))
-            .await?;
+    if !(s.spec.on_demand() && s.spec.mode == ServerMode::Container) {
+        return Ok(());
+    }
+    tracing::info!(server, namespace, "waking: scaling to 1 replica");
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let scale = Patch::Merge(json!({"spec": {"replicas": 1}}));
+    // Core asks for a wake-up as soon as a new server is registered, which the reconcile does
+    // before it applies the Deployment: wait for the Deployment rather than lose the wake-up.
+    for attempt in 1.. {
+        match deployments.patch_scale(server, &PatchParams::default(), &scale).await {
+            Err(kube::Error::Api(e)) if e.code == 404 && attempt < WAKE_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other.map(|_| ()).map_err(Error::from),
+        }
     }
     Ok(())
 }
+
+/// How often a wake-up looks for a Deployment that is not there yet (every 0.5 s).
+const WAKE_ATTEMPTS: u32 = 60;
 
 /// Labels core's namespace `mcp-hangar.io/core=true` (server-side apply of that one label), so
 /// the guide's NetworkPolicy, which admits only namespaces so labelled, lets core reach servers.
