@@ -78,7 +78,7 @@ impl<W: World> Handle<W> {
                 found: version.world.as_str(),
             });
         }
-        let slot_permits = slot.clone();
+        let permits = slot.permits.clone();
         let binding = match pin {
             Some(pin) if pin != version.digest => {
                 return Err(PluginError::DigestMismatch {
@@ -90,11 +90,10 @@ impl<W: World> Handle<W> {
             Some(_) => Binding::Pinned(version),
             None => Binding::Live(slot),
         };
-        let slot = slot_permits;
         let handle = Self {
             runtime: runtime.clone(),
             name: name.to_string(),
-            permits: slot.permits.clone(),
+            permits,
             binding,
             config,
             pool: Mutex::new(None),
