@@ -148,7 +148,8 @@ class Operator:
     chart's ServiceAccount: a token from the TokenRequest API, so the real authorizer enforces the
     chart's ClusterRole. `env` adds to the operator's environment (HANGAR_URL, HANGAR_API_KEY)."""
 
-    def __init__(self, kube, tmp_path, release: str, env: dict | None = None, replica: int = 0):
+    def __init__(self, kube, tmp_path, release: str, env: dict | None = None, replica: int = 0,
+                 args: list[str] | None = None):
         self.kube, self.release, self.installed = kube, release, replica == 0
         if self.installed:  # further replicas share the first one's release
             helm(kube, "install", release, str(REPO / "charts" / "mcp-hangar-operator"), "-n", release,
@@ -167,7 +168,7 @@ class Operator:
         self.log_path = tmp_path / f"{self.identity}-operator.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [hangar_bin(), "operator", "--leader-namespace", release, "--metrics-listen", "127.0.0.1:0"],
+            [hangar_bin(), "operator", "--leader-namespace", release, "--metrics-listen", "127.0.0.1:0", *(args or [])],
             env={**kube.env, "KUBECONFIG": str(kubeconfig), "HOSTNAME": self.identity, **(env or {})},
             stdout=self.log, stderr=self.log)
 
@@ -373,3 +374,114 @@ def test_a_call_for_a_cold_server_scales_its_deployment_to_one_and_idle_takes_it
 async def call_tool(url: str, tool: str):
     async with Client(url) as c:
         return await c.call_tool(tool, {})
+
+
+def test_a_group_of_two_remote_servers_fails_over_when_one_stops(crds, tmp_path):
+    key = "e2e-admin-key-0123456789abcdef"
+    core = Hangar(tmp_path, {"HANGAR_API_KEY": key}, ["core"])
+    ports = [free_port(), free_port()]
+    backends = [subprocess.Popen([str(PYTHON), str(NOTES), "--http", str(p)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL) for p in ports]
+    operator = None
+    try:
+        for p in ports:
+            wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", p)) == 0)
+        crds("create", "namespace", "group-team", check=False)
+        for name, p in zip(("notes-a", "notes-b"), ports):
+            crds("apply", "-f", "-", stdin=json.dumps({
+                "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+                "metadata": {"name": name, "namespace": "group-team", "labels": {"app": "notes"}},
+                "spec": {"mode": "remote", "endpoint": f"http://127.0.0.1:{p}/mcp",
+                         "healthCheck": {"interval": "1s", "timeout": "1s"}}}))
+        crds("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
+            "metadata": {"name": "notes", "namespace": "group-team"},
+            "spec": {"selector": {"matchLabels": {"app": "notes"}}, "strategy": "RoundRobin",
+                     "failover": {"maxRetries": 1, "retryDelay": "10ms"}}}))
+        operator = Operator(crds, tmp_path, "group-check", {"HANGAR_URL": core.base, "HANGAR_API_KEY": key})
+        group = lambda: json.loads(crds("get", "mcpservergroup", "notes", "-n", "group-team", "-o", "json").stdout)
+        wait_for(lambda: group().get("status", {}).get("healthyMembers") == 2, timeout=90)
+
+        async def calls(n):
+            async with Client(core.url) as c:
+                return [(await c.call_tool("notes__word_count", {"text": "a b"})).structured_content["result"]
+                        for _ in range(n)]
+
+        assert wait_for(lambda: (r := asyncio.run(calls(1))) and r) == [2]
+        backends[0].kill()
+        backends[0].wait()
+        assert asyncio.run(calls(6)) == [2] * 6, "every call answered: the dead member's calls fail over"
+        wait_for(lambda: group().get("status", {}).get("healthyMembers") == 1, timeout=90)
+    finally:
+        if operator:
+            operator.stop()
+        for b in backends:
+            b.kill()
+            b.wait()
+        core.stop()
+
+
+def test_a_configmap_source_creates_owned_servers_and_prunes_only_its_own(crds, tmp_path):
+    for ns in ("defs", "cm-home"):
+        crds("create", "namespace", ns, check=False)
+    definitions = lambda entries: {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mcp-server-definitions", "namespace": "defs"},
+        "data": {"providers.yaml": yaml.safe_dump(entries)}}
+    crds("apply", "-f", "-", stdin=json.dumps(definitions({
+        "math": {"mode": "remote", "endpoint": "http://math/mcp"},
+        "fetch": {"mode": "remote", "endpoint": "http://fetch/mcp"}})))
+    crds("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
+        "metadata": {"name": "config", "namespace": "cm-home"},
+        "spec": {"type": "ConfigMap", "mode": "Authoritative", "refreshInterval": "5s",
+                 "configMapRef": {"name": "mcp-server-definitions", "namespace": "defs"}}}))
+    # A server of the same source name from another namespace's source: never this source's to prune.
+    crds("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+        "metadata": {"name": "config-old", "namespace": "cm-home",
+                     "labels": {"mcp-hangar.io/discovered-by": "config", "mcp-hangar.io/discovered-by-namespace": "elsewhere"}},
+        "spec": {"mode": "remote", "endpoint": "http://old/mcp"}}))
+    operator = Operator(crds, tmp_path, "configmap-check")
+    try:
+        names = lambda: sorted(s["metadata"]["name"] for s in json.loads(
+            crds("get", "mcpservers", "-n", "cm-home", "-o", "json").stdout)["items"])
+        wait_for(lambda: names() == ["config-fetch", "config-math", "config-old"], timeout=60)
+        crds("apply", "-f", "-", stdin=json.dumps(definitions({"math": {"mode": "remote", "endpoint": "http://math/mcp"}})))
+        wait_for(lambda: names() == ["config-math", "config-old"], timeout=60)
+    finally:
+        operator.stop()
+
+
+def test_a_plugin_dropped_into_the_plugins_configmap_is_used(crds, tmp_path):
+    """The kubelet updates a ConfigMap volume by writing a new timestamped folder and swapping the
+    `..data` link; the operator's --plugin-dir sees the swap, loads the plugin, and a discovery
+    source that names it (spec.parser) is read through it."""
+    target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
+    parser = sorted(Path(target).glob("wasm-plugins/by-source/*/hangar_plugin_configmap.wasm"),
+                    key=lambda p: p.stat().st_mtime)[-1]
+    volume = tmp_path / "plugins"
+    volume.mkdir()
+    crds("create", "namespace", "plugin-team", check=False)
+    crds("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "defs", "namespace": "plugin-team"},
+        "data": {"providers.yaml": yaml.safe_dump({"calc": {"mode": "remote", "endpoint": "http://calc/mcp"}})}}))
+    crds("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
+        "metadata": {"name": "custom", "namespace": "plugin-team"},
+        "spec": {"type": "ConfigMap", "refreshInterval": "5s", "parser": "team-parser",
+                 "configMapRef": {"name": "defs"}}}))
+    operator = Operator(crds, tmp_path, "plugin-check", args=["--plugin-dir", str(volume)])
+    try:
+        source = lambda: json.loads(crds("get", "mcpdiscoverysource", "custom", "-n", "plugin-team", "-o", "json").stdout)
+        wait_for(lambda: "team-parser" in json.dumps(source().get("status", {}).get("conditions", [])), timeout=60)
+        # The kubelet's way: a new folder, `..data` swapped to it, and the file links through it.
+        stamped = volume / "..2026_11_26_12_00_00.000000001"
+        stamped.mkdir()
+        (stamped / "team-parser.wasm").write_bytes(parser.read_bytes())
+        os.symlink(stamped.name, volume / "..data_tmp")
+        os.replace(volume / "..data_tmp", volume / "..data")
+        os.symlink("..data/team-parser.wasm", volume / "team-parser.wasm")
+        wait_for(lambda: crds("get", "mcpserver", "custom-calc", "-n", "plugin-team", check=False).returncode == 0,
+                 timeout=90)
+    finally:
+        operator.stop()
