@@ -137,6 +137,30 @@ def test_the_chart_installs_upgrades_keeping_its_key_and_uninstalls(crds):
     assert key_of() == key
 
 
+def apply(kube, obj: dict):
+    kube("apply", "-f", "-", stdin=json.dumps(obj))
+
+
+def namespaces(kube, *names: str):
+    for ns in names:
+        kube("create", "namespace", ns, check=False)
+
+
+CORE_KEY = "e2e-admin-key-0123456789abcdef"
+
+
+@pytest.fixture
+def core(tmp_path):
+    """`hangar core` with an admin key; `core_env(core)` is what the operator needs to drive it."""
+    h = Hangar(tmp_path, {"HANGAR_API_KEY": CORE_KEY}, ["core"])
+    yield h
+    h.stop()
+
+
+def core_env(core: Hangar) -> dict:
+    return {"HANGAR_URL": core.base, "HANGAR_API_KEY": CORE_KEY}
+
+
 def helm(kube, *args):
     out = subprocess.run(["helm", *args], capture_output=True, text=True, env=kube.env, timeout=300)
     assert out.returncode == 0, f"helm {' '.join(args)}: {out.stderr}"
@@ -190,11 +214,11 @@ def server_json(kube, namespace: str, name: str) -> dict:
 
 
 def test_the_operator_under_the_charts_rbac_reconciles_a_server_without_a_forbidden(crds, tmp_path):
-    crds("create", "namespace", "tools-team", check=False)
+    namespaces(crds, "tools-team")
     server = {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
               "metadata": {"name": "sqlite-tools", "namespace": "tools-team"},
               "spec": {"mode": "container", "image": "ghcr.io/example/sqlite:1", "replicas": 1}}
-    crds("apply", "-f", "-", stdin=json.dumps(server))
+    apply(crds, server)
     operator = Operator(crds, tmp_path, "rbac-check")
     try:
         wait_for(lambda: crds("get", "deployment", "sqlite-tools", "-n", "tools-team", check=False).returncode == 0,
@@ -217,20 +241,18 @@ def test_the_operator_under_the_charts_rbac_reconciles_a_server_without_a_forbid
         operator.stop()
 
 
-def test_operator_and_core_serve_a_remote_server_to_the_official_sdk_client(crds, tmp_path):
-    key = "e2e-admin-key-0123456789abcdef"
-    core = Hangar(tmp_path, {"HANGAR_API_KEY": key}, ["core"])
+def test_operator_and_core_serve_a_remote_server_to_the_official_sdk_client(crds, tmp_path, core):
     port = free_port()
     notes = subprocess.Popen([str(PYTHON), str(NOTES), "--http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     operator = None
     try:
         wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
-        crds("create", "namespace", "notes-team", check=False)
+        namespaces(crds, "notes-team")
         server = {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
                   "metadata": {"name": "notes", "namespace": "notes-team"},
                   "spec": {"mode": "remote", "endpoint": f"http://127.0.0.1:{port}/mcp"}}
-        crds("apply", "-f", "-", stdin=json.dumps(server))
-        operator = Operator(crds, tmp_path, "with-core", {"HANGAR_URL": core.base, "HANGAR_API_KEY": key})
+        apply(crds, server)
+        operator = Operator(crds, tmp_path, "with-core", core_env(core))
         status = wait_for(lambda: (s := server_json(crds, "notes-team", "notes").get("status", {}))
                           .get("state") == "Ready" and s, timeout=90)
         assert status["toolsCount"] == 3 and "word_count" in status["tools"], status
@@ -252,7 +274,7 @@ def test_operator_and_core_serve_a_remote_server_to_the_official_sdk_client(crds
 
         # Deleting the MCPServer: its finalizer takes it out of core, then it is gone.
         crds("delete", "mcpserver", "notes", "-n", "notes-team", "--wait=true", "--timeout=60s")
-        request = urllib.request.Request(core.base + "/api/v1/servers", headers={"authorization": f"Bearer {key}"})
+        request = urllib.request.Request(core.base + "/api/v1/servers", headers={"authorization": f"Bearer {CORE_KEY}"})
         listed = json.loads(urllib.request.urlopen(request, timeout=10).read())["servers"]
         assert all(s["name"] != "notes" for s in listed), listed
     finally:
@@ -260,12 +282,10 @@ def test_operator_and_core_serve_a_remote_server_to_the_official_sdk_client(crds
             operator.stop()
         notes.kill()
         notes.wait()
-        core.stop()
 
 
 def test_discovery_creates_owned_servers_and_refuses_what_a_tenant_may_not_ask(crds, tmp_path):
-    for ns in ("discovery-home", "tenant-a"):
-        crds("create", "namespace", ns, check=False)
+    namespaces(crds, "discovery-home", "tenant-a")
     crds("label", "namespace", "tenant-a", "mcp-hangar.io/enabled=true", "--overwrite")
     providers = {
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -282,8 +302,8 @@ def test_discovery_creates_owned_servers_and_refuses_what_a_tenant_may_not_ask(c
         "spec": {"type": "Namespace", "mode": "Authoritative", "refreshInterval": "5s",
                  "namespaceSelector": {"matchLabels": {"mcp-hangar.io/enabled": "true"}}},
     }
-    crds("apply", "-f", "-", stdin=json.dumps(providers))
-    crds("apply", "-f", "-", stdin=json.dumps(source))
+    apply(crds, providers)
+    apply(crds, source)
     operator = Operator(crds, tmp_path, "discovery-check")
     try:
         status = wait_for(lambda: (s := json.loads(crds("get", "mcpdiscoverysource", "tenants", "-n", "discovery-home",
@@ -296,7 +316,7 @@ def test_discovery_creates_owned_servers_and_refuses_what_a_tenant_may_not_ask(c
         assert placed == ["tenant-a/tenants-search"], "nothing in kube-system, nothing privileged"
         # Authoritative: an entry removed from the ConfigMap is pruned.
         providers["data"]["providers.yaml"] = yaml.safe_dump({"other": {"mode": "remote", "endpoint": "http://o/mcp"}})
-        crds("apply", "-f", "-", stdin=json.dumps(providers))
+        apply(crds, providers)
         wait_for(lambda: crds("get", "mcpserver", "tenants-search", "-n", "tenant-a", check=False).returncode != 0,
                  timeout=60)
         crds("get", "mcpserver", "tenants-other", "-n", "tenant-a")
@@ -310,9 +330,9 @@ def test_a_second_operator_leads_once_the_first_stops(crds, tmp_path):
         return out.stdout.strip() if out.returncode == 0 else ""
 
     def server(name):
-        crds("apply", "-f", "-", stdin=json.dumps({
+        apply(crds, {
             "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": name, "namespace": "leaders"},
-            "spec": {"mode": "container", "image": "ghcr.io/example/x:1"}}))
+            "spec": {"mode": "container", "image": "ghcr.io/example/x:1"}})
 
     def deployed(name):
         return crds("get", "deployment", name, "-n", "leaders", check=False).returncode == 0
@@ -338,9 +358,7 @@ def test_a_second_operator_leads_once_the_first_stops(crds, tmp_path):
         first.stop()
 
 
-def test_a_call_for_a_cold_server_scales_its_deployment_to_one_and_idle_takes_it_back(crds, tmp_path):
-    key = "e2e-admin-key-0123456789abcdef"
-    core = Hangar(tmp_path, {"HANGAR_API_KEY": key}, ["core"])
+def test_a_call_for_a_cold_server_scales_its_deployment_to_one_and_idle_takes_it_back(crds, tmp_path, core):
     operator = None
 
     def replicas():
@@ -348,12 +366,12 @@ def test_a_call_for_a_cold_server_scales_its_deployment_to_one_and_idle_takes_it
         return out.stdout.strip() if out.returncode == 0 else None
 
     try:
-        crds("create", "namespace", "cold-team", check=False)
-        crds("apply", "-f", "-", stdin=json.dumps({
+        namespaces(crds, "cold-team")
+        apply(crds, {
             "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "cold", "namespace": "cold-team"},
             "spec": {"mode": "container", "image": "ghcr.io/example/cold:1", "replicas": 0, "idleTTL": "3s",
-                     "startupTimeout": "3s", "healthCheck": {"enabled": False}}}))
-        operator = Operator(crds, tmp_path, "cold-check", {"HANGAR_URL": core.base, "HANGAR_API_KEY": key})
+                     "startupTimeout": "3s", "healthCheck": {"enabled": False}}})
+        operator = Operator(crds, tmp_path, "cold-check", core_env(core))
         # Registered cold; core asks once for a wake-up to learn its tools; idleTTL takes it back to 0.
         wait_for(lambda: replicas() == "1", timeout=60)
         print("woken at registration", time.strftime("%X"))
@@ -368,7 +386,6 @@ def test_a_call_for_a_cold_server_scales_its_deployment_to_one_and_idle_takes_it
     finally:
         if operator:
             operator.stop()
-        core.stop()
 
 
 async def call_tool(url: str, tool: str):
@@ -376,9 +393,7 @@ async def call_tool(url: str, tool: str):
         return await c.call_tool(tool, {})
 
 
-def test_a_group_of_two_remote_servers_fails_over_when_one_stops(crds, tmp_path):
-    key = "e2e-admin-key-0123456789abcdef"
-    core = Hangar(tmp_path, {"HANGAR_API_KEY": key}, ["core"])
+def test_a_group_of_two_remote_servers_fails_over_when_one_stops(crds, tmp_path, core):
     ports = [free_port(), free_port()]
     backends = [subprocess.Popen([str(PYTHON), str(NOTES), "--http", str(p)], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL) for p in ports]
@@ -386,19 +401,19 @@ def test_a_group_of_two_remote_servers_fails_over_when_one_stops(crds, tmp_path)
     try:
         for p in ports:
             wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", p)) == 0)
-        crds("create", "namespace", "group-team", check=False)
+        namespaces(crds, "group-team")
         for name, p in zip(("notes-a", "notes-b"), ports):
-            crds("apply", "-f", "-", stdin=json.dumps({
+            apply(crds, {
                 "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
                 "metadata": {"name": name, "namespace": "group-team", "labels": {"app": "notes"}},
                 "spec": {"mode": "remote", "endpoint": f"http://127.0.0.1:{p}/mcp",
-                         "healthCheck": {"interval": "1s", "timeout": "1s"}}}))
-        crds("apply", "-f", "-", stdin=json.dumps({
+                         "healthCheck": {"interval": "1s", "timeout": "1s"}}})
+        apply(crds, {
             "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
             "metadata": {"name": "notes", "namespace": "group-team"},
             "spec": {"selector": {"matchLabels": {"app": "notes"}}, "strategy": "RoundRobin",
-                     "failover": {"maxRetries": 1, "retryDelay": "10ms"}}}))
-        operator = Operator(crds, tmp_path, "group-check", {"HANGAR_URL": core.base, "HANGAR_API_KEY": key})
+                     "failover": {"maxRetries": 1, "retryDelay": "10ms"}}})
+        operator = Operator(crds, tmp_path, "group-check", core_env(core))
         group = lambda: json.loads(crds("get", "mcpservergroup", "notes", "-n", "group-team", "-o", "json").stdout)
         wait_for(lambda: group().get("status", {}).get("healthyMembers") == 2, timeout=90)
 
@@ -418,35 +433,33 @@ def test_a_group_of_two_remote_servers_fails_over_when_one_stops(crds, tmp_path)
         for b in backends:
             b.kill()
             b.wait()
-        core.stop()
 
 
 def test_a_configmap_source_creates_owned_servers_and_prunes_only_its_own(crds, tmp_path):
-    for ns in ("defs", "cm-home"):
-        crds("create", "namespace", ns, check=False)
+    namespaces(crds, "defs", "cm-home")
     definitions = lambda entries: {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mcp-server-definitions", "namespace": "defs"},
         "data": {"providers.yaml": yaml.safe_dump(entries)}}
-    crds("apply", "-f", "-", stdin=json.dumps(definitions({
+    apply(crds, definitions({
         "math": {"mode": "remote", "endpoint": "http://math/mcp"},
-        "fetch": {"mode": "remote", "endpoint": "http://fetch/mcp"}})))
-    crds("apply", "-f", "-", stdin=json.dumps({
+        "fetch": {"mode": "remote", "endpoint": "http://fetch/mcp"}}))
+    apply(crds, {
         "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
         "metadata": {"name": "config", "namespace": "cm-home"},
         "spec": {"type": "ConfigMap", "mode": "Authoritative", "refreshInterval": "5s",
-                 "configMapRef": {"name": "mcp-server-definitions", "namespace": "defs"}}}))
+                 "configMapRef": {"name": "mcp-server-definitions", "namespace": "defs"}}})
     # A server of the same source name from another namespace's source: never this source's to prune.
-    crds("apply", "-f", "-", stdin=json.dumps({
+    apply(crds, {
         "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
         "metadata": {"name": "config-old", "namespace": "cm-home",
                      "labels": {"mcp-hangar.io/discovered-by": "config", "mcp-hangar.io/discovered-by-namespace": "elsewhere"}},
-        "spec": {"mode": "remote", "endpoint": "http://old/mcp"}}))
+        "spec": {"mode": "remote", "endpoint": "http://old/mcp"}})
     operator = Operator(crds, tmp_path, "configmap-check")
     try:
         names = lambda: sorted(s["metadata"]["name"] for s in json.loads(
             crds("get", "mcpservers", "-n", "cm-home", "-o", "json").stdout)["items"])
         wait_for(lambda: names() == ["config-fetch", "config-math", "config-old"], timeout=60)
-        crds("apply", "-f", "-", stdin=json.dumps(definitions({"math": {"mode": "remote", "endpoint": "http://math/mcp"}})))
+        apply(crds, definitions({"math": {"mode": "remote", "endpoint": "http://math/mcp"}}))
         wait_for(lambda: names() == ["config-math", "config-old"], timeout=60)
     finally:
         operator.stop()
@@ -461,15 +474,15 @@ def test_a_plugin_dropped_into_the_plugins_configmap_is_used(crds, tmp_path):
                     key=lambda p: p.stat().st_mtime)[-1]
     volume = tmp_path / "plugins"
     volume.mkdir()
-    crds("create", "namespace", "plugin-team", check=False)
-    crds("apply", "-f", "-", stdin=json.dumps({
+    namespaces(crds, "plugin-team")
+    apply(crds, {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "defs", "namespace": "plugin-team"},
-        "data": {"providers.yaml": yaml.safe_dump({"calc": {"mode": "remote", "endpoint": "http://calc/mcp"}})}}))
-    crds("apply", "-f", "-", stdin=json.dumps({
+        "data": {"providers.yaml": yaml.safe_dump({"calc": {"mode": "remote", "endpoint": "http://calc/mcp"}})}})
+    apply(crds, {
         "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
         "metadata": {"name": "custom", "namespace": "plugin-team"},
         "spec": {"type": "ConfigMap", "refreshInterval": "5s", "parser": "team-parser",
-                 "configMapRef": {"name": "defs"}}}))
+                 "configMapRef": {"name": "defs"}}})
     operator = Operator(crds, tmp_path, "plugin-check", args=["--plugin-dir", str(volume)])
     try:
         source = lambda: json.loads(crds("get", "mcpdiscoverysource", "custom", "-n", "plugin-team", "-o", "json").stdout)
