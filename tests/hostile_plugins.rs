@@ -16,9 +16,10 @@ use std::{
 };
 
 use hangar_plugin_runtime::{
-    Call, Decision, Fault, Origin, PluginError, PluginRuntime, PolicyPlugin, StrategyPlugin, round_robin_fallback,
+    Call, Caller, Decision, Fault, Origin, PluginError, PluginRuntime, PolicyPlugin, StrategyPlugin,
+    round_robin_fallback,
 };
-use hangar_tests::{build_plugin, hostile_plugin, members, pick_request, repo_root, runtime};
+use hangar_tests::{TestGroup, build_plugin, group, hostile_plugin, repo_root, runtime};
 
 /// One row of the table.
 struct Outcome {
@@ -33,35 +34,34 @@ fn faults(rt: &PluginRuntime, plugin: &str, world: &str, fault: Fault) -> u64 {
 
 /// The host still serves: a good plugin of the same runtime answers the next call.
 fn host_serves(rt: &PluginRuntime) {
-    let good = StrategyPlugin::new(rt, "round-robin", vec![], None).unwrap();
-    assert_eq!(good.try_pick(&pick_request(0), &members(&[true, true])).unwrap(), Some(0));
+    let c = group(&[true, true]);
+    assert_eq!(c.strategy(rt, "round-robin", &[]).try_pick(&c.request(0)).unwrap(), Some(0));
 }
 
-fn hostile_strategy(config: &[(&str, &str)]) -> (StrategyPlugin, PluginRuntime, tempfile::TempDir) {
+fn hostile_strategy(c: &TestGroup, config: &[(&str, &str)]) -> (StrategyPlugin, PluginRuntime, tempfile::TempDir) {
     let (rt, dir) = runtime();
     let bytes = std::fs::read(hostile_plugin()).unwrap();
     rt.install(rt.compile("hostile", &bytes, Origin::File(hostile_plugin())).unwrap());
-    let config = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let plugin = StrategyPlugin::new(&rt, "hostile", config, None).unwrap();
+    let plugin = c.strategy(&rt, "hostile", config);
     (plugin, rt, dir)
 }
 
 /// Picks with a hostile strategy: the fault, the round-robin fallback, the metric, the report.
 fn strategy_case(plugin_text: &'static str, config: &[(&str, &str)], fault: Fault) -> (Outcome, Duration) {
-    let (plugin, rt, _dir) = hostile_strategy(config);
-    let c = members(&[true, false, true]);
+    let c = group(&[true, false, true]);
+    let (plugin, rt, _dir) = hostile_strategy(&c, config);
     let started = Instant::now();
-    let pick = plugin.pick(&pick_request(1), &c);
+    let pick = plugin.pick(&c.request(1));
     let took = started.elapsed();
     let error = pick.fault.unwrap_or_else(|| panic!("{plugin_text}: the plugin faulted"));
     assert_eq!(error.fault(), Some(fault), "{plugin_text}: {error}");
-    assert_eq!(pick.index, round_robin_fallback(&pick_request(1), &c), "{plugin_text}: fell back to round robin");
+    assert_eq!(pick.index, round_robin_fallback(&c.members, &c.request(1)), "{plugin_text}: fell back to round robin");
     assert_eq!(pick.index, Some(2));
     assert_eq!(faults(&rt, "hostile", "strategy", fault), 1, "{plugin_text}: fault counted");
     assert!(rt.reports().iter().any(|r| r.plugin == "hostile"), "{plugin_text}: fault reported");
     host_serves(&rt);
     // Not wedged: the next call is cut off again.
-    assert!(plugin.pick(&pick_request(2), &c).fault.is_some(), "{plugin_text}: second call");
+    assert!(plugin.pick(&c.request(2)).fault.is_some(), "{plugin_text}: second call");
     let outcome = Outcome {
         plugin: plugin_text,
         fault: format!("`{}`", fault.as_str()),
@@ -117,7 +117,7 @@ fn corpus() -> Vec<Outcome> {
 
     // A policy answering a 2 MiB deny reason: not sent to the client; denied with a short reason.
     let (row, policy, rt, _dir) = policy_case("policy answers a 2 MiB deny reason", "huge-deny");
-    let call = Call { server: "s".into(), tool: "t".into(), caller: "c".into(), argument_bytes: 2 };
+    let call = Call { server: "s".into(), tool: "t".into(), caller: Caller::unverified("c"), argument_bytes: 2 };
     let (decision, fault) = policy.check(&call);
     assert_eq!(fault.and_then(|f| f.fault()), Some(Fault::BadAnswer));
     match decision {
@@ -142,14 +142,14 @@ fn corpus() -> Vec<Outcome> {
     let future = load_refused(&rt, "future", &std::fs::read(build_plugin("tests/plugins/future-wit")).unwrap());
     let text = future.to_string();
     assert!(matches!(future, PluginError::IncompatibleVersion { .. }), "{text}");
-    assert!(text.contains("hangar:plugins@0.2.0") && text.contains("0.1.0"), "{text}");
+    assert!(text.contains("hangar:plugins@1.0.0") && text.contains("hangar:plugins@0.2.0"), "{text}");
     rows.push(Outcome {
-        plugin: "written for WIT `hangar:plugins@0.2.0`",
+        plugin: "written for WIT `hangar:plugins@1.0.0`",
         fault: "refused at load".into(),
         host: format!("not loaded: {text}"),
     });
 
-    let wrong = StrategyPlugin::new(&rt, "configmap", vec![], None).err().unwrap();
+    let wrong = StrategyPlugin::new(&rt, "configmap", vec![], vec![], None).err().unwrap();
     assert!(matches!(wrong, PluginError::WrongWorld { expected: "strategy", found: "discovery", .. }), "{wrong}");
     rows.push(Outcome {
         plugin: "a discovery component used as a strategy (wrong world)",
@@ -214,14 +214,15 @@ fn a_refused_configuration_is_an_error_at_setup() {
     let (rt, _dir) = runtime();
     let bytes = std::fs::read(hostile_plugin()).unwrap();
     rt.install(rt.compile("hostile", &bytes, Origin::Builtin).unwrap());
-    let err = StrategyPlugin::new(&rt, "hostile", vec![("mode".into(), "refuse".into())], None).err().unwrap();
+    let config = vec![("mode".into(), "refuse".into())];
+    let err = StrategyPlugin::new(&rt, "hostile", group(&[true]).members, config, None).err().unwrap();
     assert_eq!(err.fault(), Some(Fault::Config));
     assert!(err.to_string().contains("refused on purpose"), "{err}");
 }
 
 #[test]
 fn a_good_mode_of_the_same_plugin_behaves() {
-    let (plugin, _rt, _dir) = hostile_strategy(&[("mode", "good")]);
-    let c = members(&[true, true]);
-    assert_eq!(plugin.try_pick(&pick_request(3), &c).unwrap(), Some(1));
+    let c = group(&[true, true]);
+    let (plugin, _rt, _dir) = hostile_strategy(&c, &[("mode", "good")]);
+    assert_eq!(plugin.try_pick(&c.request(3)).unwrap(), Some(1));
 }

@@ -9,8 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hangar_plugin_runtime::StrategyPlugin;
-use hangar_tests::{builtin_bytes, members, pick_request, runtime};
+use hangar_tests::{builtin_bytes, group, runtime};
 
 /// Writes like a ConfigMap update: to a temporary name, then renamed into place.
 fn replace(path: &std::path::Path, bytes: &[u8]) {
@@ -26,11 +25,10 @@ fn replacing_a_plugin_under_load_swaps_behaviour_without_errors() {
     let file = dir.path().join("custom.wasm");
     std::fs::write(&file, builtin_bytes("round-robin")).unwrap();
     let _watch = rt.watch_dir(dir.path()).unwrap();
-    let plugin = Arc::new(StrategyPlugin::new(&rt, "custom", vec![], None).unwrap());
-    let first_digest = plugin.version().unwrap().digest.clone();
-
     // Failover always picks m0 (priority 0); round robin spreads: the two are told apart.
-    let c = Arc::new(members(&[true, true, true]));
+    let c = Arc::new(group(&[true, true, true]));
+    let plugin = Arc::new(c.strategy(&rt, "custom", &[]));
+    let first_digest = plugin.version().unwrap().digest.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let (calls, errors, off_m0) =
         (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -44,7 +42,7 @@ fn replacing_a_plugin_under_load_swaps_behaviour_without_errors() {
                 let deadline = Instant::now() + Duration::from_secs(20);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     seq += 1;
-                    if let Err(e) = plugin.try_pick(&pick_request(seq), &c) {
+                    if let Err(e) = plugin.try_pick(&c.request(seq)) {
                         eprintln!("call failed: {e}");
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -62,7 +60,7 @@ fn replacing_a_plugin_under_load_swaps_behaviour_without_errors() {
         let version = plugin.version().unwrap();
         if version.digest != first_digest {
             // Every pick now goes to m0.
-            let picks: Vec<_> = (0..20).map(|s| plugin.try_pick(&pick_request(s), &c).unwrap()).collect();
+            let picks: Vec<_> = (0..20).map(|s| plugin.try_pick(&c.request(s)).unwrap()).collect();
             if picks.iter().all(|p| *p == Some(0)) {
                 seen_after = Some(swapped_at.elapsed());
                 break;
@@ -91,7 +89,7 @@ fn replacing_a_plugin_under_load_swaps_behaviour_without_errors() {
     }
     assert_eq!(rt.metrics().reloads.with_label_values(&["custom", "error"]).get(), 1, "the corrupt file was seen");
     assert_eq!(plugin.version().unwrap().digest, serving, "the old version keeps serving");
-    assert_eq!(plugin.try_pick(&pick_request(5), &c).unwrap(), Some(0));
+    assert_eq!(plugin.try_pick(&c.request(5)).unwrap(), Some(0));
     assert!(rt.reports().iter().any(|r| r.plugin == "custom" && r.message.contains("previous version keeps serving")));
 }
 
@@ -101,12 +99,13 @@ fn a_removed_plugin_directory_keeps_loaded_plugins_serving() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mine.wasm"), builtin_bytes("failover")).unwrap();
     let watch = rt.watch_dir(dir.path()).unwrap();
-    let plugin = StrategyPlugin::new(&rt, "mine", vec![], None).unwrap();
+    let c = group(&[true, true]);
+    let plugin = c.strategy(&rt, "mine", &[]);
     let path = dir.path().to_path_buf();
     drop(dir);
     assert!(!path.exists());
     rt.load_dir(&path);
-    assert_eq!(plugin.try_pick(&pick_request(1), &members(&[true, true])).unwrap(), Some(0));
+    assert_eq!(plugin.try_pick(&c.request(1)).unwrap(), Some(0));
     assert!(rt.reports().iter().any(|r| r.message.contains("loaded plugins keep serving")));
     drop(watch);
 }

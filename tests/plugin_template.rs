@@ -1,7 +1,7 @@
 //! The plugin template builds the way its README says and runs in Hangar like a built-in.
 
-use hangar_plugin_runtime::{Candidate, Origin, StrategyPlugin, WorldKind};
-use hangar_tests::{build_plugin, members, pick_request, repo_root, runtime};
+use hangar_plugin_runtime::{Origin, WorldKind};
+use hangar_tests::{build_plugin, group, repo_root, runtime};
 
 #[test]
 fn the_templates_wit_is_hangars_wit() {
@@ -20,17 +20,17 @@ fn the_template_builds_with_cargo_and_loads_as_a_strategy() {
     let version = rt.compile("lowest-latency", &std::fs::read(&wasm).unwrap(), Origin::File(wasm.clone())).unwrap();
     assert_eq!(version.world, WorldKind::Strategy);
     rt.install(version);
-    let plugin = StrategyPlugin::new(&rt, "lowest-latency", vec![], None).unwrap();
-    let mut c: Vec<Candidate> = members(&[true, true, true, false]);
-    for (m, latency) in c.iter_mut().zip([900, 300, 300, 1]) {
-        m.latency_avg_us = latency;
-    }
+    let mut c = group(&[true, true, true, false]);
+    c.latency_avg_us = vec![900, 300, 300, 1];
+    let plugin = c.strategy(&rt, "lowest-latency", &[]);
     // m3 is fastest but unhealthy; m1 and m2 tie and alternate.
-    assert_eq!(plugin.try_pick(&pick_request(0), &c).unwrap(), Some(1));
-    assert_eq!(plugin.try_pick(&pick_request(1), &c).unwrap(), Some(2));
-    let mut retry = pick_request(0);
-    retry.tried = vec![1, 2];
-    assert_eq!(plugin.try_pick(&retry, &c).unwrap(), Some(0));
+    assert_eq!(plugin.try_pick(&c.request(0)).unwrap(), Some(1));
+    assert_eq!(plugin.try_pick(&c.request(1)).unwrap(), Some(2));
+    let mut retry = c.request(0);
+    retry.attempt = 1;
+    retry.members[1].tried = true;
+    retry.members[2].tried = true;
+    assert_eq!(plugin.try_pick(&retry).unwrap(), Some(0));
 }
 
 #[test]
@@ -64,6 +64,6 @@ fn the_template_builds_with_cargo_component_too() {
     let version = rt.compile("lowest-latency", &std::fs::read(&wasm).unwrap(), Origin::File(wasm)).unwrap();
     assert_eq!(version.world, WorldKind::Strategy);
     rt.install(version);
-    let plugin = StrategyPlugin::new(&rt, "lowest-latency", vec![], None).unwrap();
-    assert_eq!(plugin.try_pick(&pick_request(0), &members(&[false, true])).unwrap(), Some(1));
+    let c = group(&[false, true]);
+    assert_eq!(c.strategy(&rt, "lowest-latency", &[]).try_pick(&c.request(0)).unwrap(), Some(1));
 }

@@ -46,7 +46,7 @@ bash examples/local/setup.sh
 npm ci --prefix tests/node --no-audit --no-fund --silent
 
 # The wasm-only workspaces (built-in plugins, template, test plugins) next to the host's.
-WASM_CRATES="plugins examples/plugin-template tests/plugins/hostile tests/plugins/hostile-policy tests/plugins/future-wit"
+WASM_CRATES="plugins examples/plugin-template tests/plugins/hostile tests/plugins/hostile-policy tests/plugins/future-wit tests/plugins/strategy-0-1-0"
 
 phase "cargo fmt --check"
 cargo fmt --all --check

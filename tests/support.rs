@@ -8,7 +8,7 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
-use hangar_plugin_runtime::{Candidate, PickRequest, PluginRuntime, RuntimeConfig};
+use hangar_plugin_runtime::{MemberInfo, MemberState, PickRequest, PluginRuntime, RuntimeConfig, StrategyPlugin};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
@@ -64,26 +64,44 @@ pub fn builtin_bytes(name: &str) -> &'static [u8] {
     hangar_builtin_plugins::BUILTINS.iter().find(|b| b.name == name).unwrap().bytes
 }
 
-/// Members named m0.. with the given health; priority = position, weight 1.
-pub fn members(healthy: &[bool]) -> Vec<Candidate> {
-    healthy
-        .iter()
-        .enumerate()
-        .map(|(i, &h)| Candidate {
-            index: i as u32,
-            name: format!("m{i}"),
-            healthy: h,
-            in_flight: 0,
-            latency_avg_us: 0,
-            consecutive_failures: 0,
-            priority: i as i32,
-            weight: 1,
-        })
-        .collect()
+/// A group of members named m0.. with the given health (priority = position, weight 1), as a
+/// strategy plugin is configured with it and called for it.
+pub struct TestGroup {
+    pub members: Vec<MemberInfo>,
+    pub healthy: Vec<bool>,
+    pub latency_avg_us: Vec<u64>,
 }
 
-pub fn pick_request(sequence: u64) -> PickRequest {
-    PickRequest { tool: "echo".into(), sequence, random: sequence.wrapping_mul(0x9E37_79B9), attempt: 0, tried: vec![] }
+pub fn group(healthy: &[bool]) -> TestGroup {
+    TestGroup {
+        members: (0..healthy.len())
+            .map(|i| MemberInfo { name: format!("m{i}"), priority: i as i32, weight: 1 })
+            .collect(),
+        healthy: healthy.to_vec(),
+        latency_avg_us: vec![0; healthy.len()],
+    }
+}
+
+impl TestGroup {
+    /// `name` configured for this group with `config`.
+    pub fn strategy(&self, rt: &PluginRuntime, name: &str, config: &[(&str, &str)]) -> StrategyPlugin {
+        let config = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        StrategyPlugin::new(rt, name, self.members.clone(), config, None).unwrap()
+    }
+
+    /// Call `sequence` of tool `echo`, first attempt.
+    pub fn request(&self, sequence: u64) -> PickRequest {
+        let members = (0..self.members.len())
+            .map(|i| MemberState {
+                healthy: self.healthy[i],
+                tried: false,
+                in_flight: 0,
+                latency_avg_us: self.latency_avg_us[i],
+                consecutive_failures: 0,
+            })
+            .collect();
+        PickRequest { tool: "echo".into(), sequence, random: sequence.wrapping_mul(0x9E37_79B9), attempt: 0, members }
+    }
 }
 
 /// A memory figure of this process from /proc/self/status (`VmRSS`, `VmHWM`, ...), in KiB.

@@ -207,3 +207,32 @@ def test_a_custom_policy_can_narrow_but_never_widen_the_manifest(start, tmp_path
         assert asyncio.run(call(h.url, "notes__word_count", {"text": "a b"})).structured_content["result"] == 2
     limited = mcp_error(call(h.url, "notes__word_count", {"text": "a"}))
     assert limited.code == -32029 and "spec.tools.rateLimit" in str(limited), str(limited)
+
+
+@pytest.fixture(scope="module")
+def legacy_wasm():
+    return build("tests/plugins/strategy-0-1-0", "hangar_test_strategy_0_1_0")
+
+
+def test_a_strategy_built_against_wit_0_1_0_still_serves(start, tmp_path, legacy_wasm):
+    """Plugins built before hangar:plugins@0.2.0 keep working: the host adapts each pick."""
+    folder = tmp_path / "run"
+    (folder / "plugins").mkdir(parents=True)
+    shutil.copy(legacy_wasm, folder / "plugins" / "legacy.wasm")
+    files = {f"{m}.yaml": notes_server(f"picked-{m}", "{app: picked}") for m in "ab"}
+    files["group.yaml"] = (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServerGroup\nmetadata: {name: picked}\n"
+        "spec:\n  selector: {matchLabels: {app: picked}}\n  strategy: legacy\n"
+    )
+    h = start(files, folder=folder)
+    wait_for(lambda: "picked__word_count" in names(h.url), timeout=60)
+    for i in range(6):
+        r = asyncio.run(call(h.url, "picked__word_count", {"text": "x " * (i + 1)}))
+        assert r.structured_content["result"] == i + 1
+    picks = {m: metric(h, "hangar_plugin_picks_total", f'group="picked",member="picked-{m}",plugin="legacy"')
+             for m in "ab"}
+    assert picks == {"a": 3, "b": 3}, f"round robin by the 0.1.0 plugin itself, no fallback: {picks}"
+    faults = sum(metric(h, "hangar_plugin_faults_total", f'fault="{f}",plugin="legacy",world="strategy"')
+                 for f in ("trap", "timeout", "out_of_memory", "host_call", "bad_answer", "overloaded"))
+    assert faults == 0
+    assert 'wit="0.1.0"' in (folder / "hangar.log").read_text(), "the log says which WIT the plugin was built for"

@@ -1,7 +1,7 @@
 //! Hangar's performance report: `cargo run --release -p hangar-bench` measures every figure
 //! beside its baseline in the same run and writes `docs/performance.md` and
 //! `docs/latency-vs-concurrency.svg`. `--quick` runs fewer calls (for a smoke check);
-//! `--out DIR` writes elsewhere. Every load loop is bounded in count and time.
+//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing. Every load loop is bounded in count and time.
 
 mod cold_start;
 mod gateway;
@@ -79,6 +79,13 @@ fn main() -> anyhow::Result<()> {
     let mut sections = Vec::new();
     eprintln!("== plugin calls vs native");
     sections.push(("Plugin calls vs the same algorithm in native Rust", plugins::run(&scale)?));
+    if args.iter().any(|a| a == "--plugins-only") {
+        // For a plugin author or a change to the plugin ABI: this section alone, printed only.
+        for f in &sections[0].1 {
+            println!("{}: {} ({} {}, {:.2}x)", f.what, f.measured, f.baseline_name, f.baseline, f.ratio);
+        }
+        return Ok(());
+    }
     eprintln!("== gateway tools/call vs direct");
     let (figures, curve) = runtime.block_on(gateway::run(&scale))?;
     sections.push(("`tools/call` through the gateway vs sent directly to the server", figures));

@@ -4,25 +4,40 @@
 use std::time::{Duration, Instant};
 
 use hangar_plugin_algorithms::{policy::ToolPolicy, strategy};
-use hangar_plugin_runtime::{Call, Candidate, PickRequest, PluginRuntime, PolicyPlugin, RuntimeConfig, StrategyPlugin};
+use hangar_plugin_runtime::{
+    Call, Caller, MemberInfo, MemberState, Origin, PickRequest, PluginRuntime, PolicyPlugin, RuntimeConfig,
+    StrategyPlugin,
+};
 
 use crate::{Figure, Scale, format_duration, percentiles};
 
-const CANDIDATES: u32 = 8;
+const MEMBERS: u32 = 8;
 
-fn candidates(n: u32) -> Vec<Candidate> {
-    (0..n)
-        .map(|i| Candidate {
-            index: i,
-            name: format!("member-{i}"),
-            healthy: i % 5 != 4,
-            in_flight: (i * 7) % 5,
-            latency_avg_us: 300 + 10 * i as u64,
-            consecutive_failures: 0,
-            priority: (i % 3) as i32,
-            weight: 1 + i % 3,
-        })
-        .collect()
+/// A group of eight: fixed facts given once, state per call (some unhealthy, some busy).
+fn members(n: u32) -> Vec<MemberInfo> {
+    (0..n).map(|i| MemberInfo { name: format!("member-{i}"), priority: (i % 3) as i32, weight: 1 + i % 3 }).collect()
+}
+
+fn request(n: u32, sequence: u64) -> PickRequest {
+    PickRequest {
+        tool: "search".into(),
+        sequence,
+        random: sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        attempt: 0,
+        members: (0..n)
+            .map(|i| MemberState {
+                healthy: i % 5 != 4,
+                tried: false,
+                in_flight: (i * 7) % 5,
+                latency_avg_us: 300 + 10 * i as u64,
+                consecutive_failures: 0,
+            })
+            .collect(),
+    }
+}
+
+fn view<'a>(members: &'a [MemberInfo], r: &'a PickRequest) -> strategy::View<'a, MemberState> {
+    strategy::View { members, states: &r.members }
 }
 
 /// Each call timed alone, after a warm-up (the ~20 ns of the clock is in both columns).
@@ -55,49 +70,61 @@ pub fn run(scale: &Scale) -> anyhow::Result<Vec<Figure>> {
         RuntimeConfig { cache_dir: Some(cache), ..Default::default() },
         &prometheus::Registry::new(),
     )?;
-    let c = candidates(CANDIDATES);
-    let request = |s: u64| PickRequest {
-        tool: "search".into(),
-        sequence: s,
-        random: s.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        attempt: 0,
-        tried: vec![],
-    };
-    type Native = fn(&[Candidate], &PickRequest) -> Option<u32>;
+    let m = members(MEMBERS);
+    type Native = fn(&strategy::View<MemberState>, &PickRequest) -> Option<u32>;
     let natives: [(&str, Native); 4] = [
-        ("round-robin", |c, r| strategy::round_robin(c, &r.tried, r.sequence)),
-        ("least-connections", |c, r| strategy::least_connections(c, &r.tried, r.sequence)),
-        ("random", |c, r| strategy::random(c, &r.tried, r.random)),
-        ("failover", |c, r| strategy::failover(c, &r.tried)),
+        ("round-robin", |g, r| strategy::round_robin(g, r.sequence)),
+        ("least-connections", |g, r| strategy::least_connections(g, r.sequence)),
+        ("random", |g, r| strategy::random(g, r.random)),
+        ("failover", |g, _| strategy::failover(g)),
     ];
     let mut figures = Vec::new();
-    for (name, native) in natives {
-        let plugin = StrategyPlugin::new(&runtime, name, vec![], None)?;
-        let mut req = request(0);
-        let wasm = sample(scale.plugin_calls, |s| {
+    let time_plugin = |plugin: &StrategyPlugin| {
+        let mut req = request(MEMBERS, 0);
+        sample(scale.plugin_calls, |s| {
             req.sequence = s;
-            std::hint::black_box(plugin.try_pick(&req, &c).unwrap());
-        });
-        let mut req = request(0);
+            std::hint::black_box(plugin.try_pick(&req).unwrap());
+        })
+    };
+    for (name, native) in natives {
+        let wasm = time_plugin(&StrategyPlugin::new(&runtime, name, m.clone(), vec![], None)?);
+        let mut req = request(MEMBERS, 0);
         let nat = sample(scale.plugin_calls, |s| {
             req.sequence = s;
-            std::hint::black_box(native(std::hint::black_box(&c), &req));
+            std::hint::black_box(native(&view(&m, std::hint::black_box(&req)), &req));
         });
-        figures.push(figure(format!("pick, {name}, {CANDIDATES} candidates"), wasm, nat));
+        figures.push(figure(format!("pick, {name}, {MEMBERS} members (WIT 0.2.0)"), wasm, nat));
+        if name == "round-robin" {
+            // The same algorithm built against WIT 0.1.0: candidates as records on every pick,
+            // through the host's adapter.
+            let wasm = std::fs::read(hangar_tests::build_plugin("tests/plugins/strategy-0-1-0"))?;
+            runtime.install(runtime.compile("round-robin-0-1-0", &wasm, Origin::Builtin)?);
+            let old = time_plugin(&StrategyPlugin::new(&runtime, "round-robin-0-1-0", m.clone(), vec![], None)?);
+            figures.push(figure(format!("pick, round-robin, {MEMBERS} members (WIT 0.1.0, adapted)"), old, nat));
+        }
     }
-    let plugin = StrategyPlugin::new(&runtime, "weighted-round-robin", vec![], None)?;
-    let mut req = request(0);
-    let wasm = sample(scale.plugin_calls, |s| {
+    // The fixed cost of entering a plugin at all: round robin over an empty group (the request
+    // still carries the tool name and an empty list, each an allocation call into the plugin).
+    let empty = StrategyPlugin::new(&runtime, "round-robin", vec![], vec![], None)?;
+    let mut req = request(0, 0);
+    let fixed = sample(scale.plugin_calls, |s| {
         req.sequence = s;
-        std::hint::black_box(plugin.try_pick(&req, &c).unwrap());
+        std::hint::black_box(empty.try_pick(&req).unwrap());
     });
-    let mut schedule = strategy::WeightedSchedule::default();
-    let mut req = request(0);
+    let mut req = request(0, 0);
     let nat = sample(scale.plugin_calls, |s| {
         req.sequence = s;
-        std::hint::black_box(schedule.pick(std::hint::black_box(&c), &req.tried, req.sequence));
+        std::hint::black_box(strategy::round_robin(&view(&[], std::hint::black_box(&req)), req.sequence));
     });
-    figures.push(figure(format!("pick, weighted-round-robin, {CANDIDATES} candidates"), wasm, nat));
+    figures.push(figure("pick, round-robin, empty group: the fixed cost of a plugin call".into(), fixed, nat));
+    let wasm = time_plugin(&StrategyPlugin::new(&runtime, "weighted-round-robin", m.clone(), vec![], None)?);
+    let mut schedule = strategy::WeightedSchedule::default();
+    let mut req = request(MEMBERS, 0);
+    let nat = sample(scale.plugin_calls, |s| {
+        req.sequence = s;
+        std::hint::black_box(schedule.pick(&view(&m, std::hint::black_box(&req)), req.sequence));
+    });
+    figures.push(figure(format!("pick, weighted-round-robin, {MEMBERS} members (WIT 0.2.0)"), wasm, nat));
 
     let config: Vec<(String, String)> = [
         ("server", "github-tools"),
@@ -111,8 +138,12 @@ pub fn run(scale: &Scale) -> anyhow::Result<Vec<Figure>> {
     .collect();
     let plugin = PolicyPlugin::new(&runtime, "policy", config.clone(), None, false)?;
     let native = ToolPolicy::from_config(&config).map_err(anyhow::Error::msg)?;
-    let call =
-        Call { server: "github-tools".into(), tool: "list_issues".into(), caller: "agent".into(), argument_bytes: 120 };
+    let call = Call {
+        server: "github-tools".into(),
+        tool: "list_issues".into(),
+        caller: Caller::unverified("agent"),
+        argument_bytes: 120,
+    };
     let wasm = sample(scale.plugin_calls, |_| {
         std::hint::black_box(plugin.try_check(&call).unwrap());
     });

@@ -15,7 +15,8 @@ use std::{
 use hangar_api::{MCPServerGroupSpec, MCPServerSpec, ServerMode, State, Transport};
 use hangar_plugin_algorithms::policy::{self as algorithms, ToolPolicy};
 use hangar_plugin_runtime::{
-    Call, Candidate, Decision, PickRequest, PluginRuntime, PolicyPlugin, RateLimit, StrategyPlugin,
+    Call, Caller, Decision, MemberInfo, MemberState, PickRequest, PluginRuntime, PolicyPlugin, RateLimit,
+    StrategyPlugin,
 };
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
@@ -521,7 +522,11 @@ impl Gateway {
         }
         let plugin = hangar_builtin_plugins::strategy_plugin_name(&spec.strategy);
         let config = spec.strategy_config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let strategy = StrategyPlugin::new(&self.plugins, plugin, config, spec.strategy_sha256.as_deref())
+        let infos = members
+            .iter()
+            .map(|m| MemberInfo { name: m.name.clone(), priority: m.priority, weight: m.weight })
+            .collect();
+        let strategy = StrategyPlugin::new(&self.plugins, plugin, infos, config, spec.strategy_sha256.as_deref())
             .map_err(|e| RegisterError::Invalid(format!("spec.strategy: {e}")))?;
         let entry = GroupEntry {
             namespace: namespace.to_string(),
@@ -754,56 +759,48 @@ impl Gateway {
         let mut tried: Vec<u32> = Vec::new();
         let mut last = None;
         for attempt in 0..attempts {
-            let members: Vec<(&GroupMember, Arc<ServerEntry>)> =
-                group.members.iter().filter_map(|m| self.member(group, &m.name).map(|s| (m, s))).collect();
-            let mut candidates: Vec<Candidate> = members
-                .iter()
-                .enumerate()
-                .map(|(i, (m, s))| Candidate {
-                    index: i as u32,
-                    name: s.name.clone(),
-                    healthy: s.serving(),
-                    in_flight: s.in_flight.load(Ordering::Relaxed),
-                    latency_avg_us: s.latency_avg_us.load(Ordering::Relaxed),
-                    consecutive_failures: s.failures.load(Ordering::Relaxed),
-                    priority: m.priority,
-                    weight: m.weight,
-                })
-                .collect();
+            // Every configured member has a place in the lists; one not registered yet is unhealthy.
+            let servers: Vec<Option<Arc<ServerEntry>>> =
+                group.members.iter().map(|m| self.member(group, &m.name)).collect();
+            let mut healthy: Vec<bool> = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.serving())).collect();
             // With no member serving, cold (on-demand) members may be started.
-            if !candidates.iter().any(|c| c.healthy) {
-                for (c, (_, s)) in candidates.iter_mut().zip(&members) {
-                    c.healthy = s.state() == State::Cold;
-                }
+            if !healthy.contains(&true) {
+                healthy = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.state() == State::Cold)).collect();
             }
             // A session stays on the member its id points at while that member serves; the
             // choice is a pure function of the (signed) id, so every core replica makes it alike.
-            let pinned = ctx
-                .pin
-                .filter(|_| attempt == 0 && !candidates.is_empty())
-                .map(|p| (p % candidates.len() as u64) as u32);
-            let index = match pinned.filter(|&i| candidates[i as usize].healthy) {
+            let pinned =
+                ctx.pin.filter(|_| attempt == 0 && !servers.is_empty()).map(|p| (p % servers.len() as u64) as u32);
+            let index = match pinned.filter(|&i| healthy[i as usize]) {
                 Some(i) => i,
                 None => {
+                    let states = servers.iter().zip(&healthy).enumerate().map(|(i, (s, &healthy))| MemberState {
+                        healthy,
+                        tried: tried.contains(&(i as u32)),
+                        in_flight: s.as_ref().map_or(0, |s| s.in_flight.load(Ordering::Relaxed)),
+                        latency_avg_us: s.as_ref().map_or(0, |s| s.latency_avg_us.load(Ordering::Relaxed)),
+                        consecutive_failures: s.as_ref().map_or(0, |s| s.failures.load(Ordering::Relaxed)),
+                    });
                     let request = PickRequest {
                         tool: tool.to_string(),
                         sequence,
                         random: rand::random(),
                         attempt,
-                        tried: tried.clone(),
+                        members: states.collect(),
                     };
-                    let pick = group.strategy.pick_off_worker(request, candidates.clone()).await;
+                    let pick = group.strategy.pick_off_worker(request).await;
                     let plugin = if pick.fault.is_some() { "round-robin (fallback)" } else { group.strategy.name() };
                     let Some(i) = pick.index else { break };
-                    let member = &candidates[i as usize].name;
+                    let member = &group.members[i as usize].name;
                     self.metrics.picks.with_label_values(&[&group.name, plugin, member]).inc();
                     tracing::debug!(group = %group.name, plugin, member = %member, tool, attempt, "member picked");
                     i
                 }
             };
+            // A pick is always of a healthy, so registered, member.
+            let Some(member) = servers[index as usize].clone() else { break };
             tried.push(index);
-            let member = &members[index as usize].1;
-            match self.call_server(member, tool, arguments.clone(), ctx).await {
+            match self.call_server(&member, tool, arguments.clone(), ctx).await {
                 Err(CallError::Backend(e)) if e.is_transient() => {
                     tracing::warn!(group = %group.name, member = %member.name, error = %e, "member failed; trying another");
                     last = Some(CallError::Backend(e));
@@ -832,7 +829,7 @@ impl Gateway {
         let call = Call {
             server: server.name.clone(),
             tool: tool.to_string(),
-            caller: ctx.caller.clone(),
+            caller: Caller::unverified(&ctx.caller),
             argument_bytes: arguments.to_string().len() as u32,
         };
         let buckets = match server.decide(call).await {

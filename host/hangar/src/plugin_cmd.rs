@@ -10,8 +10,8 @@ use std::{
 use anyhow::Context;
 use clap::Subcommand;
 use hangar_plugin_runtime::{
-    Call, Candidate, Decision, DiscoveryPlugin, Document, Origin, PickRequest, PluginRuntime, PluginVersion,
-    PolicyPlugin, RuntimeConfig, SourceKind, StrategyPlugin, WIT_VERSION, WorldKind,
+    Call, Caller, Decision, DiscoveryPlugin, Document, MemberInfo, MemberState, Origin, PickRequest, PluginRuntime,
+    PluginVersion, PolicyPlugin, RuntimeConfig, SourceKind, StrategyPlugin, WIT_VERSION, WorldKind,
 };
 
 #[derive(Subcommand)]
@@ -95,7 +95,12 @@ fn test(runtime: &PluginRuntime, file: &Path, config: &[String], scenario: Scena
         }
     };
     println!("digest  sha256:{}", version.digest);
-    println!("world   {} ({}@{WIT_VERSION})", version.world.as_str(), version.world.export_interface());
+    println!("world   {} ({}@{})", version.world.as_str(), version.world.export_interface(), version.abi.version());
+    if version.abi.version() != WIT_VERSION {
+        println!(
+            "note    built against an older WIT; this Hangar adapts it (rebuild against hangar:plugins@{WIT_VERSION})"
+        );
+    }
     runtime.install(version.clone());
     let ok = match version.world {
         WorldKind::Strategy => test_strategy(runtime, &version, config, &scenario),
@@ -106,17 +111,9 @@ fn test(runtime: &PluginRuntime, file: &Path, config: &[String], scenario: Scena
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn member(i: u32, healthy: bool) -> Candidate {
-    Candidate {
-        index: i,
-        name: format!("m{i}"),
-        healthy,
-        in_flight: i % 3,
-        latency_avg_us: 500 + 100 * i as u64,
-        consecutive_failures: if healthy { 0 } else { 3 },
-        priority: i as i32,
-        weight: 1 + i % 2,
-    }
+/// Member `i` of the test group: its fixed facts, given in `configure`.
+fn member(i: u32) -> MemberInfo {
+    MemberInfo { name: format!("m{i}"), priority: i as i32, weight: 1 + i % 2 }
 }
 
 fn test_strategy(
@@ -126,33 +123,42 @@ fn test_strategy(
     setup: &Scenario,
 ) -> bool {
     let (calls, n) = (setup.calls, setup.members);
-    let plugin = match StrategyPlugin::new(runtime, &version.name, config, None) {
+    let plugin = match StrategyPlugin::new(runtime, &version.name, (0..n).map(member).collect(), config, None) {
         Ok(p) => p,
         Err(e) => {
             println!("error: {e}");
             return false;
         }
     };
-    let scenarios: [(&str, Vec<Candidate>, Vec<u32>); 4] = [
-        ("all healthy", (0..n).map(|i| member(i, true)).collect(), vec![]),
-        ("some unhealthy", (0..n).map(|i| member(i, i % 2 == 0)).collect(), vec![]),
-        ("none healthy", (0..n).map(|i| member(i, false)).collect(), vec![]),
-        ("retry after m0 failed", (0..n).map(|i| member(i, true)).collect(), vec![0]),
+    // Each scenario: which members are healthy, and which were tried already.
+    let scenarios: [(&str, Vec<bool>, Vec<u32>); 4] = [
+        ("all healthy", vec![true; n as usize], vec![]),
+        ("some unhealthy", (0..n).map(|i| i % 2 == 0).collect(), vec![]),
+        ("none healthy", vec![false; n as usize], vec![]),
+        ("retry after m0 failed", vec![true; n as usize], vec![0]),
     ];
     println!("members {n}; tools in turn: {}", setup.tools.join(", "));
     println!("{:<24} {:<34} {:>10} {:>10}", "SCENARIO", "PICKS (sequence 0..8)", "p50", "p99");
     let mut ok = true;
-    for (scenario, candidates, tried) in scenarios {
+    for (scenario, healthy, tried) in scenarios {
         let request = |sequence: u64| PickRequest {
             tool: setup.tools[sequence as usize % setup.tools.len()].clone(),
             sequence,
             random: sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             attempt: tried.len() as u32,
-            tried: tried.clone(),
+            members: (0..n)
+                .map(|i| MemberState {
+                    healthy: healthy[i as usize],
+                    tried: tried.contains(&i),
+                    in_flight: i % 3,
+                    latency_avg_us: 500 + 100 * i as u64,
+                    consecutive_failures: if healthy[i as usize] { 0 } else { 3 },
+                })
+                .collect(),
         };
         let mut picks = Vec::new();
         for s in 0..8 {
-            match plugin.try_pick(&request(s), &candidates) {
+            match plugin.try_pick(&request(s)) {
                 Ok(Some(i)) => picks.push(format!("m{i}")),
                 Ok(None) => picks.push("-".into()),
                 Err(e) => {
@@ -169,7 +175,7 @@ fn test_strategy(
         for s in 0..calls as u64 {
             let req = request(s);
             let started = Instant::now();
-            let answer = plugin.try_pick(&req, &candidates);
+            let answer = plugin.try_pick(&req);
             times.push(started.elapsed());
             if let Err(e) = answer {
                 println!("{scenario:<24} error during timing: {e}");
@@ -198,7 +204,12 @@ fn test_policy(
     };
     let mut ok = true;
     for tool in tools {
-        let call = Call { server: "example".into(), tool: tool.clone(), caller: "tester".into(), argument_bytes: 64 };
+        let call = Call {
+            server: "example".into(),
+            tool: tool.clone(),
+            caller: Caller::unverified("tester"),
+            argument_bytes: 64,
+        };
         match plugin.try_check(&call) {
             Ok(Decision::Allow(buckets)) => println!("check {tool:<14} allow, buckets: {buckets:?}"),
             Ok(Decision::Deny(why)) => println!("check {tool:<14} deny: {why}"),

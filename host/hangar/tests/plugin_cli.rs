@@ -17,12 +17,27 @@ fn a_good_strategy_passes_every_scenario() {
     let out = hangar(&["plugin", "test", wasm.to_str().unwrap(), "--calls", "200"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("world   strategy (hangar:plugins/load-balancer@0.1.0)"), "{text}");
+    assert!(text.contains("world   strategy (hangar:plugins/load-balancer@0.2.0)"), "{text}");
     for scenario in ["all healthy", "some unhealthy", "none healthy", "retry after m0 failed"] {
         assert!(text.contains(scenario), "{scenario} missing:\n{text}");
     }
     assert!(text.lines().any(|l| l.starts_with("none healthy") && l.contains("- - - -")), "{text}");
     assert!(text.contains("result: ok"));
+}
+
+#[test]
+fn a_strategy_built_against_wit_0_1_0_is_adapted_and_says_so() {
+    let wasm = hangar_tests::build_plugin("tests/plugins/strategy-0-1-0");
+    let out = hangar(&["plugin", "test", wasm.to_str().unwrap(), "--calls", "50"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("world   strategy (hangar:plugins/load-balancer@0.1.0)"), "{text}");
+    assert!(text.contains("rebuild against hangar:plugins@0.2.0"), "{text}");
+    // Round robin through the adapter: the same picks a 0.2.0 round robin makes.
+    let all = text.lines().find(|l| l.starts_with("all healthy")).unwrap();
+    assert!(all.contains("m0 m1 m2 m3 m0 m1 m2 m3"), "{all}");
+    let retry = text.lines().find(|l| l.starts_with("retry after m0 failed")).unwrap();
+    assert!(retry.contains("m1 m2 m3 m1 m2 m3 m1 m2"), "m0 comes through the adapter as tried: {retry}");
 }
 
 #[test]

@@ -52,7 +52,7 @@ pub enum PluginError {
     )]
     NoWorld { name: String, exports: String },
     #[error(
-        "plugin {name:?} was built for {found}; this Hangar speaks hangar:plugins@{expected}: rebuild it against this wit/"
+        "plugin {name:?} was built for {found}; this Hangar speaks hangar:plugins@{expected} (and still loads 0.1.0): rebuild it against this wit/"
     )]
     IncompatibleVersion { name: String, found: String, expected: &'static str },
     #[error("plugin {name:?} has digest {found}, but the resource pins {pinned}")]

@@ -50,7 +50,7 @@ pub(crate) struct Handle<W: World> {
     runtime: PluginRuntime,
     name: String,
     binding: Binding,
-    config: Vec<(String, String)>,
+    config: W::Config,
     pool: Mutex<Option<Arc<Pool<W::Bindings>>>>,
     /// Shared by every use of this plugin name: how many of its calls may occupy the executor.
     permits: Arc<Semaphore>,
@@ -63,7 +63,7 @@ impl<W: World> Handle<W> {
     pub(crate) fn new(
         runtime: &PluginRuntime,
         name: &str,
-        config: Vec<(String, String)>,
+        config: W::Config,
         pin: Option<&str>,
     ) -> Result<Self, PluginError> {
         let slot = runtime.slot(name)?;
@@ -107,6 +107,10 @@ impl<W: World> Handle<W> {
         &self.name
     }
 
+    pub(crate) fn config(&self) -> &W::Config {
+        &self.config
+    }
+
     /// The version calls go to now.
     pub(crate) fn version(&self) -> Option<Arc<PluginVersion>> {
         match &self.binding {
@@ -138,7 +142,7 @@ impl<W: World> Handle<W> {
         let mut store = new_store(&inner.engine, memory_bytes, deadline);
         let ticks = store.data_mut().clock.start();
         store.set_epoch_deadline(ticks);
-        let bindings = W::instantiate(&mut store, &version.pre).map_err(|e| self.fault(&store, e, None))?;
+        let bindings = W::instantiate(&mut store, version).map_err(|e| self.fault(&store, e, None))?;
         let configured = W::configure(&mut store, &bindings, &self.config);
         let output = store.data_mut().new_output();
         match configured {

@@ -35,14 +35,15 @@ use wasmtime::{
 
 pub use bindings::{
     discovery::{Document, ParseError, ServerDefinition, SourceKind},
-    policy::{Call, Decision, RateLimit},
-    strategy::{Candidate, PickRequest},
+    policy::{Call, Caller, Decision, RateLimit},
+    strategy::{MemberState, PickRequest},
 };
 pub use cache::sha256_hex;
 pub use error::{Fault, PluginError};
+pub use hangar_plugin_algorithms::strategy::MemberInfo;
 pub use metrics::PluginMetrics;
 pub use plugins::{DiscoveryError, DiscoveryPlugin, Pick, PolicyPlugin, StrategyPlugin, round_robin_fallback};
-pub use world::{WIT_VERSION, WorldKind};
+pub use world::{Abi, WIT_VERSION, WorldKind};
 
 use crate::{cache::CompileCache, host::HostState};
 
@@ -110,6 +111,8 @@ pub struct PluginVersion {
     /// sha256 of the component bytes, hex.
     pub digest: String,
     pub world: WorldKind,
+    /// The WIT version it was built against.
+    pub abi: Abi,
     pub origin: Origin,
     pub loaded_at: SystemTime,
     pub(crate) pre: InstancePre<HostState>,
@@ -212,13 +215,21 @@ impl PluginRuntime {
             .cache
             .component(&inner.engine, &digest, bytes, &inner.metrics)
             .map_err(|e| load_error(format!("not a valid WebAssembly component: {e:#}")))?;
-        let world = world_of(name, &component, &inner.engine)?;
+        let (world, abi) = world_of(name, &component, &inner.engine)?;
         let pre = inner.linker.instantiate_pre(&component).map_err(|e| {
             load_error(format!(
                 "{e:#}; plugins may import only what Rust's std needs from WASI (wasi:cli, wasi:io, wasi:clocks, wasi:random, wasi:filesystem with nothing opened)"
             ))
         })?;
-        Ok(Arc::new(PluginVersion { name: name.to_string(), digest, world, origin, loaded_at: SystemTime::now(), pre }))
+        Ok(Arc::new(PluginVersion {
+            name: name.to_string(),
+            digest,
+            world,
+            abi,
+            origin,
+            loaded_at: SystemTime::now(),
+            pre,
+        }))
     }
 
     /// Makes `version` the one serving its name (atomically; calls in flight finish on the old).
@@ -333,7 +344,13 @@ impl PluginRuntime {
                 found: version.world.as_str(),
             });
         }
-        tracing::info!(plugin = name, digest = %version.digest, world = version.world.as_str(), "plugin loaded");
+        tracing::info!(
+            plugin = name,
+            digest = %version.digest,
+            world = version.world.as_str(),
+            wit = version.abi.version(),
+            "plugin loaded"
+        );
         self.install(version);
         self.inner.metrics.reloads.with_label_values(&[name, "ok"]).inc();
         Ok(true)
@@ -395,22 +412,26 @@ fn plugin_name(path: &Path) -> Option<String> {
     Some(path.file_stem()?.to_str()?.to_string())
 }
 
-/// Which world a component implements, from the interfaces it exports.
-fn world_of(name: &str, component: &wasmtime::component::Component, engine: &Engine) -> Result<WorldKind, PluginError> {
+/// Which world a component implements, and against which WIT version, from what it exports.
+fn world_of(
+    name: &str,
+    component: &wasmtime::component::Component,
+    engine: &Engine,
+) -> Result<(WorldKind, Abi), PluginError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     for kind in WorldKind::ALL {
         let interface = kind.export_interface();
         if let Some(export) = exports.iter().find(|e| e.split('@').next() == Some(interface)) {
             let version = export.split_once('@').map(|(_, v)| v).unwrap_or("");
-            if version != WIT_VERSION {
-                return Err(PluginError::IncompatibleVersion {
+            return match Abi::from_version(version) {
+                Some(abi) => Ok((kind, abi)),
+                None => Err(PluginError::IncompatibleVersion {
                     name: name.to_string(),
                     found: format!("hangar:plugins@{version}"),
                     expected: WIT_VERSION,
-                });
-            }
-            return Ok(kind);
+                }),
+            };
         }
     }
     Err(PluginError::NoWorld {

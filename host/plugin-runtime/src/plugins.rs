@@ -8,11 +8,11 @@ use std::sync::Arc;
 use hangar_plugin_algorithms::strategy as algorithms;
 
 use crate::{
-    Call, Candidate, Decision, Document, PickRequest, PluginError, PluginRuntime, PluginVersion, ServerDefinition,
-    SourceKind,
+    Call, Decision, Document, MemberInfo, MemberState, PickRequest, PluginError, PluginRuntime, PluginVersion,
+    ServerDefinition, SourceKind,
     error::Fault,
     handle::Handle,
-    world::{DiscoveryWorld, PolicyWorld, StrategyWorld},
+    world::{DiscoveryWorld, PolicyWorld, StrategyConfig, StrategyWorld},
 };
 
 /// Bounds on answers that travel on: to a client (deny reasons), into the rate limiter, or into
@@ -33,13 +33,15 @@ pub struct Pick {
 }
 
 impl StrategyPlugin {
+    /// `members` are the group's, in the order every pick's lists follow.
     pub fn new(
         runtime: &PluginRuntime,
         name: &str,
+        members: Vec<MemberInfo>,
         config: Vec<(String, String)>,
         pin: Option<&str>,
     ) -> Result<Self, PluginError> {
-        Handle::new(runtime, name, config, pin).map(|h| Self(Arc::new(h)))
+        Handle::new(runtime, name, StrategyConfig { members, config }, pin).map(|h| Self(Arc::new(h)))
     }
 
     pub fn name(&self) -> &str {
@@ -50,50 +52,59 @@ impl StrategyPlugin {
         self.0.version()
     }
 
+    /// The members given in `configure`; a pick's lists run parallel to them.
+    pub fn members(&self) -> &[MemberInfo] {
+        &self.0.config().members
+    }
+
     /// The plugin's answer, checked: an index out of range, an unhealthy member, or a member
     /// already tried while others are left is a bad answer.
-    pub fn try_pick(&self, request: &PickRequest, candidates: &[Candidate]) -> Result<Option<u32>, PluginError> {
-        let answer = self.0.call(|store, b| b.hangar_plugins_load_balancer().call_pick(store, request, candidates))?;
+    pub fn try_pick(&self, request: &PickRequest) -> Result<Option<u32>, PluginError> {
+        let members = self.members();
+        let answer = self.0.call(|store, b| b.pick(store, request, members))?;
+        let group = view(members, request);
+        let bad = |message: String| Err(self.0.counted(Fault::BadAnswer, message));
         match answer {
-            None if algorithms::eligible(candidates, &request.tried).next().is_some() => Err(self
-                .0
-                .counted(Fault::BadAnswer, "chose no member although a healthy, untried one was available".into())),
+            None if algorithms::eligible(&group).next().is_some() => {
+                bad("chose no member although a healthy, untried one was available".into())
+            }
             None => Ok(None),
-            Some(i) => match candidates.iter().position(|c| c.index == i) {
-                Some(pos) if algorithms::eligible(candidates, &request.tried).any(|e| e == pos) => Ok(Some(i)),
-                Some(_) => Err(self
-                    .0
-                    .counted(Fault::BadAnswer, format!("chose member {i}, which is unhealthy or already tried"))),
-                None => Err(self
-                    .0
-                    .counted(Fault::BadAnswer, format!("chose member {i}, but there are only {}", candidates.len()))),
-            },
+            Some(i) if i as usize >= group.len() => {
+                bad(format!("chose member {i}, but there are only {}", group.len()))
+            }
+            Some(i) if algorithms::eligible(&group).any(|e| e == i as usize) => Ok(Some(i)),
+            Some(i) => bad(format!("chose member {i}, which is unhealthy or already tried")),
         }
     }
 
     /// [`Self::try_pick`], falling back to round robin over healthy members when the plugin fails.
-    pub fn pick(&self, request: &PickRequest, candidates: &[Candidate]) -> Pick {
-        match self.try_pick(request, candidates) {
+    pub fn pick(&self, request: &PickRequest) -> Pick {
+        match self.try_pick(request) {
             Ok(index) => Pick { index, fault: None },
-            Err(fault) => Pick { index: round_robin_fallback(request, candidates), fault: Some(fault) },
+            Err(fault) => Pick { index: round_robin_fallback(self.members(), request), fault: Some(fault) },
         }
     }
 
     /// [`Self::pick`] as the gateway makes it: on the plugin executor, never on an async worker.
-    pub async fn pick_off_worker(&self, request: PickRequest, candidates: Vec<Candidate>) -> Pick {
-        let inputs = Arc::new((request, candidates));
-        let (plugin, job_inputs) = (self.clone(), inputs.clone());
-        let answer = self.0.offload(move || plugin.try_pick(&job_inputs.0, &job_inputs.1)).await;
+    pub async fn pick_off_worker(&self, request: PickRequest) -> Pick {
+        let request = Arc::new(request);
+        let (plugin, job_request) = (self.clone(), request.clone());
+        let answer = self.0.offload(move || plugin.try_pick(&job_request)).await;
         match answer.and_then(|r| r) {
             Ok(index) => Pick { index, fault: None },
-            Err(fault) => Pick { index: round_robin_fallback(&inputs.0, &inputs.1), fault: Some(fault) },
+            Err(fault) => Pick { index: round_robin_fallback(self.members(), &request), fault: Some(fault) },
         }
     }
 }
 
+/// The group as the algorithms see it for one pick.
+fn view<'a>(members: &'a [MemberInfo], request: &'a PickRequest) -> algorithms::View<'a, MemberState> {
+    algorithms::View { members, states: &request.members }
+}
+
 /// The safety net when a strategy plugin fails; the same algorithm as the round-robin plugin.
-pub fn round_robin_fallback(request: &PickRequest, candidates: &[Candidate]) -> Option<u32> {
-    algorithms::round_robin(candidates, &request.tried, request.sequence).map(|pos| candidates[pos as usize].index)
+pub fn round_robin_fallback(members: &[MemberInfo], request: &PickRequest) -> Option<u32> {
+    algorithms::round_robin(&view(members, request), request.sequence)
 }
 
 /// A server's tool policy; clones share one pool of instances.
@@ -121,7 +132,7 @@ impl PolicyPlugin {
     /// The plugin's decision, checked: a deny reason goes to the client, so a huge one is a bad
     /// answer, not a message.
     pub fn try_check(&self, call: &Call) -> Result<Decision, PluginError> {
-        match self.handle.call(|store, b| b.hangar_plugins_tool_policy().call_check(store, call))? {
+        match self.handle.call(|store, b| b.check(store, call))? {
             Decision::Deny(reason) if reason.len() > MAX_DENY_REASON_BYTES => Err(self.handle.counted(
                 Fault::BadAnswer,
                 format!("a deny reason of {} bytes (at most {MAX_DENY_REASON_BYTES})", reason.len()),
@@ -168,7 +179,7 @@ impl PolicyPlugin {
 
     /// The tools `tools/list` shows; when the plugin fails, none (or all if failing open).
     pub fn filter_tools(&self, tools: Vec<String>) -> (Vec<String>, Option<PluginError>) {
-        let answer = self.handle.call(|store, b| b.hangar_plugins_tool_policy().call_filter_tools(store, &tools));
+        let answer = self.handle.call(|store, b| b.filter_tools(store, &tools));
         // A policy may only hide tools, never invent them.
         let checked = answer.and_then(|visible| match visible.iter().find(|t| !tools.contains(t)) {
             Some(invented) => Err(self.handle.counted(
@@ -204,13 +215,13 @@ pub enum DiscoveryError {
 
 impl DiscoveryPlugin {
     pub fn new(runtime: &PluginRuntime, name: &str, pin: Option<&str>) -> Result<Self, PluginError> {
-        Handle::new(runtime, name, Vec::new(), pin).map(Self)
+        Handle::new(runtime, name, (), pin).map(Self)
     }
 
     pub fn parse(&self, kind: SourceKind, documents: &[Document]) -> Result<Vec<ServerDefinition>, DiscoveryError> {
         let servers = self
             .0
-            .call(|store, b| b.hangar_plugins_source_parser().call_parse(store, kind, documents))?
+            .call(|store, b| b.parse(store, kind, documents))?
             .map_err(|e| DiscoveryError::Parse { origin: e.origin, message: e.message })?;
         if servers.len() > MAX_DISCOVERED_SERVERS {
             let message = format!("{} servers from one source (at most {MAX_DISCOVERED_SERVERS})", servers.len());

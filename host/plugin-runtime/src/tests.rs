@@ -13,28 +13,45 @@ fn runtime() -> (PluginRuntime, tempfile::TempDir) {
     (runtime_in(dir.path()), dir)
 }
 
-pub(crate) fn candidates(spec: &[(&str, bool, u32, i32, u32)]) -> Vec<Candidate> {
-    spec.iter()
-        .enumerate()
-        .map(|(i, &(name, healthy, in_flight, priority, weight))| Candidate {
-            index: i as u32,
-            name: name.into(),
-            healthy,
-            in_flight,
-            latency_avg_us: 0,
-            consecutive_failures: 0,
-            priority,
-            weight,
-        })
-        .collect()
+/// A group of (name, healthy, in flight, priority, weight) members, as a strategy is given it.
+struct Group {
+    members: Vec<MemberInfo>,
+    healthy: Vec<bool>,
+    in_flight: Vec<u32>,
 }
 
-pub(crate) fn request(sequence: u64, random: u64, tried: Vec<u32>) -> PickRequest {
-    PickRequest { tool: "t".into(), sequence, random, attempt: tried.len() as u32, tried }
+fn group(spec: &[(&str, bool, u32, i32, u32)]) -> Group {
+    Group {
+        members: spec
+            .iter()
+            .map(|&(name, _, _, priority, weight)| MemberInfo { name: name.into(), priority, weight })
+            .collect(),
+        healthy: spec.iter().map(|s| s.1).collect(),
+        in_flight: spec.iter().map(|s| s.2).collect(),
+    }
 }
 
-fn picks(plugin: &StrategyPlugin, c: &[Candidate], n: u64) -> Vec<u32> {
-    (0..n).map(|s| plugin.try_pick(&request(s, s, vec![]), c).unwrap().unwrap()).collect()
+impl Group {
+    fn request(&self, sequence: u64, random: u64, tried: Vec<u32>) -> PickRequest {
+        let members = (0..self.members.len())
+            .map(|i| MemberState {
+                healthy: self.healthy[i],
+                tried: tried.contains(&(i as u32)),
+                in_flight: self.in_flight[i],
+                latency_avg_us: 0,
+                consecutive_failures: 0,
+            })
+            .collect();
+        PickRequest { tool: "t".into(), sequence, random, attempt: tried.len() as u32, members }
+    }
+
+    fn strategy(&self, rt: &PluginRuntime, name: &str) -> StrategyPlugin {
+        StrategyPlugin::new(rt, name, self.members.clone(), vec![], None).unwrap()
+    }
+}
+
+fn picks(plugin: &StrategyPlugin, g: &Group, n: u64) -> Vec<u32> {
+    (0..n).map(|s| plugin.try_pick(&g.request(s, s, vec![])).unwrap().unwrap()).collect()
 }
 
 #[test]
@@ -54,27 +71,27 @@ fn builtins_are_loaded_with_their_worlds() {
 #[test]
 fn round_robin_cycles_exactly_over_healthy_members() {
     let (rt, _dir) = runtime();
-    let p = StrategyPlugin::new(&rt, "round-robin", vec![], None).unwrap();
-    let c = candidates(&[("a", true, 0, 0, 1), ("b", false, 0, 0, 1), ("c", true, 0, 0, 1), ("d", true, 0, 0, 1)]);
+    let c = group(&[("a", true, 0, 0, 1), ("b", false, 0, 0, 1), ("c", true, 0, 0, 1), ("d", true, 0, 0, 1)]);
+    let p = c.strategy(&rt, "round-robin");
     assert_eq!(picks(&p, &c, 6), [0, 2, 3, 0, 2, 3]);
     // A retry never repeats the member that failed.
-    assert_eq!(p.try_pick(&request(0, 0, vec![0]), &c).unwrap(), Some(2));
-    assert_eq!(p.try_pick(&request(1, 0, vec![0]), &c).unwrap(), Some(3));
+    assert_eq!(p.try_pick(&c.request(0, 0, vec![0])).unwrap(), Some(2));
+    assert_eq!(p.try_pick(&c.request(1, 0, vec![0])).unwrap(), Some(3));
 }
 
 #[test]
 fn least_connections_picks_the_minimum_in_flight() {
     let (rt, _dir) = runtime();
-    let p = StrategyPlugin::new(&rt, "least-connections", vec![], None).unwrap();
-    let c = candidates(&[("a", true, 5, 0, 1), ("b", true, 2, 0, 1), ("c", true, 2, 0, 1), ("d", false, 0, 0, 1)]);
+    let c = group(&[("a", true, 5, 0, 1), ("b", true, 2, 0, 1), ("c", true, 2, 0, 1), ("d", false, 0, 0, 1)]);
+    let p = c.strategy(&rt, "least-connections");
     assert_eq!(picks(&p, &c, 4), [1, 2, 1, 2], "ties between b and c alternate by sequence");
 }
 
 #[test]
 fn random_is_roughly_uniform_over_10k_picks() {
     let (rt, _dir) = runtime();
-    let p = StrategyPlugin::new(&rt, "random", vec![], None).unwrap();
-    let c = candidates(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1), ("c", false, 0, 0, 1), ("d", true, 0, 0, 1)]);
+    let c = group(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1), ("c", false, 0, 0, 1), ("d", true, 0, 0, 1)]);
+    let p = c.strategy(&rt, "random");
     let mut counts = [0u32; 4];
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for s in 0..10_000 {
@@ -82,7 +99,7 @@ fn random_is_roughly_uniform_over_10k_picks() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        counts[p.try_pick(&request(s, x, vec![]), &c).unwrap().unwrap() as usize] += 1;
+        counts[p.try_pick(&c.request(s, x, vec![])).unwrap().unwrap() as usize] += 1;
     }
     assert_eq!(counts[2], 0, "never the unhealthy member");
     for i in [0, 1, 3] {
@@ -93,24 +110,20 @@ fn random_is_roughly_uniform_over_10k_picks() {
 #[test]
 fn failover_takes_priority_then_name_and_skips_unhealthy_and_tried() {
     let (rt, _dir) = runtime();
-    let p = StrategyPlugin::new(&rt, "failover", vec![], None).unwrap();
-    let c = candidates(&[
-        ("zeta", true, 0, 0, 1),
-        ("alpha", true, 0, 1, 1),
-        ("beta", true, 0, 0, 1),
-        ("aaa", false, 0, 0, 1),
-    ]);
+    let c =
+        group(&[("zeta", true, 0, 0, 1), ("alpha", true, 0, 1, 1), ("beta", true, 0, 0, 1), ("aaa", false, 0, 0, 1)]);
+    let p = c.strategy(&rt, "failover");
     assert_eq!(picks(&p, &c, 3), [2, 2, 2], "priority 0 first, beta before zeta; aaa is unhealthy");
-    assert_eq!(p.try_pick(&request(0, 0, vec![2]), &c).unwrap(), Some(0));
-    assert_eq!(p.try_pick(&request(0, 0, vec![2, 0]), &c).unwrap(), Some(1));
-    assert_eq!(p.try_pick(&request(0, 0, vec![2, 0, 1]), &c).unwrap(), None);
+    assert_eq!(p.try_pick(&c.request(0, 0, vec![2])).unwrap(), Some(0));
+    assert_eq!(p.try_pick(&c.request(0, 0, vec![2, 0])).unwrap(), Some(1));
+    assert_eq!(p.try_pick(&c.request(0, 0, vec![2, 0, 1])).unwrap(), None);
 }
 
 #[test]
 fn weighted_round_robin_follows_weights() {
     let (rt, _dir) = runtime();
-    let p = StrategyPlugin::new(&rt, "weighted-round-robin", vec![], None).unwrap();
-    let c = candidates(&[("a", true, 0, 0, 5), ("b", true, 0, 0, 1), ("c", true, 0, 0, 1)]);
+    let c = group(&[("a", true, 0, 0, 5), ("b", true, 0, 0, 1), ("c", true, 0, 0, 1)]);
+    let p = c.strategy(&rt, "weighted-round-robin");
     assert_eq!(picks(&p, &c, 7), [0, 0, 1, 0, 2, 0, 0], "smooth WRR spreads the heavy member");
 }
 
@@ -119,7 +132,7 @@ fn policy_config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn call(tool: &str) -> Call {
-    Call { server: "github-tools".into(), tool: tool.into(), caller: String::new(), argument_bytes: 2 }
+    Call { server: "github-tools".into(), tool: tool.into(), caller: Caller::unverified(""), argument_bytes: 2 }
 }
 
 #[test]
@@ -182,23 +195,20 @@ fn a_restart_loads_compiled_artifacts_from_the_cache() {
     assert_eq!(first.metrics().compilations.get(), 8, "a cold cache compiles every built-in once");
     let second = runtime_in(dir.path());
     assert_eq!(second.metrics().compilations.get(), 0, "a restart must not recompile");
-    let p = StrategyPlugin::new(&second, "round-robin", vec![], None).unwrap();
-    assert_eq!(
-        p.try_pick(&request(1, 0, vec![]), &candidates(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1)])).unwrap(),
-        Some(1)
-    );
+    let c = group(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1)]);
+    assert_eq!(c.strategy(&second, "round-robin").try_pick(&c.request(1, 0, vec![])).unwrap(), Some(1));
 }
 
 #[test]
 fn wrong_world_unknown_name_and_pins_are_refused_clearly() {
     let (rt, _dir) = runtime();
-    let err = StrategyPlugin::new(&rt, "configmap", vec![], None).err().unwrap();
+    let err = StrategyPlugin::new(&rt, "configmap", vec![], vec![], None).err().unwrap();
     assert_eq!(err.to_string(), "plugin \"configmap\" is a discovery plugin, but a strategy plugin is needed here");
-    let err = StrategyPlugin::new(&rt, "fastest", vec![], None).err().unwrap();
+    let err = StrategyPlugin::new(&rt, "fastest", vec![], vec![], None).err().unwrap();
     assert!(err.to_string().starts_with("no plugin named \"fastest\"; loaded: configmap, failover"), "{err}");
     let digest = rt.current("round-robin").unwrap().digest.clone();
-    assert!(StrategyPlugin::new(&rt, "round-robin", vec![], Some(&digest)).is_ok());
-    let err = StrategyPlugin::new(&rt, "round-robin", vec![], Some(&"0".repeat(64))).err().unwrap();
+    assert!(StrategyPlugin::new(&rt, "round-robin", vec![], vec![], Some(&digest)).is_ok());
+    let err = StrategyPlugin::new(&rt, "round-robin", vec![], vec![], Some(&"0".repeat(64))).err().unwrap();
     assert!(matches!(err, PluginError::DigestMismatch { .. }), "{err}");
 }
 
@@ -211,8 +221,8 @@ fn bytes_that_are_not_a_component_are_refused() {
 
 #[test]
 fn the_fallback_is_round_robin_over_healthy_members() {
-    let c = candidates(&[("a", true, 0, 0, 1), ("b", false, 0, 0, 1), ("c", true, 0, 0, 1)]);
-    let got: Vec<_> = (0..4).map(|s| round_robin_fallback(&request(s, 0, vec![]), &c)).collect();
+    let c = group(&[("a", true, 0, 0, 1), ("b", false, 0, 0, 1), ("c", true, 0, 0, 1)]);
+    let got: Vec<_> = (0..4).map(|s| round_robin_fallback(&c.members, &c.request(s, 0, vec![]))).collect();
     assert_eq!(got, [Some(0), Some(2), Some(0), Some(2)]);
     let _ = Pick { index: None, fault: None };
 }

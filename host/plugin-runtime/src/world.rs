@@ -1,17 +1,48 @@
-//! The three plugin worlds: how each is recognised in a component, instantiated and configured.
+//! The three plugin worlds: how each is recognised in a component, instantiated, configured and
+//! called, in the current WIT version and in the previous one (0.1.0), which the host adapts:
+//! a 0.1.0 strategy gets its members back as `candidate` records on every pick, a 0.1.0 policy
+//! gets the caller's subject as its `caller` string.
 
-use wasmtime::{Store, component::InstancePre};
+use hangar_plugin_algorithms::strategy::MemberInfo;
+use wasmtime::Store;
 
 use crate::{
-    bindings::{discovery, policy, strategy},
+    PluginVersion,
+    bindings::{discovery, policy, strategy, v0_1_0},
     host::HostState,
 };
 
 /// A resource's configuration for a plugin (`types.config` in the WIT).
 pub type PluginConfig = Vec<(String, String)>;
 
-/// The WIT package version this host speaks.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package version this host speaks; plugins are built against it.
+pub const WIT_VERSION: &str = "0.2.0";
+
+/// The versions of `hangar:plugins` whose plugins this host loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Abi {
+    /// `hangar:plugins@0.2.0`, the current one.
+    Current,
+    /// `hangar:plugins@0.1.0`, adapted call by call.
+    V0_1_0,
+}
+
+impl Abi {
+    pub fn from_version(version: &str) -> Option<Self> {
+        match version {
+            WIT_VERSION => Some(Abi::Current),
+            "0.1.0" => Some(Abi::V0_1_0),
+            _ => None,
+        }
+    }
+
+    pub fn version(self) -> &'static str {
+        match self {
+            Abi::Current => WIT_VERSION,
+            Abi::V0_1_0 => "0.1.0",
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WorldKind {
@@ -44,13 +75,15 @@ impl WorldKind {
 /// A world's generated bindings, as the generic instance pool uses them.
 pub(crate) trait World: Send + Sync + 'static {
     const KIND: WorldKind;
+    /// What a resource configures the plugin with.
+    type Config: Send + Sync + 'static;
     type Bindings: Send + 'static;
-    fn instantiate(store: &mut Store<HostState>, pre: &InstancePre<HostState>) -> wasmtime::Result<Self::Bindings>;
+    fn instantiate(store: &mut Store<HostState>, version: &PluginVersion) -> wasmtime::Result<Self::Bindings>;
     /// Hands the resource's configuration to a fresh instance.
     fn configure(
         store: &mut Store<HostState>,
         bindings: &Self::Bindings,
-        config: &PluginConfig,
+        config: &Self::Config,
     ) -> wasmtime::Result<Result<(), String>>;
 }
 
@@ -58,47 +91,223 @@ pub(crate) struct StrategyWorld;
 pub(crate) struct PolicyWorld;
 pub(crate) struct DiscoveryWorld;
 
+/// A group's configuration of its strategy: its members (their fixed facts) and
+/// `spec.strategyConfig`.
+pub struct StrategyConfig {
+    pub members: Vec<MemberInfo>,
+    pub config: PluginConfig,
+}
+
+pub(crate) enum StrategyBindings {
+    Current(strategy::Strategy),
+    V0_1_0(v0_1_0::strategy::Strategy),
+}
+
 impl World for StrategyWorld {
     const KIND: WorldKind = WorldKind::Strategy;
-    type Bindings = strategy::Strategy;
-    fn instantiate(store: &mut Store<HostState>, pre: &InstancePre<HostState>) -> wasmtime::Result<Self::Bindings> {
-        strategy::StrategyPre::new(pre.clone())?.instantiate(store)
+    type Config = StrategyConfig;
+    type Bindings = StrategyBindings;
+    fn instantiate(store: &mut Store<HostState>, version: &PluginVersion) -> wasmtime::Result<Self::Bindings> {
+        Ok(match version.abi {
+            Abi::Current => {
+                StrategyBindings::Current(strategy::StrategyPre::new(version.pre.clone())?.instantiate(store)?)
+            }
+            Abi::V0_1_0 => {
+                StrategyBindings::V0_1_0(v0_1_0::strategy::StrategyPre::new(version.pre.clone())?.instantiate(store)?)
+            }
+        })
     }
     fn configure(
         store: &mut Store<HostState>,
         b: &Self::Bindings,
-        config: &PluginConfig,
+        config: &StrategyConfig,
     ) -> wasmtime::Result<Result<(), String>> {
-        b.hangar_plugins_load_balancer().call_configure(store, config)
+        match b {
+            StrategyBindings::Current(b) => {
+                let members: Vec<strategy::Member> = config
+                    .members
+                    .iter()
+                    .map(|m| strategy::Member { name: m.name.clone(), priority: m.priority, weight: m.weight })
+                    .collect();
+                b.hangar_plugins_load_balancer().call_configure(store, &members, &config.config)
+            }
+            StrategyBindings::V0_1_0(b) => b.hangar_plugins_load_balancer().call_configure(store, &config.config),
+        }
     }
+}
+
+impl StrategyBindings {
+    pub(crate) fn pick(
+        &self,
+        store: &mut Store<HostState>,
+        request: &strategy::PickRequest,
+        members: &[MemberInfo],
+    ) -> wasmtime::Result<Option<u32>> {
+        match self {
+            StrategyBindings::Current(b) => b.hangar_plugins_load_balancer().call_pick(store, request),
+            StrategyBindings::V0_1_0(b) => {
+                let candidates: Vec<v0_1_0::strategy::Candidate> = members
+                    .iter()
+                    .zip(&request.members)
+                    .enumerate()
+                    .map(|(i, (m, s))| v0_1_0::strategy::Candidate {
+                        index: i as u32,
+                        name: m.name.clone(),
+                        healthy: s.healthy,
+                        in_flight: s.in_flight,
+                        latency_avg_us: s.latency_avg_us,
+                        consecutive_failures: s.consecutive_failures,
+                        priority: m.priority,
+                        weight: m.weight,
+                    })
+                    .collect();
+                let tried = request.members.iter().enumerate().filter(|(_, s)| s.tried).map(|(i, _)| i as u32);
+                let old = v0_1_0::strategy::PickRequest {
+                    tool: request.tool.clone(),
+                    sequence: request.sequence,
+                    random: request.random,
+                    attempt: request.attempt,
+                    tried: tried.collect(),
+                };
+                b.hangar_plugins_load_balancer().call_pick(store, &old, &candidates)
+            }
+        }
+    }
+}
+
+pub(crate) enum PolicyBindings {
+    Current(policy::Policy),
+    V0_1_0(v0_1_0::policy::Policy),
 }
 
 impl World for PolicyWorld {
     const KIND: WorldKind = WorldKind::Policy;
-    type Bindings = policy::Policy;
-    fn instantiate(store: &mut Store<HostState>, pre: &InstancePre<HostState>) -> wasmtime::Result<Self::Bindings> {
-        policy::PolicyPre::new(pre.clone())?.instantiate(store)
+    type Config = PluginConfig;
+    type Bindings = PolicyBindings;
+    fn instantiate(store: &mut Store<HostState>, version: &PluginVersion) -> wasmtime::Result<Self::Bindings> {
+        Ok(match version.abi {
+            Abi::Current => PolicyBindings::Current(policy::PolicyPre::new(version.pre.clone())?.instantiate(store)?),
+            Abi::V0_1_0 => {
+                PolicyBindings::V0_1_0(v0_1_0::policy::PolicyPre::new(version.pre.clone())?.instantiate(store)?)
+            }
+        })
     }
     fn configure(
         store: &mut Store<HostState>,
         b: &Self::Bindings,
         config: &PluginConfig,
     ) -> wasmtime::Result<Result<(), String>> {
-        b.hangar_plugins_tool_policy().call_configure(store, config)
+        match b {
+            PolicyBindings::Current(b) => b.hangar_plugins_tool_policy().call_configure(store, config),
+            PolicyBindings::V0_1_0(b) => b.hangar_plugins_tool_policy().call_configure(store, config),
+        }
     }
+}
+
+impl PolicyBindings {
+    pub(crate) fn check(
+        &self,
+        store: &mut Store<HostState>,
+        call: &policy::Call,
+    ) -> wasmtime::Result<policy::Decision> {
+        match self {
+            PolicyBindings::Current(b) => b.hangar_plugins_tool_policy().call_check(store, call),
+            PolicyBindings::V0_1_0(b) => {
+                let old = v0_1_0::policy::Call {
+                    server: call.server.clone(),
+                    tool: call.tool.clone(),
+                    caller: call.caller.subject.clone(),
+                    argument_bytes: call.argument_bytes,
+                };
+                Ok(match b.hangar_plugins_tool_policy().call_check(store, &old)? {
+                    v0_1_0::policy::Decision::Deny(why) => policy::Decision::Deny(why),
+                    v0_1_0::policy::Decision::Allow(limits) => policy::Decision::Allow(
+                        limits
+                            .into_iter()
+                            .map(|l| policy::RateLimit {
+                                key: l.key,
+                                requests_per_minute: l.requests_per_minute,
+                                burst: l.burst,
+                            })
+                            .collect(),
+                    ),
+                })
+            }
+        }
+    }
+
+    pub(crate) fn filter_tools(&self, store: &mut Store<HostState>, tools: &[String]) -> wasmtime::Result<Vec<String>> {
+        match self {
+            PolicyBindings::Current(b) => b.hangar_plugins_tool_policy().call_filter_tools(store, tools),
+            PolicyBindings::V0_1_0(b) => b.hangar_plugins_tool_policy().call_filter_tools(store, tools),
+        }
+    }
+}
+
+pub(crate) enum DiscoveryBindings {
+    Current(discovery::Discovery),
+    V0_1_0(v0_1_0::discovery::Discovery),
 }
 
 impl World for DiscoveryWorld {
     const KIND: WorldKind = WorldKind::Discovery;
-    type Bindings = discovery::Discovery;
-    fn instantiate(store: &mut Store<HostState>, pre: &InstancePre<HostState>) -> wasmtime::Result<Self::Bindings> {
-        discovery::DiscoveryPre::new(pre.clone())?.instantiate(store)
+    type Config = ();
+    type Bindings = DiscoveryBindings;
+    fn instantiate(store: &mut Store<HostState>, version: &PluginVersion) -> wasmtime::Result<Self::Bindings> {
+        Ok(match version.abi {
+            Abi::Current => {
+                DiscoveryBindings::Current(discovery::DiscoveryPre::new(version.pre.clone())?.instantiate(store)?)
+            }
+            Abi::V0_1_0 => DiscoveryBindings::V0_1_0(
+                v0_1_0::discovery::DiscoveryPre::new(version.pre.clone())?.instantiate(store)?,
+            ),
+        })
     }
-    fn configure(
-        _: &mut Store<HostState>,
-        _: &Self::Bindings,
-        _: &PluginConfig,
-    ) -> wasmtime::Result<Result<(), String>> {
+    fn configure(_: &mut Store<HostState>, _: &Self::Bindings, _: &()) -> wasmtime::Result<Result<(), String>> {
         Ok(Ok(()))
+    }
+}
+
+impl DiscoveryBindings {
+    pub(crate) fn parse(
+        &self,
+        store: &mut Store<HostState>,
+        kind: discovery::SourceKind,
+        documents: &[discovery::Document],
+    ) -> wasmtime::Result<Result<Vec<discovery::ServerDefinition>, discovery::ParseError>> {
+        match self {
+            DiscoveryBindings::Current(b) => b.hangar_plugins_source_parser().call_parse(store, kind, documents),
+            DiscoveryBindings::V0_1_0(b) => {
+                use v0_1_0::discovery as old;
+                let kind = match kind {
+                    discovery::SourceKind::ConfigMap => old::SourceKind::ConfigMap,
+                    discovery::SourceKind::Namespace => old::SourceKind::Namespace,
+                };
+                let documents: Vec<old::Document> = documents
+                    .iter()
+                    .map(|d| old::Document {
+                        origin: d.origin.clone(),
+                        namespace: d.namespace.clone(),
+                        name: d.name.clone(),
+                        key: d.key.clone(),
+                        content: d.content.clone(),
+                    })
+                    .collect();
+                Ok(b.hangar_plugins_source_parser()
+                    .call_parse(store, kind, &documents)?
+                    .map(|servers| {
+                        servers
+                            .into_iter()
+                            .map(|s| discovery::ServerDefinition {
+                                name: s.name,
+                                namespace: s.namespace,
+                                labels: s.labels,
+                                spec_json: s.spec_json,
+                            })
+                            .collect()
+                    })
+                    .map_err(|e| discovery::ParseError { origin: e.origin, message: e.message }))
+            }
+        }
     }
 }

@@ -2,4 +2,4 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "strategy" });
 
-hangar_plugin_algorithms::strategy_plugin!(|r, c| strategy::failover(c, &r.tried));
+hangar_plugin_algorithms::strategy_plugin!(|_, g| strategy::failover(g));

@@ -2,4 +2,4 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "strategy" });
 
-hangar_plugin_algorithms::strategy_plugin!(|r, c| strategy::random(c, &r.tried, r.random));
+hangar_plugin_algorithms::strategy_plugin!(|r, g| strategy::random(g, r.random));

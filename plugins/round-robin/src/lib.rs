@@ -2,4 +2,4 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "strategy" });
 
-hangar_plugin_algorithms::strategy_plugin!(|r, c| strategy::round_robin(c, &r.tried, r.sequence));
+hangar_plugin_algorithms::strategy_plugin!(|r, g| strategy::round_robin(g, r.sequence));

@@ -8,4 +8,4 @@ thread_local! {
     static SCHEDULE: std::cell::RefCell<hangar_plugin_algorithms::strategy::WeightedSchedule> = Default::default();
 }
 
-hangar_plugin_algorithms::strategy_plugin!(|r, c| SCHEDULE.with_borrow_mut(|s| s.pick(c, &r.tried, r.sequence)));
+hangar_plugin_algorithms::strategy_plugin!(|r, g| SCHEDULE.with_borrow_mut(|s| s.pick(g, r.sequence)));

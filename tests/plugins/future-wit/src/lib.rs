@@ -1,9 +1,9 @@
-//! The load-balancer interface as a future `hangar:plugins@0.2.0` might have it (candidates as
-//! parallel lists). A 0.1.0 host must refuse it, naming both versions.
+//! The load-balancer interface as a future `hangar:plugins@1.0.0` might have it (a pick over
+//! lists of numbers only). A 0.2.0 host must refuse it, naming both versions.
 
 wit_bindgen::generate!({
     inline: r#"
-        package hangar:plugins@0.2.0;
+        package hangar:plugins@1.0.0;
 
         interface load-balancer {
             configure: func(config: list<tuple<string, string>>) -> result<_, string>;

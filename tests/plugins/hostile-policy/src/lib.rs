@@ -1,7 +1,8 @@
+//! Built against the previous WIT, hangar:plugins@0.1.0, so that the host's adapter is exercised.
 //! A policy that answers too much, as `configure(mode=...)` says: huge-deny (a 2 MiB deny
 //! reason), invent-tools (2,000 tool names nobody offered), or good (allow, show all).
 
-wit_bindgen::generate!({ path: "../../../wit", world: "policy" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "policy" });
 
 use std::cell::RefCell;
 

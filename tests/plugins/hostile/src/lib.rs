@@ -8,7 +8,7 @@ wit_bindgen::generate!({ path: "../../../wit", world: "strategy" });
 
 use std::cell::RefCell;
 
-use exports::hangar::plugins::load_balancer::{Candidate, Guest, PickRequest};
+use exports::hangar::plugins::load_balancer::{Guest, Member, PickRequest};
 
 thread_local! {
     static MODE: RefCell<String> = RefCell::new(String::from("good"));
@@ -25,7 +25,7 @@ fn recurse(depth: u64, sink: &mut [u64; 64]) -> u64 {
 }
 
 impl Guest for Plugin {
-    fn configure(config: Vec<(String, String)>) -> Result<(), String> {
+    fn configure(_members: Vec<Member>, config: Vec<(String, String)>) -> Result<(), String> {
         for (k, v) in config {
             if k == "mode" {
                 if v == "refuse" {
@@ -42,7 +42,9 @@ impl Guest for Plugin {
         Ok(())
     }
 
-    fn pick(request: PickRequest, candidates: Vec<Candidate>) -> Option<u32> {
+    fn pick(request: PickRequest) -> Option<u32> {
+        let healthy: Vec<u32> =
+            request.members.iter().enumerate().filter(|(_, m)| m.healthy).map(|(i, _)| i as u32).collect();
         let mode = MODE.with_borrow(|m| m.clone());
         match mode.as_str() {
             "loop" => {
@@ -62,7 +64,7 @@ impl Guest for Plugin {
             "trap" => panic!("hostile plugin traps on purpose"),
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(3));
-                candidates.first().map(|c| c.index)
+                healthy.first().copied()
             }
             "burn" => {
                 let started = std::time::Instant::now();
@@ -70,16 +72,14 @@ impl Guest for Plugin {
                 while started.elapsed() < std::time::Duration::from_millis(9) {
                     x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
                 }
-                let healthy: Vec<&Candidate> = candidates.iter().filter(|c| c.healthy).collect();
-                healthy.get((x % healthy.len().max(1) as u64) as usize).map(|c| c.index)
+                healthy.get((x % healthy.len().max(1) as u64) as usize).copied()
             }
             "leak" => {
                 LEAKED.with_borrow_mut(|l| l.push(std::hint::black_box(vec![1u8; 256 << 10])));
-                let healthy: Vec<&Candidate> = candidates.iter().filter(|c| c.healthy).collect();
-                healthy.get((request.sequence % healthy.len().max(1) as u64) as usize).map(|c| c.index)
+                healthy.get((request.sequence % healthy.len().max(1) as u64) as usize).copied()
             }
             "recurse" => Some(recurse(0, &mut [0; 64]) as u32),
-            "out-of-range" => Some(candidates.len() as u32 + 1000),
+            "out-of-range" => Some(request.members.len() as u32 + 1000),
             "none" => None,
             "read-file" => {
                 // Succeeding would leak the file's size as the answer; the host gives no preopens.
@@ -91,14 +91,13 @@ impl Guest for Plugin {
                 let addr = TARGET.with_borrow(|t| t.clone());
                 let stream = std::net::TcpStream::connect(addr.as_str()).expect("connecting out");
                 drop(stream);
-                Some(candidates.len() as u32 + 7)
+                Some(request.members.len() as u32 + 7)
             }
             _ => {
-                let healthy: Vec<&Candidate> = candidates.iter().filter(|c| c.healthy).collect();
                 if healthy.is_empty() {
                     return None;
                 }
-                Some(healthy[(request.sequence % healthy.len() as u64) as usize].index)
+                Some(healthy[(request.sequence % healthy.len() as u64) as usize])
             }
         }
     }
