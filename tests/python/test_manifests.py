@@ -70,6 +70,7 @@ REJECTED_BY_CEL = {
     "health-percentage-over-100.yaml": "spec.healthPolicy.minHealthyPercentage: must be a percentage from 0 to 100",
     "configmap-source-without-ref.yaml": "spec.configMapRef: required when type is ConfigMap",
     "namespace-source-without-selector.yaml": "spec.namespaceSelector: required when type is Namespace",
+    "policy-config-derived-key.yaml": "spec.tools.policyConfig: keys server, allow, deny",
 }
 
 

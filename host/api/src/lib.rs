@@ -24,8 +24,8 @@ pub use discovery::{
 pub use duration::{DURATION_PATTERN, Duration, DurationError};
 pub use group::{Failover, GroupMember, HealthPolicy, MCPServerGroup, MCPServerGroupSpec, MCPServerGroupStatus};
 pub use server::{
-    CircuitBreaker, HealthCheck, MCPServer, MCPServerSpec, MCPServerStatus, RateLimit, ServerMode, ToolsConfig,
-    Transport, secure_security_context,
+    CircuitBreaker, DERIVED_POLICY_KEYS, HealthCheck, MCPServer, MCPServerSpec, MCPServerStatus, RateLimit, ServerMode,
+    ToolsConfig, Transport, secure_security_context,
 };
 pub use state::State;
 

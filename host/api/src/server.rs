@@ -175,7 +175,17 @@ pub struct ToolsConfig {
     /// When the policy plugin faults, allow the call instead of denying it (additive; default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fail_open: bool,
+    /// Settings handed to the policy plugin's `configure` beside the ones Hangar derives from
+    /// this manifest (additive). The derived keys are refused here: set them through allowList,
+    /// denyList and rateLimit.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("!self.exists(k, k in ['server', 'allow', 'deny', 'requests-per-minute', 'burst'])").message("keys server, allow, deny, requests-per-minute and burst are set by Hangar: use allowList, denyList and rateLimit"))]
+    pub policy_config: std::collections::BTreeMap<String, String>,
 }
+
+/// Keys of a policy plugin's configuration that Hangar derives from `spec.tools`.
+pub const DERIVED_POLICY_KEYS: [&str; 5] = ["server", "allow", "deny", "requests-per-minute", "burst"];
 
 /// A token bucket per caller and tool.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -446,9 +446,16 @@ impl Gateway {
             config.push(("requests-per-minute".into(), rl.requests_per_minute.to_string()));
             config.push(("burst".into(), rl.effective_burst().to_string()));
         }
+        if let Some(key) = tools.policy_config.keys().find(|k| hangar_api::DERIVED_POLICY_KEYS.contains(&k.as_str())) {
+            return Err(RegisterError::Invalid(format!(
+                "spec.tools.policyConfig: key {key:?} is set by Hangar from the manifest: use allowList, denyList and rateLimit"
+            )));
+        }
+        let derived = config.clone();
+        config.extend(tools.policy_config.iter().map(|(k, v)| (k.clone(), v.clone())));
         let policy_name = tools.policy.as_deref().unwrap_or(hangar_builtin_plugins::DEFAULT_POLICY);
         let floor = (policy_name != hangar_builtin_plugins::DEFAULT_POLICY)
-            .then(|| ToolPolicy::from_config(&config))
+            .then(|| ToolPolicy::from_config(&derived))
             .transpose()
             .map_err(|e| RegisterError::Invalid(format!("spec.tools: {e}")))?;
         let policy =

@@ -149,6 +149,9 @@ pub(crate) struct Inner {
     pub(crate) config: RuntimeConfig,
     pub(crate) metrics: PluginMetrics,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    /// What each plugin file looked like when it was last read, so that a directory pass skips
+    /// files that did not change without reading and hashing them again.
+    stamps: Mutex<BTreeMap<PathBuf, FileStamp>>,
     reports: Mutex<Vec<Report>>,
     stop: Arc<AtomicBool>,
     pub(crate) executor: executor::Executor,
@@ -190,6 +193,7 @@ impl PluginRuntime {
                 config,
                 metrics: PluginMetrics::new(registry)?,
                 slots: RwLock::new(BTreeMap::new()),
+                stamps: Mutex::new(BTreeMap::new()),
                 reports: Mutex::new(Vec::new()),
                 stop,
                 executor: executor::Executor::new(),
@@ -309,11 +313,20 @@ impl PluginRuntime {
         loaded
     }
 
-    /// Loads one file as plugin `name`; Ok(false) when its content is already serving.
+    /// Loads one file as plugin `name`; Ok(false) when its content is already serving (or it is
+    /// the same file, unchanged, that was refused before).
     fn load_file(&self, name: &str, path: &Path) -> Result<bool, PluginError> {
         let load_error = |message: String| PluginError::Load { name: name.to_string(), message };
+        let metadata = std::fs::metadata(path).map_err(|e| load_error(e.to_string()))?;
+        let stamp = FileStamp::of(&metadata);
+        let mut stamps = self.inner.stamps.lock().unwrap();
+        if stamps.get(path) == Some(&stamp) {
+            return Ok(false);
+        }
+        stamps.insert(path.to_path_buf(), stamp);
+        drop(stamps);
         let limit = self.inner.config.max_file_bytes;
-        let size = std::fs::metadata(path).map_err(|e| load_error(e.to_string()))?.len();
+        let size = metadata.len();
         if size > limit {
             return Err(load_error(format!(
                 "{size} bytes is over the {} byte limit for plugins",
@@ -395,6 +408,22 @@ pub fn is_change(event: &notify::Event) -> bool {
         EventKind::Modify(_) => true,
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
+    }
+}
+
+/// A file's identity and version as the file system tells them: inode, size and modification
+/// time (a ConfigMap update or a rename swaps the inode; an edit in place moves the mtime).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self { inode: metadata.ino(), len: metadata.len(), modified: metadata.modified().ok() }
     }
 }
 
