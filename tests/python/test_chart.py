@@ -48,12 +48,13 @@ resources:
 ALL_ON = {
     "serviceMonitor": {"enabled": True},
     "prometheusRule": {"enabled": True},
-    "networkPolicy": {"enabled": True, "namespaces": ["mcp-servers", "team-a"]},
+    "networkPolicy": {"enabled": True, "isolation": "full"},
     "imagePullSecrets": [{"name": "registry"}],
     "core": {"replicas": 2},
     "operator": {"replicas": 2},
 }
 ALL_OFF = {
+    "networkPolicy": {"enabled": False},
     "core": {"enabled": False},
     "operator": {"metrics": {"enabled": False}, "leaderElection": {"enabled": False}},
 }
@@ -184,6 +185,8 @@ def test_defaults_install_operator_and_core_with_a_generated_key(chart):
     assert env_of(core)["HANGAR_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
     assert core["args"][0] == "core" and op["args"][0] == "operator"
     assert "--leader-elect=true" in op["args"] and "--log-level=info" in op["args"]
+    # Server pods admit only core's namespace by default (the operator keeps the policy).
+    assert "--network-policy=ingress" in op["args"] and "--label-core-namespace=mcp-system" in op["args"]
     (core_service,) = find(docs, "Service", "mcp-hangar-core")
     assert core_service["spec"]["ports"][0]["port"] == 8080
     (metrics,) = find(docs, "Service", "mcp-hangar-operator-metrics")
@@ -234,16 +237,14 @@ def test_everything_off(chart):
     op = container(docs, "mcp-hangar-operator")
     env = env_of(op)
     assert env["HANGAR_URL"]["value"] == "" and "HANGAR_API_KEY" not in env, "no core: no integration"
-    assert "--leader-elect=false" in op["args"]
+    assert "--leader-elect=false" in op["args"] and "--network-policy=off" in op["args"]
     assert "no core integration" in notes(chart, ALL_OFF)
 
 
 def test_everything_on(chart):
     docs = render(chart, ALL_ON)
-    policies = find(docs, "NetworkPolicy")
-    assert sorted(p["metadata"]["namespace"] for p in policies) == ["mcp-servers", "team-a"]
-    (guide,) = load_all(EXAMPLES / "networkpolicy.yaml")
-    assert all(p["spec"] == guide["spec"] for p in policies)
+    assert not find(docs, "NetworkPolicy"), "the operator keeps them, per namespace with servers"
+    assert "--network-policy=full" in container(docs, "mcp-hangar-operator")["args"]
     assert "--label-core-namespace=mcp-system" in container(docs, "mcp-hangar-operator")["args"]
     (core,) = find(docs, "Deployment", "mcp-hangar-core")
     assert core["spec"]["replicas"] == 2
@@ -258,7 +259,7 @@ def test_everything_on(chart):
         ({"operater": {}}, "'operater' not allowed"),
         ({"core": {"enabled": "yes"}}, "/core/enabled"),
         ({"hangar": {"url": "mcp-hangar-core:8080"}}, "/hangar/url"),
-        ({"networkPolicy": {"namespaces": "mcp-servers"}}, "/networkPolicy/namespaces"),
+        ({"networkPolicy": {"isolation": "everything"}}, "/networkPolicy/isolation"),
         ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
     ],
 )

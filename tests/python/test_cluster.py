@@ -224,6 +224,11 @@ def test_the_operator_under_the_charts_rbac_reconciles_a_server_without_a_forbid
         wait_for(lambda: crds("get", "deployment", "sqlite-tools", "-n", "tools-team", check=False).returncode == 0,
                  timeout=60)
         crds("get", "service", "sqlite-tools", "-n", "tools-team")
+        # The namespace's isolation policy (default: ingress only from core's namespace).
+        policy = json.loads(crds("get", "networkpolicy", "mcp-server-isolation", "-n", "tools-team", "-o", "json").stdout)
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert policy["spec"]["podSelector"] == {"matchLabels": {"mcp-hangar.io/mcp_server": "true"}}
+        assert policy["spec"]["ingress"] == [{"from": [{"namespaceSelector": {"matchLabels": {"mcp-hangar.io/core": "true"}}}]}]
         deployment = json.loads(crds("get", "deployment", "sqlite-tools", "-n", "tools-team", "-o", "json").stdout)
         owners = deployment["metadata"].get("ownerReferences", [])
         assert [(o["kind"], o["name"], o.get("controller")) for o in owners] == [("MCPServer", "sqlite-tools", True)]

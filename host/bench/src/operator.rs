@@ -64,7 +64,10 @@ fn server(i: usize) -> Arc<MCPServer> {
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let ctx = Arc::new(Context {
         client: client(),
-        settings: Settings { hangar_image: "hangar:bench".into() },
+        settings: Settings {
+            hangar_image: "hangar:bench".into(),
+            isolation: hangar_operator::workload::Isolation::Off,
+        },
         metrics: Metrics::new(&prometheus::Registry::new())?,
         core: None,
         plugins: None,

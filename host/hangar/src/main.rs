@@ -143,7 +143,7 @@ fn render(paths: &[PathBuf], hangar_image: String) -> anyhow::Result<ExitCode> {
     for problem in &report.problems {
         eprintln!("{problem}");
     }
-    let settings = hangar_operator::workload::Settings { hangar_image };
+    let settings = hangar_operator::workload::Settings { hangar_image, isolation: Default::default() };
     for (_, resource) in &report.resources {
         let hangar_manifests::Resource::Server(server) = resource else { continue };
         if server.spec.mode != hangar_api::ServerMode::Container {

@@ -3,7 +3,12 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hangar_operator::{core::CoreClient, leader::LeaderElector, metrics::Metrics, workload::Settings};
+use hangar_operator::{
+    core::CoreClient,
+    leader::LeaderElector,
+    metrics::Metrics,
+    workload::{Isolation, Settings},
+};
 use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 
 /// The operator: reconciles MCPServers into Deployments and Services (uses the in-cluster or
@@ -30,6 +35,11 @@ pub struct OperatorArgs {
     /// admits core's traffic to MCP servers.
     #[arg(long)]
     label_core_namespace: Option<String>,
+    /// The NetworkPolicy kept in each namespace with container servers: `ingress` (only core's
+    /// namespace reaches server pods; their egress stays open), `full` (the guide's policy: egress
+    /// only to core's namespace too) or `off`.
+    #[arg(long, default_value = "ingress")]
+    network_policy: Isolation,
     #[command(flatten)]
     pub log: crate::Logging,
 }
@@ -43,6 +53,7 @@ pub fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
         leader_namespace,
         plugin_dir,
         label_core_namespace,
+        network_policy,
         log: _,
     } = args;
     let lease_namespace = leader_elect.then_some(leader_namespace);
@@ -84,7 +95,7 @@ pub fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
                 .route("/readyz", axum::routing::get(|| async { "ok" }));
         tokio::spawn(async move { axum::serve(listener, app).await });
 
-        let settings = Settings { hangar_image };
+        let settings = Settings { hangar_image, isolation: network_policy };
         let Some(namespace) = lease_namespace else {
             hangar_operator::run::run(client, settings, metrics, core, plugins).await;
             return Ok(ExitCode::SUCCESS);

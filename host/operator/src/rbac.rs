@@ -30,6 +30,8 @@ pub const OPERATOR_RULES: &[Rule] = &[
     Rule { group: "apps", resources: &["deployments"], verbs: &["get", "list", "watch", "create", "patch"] },
     Rule { group: "apps", resources: &["deployments/scale"], verbs: &["patch"] },
     Rule { group: "", resources: &["services"], verbs: &["list", "create", "patch"] },
+    // The isolation NetworkPolicy of each namespace with container servers (server-side apply).
+    Rule { group: "networking.k8s.io", resources: &["networkpolicies"], verbs: &["create", "patch"] },
     // State from pods; discovery reads ConfigMaps and Namespaces (and labels core's namespace).
     Rule { group: "", resources: &["pods"], verbs: &["list"] },
     Rule { group: "", resources: &["configmaps"], verbs: &["get", "list", "watch"] },

@@ -10,6 +10,7 @@ use k8s_openapi::{
         apps::v1::Deployment,
         autoscaling::v2::HorizontalPodAutoscaler,
         core::v1::{Namespace, ObjectReference, Pod, Service},
+        networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::{SignedDuration, Timestamp},
@@ -164,6 +165,11 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
                 }
             }
             let params = PatchParams::apply(MANAGER).force();
+            if let Some(policy) = workload::network_policy(&namespace, ctx.settings.isolation) {
+                Api::<NetworkPolicy>::namespaced(client.clone(), &namespace)
+                    .patch(workload::ISOLATION_POLICY, &params, &Patch::Apply(policy))
+                    .await?;
+            }
             let deployment = deployments.patch(&name, &params, &Patch::Apply(desired)).await?;
             Api::<Service>::namespaced(client.clone(), &namespace)
                 .patch(&name, &params, &Patch::Apply(workload::service(server)))

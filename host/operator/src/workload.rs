@@ -1,4 +1,5 @@
-//! The Deployment and Service of a container-mode MCPServer.
+//! The Deployment and Service of a container-mode MCPServer, and the NetworkPolicy of its
+//! namespace.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,9 @@ use k8s_openapi::{
             Container, ContainerPort, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
             SeccompProfile, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
         },
+        networking::v1::{
+            NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+        },
     },
     apimachinery::pkg::{
         apis::meta::v1::{LabelSelector, ObjectMeta},
@@ -18,11 +22,82 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
-/// Where the operator's own image is, for the stdio bridge's init container.
+/// Where the operator's own image is, for the stdio bridge's init container, and how MCP server
+/// pods are isolated.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The `hangar` image (it carries the `hangar bridge` binary).
     pub hangar_image: String,
+    pub isolation: Isolation,
+}
+
+/// The NetworkPolicy the operator keeps in every namespace that holds a container-mode
+/// MCPServer (named `mcp-server-isolation`, selecting pods labelled `mcp-hangar.io/mcp_server`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// None: the cluster's own policies apply.
+    Off,
+    /// Only namespaces labelled `mcp-hangar.io/core=true` (core's) may reach MCP server pods, so
+    /// nothing in the cluster calls a server past core's allow-lists and rate limits. Egress stays
+    /// open: servers call the APIs they wrap.
+    #[default]
+    Ingress,
+    /// The guide's policy: ingress as above, and egress only to those namespaces too (no DNS, no
+    /// internet), for servers that need neither.
+    Full,
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Isolation::Off),
+            "ingress" => Ok(Isolation::Ingress),
+            "full" => Ok(Isolation::Full),
+            other => Err(format!("{other:?}: expected off, ingress or full")),
+        }
+    }
+}
+
+/// Name of the NetworkPolicy the operator keeps per namespace (the guide's).
+pub const ISOLATION_POLICY: &str = "mcp-server-isolation";
+
+/// The namespace's NetworkPolicy for `isolation`; None when it is off.
+pub fn network_policy(namespace: &str, isolation: Isolation) -> Option<NetworkPolicy> {
+    let core = || {
+        vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(labels::CORE_NAMESPACE.to_string(), "true".to_string())])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+    };
+    let (types, egress) = match isolation {
+        Isolation::Off => return None,
+        Isolation::Ingress => (vec!["Ingress".to_string()], None),
+        Isolation::Full => (
+            vec!["Ingress".to_string(), "Egress".to_string()],
+            Some(vec![NetworkPolicyEgressRule { to: Some(core()), ..Default::default() }]),
+        ),
+    };
+    Some(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(ISOLATION_POLICY.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".to_string(), "hangar".to_string())])),
+            ..Default::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(labels::MCP_SERVER.to_string(), "true".to_string())])),
+                ..Default::default()
+            }),
+            policy_types: Some(types),
+            ingress: Some(vec![NetworkPolicyIngressRule { from: Some(core()), ..Default::default() }]),
+            egress,
+        }),
+    })
 }
 
 /// Where the init container copies `hangar` for a stdio server's bridge.
@@ -177,6 +252,22 @@ pub fn endpoint(server: &MCPServer) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn full_isolation_is_the_guides_policy_and_ingress_leaves_egress_open() {
+        assert!(network_policy("mcp-servers", Isolation::Off).is_none());
+        let guide: serde_json::Value =
+            serde_yaml::from_str(include_str!("../../../examples/kubernetes/networkpolicy.yaml")).unwrap();
+        let full = serde_json::to_value(network_policy("mcp-servers", Isolation::Full).unwrap()).unwrap();
+        assert_eq!(full["spec"], guide["spec"]);
+        assert_eq!(full["metadata"]["name"], guide["metadata"]["name"]);
+        let ingress = serde_json::to_value(network_policy("mcp-servers", Isolation::Ingress).unwrap()).unwrap();
+        assert_eq!(ingress["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+        assert_eq!(ingress["spec"]["ingress"], guide["spec"]["ingress"]);
+        assert!(ingress["spec"].get("egress").is_none());
+        assert_eq!("full".parse::<Isolation>(), Ok(Isolation::Full));
+        assert!("strict".parse::<Isolation>().unwrap_err().contains("expected off, ingress or full"));
+    }
+
     use super::*;
 
     fn server(yaml: &str) -> MCPServer {
@@ -186,7 +277,7 @@ mod tests {
     }
 
     fn settings() -> Settings {
-        Settings { hangar_image: "ghcr.io/mcp-hangar/hangar:0.1.0".into() }
+        Settings { hangar_image: "ghcr.io/mcp-hangar/hangar:0.1.0".into(), isolation: Isolation::Ingress }
     }
 
     const GITHUB: &str = "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: github-tools, namespace: mcp-servers}\nspec:\n  mode: container\n  image: ghcr.io/modelcontextprotocol/mcp-github:latest\n  env:\n  - name: GITHUB_TOKEN\n    valueFrom: {secretKeyRef: {name: github-credentials, key: token}}\n";

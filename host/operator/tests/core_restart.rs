@@ -50,7 +50,7 @@ fn context(core: CoreClient) -> Arc<server::Context> {
     });
     Arc::new(server::Context {
         client: kube::Client::new(service, "default"),
-        settings: Settings { hangar_image: "hangar:test".into() },
+        settings: Settings { hangar_image: "hangar:test".into(), isolation: hangar_operator::workload::Isolation::Off },
         metrics: Metrics::new(&prometheus::Registry::new()).unwrap(),
         core: Some(core),
         plugins: None,

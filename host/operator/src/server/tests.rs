@@ -8,6 +8,7 @@ use kube::client::Body;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::workload::Isolation;
 
 pub(crate) type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -20,7 +21,7 @@ pub(crate) fn context_with(customize: impl FnOnce(&mut Context)) -> (Arc<Context
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let mut ctx = Context {
         client: Client::new(service, "default"),
-        settings: Settings { hangar_image: "hangar:test".into() },
+        settings: Settings { hangar_image: "hangar:test".into(), isolation: Isolation::Off },
         metrics: Metrics::new(&prometheus::Registry::new()).unwrap(),
         core: None,
         plugins: None,
