@@ -329,6 +329,14 @@ def test_discovery_creates_owned_servers_and_refuses_what_a_tenant_may_not_ask(c
         operator.stop()
 
 
+def reconciles(operator: "Operator") -> float:
+    """The operator's `mcp_operator_reconcile_total`, summed, from its own /metrics."""
+    address = wait_for(lambda: re.search(r"metrics and probes listening address=(\S+)", operator.log_path.read_text()),
+                       timeout=30).group(1)
+    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("mcp_operator_reconcile_total"))
+
+
 def test_a_second_operator_leads_once_the_first_stops(crds, tmp_path):
     def holder():
         out = crds("get", "lease", "hangar-operator", "-n", "leaders", "-o", "jsonpath={.spec.holderIdentity}", check=False)
@@ -352,11 +360,14 @@ def test_a_second_operator_leads_once_the_first_stops(crds, tmp_path):
         time.sleep(3)
         assert holder() == "leaders-0", "the first keeps the Lease while it runs"
         assert "waiting to lead" in second.log_path.read_text()
+        # A follower runs no controller: it has reconciled (and so written) nothing.
+        assert reconciles(first) > 0 and reconciles(second) == 0, (reconciles(first), reconciles(second))
         first.proc.terminate()  # SIGTERM releases the Lease
         first.proc.wait(timeout=30)
         wait_for(lambda: holder() == "leaders-1", timeout=30)  # well within the 15 s lease
         server("after")
         wait_for(lambda: deployed("after"), timeout=60)
+        assert reconciles(second) > 0, "leading, it reconciles"
     finally:
         if second:
             second.stop()

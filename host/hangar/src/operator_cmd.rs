@@ -80,6 +80,7 @@ pub fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let listener = tokio::net::TcpListener::bind(metrics_listen).await?;
+        tracing::info!(address = %listener.local_addr()?, "metrics and probes listening");
         let app =
             axum::Router::new()
                 .route(
