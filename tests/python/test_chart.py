@@ -189,6 +189,7 @@ def test_defaults_install_operator_and_core_with_a_generated_key(chart):
     assert "--network-policy=ingress" in op["args"] and "--label-core-namespace=mcp-system" in op["args"]
     (core_service,) = find(docs, "Service", "mcp-hangar-core")
     assert core_service["spec"]["ports"][0]["port"] == 8080
+    assert core_service["spec"]["sessionAffinity"] == "ClientIP", "a client stays with its backend sessions"
     (metrics,) = find(docs, "Service", "mcp-hangar-operator-metrics")
     assert metrics["spec"]["ports"][0]["name"] == "metrics"
     assert metrics["metadata"]["labels"]["app.kubernetes.io/name"] == "mcp-hangar-operator", "the guide's ServiceMonitor selects it"

@@ -147,6 +147,14 @@ impl Backend {
         Some(session)
     }
 
+    /// Ends a session [`Self::open_session`] opened (HTTP DELETE with its id); best effort.
+    pub async fn close_session(&self, session: &str) {
+        let Backend::Http(b) = self else { return };
+        let Some(era) = b.state.lock().unwrap().as_ref().map(|s| s.era.clone()) else { return };
+        let headers = b.headers("", &Value::Null, &era, Some(session));
+        let _ = b.client.delete(&b.endpoint).headers(headers).send().await;
+    }
+
     /// Whether this is an HTTP endpoint (not a local process).
     pub fn is_remote(&self) -> bool {
         matches!(self, Backend::Http(_))

@@ -297,6 +297,7 @@ pub struct Gateway {
     pub tools_changed: broadcast::Sender<()>,
     /// What the operator follows (`GET /api/v1/events`): state changes and wake-ups.
     pub events_out: broadcast::Sender<Value>,
+    client_sessions: crate::client_sessions::ClientSessions,
 }
 
 /// Who calls and how: the caller's identity for the policy, the session's group-member pin, and
@@ -306,8 +307,8 @@ pub struct CallContext {
     pub caller: String,
     pub pin: Option<u64>,
     pub progress: Option<(Value, crate::backend::ProgressSink)>,
-    /// The client session's own sessions at handshake-era HTTP backends (server → session id).
-    pub backend_sessions: BTreeMap<String, String>,
+    /// The client's handshake session id: its backend sessions are opened on first use.
+    pub session: Option<String>,
 }
 
 /// A `tools/call` that did not produce a tool result.
@@ -378,6 +379,7 @@ impl Gateway {
             events,
             tools_changed: broadcast::channel(16).0,
             events_out: broadcast::channel(256).0,
+            client_sessions: Default::default(),
         });
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
@@ -578,25 +580,47 @@ impl Gateway {
         self.server(name).filter(|s| s.namespace == group.namespace)
     }
 
-    /// Opens a session for one client at every handshake-era HTTP backend (concurrently, each
-    /// bounded); servers that fail are left out and fall back to the core's own session.
-    pub async fn open_backend_sessions(&self) -> BTreeMap<String, String> {
-        let servers: Vec<Arc<ServerEntry>> = self.servers.read().unwrap().values().cloned().collect();
-        let mut opening = tokio::task::JoinSet::new();
-        for s in servers {
-            opening.spawn(async move {
-                let session =
-                    tokio::time::timeout(Duration::from_secs(5), s.backend.open_session()).await.ok().flatten();
-                session.map(|id| (s.name.clone(), id))
+    /// The session `client` holds at `server`, opened now if this is its first call there
+    /// through this replica (handshake-era HTTP backends only; others, or a failure to open one
+    /// within 5 s, fall back to the core's own session).
+    async fn backend_session(&self, client: Option<&str>, server: &ServerEntry) -> Option<String> {
+        let client = client.filter(|_| server.backend.is_remote())?;
+        if let Some(held) = self.client_sessions.get(client, &server.name) {
+            return Some(held);
+        }
+        let opened =
+            tokio::time::timeout(Duration::from_secs(5), server.backend.open_session()).await.ok().flatten()?;
+        let (kept, to_close) = self.client_sessions.insert(client, &server.name, opened);
+        self.close_backend_sessions(to_close);
+        self.count_backend_sessions(&server.name);
+        Some(kept)
+    }
+
+    /// Ends a client's session on this replica (its DELETE): closes its backend sessions.
+    pub fn end_client_session(&self, client: &str) {
+        let closed = self.client_sessions.end(client);
+        self.close_backend_sessions(closed);
+    }
+
+    /// Whether the client ended this session here; its id is then refused.
+    pub fn client_session_ended(&self, client: &str) -> bool {
+        self.client_sessions.ended(client)
+    }
+
+    /// Closes backend sessions in the background (each bounded).
+    fn close_backend_sessions(&self, sessions: crate::client_sessions::ToClose) {
+        for (server, session) in sessions {
+            self.count_backend_sessions(&server);
+            let Some(entry) = self.server(&server) else { continue };
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), entry.backend.close_session(&session)).await;
             });
         }
-        let mut opened = BTreeMap::new();
-        while let Some(done) = opening.join_next().await {
-            if let Ok(Some((server, id))) = done {
-                opened.insert(server, id);
-            }
-        }
-        opened
+    }
+
+    fn count_backend_sessions(&self, server: &str) {
+        let held = self.client_sessions.count(server) as i64;
+        self.metrics.backend_sessions.with_label_values(&[server]).set(held);
     }
 
     /// What core reports per server (`GET /api/v1/servers`).
@@ -906,7 +930,7 @@ impl Gateway {
                 startup,
                 server.spec.call_timeout.as_std(),
                 ctx.progress.clone(),
-                ctx.backend_sessions.get(&server.name).map(String::as_str),
+                self.backend_session(ctx.session.as_deref(), server).await.as_deref(),
             )
             .await;
         drop(in_flight);

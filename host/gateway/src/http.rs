@@ -95,7 +95,10 @@ async fn get_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 
 async fn delete_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(id) if state.sessions.verify(id) => StatusCode::OK.into_response(),
+        Some(id) if state.sessions.verify(id) => {
+            state.gateway.end_client_session(id);
+            StatusCode::OK.into_response()
+        }
         Some(_) => StatusCode::NOT_FOUND.into_response(),
         None => StatusCode::BAD_REQUEST.into_response(),
     }
@@ -179,9 +182,8 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     if method == "initialize" {
         let requested = params.get("protocolVersion").and_then(Value::as_str);
         let version = protocol::negotiate_handshake(requested);
-        // Each handshake session gets its own session at every handshake-era HTTP backend, named
-        // in its id so that any replica continues it.
-        let session = state.sessions.issue(&state.gateway.open_backend_sessions().await);
+        // Backend sessions are opened on the client's first call to each server, not here.
+        let session = state.sessions.issue();
         let result = json!({
             "protocolVersion": version,
             "capabilities": protocol::capabilities(),
@@ -202,11 +204,11 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         None if method == "server/discover" => true,
         None => false,
     };
-    // Handshake requests need a genuine session; its id carries the client's backend sessions.
+    // Handshake requests need a genuine session that its client has not ended.
     let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern);
-    let mut backend_sessions = Default::default();
     if !modern {
-        match session.map(|s| state.sessions.open(s)) {
+        let genuine = |s: &str| state.sessions.verify(s) && !state.gateway.client_session_ended(s);
+        match session.map(genuine) {
             None => {
                 return rpc_error(
                     StatusCode::BAD_REQUEST,
@@ -217,17 +219,17 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
                     ),
                 );
             }
-            Some(None) => {
+            Some(false) => {
                 return rpc_error(
                     StatusCode::NOT_FOUND,
                     &id,
                     RpcError::new(
                         code::SESSION_NOT_FOUND,
-                        "unknown or forged Mcp-Session-Id: initialize a new session",
+                        "unknown, ended or forged Mcp-Session-Id: initialize a new session",
                     ),
                 );
             }
-            Some(Some(opened)) => backend_sessions = opened,
+            Some(true) => {}
         }
     }
 
@@ -240,7 +242,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         .to_string();
     // Handshake sessions are pinned to a group member chosen from their (signed) id.
     let pin = session.map(session_pin);
-    let mut ctx = CallContext { caller, pin, progress: None, backend_sessions };
+    let mut ctx = CallContext { caller, pin, progress: None, session: session.map(str::to_string) };
 
     // A handshake client may cancel by `notifications/cancelled`; any client by going away
     // (which drops the call, and the backend hears `notifications/cancelled`).

@@ -21,6 +21,9 @@ pub struct GatewayMetrics {
     /// `hangar_plugin_picks_total{group, plugin, member}`: which member a group's strategy chose
     /// (`plugin` is the fallback's name when the plugin failed).
     pub picks: IntCounterVec,
+    /// `hangar_backend_sessions{server}`: sessions held at a handshake-era HTTP backend for
+    /// clients of this replica (opened on a client's first call, closed with its session).
+    pub backend_sessions: IntGaugeVec,
 }
 
 impl GatewayMetrics {
@@ -54,6 +57,11 @@ impl GatewayMetrics {
             Opts::new("hangar_plugin_picks_total", "Members chosen by group strategies"),
             &["group", "plugin", "member"],
         )?;
+        let backend_sessions = IntGaugeVec::new(
+            Opts::new("hangar_backend_sessions", "Sessions held at HTTP backends for this replica's clients"),
+            &["server"],
+        )?;
+        registry.register(Box::new(backend_sessions.clone()))?;
         registry.register(Box::new(picks.clone()))?;
         registry.register(Box::new(server_state.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
@@ -62,6 +70,6 @@ impl GatewayMetrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(denied.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
-        Ok(Self { calls, latency, denied, rate_limited, server_state, breaker_state, starts, picks })
+        Ok(Self { calls, latency, denied, rate_limited, server_state, breaker_state, starts, picks, backend_sessions })
     }
 }

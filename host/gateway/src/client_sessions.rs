@@ -1,0 +1,114 @@
+//! The sessions handshake-era clients hold at handshake-era HTTP backends, on this replica.
+//!
+//! A client's session id is constant-size (see `session.rs`) and names no backend session: a
+//! backend session is opened the first time the client calls a tool of that server through this
+//! replica, reused for its later calls, and closed (HTTP DELETE at the backend) when the client
+//! ends its session. Another replica that receives the same (signed) id serves it with backend
+//! sessions of its own; keep a client on one replica (the chart's core Service has
+//! `sessionAffinity: ClientIP`) where backend-side session state matters.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Mutex,
+    time::Instant,
+};
+
+/// Most client sessions with backend sessions kept at once; the least recently used one is
+/// ended (its backend sessions closed) to make room.
+pub const MAX_CLIENT_SESSIONS: usize = 10_000;
+/// Most ended session ids remembered, so that a request with one is refused (404) as the spec
+/// asks rather than served with fresh backend sessions.
+const MAX_ENDED: usize = 10_000;
+
+struct Client {
+    /// server → its backend session for this client.
+    backends: BTreeMap<String, String>,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+pub struct ClientSessions {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    clients: HashMap<String, Client>,
+    ended: VecDeque<String>,
+}
+
+/// Backend sessions to close: (server, backend session).
+pub type ToClose = Vec<(String, String)>;
+
+impl ClientSessions {
+    /// The backend session `client` holds at `server`, if one was opened on this replica.
+    pub fn get(&self, client: &str, server: &str) -> Option<String> {
+        let mut inner = self.inner.lock().unwrap();
+        let entry = inner.clients.get_mut(client)?;
+        entry.last_used = Instant::now();
+        entry.backends.get(server).cloned()
+    }
+
+    /// Records a backend session opened for `client` at `server`. Returns the one to use (an
+    /// earlier concurrent call may have won) and what to close: the loser of such a race, and the
+    /// backend sessions of a client evicted to make room.
+    pub fn insert(&self, client: &str, server: &str, opened: String) -> (String, ToClose) {
+        let mut inner = self.inner.lock().unwrap();
+        let mut to_close = Vec::new();
+        if !inner.clients.contains_key(client) && inner.clients.len() >= MAX_CLIENT_SESSIONS {
+            let oldest = inner.clients.iter().min_by_key(|(_, c)| c.last_used).map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest.and_then(|id| inner.clients.remove(&id)) {
+                to_close.extend(oldest.backends);
+            }
+        }
+        let entry = inner
+            .clients
+            .entry(client.to_string())
+            .or_insert_with(|| Client { backends: BTreeMap::new(), last_used: Instant::now() });
+        entry.last_used = Instant::now();
+        let kept = entry.backends.entry(server.to_string()).or_insert_with(|| opened.clone()).clone();
+        if kept != opened {
+            to_close.push((server.to_string(), opened));
+        }
+        (kept, to_close)
+    }
+
+    /// Ends `client`'s session on this replica: its backend sessions, to close.
+    pub fn end(&self, client: &str) -> ToClose {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.ended.len() >= MAX_ENDED {
+            inner.ended.pop_front();
+        }
+        inner.ended.push_back(client.to_string());
+        inner.clients.remove(client).map(|c| c.backends.into_iter().collect()).unwrap_or_default()
+    }
+
+    /// Whether the client ended this session here (DELETE).
+    pub fn ended(&self, client: &str) -> bool {
+        self.inner.lock().unwrap().ended.iter().any(|e| e == client)
+    }
+
+    /// Backend sessions held per server.
+    pub fn count(&self, server: &str) -> usize {
+        self.inner.lock().unwrap().clients.values().filter(|c| c.backends.contains_key(server)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_kept_until_its_client_ends_it_and_a_race_closes_the_loser() {
+        let sessions = ClientSessions::default();
+        assert_eq!(sessions.get("c1", "docs"), None);
+        assert_eq!(sessions.insert("c1", "docs", "b-1".into()), ("b-1".into(), vec![]));
+        assert_eq!(sessions.get("c1", "docs").as_deref(), Some("b-1"));
+        // A concurrent first call opened another one: the first stays, the second is closed.
+        assert_eq!(sessions.insert("c1", "docs", "b-2".into()), ("b-1".into(), vec![("docs".into(), "b-2".into())]));
+        assert_eq!(sessions.count("docs"), 1);
+        assert_eq!(sessions.end("c1"), vec![("docs".to_string(), "b-1".to_string())]);
+        assert!(sessions.ended("c1") && !sessions.ended("c2"));
+        assert_eq!(sessions.count("docs"), 0);
+    }
+}
