@@ -412,7 +412,12 @@ def test_a_strategy_built_against_wit_0_1_0_still_serves(start, tmp_path, legacy
         assert r.structured_content["result"] == i + 1
     picks = {m: metric(h, "hangar_plugin_picks_total", f'group="picked",member="picked-{m}",plugin="legacy"')
              for m in "ab"}
-    assert picks == {"a": 3, "b": 3}, f"round robin by the 0.1.0 plugin itself, no fallback: {picks}"
+    # Every call picked by the 0.1.0 plugin itself, none by the fallback (its round-robin order is
+    # checked in plugin_cli.rs: here a member may still be starting for the first calls).
+    assert sum(picks.values()) == 6, picks
+    fallback = sum(metric(h, "hangar_plugin_picks_total", f'group="picked",member="picked-{m}",plugin="round-robin (fallback)"')
+                   for m in "ab")
+    assert fallback == 0
     faults = sum(metric(h, "hangar_plugin_faults_total", f'fault="{f}",plugin="legacy",world="strategy"')
                  for f in ("trap", "timeout", "out_of_memory", "host_call", "bad_answer", "overloaded"))
     assert faults == 0
