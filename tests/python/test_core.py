@@ -11,7 +11,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from hangar_proc import NOTES, PYTHON, Hangar, wait_for
-from test_gateway import free_port
+from test_gateway import free_port, post
 
 KEY = "test-admin-key-0123456789"
 
@@ -212,6 +212,44 @@ def test_admin_bodies_are_read_only_after_the_key_and_only_up_to_a_cap(core):
     status, body = admin(core, "PUT", "/api/v1/servers/team/big", b"{" + b" " * (2 << 20) + b"}")
     assert status == 413 and "larger than" in body["error"], body
     assert rss_kib(core.proc.pid) - before < 32 * 1024, "no oversized body was held in memory"
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM:")).split()[1])
+
+
+def test_mcp_bodies_are_counted_before_they_are_parsed(core):
+    """A 4 MiB body of small objects would take a gigabyte or more once parsed (a map per
+    object); its values are counted on the text first and it is refused, whoever sends it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    objects = b",".join([b'{"k":0}'] * 500_000)
+    body = (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x__y","arguments":{"a":['
+            + objects + b"]}}}")
+    assert len(body) < 4 << 20
+    before = rss_kib(core.proc.pid)
+
+    def send(_):
+        req = urllib.request.Request(core.url, data=body, method="POST", headers={
+            "content-type": "application/json", "accept": "application/json, text/event-stream"})
+        try:
+            urllib.request.urlopen(req, timeout=60)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+        return 200, {}
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(8)))
+    for status, answer in answers:
+        assert status == 413 and "at most 262144 values and 16384 objects" in answer["error"]["message"], answer
+    grown = peak_rss_kib(core.proc.pid) - before
+    print(f"peak RSS grew {grown // 1024} MiB for 8 concurrent 4 MiB bodies of 500,000 objects")
+    assert grown < 100 * 1024, f"peak RSS grew {grown} KiB"
+    # A request of ordinary size is parsed and answered as before.
+    status, _, _ = post(core.url, {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}})
+    assert status == 200
 
 
 def test_a_short_api_key_is_refused_at_start(tmp_path):

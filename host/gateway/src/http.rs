@@ -27,6 +27,37 @@ use crate::{
 
 /// Largest request body accepted unless configured otherwise (`--max-body-bytes`).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
+/// Most JSON values (and objects among them) one `/mcp` request may hold.
+pub const MAX_JSON_VALUES: usize = 262_144;
+pub const MAX_JSON_OBJECTS: usize = 16_384;
+
+/// How many values and objects a JSON text holds, counted on its bytes without parsing it (an
+/// upper bound: each `,` `[` `{` outside strings starts a value).
+fn json_shape(text: &[u8]) -> (usize, usize) {
+    let (mut values, mut objects) = (1, 0);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b',' | b'[' => values += 1,
+            b'{' => {
+                values += 1;
+                objects += 1;
+            }
+            _ => {}
+        }
+    }
+    (values, objects)
+}
 
 pub struct AppState {
     pub gateway: Arc<Gateway>,
@@ -133,6 +164,21 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             ),
         );
     };
+    // A parsed value takes many times its text (an empty object 32 bytes for 3 of text, one with
+    // a key a map node): counted first, so that a 4 MiB body cannot become gigabytes.
+    let (values, objects) = json_shape(&body);
+    if values > MAX_JSON_VALUES || objects > MAX_JSON_OBJECTS {
+        return rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &null,
+            RpcError::new(
+                code::INVALID_REQUEST,
+                format!(
+                    "request has {values} JSON values and {objects} objects; at most {MAX_JSON_VALUES} values and {MAX_JSON_OBJECTS} objects"
+                ),
+            ),
+        );
+    }
     let message: Value = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {
@@ -392,4 +438,20 @@ fn finish(method: &str, mut result: Value, modern: bool) -> Value {
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_shape;
+
+    #[test]
+    fn json_values_are_counted_outside_strings_only() {
+        assert_eq!(json_shape(br#"{"a":[1,2,{"b":3}]}"#), (6, 2), "two objects, an array, three numbers");
+        assert_eq!(
+            json_shape(br#"{"text":"a, [b] {c} \" , ["}"#),
+            (2, 1),
+            "commas and brackets in strings do not count"
+        );
+        assert_eq!(json_shape(b"42"), (1, 0));
+    }
 }
