@@ -179,7 +179,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             ),
         );
     }
-    let message: Value = match serde_json::from_slice(&body) {
+    let mut message: Value = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {
             return rpc_error(
@@ -189,7 +189,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             );
         }
     };
-    let Some(object) = message.as_object() else {
+    let Some(object) = message.as_object_mut() else {
         return rpc_error(
             StatusCode::BAD_REQUEST,
             &null,
@@ -200,10 +200,11 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         let id = object.get("id").unwrap_or(&null);
         return rpc_error(StatusCode::BAD_REQUEST, id, RpcError::new(code::INVALID_REQUEST, "jsonrpc must be \"2.0\""));
     }
-    let Some(method) = object.get("method").and_then(Value::as_str) else {
+    let Some(method) = object.get("method").and_then(Value::as_str).map(str::to_string) else {
         // A response to a server request, which this gateway never sends: accept and drop.
         return StatusCode::ACCEPTED.into_response();
     };
+    let method = method.as_str();
     let Some(id) = object.get("id").cloned() else {
         if method == "notifications/cancelled"
             && let Some(session) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
@@ -223,7 +224,8 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             RpcError::new(code::INVALID_REQUEST, "id must be a string or an integer"),
         );
     }
-    let params = object.get("params").cloned().unwrap_or_else(|| json!({}));
+    // Taken, not copied: the arguments travel on as they are (no copy per request).
+    let params = object.remove("params").unwrap_or_else(|| json!({}));
 
     if method == "initialize" {
         let requested = params.get("protocolVersion").and_then(Value::as_str);
@@ -304,7 +306,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         params.get("_meta").and_then(|m| m.get("progressToken")).cloned().filter(|_| method == "tools/call");
     let Some(token) = progress_token else {
         let outcome = tokio::select! {
-            outcome = dispatch(&state.gateway, method, &params, &ctx, modern) => outcome,
+            outcome = dispatch(&state.gateway, method, params, &ctx, modern) => outcome,
             _ = cancelled.notified() => Err(cancelled_error()),
         };
         drop(unregister);
@@ -324,7 +326,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     let method = method.to_string();
     tokio::spawn(async move {
         let _unregister = unregister;
-        let call = dispatch(&gateway, &method, &params, &ctx, modern);
+        let call = dispatch(&gateway, &method, params, &ctx, modern);
         tokio::pin!(call);
         let message = loop {
             tokio::select! {
@@ -380,7 +382,7 @@ fn session_pin(session: &str) -> u64 {
 async fn dispatch(
     gateway: &Gateway,
     method: &str,
-    params: &Value,
+    mut params: Value,
     ctx: &CallContext,
     modern: bool,
 ) -> Result<Value, RpcError> {
@@ -394,10 +396,10 @@ async fn dispatch(
         "ping" if !modern => Ok(json!({})),
         "tools/list" => Ok(json!({"tools": gateway.list_tools().await})),
         "tools/call" => {
+            let arguments = params.get_mut("arguments").map(Value::take).unwrap_or_else(|| json!({}));
             let name = params.get("name").and_then(Value::as_str).ok_or_else(|| {
                 RpcError::new(code::INVALID_PARAMS, "params.name: required (the tool to call, as listed by tools/list)")
             })?;
-            let arguments = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
             gateway.call_tool(name, arguments, ctx).await.map_err(|e| e.to_rpc())
         }
         "resources/list" => Ok(json!({"resources": []})),
