@@ -8,7 +8,7 @@
 //! `sessionAffinity: ClientIP`) where backend-side session state matters.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::Mutex,
     time::Instant,
 };
@@ -34,7 +34,24 @@ pub struct ClientSessions {
 #[derive(Default)]
 struct Inner {
     clients: HashMap<String, Client>,
-    ended: VecDeque<String>,
+    /// Backend sessions held per server (the gauge), kept with `clients`.
+    held: HashMap<String, usize>,
+    /// Ended ids, looked up on every handshake request; `ended_order` says which to forget first.
+    ended: HashSet<String>,
+    ended_order: VecDeque<String>,
+}
+
+impl Inner {
+    /// Takes a client out, returning its backend sessions and uncounting them.
+    fn remove(&mut self, client: &str) -> ToClose {
+        let Some(gone) = self.clients.remove(client) else { return Vec::new() };
+        for server in gone.backends.keys() {
+            if let Some(n) = self.held.get_mut(server) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        gone.backends.into_iter().collect()
+    }
 }
 
 /// Backend sessions to close: (server, backend session).
@@ -57,8 +74,8 @@ impl ClientSessions {
         let mut to_close = Vec::new();
         if !inner.clients.contains_key(client) && inner.clients.len() >= MAX_CLIENT_SESSIONS {
             let oldest = inner.clients.iter().min_by_key(|(_, c)| c.last_used).map(|(id, _)| id.clone());
-            if let Some(oldest) = oldest.and_then(|id| inner.clients.remove(&id)) {
-                to_close.extend(oldest.backends);
+            if let Some(oldest) = oldest {
+                to_close.extend(inner.remove(&oldest));
             }
         }
         let entry = inner
@@ -67,7 +84,9 @@ impl ClientSessions {
             .or_insert_with(|| Client { backends: BTreeMap::new(), last_used: Instant::now() });
         entry.last_used = Instant::now();
         let kept = entry.backends.entry(server.to_string()).or_insert_with(|| opened.clone()).clone();
-        if kept != opened {
+        if kept == opened {
+            *inner.held.entry(server.to_string()).or_default() += 1;
+        } else {
             to_close.push((server.to_string(), opened));
         }
         (kept, to_close)
@@ -76,21 +95,25 @@ impl ClientSessions {
     /// Ends `client`'s session on this replica: its backend sessions, to close.
     pub fn end(&self, client: &str) -> ToClose {
         let mut inner = self.inner.lock().unwrap();
-        if inner.ended.len() >= MAX_ENDED {
-            inner.ended.pop_front();
+        if inner.ended.insert(client.to_string()) {
+            inner.ended_order.push_back(client.to_string());
+            if inner.ended_order.len() > MAX_ENDED
+                && let Some(forgotten) = inner.ended_order.pop_front()
+            {
+                inner.ended.remove(&forgotten);
+            }
         }
-        inner.ended.push_back(client.to_string());
-        inner.clients.remove(client).map(|c| c.backends.into_iter().collect()).unwrap_or_default()
+        inner.remove(client)
     }
 
     /// Whether the client ended this session here (DELETE).
     pub fn ended(&self, client: &str) -> bool {
-        self.inner.lock().unwrap().ended.iter().any(|e| e == client)
+        self.inner.lock().unwrap().ended.contains(client)
     }
 
-    /// Backend sessions held per server.
+    /// Backend sessions held at `server`.
     pub fn count(&self, server: &str) -> usize {
-        self.inner.lock().unwrap().clients.values().filter(|c| c.backends.contains_key(server)).count()
+        self.inner.lock().unwrap().held.get(server).copied().unwrap_or(0)
     }
 }
 

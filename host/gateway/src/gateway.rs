@@ -453,13 +453,13 @@ impl Gateway {
                 "spec.tools.policyConfig: key {key:?} is set by Hangar from the manifest: use allowList, denyList and rateLimit"
             )));
         }
-        let derived = config.clone();
-        config.extend(tools.policy_config.iter().map(|(k, v)| (k.clone(), v.clone())));
         let policy_name = tools.policy.as_deref().unwrap_or(hangar_builtin_plugins::DEFAULT_POLICY);
+        // The floor is the manifest's own rules, before the plugin's extra settings join them.
         let floor = (policy_name != hangar_builtin_plugins::DEFAULT_POLICY)
-            .then(|| ToolPolicy::from_config(&derived))
+            .then(|| ToolPolicy::from_config(&config))
             .transpose()
             .map_err(|e| RegisterError::Invalid(format!("spec.tools: {e}")))?;
+        config.extend(tools.policy_config.iter().map(|(k, v)| (k.clone(), v.clone())));
         let policy =
             PolicyPlugin::new(&self.plugins, policy_name, config, tools.policy_sha256.as_deref(), tools.fail_open)
                 .map_err(|e| RegisterError::Invalid(format!("spec.tools.policy: {e}")))?;

@@ -79,10 +79,7 @@ impl StrategyPlugin {
 
     /// [`Self::try_pick`], falling back to round robin over healthy members when the plugin fails.
     pub fn pick(&self, request: &PickRequest) -> Pick {
-        match self.try_pick(request) {
-            Ok(index) => Pick { index, fault: None },
-            Err(fault) => Pick { index: round_robin_fallback(self.members(), request), fault: Some(fault) },
-        }
+        self.picked(self.try_pick(request), request)
     }
 
     /// [`Self::pick`] as the gateway makes it: on the plugin executor, never on an async worker.
@@ -90,9 +87,13 @@ impl StrategyPlugin {
         let request = Arc::new(request);
         let (plugin, job_request) = (self.clone(), request.clone());
         let answer = self.0.offload(move || plugin.try_pick(&job_request)).await;
-        match answer.and_then(|r| r) {
+        self.picked(answer.and_then(|r| r), &request)
+    }
+
+    fn picked(&self, answer: Result<Option<u32>, PluginError>, request: &PickRequest) -> Pick {
+        match answer {
             Ok(index) => Pick { index, fault: None },
-            Err(fault) => Pick { index: round_robin_fallback(self.members(), &request), fault: Some(fault) },
+            Err(fault) => Pick { index: round_robin_fallback(self.members(), request), fault: Some(fault) },
         }
     }
 }
