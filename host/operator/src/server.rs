@@ -139,6 +139,16 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
     let namespace = server.namespace().unwrap_or_default();
     let name = server.name_any();
     let client = &ctx.client;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
+    // An on-demand server's Deployment is read before core's report, and applied only if it did
+    // not change since (resourceVersion precondition): a wake-up before the read shows in the
+    // report (core counts the held call as activity before it asks), one after it fails the
+    // apply. Otherwise a report from before a wake-up would scale the woken server back to zero.
+    let woken = if server.spec.mode == ServerMode::Container && server.spec.on_demand() {
+        Some(deployments.get_opt(&name).await?)
+    } else {
+        None
+    };
     // Registration is idempotent and repeated on every reconcile, so a restarted core is
     // refilled at once.
     let (registered, report) = match (&ctx.core, workload::endpoint(server)) {
@@ -150,19 +160,19 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
     };
     let (deployment, pods) = match server.spec.mode {
         ServerMode::Container => {
-            let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
             let mut desired = workload::deployment(server, &ctx.settings);
             if autoscaled(ctx.autoscalers.as_ref(), &namespace, &name) && !server.spec.on_demand() {
                 // Leaving the field out of the apply gives up its ownership: the HPA decides.
                 if let Some(spec) = desired.spec.as_mut() {
                     spec.replicas = None;
                 }
-            } else if server.spec.on_demand() {
+            } else if let Some(existing) = &woken {
                 // Wake-ups scale the Deployment; reconciling keeps what they set (see desired_replicas).
-                let current = deployments.get_opt(&name).await?.and_then(|d| d.spec.and_then(|s| s.replicas));
+                let current = existing.as_ref().and_then(|d| d.spec.as_ref().and_then(|s| s.replicas));
                 if let Some(spec) = desired.spec.as_mut() {
                     spec.replicas = Some(status::desired_replicas(&server.spec, current, report.as_ref()));
                 }
+                desired.metadata.resource_version = existing.as_ref().and_then(|d| d.resource_version());
             }
             let params = PatchParams::apply(MANAGER).force();
             if let Some(policy) = workload::network_policy(&namespace, ctx.settings.isolation) {
@@ -170,7 +180,14 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
                     .patch(workload::ISOLATION_POLICY, &params, &Patch::Apply(policy))
                     .await?;
             }
-            let deployment = deployments.patch(&name, &params, &Patch::Apply(desired)).await?;
+            let deployment = match deployments.patch(&name, &params, &Patch::Apply(desired)).await {
+                // Changed since it was read (a wake-up, most likely): decide again on fresh reads.
+                Err(kube::Error::Api(e)) if e.code == 409 && woken.is_some() => {
+                    tracing::debug!(server = %name, "deployment changed while reconciling; again shortly");
+                    return Ok(Action::requeue(Duration::from_millis(500)));
+                }
+                applied => applied?,
+            };
             Api::<Service>::namespaced(client.clone(), &namespace)
                 .patch(&name, &params, &Patch::Apply(workload::service(server)))
                 .await?;
