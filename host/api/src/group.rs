@@ -48,6 +48,10 @@ pub struct MCPServerGroupSpec {
     /// the group's strategy, failover and every member's limits apply to each call.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expose_members: bool,
+    /// List the group's tools and prompts without the `<group>__` prefix, as for a server's
+    /// `spec.unprefixed` (Hangar's addition; off by default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unprefixed: bool,
     #[serde(default)]
     pub failover: Failover,
     #[serde(default)]

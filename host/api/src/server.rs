@@ -87,6 +87,12 @@ pub struct MCPServerSpec {
     /// Which tools are exposed, how often, and through which policy plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolsConfig>,
+    /// List this server's tools and prompts under the names the server gave them, without the
+    /// `<name>__` prefix (Hangar's addition; off by default). A name that another server or
+    /// group also lists this way is a clash: each of them keeps it under its prefixed name only
+    /// (never one shadowing the other), and core logs the clash. Prefixed names always work.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unprefixed: bool,
     /// Per-server circuit breaker; enabled by default.
     #[serde(default)]
     pub circuit_breaker: CircuitBreaker,

@@ -21,9 +21,12 @@ use hangar_plugin_runtime::{
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+mod offerings;
+
 use crate::{
     backend::{Backend, BackendError, BackendEvent, BackendSpec, Era},
     breaker::{BreakerState, CircuitBreaker},
+    catalog,
     metrics::GatewayMetrics,
     protocol::{RpcError, code},
     ratelimit::RateLimiter,
@@ -282,6 +285,54 @@ pub struct GroupEntry {
     pub members: Vec<GroupMember>,
     strategy: StrategyPlugin,
     sequence: AtomicU64,
+}
+
+/// What a client reaches by name: a server, or a group (with its registered members).
+#[derive(Clone)]
+enum Target {
+    Server(Arc<ServerEntry>),
+    Group(Arc<GroupEntry>, Vec<Arc<ServerEntry>>),
+}
+
+impl Target {
+    fn name(&self) -> &str {
+        match self {
+            Target::Server(s) => &s.name,
+            Target::Group(g, _) => &g.name,
+        }
+    }
+
+    fn unprefixed(&self) -> bool {
+        match self {
+            Target::Server(s) => s.spec.unprefixed,
+            Target::Group(g, _) => g.spec.unprefixed,
+        }
+    }
+
+    fn servers(&self) -> &[Arc<ServerEntry>] {
+        match self {
+            Target::Server(s) => std::slice::from_ref(s),
+            Target::Group(_, members) => members,
+        }
+    }
+
+    /// The server that answers for the target outside tool calls: itself, or a group's first
+    /// member that serves.
+    fn serving(&self) -> Option<&Arc<ServerEntry>> {
+        self.servers().iter().find(|s| s.serving())
+    }
+
+    /// The target's tools as its policy shows them; a group's members serve the same tools, so
+    /// those of the first member that has any.
+    async fn tools(&self) -> Vec<Value> {
+        for server in self.servers() {
+            let tools = server.visible_tools().await;
+            if !tools.is_empty() {
+                return tools;
+            }
+        }
+        Vec::new()
+    }
 }
 
 pub struct Gateway {
@@ -702,78 +753,111 @@ impl Gateway {
         }
     }
 
-    /// Every tool a client may see: each server's (filtered by its policy) and each group's
-    /// (once, under the group's name); servers inside a group are reached through the group.
-    pub async fn list_tools(&self) -> Vec<Value> {
+    /// What clients see: every server not hidden inside a group, and every group.
+    fn targets(&self) -> Vec<Target> {
         let servers = self.servers.read().unwrap().clone();
         let groups = self.groups.read().unwrap().clone();
-        if self.unprefixed {
-            let mut out = Vec::new();
-            for server in servers.values() {
-                out.extend(server.visible_tools().await);
-            }
-            return out;
-        }
-        let grouped: Vec<(&String, &String)> = groups
+        let hidden: Vec<(&String, &String)> = groups
             .values()
             .filter(|g| !g.spec.expose_members)
             .flat_map(|g| g.members.iter().map(move |m| (&g.namespace, &m.name)))
             .collect();
-        let mut out = Vec::new();
-        for (name, server) in &servers {
-            if grouped.contains(&(&server.namespace, name)) {
-                continue;
-            }
-            out.extend(server.visible_tools().await.into_iter().map(|t| prefixed(name, t)));
-        }
-        for (name, group) in &groups {
-            // Members serve the same tools; list those of the first member that has any.
-            let members =
-                group.members.iter().filter_map(|m| servers.get(&m.name).filter(|s| s.namespace == group.namespace));
-            for member in members {
-                let tools = member.visible_tools().await;
-                if !tools.is_empty() {
-                    out.extend(tools.into_iter().map(|t| prefixed(name, t)));
-                    break;
-                }
-            }
-        }
+        let mut out: Vec<Target> = servers
+            .values()
+            .filter(|s| !hidden.contains(&(&s.namespace, &s.name)))
+            .map(|s| Target::Server(s.clone()))
+            .collect();
+        out.extend(groups.into_values().map(|g| {
+            let members = g.members.iter().filter_map(|m| self.member(&g, &m.name)).collect();
+            Target::Group(g, members)
+        }));
         out
+    }
+
+    fn unprefixed(&self, target: &Target) -> bool {
+        self.unprefixed || target.unprefixed()
+    }
+
+    /// The target a client's name means, and the item's name there: `<target>__<item>`, or an
+    /// item an unprefixed target lists as it is (`listed(target)` says which it lists).
+    async fn resolve<F, Fut>(&self, kind: &str, qualified: &str, listed: F) -> Result<(Target, String), RpcError>
+    where
+        F: Fn(Target) -> Fut,
+        Fut: std::future::Future<Output = Vec<Value>>,
+    {
+        let targets = self.targets();
+        if !self.unprefixed
+            && let Some((name, item)) = qualified.split_once(SEPARATOR)
+        {
+            if let Some(target) = targets.iter().find(|t| t.name() == name) {
+                return Ok((target.clone(), item.to_string()));
+            }
+            if let Some(server) = self.server(name)
+                && let Some(group) = self.hiding_group(&server)
+            {
+                return Err(RpcError::new(
+                    code::INVALID_PARAMS,
+                    format!(
+                        "unknown {kind} {qualified:?}: server {name:?} is a member of group {group:?}; call {group}{SEPARATOR}{item} (or set the group's spec.exposeMembers)"
+                    ),
+                ));
+            }
+        }
+        let mut listing_it = Vec::new();
+        for target in targets.into_iter().filter(|t| self.unprefixed(t)) {
+            if listed(target.clone()).await.iter().any(|i| i["name"] == qualified) {
+                listing_it.push(target);
+            }
+        }
+        let names: Vec<&str> = listing_it.iter().map(Target::name).collect();
+        let chosen = catalog::resolve_unprefixed(kind, qualified, &names)
+            .map_err(|e| RpcError::new(code::INVALID_PARAMS, e))?
+            .to_string();
+        let target = listing_it.into_iter().find(|t| t.name() == chosen).expect("one of them");
+        Ok((target, qualified.to_string()))
+    }
+
+    /// Tools and prompts of every target under the names clients use; clashes are logged.
+    fn expose(&self, kind: &str, listings: Vec<(Target, Vec<Value>)>) -> Vec<Value> {
+        let (items, clashes) = catalog::expose(
+            listings
+                .iter()
+                .map(|(t, items)| catalog::Listing {
+                    target: t.name(),
+                    unprefixed: self.unprefixed(t),
+                    items: items.clone(),
+                })
+                .collect(),
+        );
+        for (name, owners) in clashes {
+            tracing::warn!(
+                kind,
+                name,
+                targets = owners.join(", "),
+                "unprefixed name clash: listed under each target's prefixed name only"
+            );
+        }
+        items
+    }
+
+    /// Every tool a client may see: each server's (filtered by its policy) and each group's
+    /// (once, under the group's name); servers inside a group are reached through the group.
+    pub async fn list_tools(&self) -> Vec<Value> {
+        let mut listings = Vec::new();
+        for target in self.targets() {
+            let tools = target.tools().await;
+            listings.push((target, tools));
+        }
+        self.expose("tool", listings)
     }
 
     /// Routes `tools/call` for an aggregated tool name.
     pub async fn call_tool(&self, qualified: &str, arguments: Value, ctx: &CallContext) -> Result<Value, CallError> {
-        if self.unprefixed {
-            let server = self.servers.read().unwrap().values().next().cloned();
-            let server = server.ok_or_else(|| CallError::Refused(unavailable("no server configured")))?;
-            return self.call_server(&server, qualified, arguments, ctx).await;
-        }
-        let Some((target, tool)) = qualified.split_once(SEPARATOR) else {
-            return Err(CallError::Refused(RpcError::new(
-                code::INVALID_PARAMS,
-                format!("unknown tool {qualified:?}: tools are named <server>{SEPARATOR}<tool>; see tools/list"),
-            )));
-        };
-        let group = self.groups.read().unwrap().get(target).cloned();
-        match group {
-            Some(group) => self.call_group(&group, tool, arguments, ctx).await,
-            None => {
-                let server = self.server(target).ok_or_else(|| {
-                    CallError::Refused(RpcError::new(
-                        code::INVALID_PARAMS,
-                        format!("unknown tool {qualified:?}: no server or group named {target:?}"),
-                    ))
-                })?;
-                if let Some(group) = self.hiding_group(&server) {
-                    return Err(CallError::Refused(RpcError::new(
-                        code::INVALID_PARAMS,
-                        format!(
-                            "unknown tool {qualified:?}: server {target:?} is a member of group {group:?}; call {group}{SEPARATOR}{tool} (or set the group's spec.exposeMembers)"
-                        ),
-                    )));
-                }
-                self.call_server(&server, tool, arguments, ctx).await
-            }
+        let (target, tool) =
+            self.resolve("tool", qualified, |t| async move { t.tools().await }).await.map_err(CallError::Refused)?;
+        match target {
+            Target::Group(group, _) => self.call_group(&group, &tool, arguments, ctx).await,
+            Target::Server(server) => self.call_server(&server, &tool, arguments, ctx).await,
         }
     }
 
@@ -979,13 +1063,6 @@ fn remove_from<T>(
             Removal::Removed
         }
     }
-}
-
-fn prefixed(server: &str, mut tool: Value) -> Value {
-    if let Some(name) = tool.get("name").and_then(Value::as_str) {
-        tool["name"] = Value::String(format!("{server}{SEPARATOR}{name}"));
-    }
-    tool
 }
 
 /// How to reach a server outside a cluster: a command runs locally over stdio; a remote

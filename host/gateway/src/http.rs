@@ -402,9 +402,15 @@ async fn dispatch(
             })?;
             gateway.call_tool(name, arguments, ctx).await.map_err(|e| e.to_rpc())
         }
-        "resources/list" => Ok(json!({"resources": []})),
-        "resources/templates/list" => Ok(json!({"resourceTemplates": []})),
-        "prompts/list" => Ok(json!({"prompts": []})),
+        "prompts/list" => Ok(gateway.list_prompts(ctx).await),
+        "prompts/get" => gateway.get_prompt(params, ctx).await,
+        "resources/list" => Ok(gateway.list_resources(ctx).await),
+        "resources/templates/list" => Ok(gateway.list_resource_templates(ctx).await),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            gateway.resource_request(method, params, ctx).await
+        }
+        "completion/complete" => gateway.complete(params, ctx).await,
+        "logging/setLevel" => gateway.set_log_level(params, ctx).await,
         other => {
             Err(RpcError::new(code::METHOD_NOT_FOUND, format!("method {other:?} is not offered by the Hangar gateway")))
         }

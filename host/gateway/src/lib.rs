@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod backend;
 pub mod breaker;
+pub mod catalog;
 pub mod client_sessions;
 pub mod gateway;
 pub mod http;

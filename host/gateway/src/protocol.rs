@@ -122,7 +122,13 @@ pub fn server_info() -> Value {
 }
 
 pub fn capabilities() -> Value {
-    json!({"tools": {"listChanged": true}})
+    json!({
+        "tools": {"listChanged": true},
+        "prompts": {"listChanged": true},
+        "resources": {"subscribe": true, "listChanged": true},
+        "completions": {},
+        "logging": {},
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,145 @@
+//! Names as clients see them. Tools and prompts of a server (or group) are listed as
+//! `<name>__<item>`, or as the server gave them when it is `unprefixed` and no other target lists
+//! the same name that way (a clash keeps every side under its prefixed name only; none shadows
+//! another). Resource URIs are never renamed: a read goes to the target that lists the URI or a
+//! template matching it.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::gateway::SEPARATOR;
+
+/// One target's items (tools or prompts, each with a `name`) as the target lists them.
+pub struct Listing<'a> {
+    pub target: &'a str,
+    pub unprefixed: bool,
+    pub items: Vec<Value>,
+}
+
+/// The aggregated list: every item renamed for the client, with the clashes found (item name →
+/// the targets that wanted it unprefixed).
+pub fn expose(listings: Vec<Listing<'_>>) -> (Vec<Value>, BTreeMap<String, Vec<String>>) {
+    let clashes = clashes(&listings);
+    let mut out = Vec::new();
+    for listing in listings {
+        for mut item in listing.items {
+            let Some(name) = item.get("name").and_then(Value::as_str) else { continue };
+            if !(listing.unprefixed && !clashes.contains_key(name)) {
+                item["name"] = Value::String(format!("{}{SEPARATOR}{name}", listing.target));
+            }
+            out.push(item);
+        }
+    }
+    (out, clashes)
+}
+
+/// Names that more than one target wants unprefixed, or that an unprefixed target lists and
+/// another target's prefixed name equals.
+fn clashes(listings: &[Listing<'_>]) -> BTreeMap<String, Vec<String>> {
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in listings.iter().filter(|l| l.unprefixed) {
+        for name in l.items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)) {
+            wanted.entry(name.to_string()).or_default().push(l.target.to_string());
+        }
+    }
+    for l in listings.iter().filter(|l| !l.unprefixed) {
+        for name in l.items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)) {
+            let full = format!("{}{SEPARATOR}{name}", l.target);
+            if let Some(owners) = wanted.get_mut(&full) {
+                owners.push(l.target.to_string());
+            }
+        }
+    }
+    wanted.retain(|_, owners| owners.len() > 1);
+    wanted
+}
+
+/// Which unprefixed target a client's name means, given the targets that list it unprefixed.
+pub fn resolve_unprefixed<'a>(kind: &str, name: &str, listing_it: &[&'a str]) -> Result<&'a str, String> {
+    match listing_it {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "unknown {kind} {name:?}: {kind}s are named <server>{SEPARATOR}<name> (or as given, for servers with spec.unprefixed); see the list"
+        )),
+        many => Err(format!(
+            "{kind} {name:?} is listed by {} with spec.unprefixed: the name clashes, so call it as {}",
+            many.join(" and "),
+            many.iter().map(|t| format!("{t}{SEPARATOR}{name}")).collect::<Vec<_>>().join(" or ")
+        )),
+    }
+}
+
+/// Whether a URI matches an RFC 6570 template's simple form (`{var}` stands for one or more
+/// characters other than `/`; `{+var}` and the like for any).
+pub fn template_matches(template: &str, uri: &str) -> bool {
+    fn matches(t: &str, u: &str) -> bool {
+        match t.find('{') {
+            None => t == u,
+            Some(open) => {
+                let Some(close) = t[open..].find('}').map(|c| open + c) else { return t == u };
+                if !u.starts_with(&t[..open]) {
+                    return false;
+                }
+                let (var, rest_t, rest_u) = (&t[open + 1..close], &t[close + 1..], &u[open..]);
+                let any = var.starts_with(['+', '#', '/', '?', '&', '.', ';']);
+                (1..=rest_u.len()).filter(|&n| rest_u.is_char_boundary(n)).any(|n| {
+                    let value = &rest_u[..n];
+                    (any || !value.contains('/')) && matches(rest_t, &rest_u[n..])
+                })
+            }
+        }
+    }
+    matches(template, uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn listing<'a>(target: &'a str, unprefixed: bool, names: &[&str]) -> Listing<'a> {
+        Listing { target, unprefixed, items: names.iter().map(|n| json!({"name": n})).collect() }
+    }
+
+    fn names(items: &[Value]) -> Vec<&str> {
+        items.iter().map(|i| i["name"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn unprefixed_targets_keep_names_unless_they_clash() {
+        let (items, clashes) = expose(vec![
+            listing("a", true, &["read", "write"]),
+            listing("b", true, &["read", "other"]),
+            listing("c", false, &["read"]),
+        ]);
+        assert_eq!(names(&items), ["a__read", "write", "b__read", "other", "c__read"]);
+        assert_eq!(clashes["read"], ["a", "b"]);
+    }
+
+    #[test]
+    fn an_unprefixed_name_equal_to_a_prefixed_one_clashes() {
+        let (items, clashes) = expose(vec![listing("a", true, &["c__x"]), listing("c", false, &["x"])]);
+        assert_eq!(names(&items), ["a__c__x", "c__x"]);
+        assert_eq!(clashes["c__x"], ["a", "c"]);
+    }
+
+    #[test]
+    fn resolution_names_the_fix_of_a_clash() {
+        assert_eq!(resolve_unprefixed("tool", "x", &["a"]), Ok("a"));
+        let e = resolve_unprefixed("tool", "x", &["a", "b"]).unwrap_err();
+        assert!(e.contains("a__x or b__x"), "{e}");
+        assert!(resolve_unprefixed("prompt", "x", &[]).unwrap_err().starts_with("unknown prompt"));
+    }
+
+    #[test]
+    fn templates_match_their_uris() {
+        assert!(template_matches("test://template/{id}/data", "test://template/123/data"));
+        assert!(!template_matches("test://template/{id}/data", "test://template/1/2/data"));
+        assert!(!template_matches("test://template/{id}/data", "test://template//data"));
+        assert!(template_matches("file:///{+path}", "file:///a/b/c.txt"));
+        assert!(template_matches("test://static", "test://static"));
+        assert!(!template_matches("test://static", "test://static2"));
+    }
+}
