@@ -97,25 +97,26 @@ impl Backend {
         ready_within: Duration,
         answer_within: Duration,
     ) -> Result<Value, BackendError> {
-        self.request_with_progress(method, params, ready_within, answer_within, None, None).await
+        self.request_for(method, params, ready_within, answer_within, None, None).await
     }
 
-    /// [`Self::request`], relaying the server's `notifications/progress` for it to `progress`
-    /// (with the client's token). Dropping the future cancels the call at the server.
-    pub async fn request_with_progress(
+    /// [`Self::request`] on a client's behalf: what the server sends toward the client during
+    /// the call goes to `relay`, in the client's backend `session` when it has one. Dropping the
+    /// future cancels the call at the server.
+    pub async fn request_for(
         &self,
         method: &str,
         params: Value,
         ready_within: Duration,
         answer_within: Duration,
-        progress: Option<(Value, ProgressSink)>,
+        relay: Option<&CallRelay>,
         session: Option<&str>,
     ) -> Result<Value, BackendError> {
         match self {
             Backend::Stdio(b) => {
                 let live = b.ready(ready_within).await?;
                 let params = with_era_meta(&live.era, params);
-                tokio::time::timeout(answer_within, call(&b.shared, &live, method, params, progress))
+                tokio::time::timeout(answer_within, call(&b.shared, &live, method, params, relay))
                     .await
                     .unwrap_or(Err(BackendError::Timeout(answer_within)))
             }
@@ -126,7 +127,7 @@ impl Backend {
                         b.endpoint
                     )))
                 })?;
-                tokio::time::timeout(answer_within, b.request(method, params, session))
+                tokio::time::timeout(answer_within, b.request(method, params, session, relay))
                     .await
                     .unwrap_or(Err(BackendError::Timeout(answer_within)))
             }
@@ -141,7 +142,7 @@ impl Backend {
         if era == Era::Modern {
             return None;
         }
-        let (_, session) = b.post("initialize", initialize_params(), &era, None).await.ok()?;
+        let (_, session) = b.post("initialize", initialize_params(), &era, None, None).await.ok()?;
         let session = session?;
         b.notify("notifications/initialized", &era, Some(&session)).await;
         Some(session)
@@ -151,6 +152,7 @@ impl Backend {
     pub async fn close_session(&self, session: &str) {
         let Backend::Http(b) = self else { return };
         let Some(era) = b.state.lock().unwrap().as_ref().map(|s| s.era.clone()) else { return };
+        b.streams.lock().unwrap().remove(session);
         let headers = b.headers("", &Value::Null, &era, Some(session));
         let _ = b.client.delete(&b.endpoint).headers(headers).send().await;
     }
@@ -257,11 +259,55 @@ fn initialize_params() -> Value {
 type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>>;
 
 /// Where `notifications/progress` for a call go: the backend token Hangar chose → the client's
-/// token and the client's channel.
-type ProgressRoutes = Arc<Mutex<HashMap<String, (Value, ProgressSink)>>>;
+/// token and the call's relay.
+type ProgressRoutes = Arc<Mutex<HashMap<String, (Value, RelaySink)>>>;
 
-/// A client's channel for `notifications/progress` params of one call.
-pub type ProgressSink = mpsc::UnboundedSender<Value>;
+/// What a server sends toward the client during one of the client's calls.
+#[derive(Debug)]
+pub enum Relay {
+    /// A notification for the client: progress (with the client's token) or a log message.
+    Notification(Value),
+    /// A request for the client (`sampling/createMessage`, `elicitation/create`, `roots/list`);
+    /// the client's answer, or an error, goes back to the server.
+    Request { method: String, params: Value, answer: oneshot::Sender<Result<Value, RpcError>> },
+}
+
+pub type RelaySink = mpsc::UnboundedSender<Relay>;
+
+/// Where one call's relays go, and the client's progress token when it asked for progress.
+#[derive(Clone, Debug)]
+pub struct CallRelay {
+    pub progress_token: Option<Value>,
+    pub sink: RelaySink,
+}
+
+/// Reads a session's standalone stream until it ends, relaying to the latest call in flight.
+async fn follow_session_stream(
+    mut response: reqwest::Response,
+    stream: std::sync::Weak<SessionStream>,
+    answer_server: Answerer,
+    headers: reqwest::header::HeaderMap,
+) {
+    let mut buffer: Vec<u8> = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        buffer.extend_from_slice(&chunk);
+        if buffer.len() > MAX_ANSWER_BYTES {
+            break;
+        }
+        while let Some((end, skip)) = event_end(&buffer) {
+            let event = parse_event(&String::from_utf8_lossy(&buffer[..end]));
+            buffer.drain(..end + skip);
+            let Some(stream) = stream.upgrade() else { return };
+            let latest = stream.calls.lock().unwrap().last().map(|(_, r)| r.clone());
+            if let Some(message) = event.message {
+                relay_from_server(&answer_server, headers.clone(), latest.as_ref(), message);
+            }
+        }
+    }
+    if let Some(stream) = stream.upgrade() {
+        stream.ended.store(true, Ordering::Relaxed);
+    }
+}
 
 struct Live {
     /// Lines for the child's stdin, at most [`STDIN_QUEUE`] waiting (a child that stops reading,
@@ -374,7 +420,7 @@ async fn call(
     live: &Live,
     method: &str,
     mut params: Value,
-    progress: Option<(Value, ProgressSink)>,
+    relay: Option<&CallRelay>,
 ) -> Result<Value, BackendError> {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
@@ -383,7 +429,8 @@ async fn call(
         None => return Err(BackendError::Unavailable(format!("server {} exited", shared.name))),
     };
     let mut guard = InFlight { id, live, token: None, answered: false };
-    if let Some(route) = progress {
+    if let Some(CallRelay { progress_token: Some(client_token), sink, .. }) = relay {
+        let route = (client_token.clone(), sink.clone());
         // Client tokens may collide between clients; the server sees one of Hangar's own.
         let token = format!("hangar-{id}");
         if let Some(object) = params.as_object_mut() {
@@ -656,7 +703,7 @@ fn dispatch(
             if let Some((client_token, sink)) = progress.lock().unwrap().get(token) {
                 let mut params = message["params"].clone();
                 params["progressToken"] = client_token.clone();
-                let _ = sink.send(params);
+                let _ = sink.send(Relay::Notification(protocol::notification("notifications/progress", params)));
             }
         }
         (Some(method), None) => {
@@ -681,6 +728,8 @@ pub struct HttpBackend {
     next_id: AtomicU64,
     state: Mutex<Option<HttpState>>,
     connecting: tokio::sync::Mutex<()>,
+    /// Standalone streams of clients' backend sessions, opened for clients that answer requests.
+    streams: Mutex<HashMap<String, Arc<SessionStream>>>,
 }
 
 impl HttpBackend {
@@ -696,11 +745,18 @@ impl HttpBackend {
             next_id: AtomicU64::new(1),
             state: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            streams: Mutex::default(),
         }
     }
 
     /// One request, in the client's own backend session when it has one, else the core's.
-    async fn request(&self, method: &str, params: Value, own: Option<&str>) -> Result<Value, BackendError> {
+    async fn request(
+        &self,
+        method: &str,
+        params: Value,
+        own: Option<&str>,
+        relay: Option<&CallRelay>,
+    ) -> Result<Value, BackendError> {
         self.connect().await?;
         let (era, shared) = {
             let state = self.state.lock().unwrap();
@@ -708,7 +764,8 @@ impl HttpBackend {
             (s.era.clone(), s.session.clone())
         };
         if let Some(own) = own {
-            match self.post(method, with_era_meta(&era, params.clone()), &era, Some(own)).await {
+            let _listening = self.listen(method, own, &era, relay).await;
+            match self.post(method, with_era_meta(&era, params.clone()), &era, Some(own), relay).await {
                 Err(BackendError::SessionLost(_)) => {
                     tracing::warn!(server = %self.name, "the client's backend session has expired; using the core's own");
                 }
@@ -716,7 +773,11 @@ impl HttpBackend {
             }
         }
         let session = shared;
-        match self.post(method, with_era_meta(&era, params.clone()), &era, session.as_deref()).await {
+        let _listening = match &session {
+            Some(session) => self.listen(method, session, &era, relay).await,
+            None => None,
+        };
+        match self.post(method, with_era_meta(&era, params.clone()), &era, session.as_deref(), relay).await {
             // The server forgot our session (restart): connect again once.
             Err(BackendError::SessionLost(_)) => {
                 *self.state.lock().unwrap() = None;
@@ -726,7 +787,7 @@ impl HttpBackend {
                     let s = state.as_ref().expect("connected");
                     (s.era.clone(), s.session.clone())
                 };
-                self.post(method, with_era_meta(&era, params), &era, session.as_deref()).await.map(|(v, _)| v)
+                self.post(method, with_era_meta(&era, params), &era, session.as_deref(), relay).await.map(|(v, _)| v)
             }
             other => other.map(|(v, _)| v),
         }
@@ -741,13 +802,13 @@ impl HttpBackend {
             return Ok(());
         }
         let discover =
-            self.post("server/discover", json!({"_meta": protocol::modern_meta()}), &Era::Modern, None).await;
+            self.post("server/discover", json!({"_meta": protocol::modern_meta()}), &Era::Modern, None, None).await;
         let state = match discover {
             Ok((result, _)) if speaks_modern(&result) => HttpState { era: Era::Modern, session: None },
             // Anything else (an error, an old server's 4xx, no modern version) → the handshake.
             _ => {
                 let handshake = Era::Handshake(protocol::LATEST_HANDSHAKE.into());
-                let (result, session) = self.post("initialize", initialize_params(), &handshake, None).await?;
+                let (result, session) = self.post("initialize", initialize_params(), &handshake, None, None).await?;
                 let version = result
                     .get("protocolVersion")
                     .and_then(Value::as_str)
@@ -804,13 +865,16 @@ impl HttpBackend {
             .await;
     }
 
-    /// POSTs one request; returns the result and any session id the response set.
+    /// POSTs one request; returns the result and any session id the response set. An event
+    /// stream is read as it comes: what the server sends toward the client goes to `relay`, and
+    /// a stream that ends before the answer is resumed (`Last-Event-ID`) as the server asks.
     async fn post(
         &self,
         method: &str,
         params: Value,
         era: &Era,
         session: Option<&str>,
+        relay: Option<&CallRelay>,
     ) -> Result<(Value, Option<String>), BackendError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let headers = self.headers(method, &params, era, session);
@@ -820,33 +884,29 @@ impl HttpBackend {
         let response = self
             .client
             .post(&self.endpoint)
-            .headers(headers)
+            .headers(headers.clone())
             .json(&body)
             .send()
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         let status = response.status();
         let new_session = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let is_sse = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("text/event-stream"));
-        let text = read_capped(response, MAX_ANSWER_BYTES).await.map_err(unavailable)?;
-        // Servers answer an unknown session with 404 (the spec) or 400 naming the session.
-        if session.is_some()
-            && (status == reqwest::StatusCode::NOT_FOUND
-                || (status == reqwest::StatusCode::BAD_REQUEST && text.to_ascii_lowercase().contains("session")))
-        {
-            return Err(BackendError::SessionLost(format!(
-                "server {} at {}: HTTP {status}: session not found",
-                self.name, self.endpoint
-            )));
-        }
-        let message = if is_sse {
-            sse_messages(&text).into_iter().find(|m| m.get("id").and_then(Value::as_u64) == Some(id))
+        let (message, text) = if is_event_stream(&response) && status.is_success() {
+            let answering = Answering { backend: self, id, relay, headers: &headers, era, session };
+            (answering.read(response).await.map_err(unavailable)?, String::new())
         } else {
-            serde_json::from_str::<Value>(&text).ok()
+            let text = read_capped(response, MAX_ANSWER_BYTES).await.map_err(unavailable)?;
+            // Servers answer an unknown session with 404 (the spec) or 400 naming the session.
+            if session.is_some()
+                && (status == reqwest::StatusCode::NOT_FOUND
+                    || (status == reqwest::StatusCode::BAD_REQUEST && text.to_ascii_lowercase().contains("session")))
+            {
+                return Err(BackendError::SessionLost(format!(
+                    "server {} at {}: HTTP {status}: session not found",
+                    self.name, self.endpoint
+                )));
+            }
+            (serde_json::from_str::<Value>(&text).ok(), text)
         };
         match message {
             Some(m) if m.get("error").is_some() => Err(BackendError::Rpc(RpcError::from_json(&m["error"]))),
@@ -862,6 +922,299 @@ impl HttpBackend {
             }
         }
     }
+
+    /// Sends the server answers to its requests (JSON-RPC responses, in `headers`' session),
+    /// each in a task of its own; usable after `self` is gone.
+    fn answerer(&self) -> Answerer {
+        let (client, endpoint, name) = (self.client.clone(), self.endpoint.clone(), self.name.clone());
+        Arc::new(move |mut headers: reqwest::header::HeaderMap, message: Value| {
+            headers.remove("mcp-method");
+            headers.remove("mcp-name");
+            headers.insert("accept", "application/json, text/event-stream".parse().unwrap());
+            let (client, endpoint, name) = (client.clone(), endpoint.clone(), name.clone());
+            tokio::spawn(async move {
+                match client.post(&endpoint).headers(headers).json(&message).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => {
+                        tracing::warn!(server = %name, status = %r.status(), "the server refused the answer to its request")
+                    }
+                    Err(e) => tracing::warn!(server = %name, "could not answer the server's request: {e}"),
+                }
+            });
+        })
+    }
+
+    /// Before a tool call: opens its session's standalone stream if it is not open (before the
+    /// call goes out, or a request the server sends at once would be missed), and registers the
+    /// call's relay there. A server's request with no call to take it is answered with an error
+    /// at once, never left waiting. None when the server offers no such stream.
+    async fn listen(&self, method: &str, session: &str, era: &Era, relay: Option<&CallRelay>) -> Option<StreamCall> {
+        if method != "tools/call" {
+            return None;
+        }
+        let open = self.streams.lock().unwrap().get(session).cloned();
+        let stream = match open {
+            Some(stream) if !stream.ended.load(Ordering::Relaxed) => stream,
+            // A server without standalone streams (405) is not asked again for this session.
+            Some(stream) if !stream.offered => return None,
+            _ => {
+                let mut headers = self.headers("", &Value::Null, era, Some(session));
+                headers.remove("mcp-method");
+                headers.insert("accept", "text/event-stream".parse().unwrap());
+                let get = self.client.get(&self.endpoint).headers(headers.clone()).send();
+                let response = tokio::time::timeout(Duration::from_secs(5), get).await.ok()?.ok()?;
+                let offered = response.status().is_success() && is_event_stream(&response);
+                let stream = Arc::new(SessionStream {
+                    calls: Mutex::default(),
+                    next_call: AtomicU64::new(0),
+                    ended: (!offered).into(),
+                    offered,
+                    task: Mutex::new(None),
+                });
+                if !offered {
+                    tracing::debug!(server = %self.name, status = %response.status(), "no standalone stream");
+                    self.streams.lock().unwrap().insert(session.to_string(), stream);
+                    return None;
+                }
+                let task =
+                    tokio::spawn(follow_session_stream(response, Arc::downgrade(&stream), self.answerer(), headers));
+                *stream.task.lock().unwrap() = Some(task);
+                self.streams.lock().unwrap().insert(session.to_string(), stream.clone());
+                stream
+            }
+        };
+        let relay = relay?;
+        let id = stream.next_call.fetch_add(1, Ordering::Relaxed);
+        stream.calls.lock().unwrap().push((id, relay.clone()));
+        Some(StreamCall { stream, id })
+    }
+}
+
+fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"))
+}
+
+/// How often, at most, an answer's event stream is resumed after the server closed it.
+const MAX_RESUMPTIONS: u32 = 10;
+/// The longest pause before resuming that a server's `retry:` may ask for.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+/// How long a server's request waits for the client's answer.
+const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Reading the event stream that carries the answer to request `id`.
+struct Answering<'a> {
+    backend: &'a HttpBackend,
+    id: u64,
+    relay: Option<&'a CallRelay>,
+    headers: &'a reqwest::header::HeaderMap,
+    era: &'a Era,
+    session: Option<&'a str>,
+}
+
+impl Answering<'_> {
+    /// The answer, or None when the stream ended without it for good.
+    async fn read(&self, mut response: reqwest::Response) -> Result<Option<Value>, String> {
+        let mut read = 0usize;
+        let mut last_event_id: Option<String> = None;
+        let mut retry = Duration::from_secs(1);
+        for resumption in 0..=MAX_RESUMPTIONS {
+            if resumption > 0 {
+                let Some(last) = last_event_id.clone() else { return Ok(None) };
+                tokio::time::sleep(retry.min(MAX_RETRY_WAIT)).await;
+                let mut headers = self.headers.clone();
+                headers.remove("mcp-method");
+                headers.remove("mcp-name");
+                headers.insert("accept", "text/event-stream".parse().unwrap());
+                if let Ok(v) = last.parse() {
+                    headers.insert("last-event-id", v);
+                }
+                response = self
+                    .backend
+                    .client
+                    .get(&self.backend.endpoint)
+                    .headers(headers)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !response.status().is_success() || !is_event_stream(&response) {
+                    return Err(format!("resuming the answer's stream: HTTP {}", response.status()));
+                }
+            }
+            let mut buffer: Vec<u8> = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+                read += chunk.len();
+                if read > MAX_ANSWER_BYTES {
+                    return Err(format!("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20));
+                }
+                buffer.extend_from_slice(&chunk);
+                while let Some((end, skip)) = event_end(&buffer) {
+                    let event = String::from_utf8_lossy(&buffer[..end]).into_owned();
+                    buffer.drain(..end + skip);
+                    let event = parse_event(&event);
+                    if let Some(id) = event.id {
+                        last_event_id = Some(id);
+                    }
+                    if let Some(ms) = event.retry_ms {
+                        retry = Duration::from_millis(ms);
+                    }
+                    if let Some(answer) = event.message.and_then(|m| self.take(m)) {
+                        return Ok(Some(answer));
+                    }
+                }
+            }
+            let tail = parse_event(&String::from_utf8_lossy(&buffer));
+            if let Some(answer) = tail.message.and_then(|m| self.take(m)) {
+                return Ok(Some(answer));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The message if it is the answer; anything else is relayed toward the client (or, for a
+    /// request nobody can answer, refused at once).
+    fn take(&self, message: Value) -> Option<Value> {
+        if message.get("method").is_none() {
+            return (message.get("id").and_then(Value::as_u64) == Some(self.id)).then_some(message);
+        }
+        let headers = self.backend.headers("", &Value::Null, self.era, self.session);
+        relay_from_server(&self.backend.answerer(), headers, self.relay, message);
+        None
+    }
+}
+
+/// Sends the server answers to its requests (JSON-RPC responses, in the headers' session).
+type Answerer = Arc<dyn Fn(reqwest::header::HeaderMap, Value) + Send + Sync>;
+
+/// A message a server sent toward a client: its requests go to the client's call (`relay`),
+/// the answer back to the server; without a call to take it, the server is answered with an
+/// error at once. Progress and log messages go to the call too.
+fn relay_from_server(
+    answer_server: &Answerer,
+    headers: reqwest::header::HeaderMap,
+    relay: Option<&CallRelay>,
+    message: Value,
+) {
+    let Some(method) = message.get("method").and_then(Value::as_str).map(str::to_string) else { return };
+    tracing::debug!(method, relayed = relay.is_some(), "a server's message toward the client");
+    match message.get("id").cloned() {
+        Some(server_id) => {
+            let params = message.get("params").cloned().unwrap_or_else(|| json!({}));
+            let Some(relay) = relay else {
+                let error = RpcError::new(
+                    code::METHOD_NOT_FOUND,
+                    format!("{method} is not available here: no client call is waiting on this server"),
+                );
+                answer_server(headers, protocol::error_response(&server_id, &error));
+                return;
+            };
+            let (answer, answered) = oneshot::channel();
+            let _ = relay.sink.send(Relay::Request { method: method.clone(), params, answer });
+            let answer_server = answer_server.clone();
+            tokio::spawn(async move {
+                let outcome = tokio::time::timeout(CLIENT_ANSWER_TIMEOUT, answered).await;
+                let message = match outcome {
+                    Ok(Ok(Ok(result))) => protocol::response(&server_id, result),
+                    Ok(Ok(Err(e))) => protocol::error_response(&server_id, &e),
+                    Ok(Err(_)) => protocol::error_response(
+                        &server_id,
+                        &RpcError::new(
+                            code::INTERNAL_ERROR,
+                            format!("the client's call ended before it answered {method}"),
+                        ),
+                    ),
+                    Err(_) => protocol::error_response(
+                        &server_id,
+                        &RpcError::new(
+                            code::INTERNAL_ERROR,
+                            format!("the client did not answer {method} within {CLIENT_ANSWER_TIMEOUT:?}"),
+                        ),
+                    ),
+                };
+                answer_server(headers, message);
+            });
+        }
+        None if method == "notifications/message" || method == "notifications/progress" => {
+            if let Some(relay) = relay
+                && (method == "notifications/message" || relay.progress_token.is_some())
+            {
+                let _ = relay.sink.send(Relay::Notification(message));
+            }
+        }
+        None => {}
+    }
+}
+
+/// A client's backend session's standalone stream (GET): servers send requests there that
+/// belong to no request of ours (the TypeScript SDK's `server.request` from a tool does). They
+/// go to the client's latest call in flight on that session.
+struct SessionStream {
+    calls: Mutex<Vec<(u64, CallRelay)>>,
+    next_call: AtomicU64,
+    ended: std::sync::atomic::AtomicBool,
+    /// The server answered the GET with a stream (else it has none, and is not asked again).
+    offered: bool,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for SessionStream {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().unwrap().take() {
+            task.abort();
+        }
+    }
+}
+
+/// A call registered on a session's standalone stream, until it ends.
+struct StreamCall {
+    stream: Arc<SessionStream>,
+    id: u64,
+}
+
+impl Drop for StreamCall {
+    fn drop(&mut self) {
+        self.stream.calls.lock().unwrap().retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Where the first complete event in `buffer` ends, and the length of the blank line after it.
+fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One Server-Sent Event: its id, its retry hint and its data as a JSON message.
+#[derive(Debug, Default, PartialEq)]
+struct SseEvent {
+    id: Option<String>,
+    retry_ms: Option<u64>,
+    message: Option<Value>,
+}
+
+fn parse_event(event: &str) -> SseEvent {
+    let mut parsed = SseEvent::default();
+    let mut data: Vec<&str> = Vec::new();
+    for line in event.lines() {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "data" => data.push(value),
+            "id" => parsed.id = Some(value.to_string()),
+            "retry" => parsed.retry_ms = value.parse().ok(),
+            _ => {}
+        }
+    }
+    if !data.is_empty() {
+        parsed.message = serde_json::from_str(&data.join("\n")).ok();
+    }
+    parsed
 }
 
 /// Largest answer read from an HTTP backend.
@@ -890,24 +1243,21 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The JSON messages in a Server-Sent Events body.
-fn sse_messages(body: &str) -> Vec<Value> {
-    body.split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-            if data.is_empty() { None } else { serde_json::from_str(&data.join("\n")).ok() }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sse_bodies_yield_their_messages() {
-        let body = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\nid: 2\ndata:\n\n";
-        assert_eq!(sse_messages(body), vec![json!({"jsonrpc":"2.0","id":1,"result":{}})]);
+    fn events_are_split_and_parsed_with_their_ids_and_retry_hints() {
+        let body = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\nid: s::2\r\nretry: 5000\r\ndata:\r\n\r\n";
+        let (end, skip) = event_end(body).unwrap();
+        let first = parse_event(std::str::from_utf8(&body[..end]).unwrap());
+        assert_eq!(first.message, Some(json!({"jsonrpc":"2.0","id":1,"result":{}})));
+        let rest = &body[end + skip..];
+        let (end, skip) = event_end(rest).unwrap();
+        assert_eq!(end + skip, rest.len(), "a CRLF blank line ends the priming event");
+        let priming = parse_event(std::str::from_utf8(&rest[..end]).unwrap());
+        assert_eq!(priming, SseEvent { id: Some("s::2".into()), retry_ms: Some(5000), message: None });
     }
 
     #[tokio::test]

@@ -352,12 +352,12 @@ pub struct Gateway {
 }
 
 /// Who calls and how: the caller's identity for the policy, the session's group-member pin, and
-/// where the client wants `notifications/progress` (its token and channel).
+/// where what the server sends toward the client during the call goes.
 #[derive(Clone, Default)]
 pub struct CallContext {
     pub caller: String,
     pub pin: Option<u64>,
-    pub progress: Option<(Value, crate::backend::ProgressSink)>,
+    pub relay: Option<crate::backend::CallRelay>,
     /// The client's handshake session id: its backend sessions are opened on first use.
     pub session: Option<String>,
 }
@@ -1006,14 +1006,18 @@ impl Gateway {
         }
         let started = Instant::now();
         let startup = server.spec.startup_timeout.as_std();
+        let mut params = json!({"name": tool, "arguments": arguments});
+        if let Some(token) = ctx.relay.as_ref().and_then(|r| r.progress_token.clone()) {
+            params["_meta"] = json!({"progressToken": token});
+        }
         let result = server
             .backend
-            .request_with_progress(
+            .request_for(
                 "tools/call",
-                json!({"name": tool, "arguments": arguments}),
+                params,
                 startup,
                 server.spec.call_timeout.as_std(),
-                ctx.progress.clone(),
+                ctx.relay.as_ref(),
                 self.backend_session(ctx.session.as_deref(), server).await.as_deref(),
             )
             .await;

@@ -20,9 +20,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
 
 use crate::{
+    backend::{CallRelay, Relay},
     gateway::{CallContext, Gateway},
     protocol::{self, MODERN_VERSION, RpcError, code},
-    session::SessionKeys,
+    session::{ClientCapabilities, SessionKeys},
 };
 
 /// Largest request body accepted unless configured otherwise (`--max-body-bytes`).
@@ -59,6 +60,9 @@ fn json_shape(text: &[u8]) -> (usize, usize) {
     (values, objects)
 }
 
+/// Where a client's answer to a server's request goes.
+pub type ClientAnswer = tokio::sync::oneshot::Sender<Result<Value, RpcError>>;
+
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub sessions: SessionKeys,
@@ -69,6 +73,10 @@ pub struct AppState {
     pub in_flight: Mutex<HashMap<(String, String), Arc<Notify>>>,
     /// Largest request body accepted; larger ones get 413 with a JSON-RPC error.
     pub max_body_bytes: usize,
+    /// Servers' requests sent to clients, waiting for their answers: (session, id).
+    pub client_requests: Mutex<HashMap<(String, String), ClientAnswer>>,
+    /// Which Origin and Host headers `/mcp` accepts (403 otherwise).
+    pub origins: crate::origin::OriginPolicy,
 }
 
 impl AppState {
@@ -78,13 +86,28 @@ impl AppState {
         registry: prometheus::Registry,
         api_key: Option<String>,
     ) -> Self {
-        Self { gateway, sessions, registry, api_key, in_flight: Mutex::default(), max_body_bytes: MAX_BODY_BYTES }
+        Self {
+            gateway,
+            sessions,
+            registry,
+            api_key,
+            in_flight: Mutex::default(),
+            max_body_bytes: MAX_BODY_BYTES,
+            origins: Default::default(),
+            client_requests: Mutex::default(),
+        }
     }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
+        .route(
+            "/mcp",
+            get(get_mcp)
+                .post(post_mcp)
+                .delete(delete_mcp)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), check_origin)),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
@@ -95,6 +118,18 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
+
+/// DNS-rebinding protection before anything else of `/mcp` runs.
+async fn check_origin(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state.origins.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(why) => rpc_error(StatusCode::FORBIDDEN, &Value::Null, RpcError::new(code::INVALID_REQUEST, why)),
+    }
+}
 
 fn json_response(status: StatusCode, body: Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
@@ -201,7 +236,25 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         return rpc_error(StatusCode::BAD_REQUEST, id, RpcError::new(code::INVALID_REQUEST, "jsonrpc must be \"2.0\""));
     }
     let Some(method) = object.get("method").and_then(Value::as_str).map(str::to_string) else {
-        // A response to a server request, which this gateway never sends: accept and drop.
+        // The client's answer to a server's request relayed during one of its calls.
+        let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let key = (session.to_string(), object.get("id").and_then(Value::as_str).unwrap_or_default().to_string());
+        tracing::debug!(id = key.1, "a client's answer to a server's request");
+        let Some(waiting) = state.client_requests.lock().unwrap().remove(&key) else {
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                &null,
+                RpcError::new(
+                    code::INVALID_REQUEST,
+                    "no request of this session with that id is waiting for an answer",
+                ),
+            );
+        };
+        let answer = match object.get("error") {
+            Some(e) => Err(RpcError::from_json(e)),
+            None => Ok(object.remove("result").unwrap_or_default()),
+        };
+        let _ = waiting.send(answer);
         return StatusCode::ACCEPTED.into_response();
     };
     let method = method.as_str();
@@ -231,7 +284,8 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         let requested = params.get("protocolVersion").and_then(Value::as_str);
         let version = protocol::negotiate_handshake(requested);
         // Backend sessions are opened on the client's first call to each server, not here.
-        let session = state.sessions.issue();
+        let declared = params.get("capabilities").cloned().unwrap_or_default();
+        let session = state.sessions.issue(ClientCapabilities::from_declared(&declared));
         let result = json!({
             "protocolVersion": version,
             "capabilities": protocol::capabilities(),
@@ -290,7 +344,8 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         .to_string();
     // Handshake sessions are pinned to a group member chosen from their (signed) id.
     let pin = session.map(session_pin);
-    let mut ctx = CallContext { caller, pin, progress: None, session: session.map(str::to_string) };
+    let session_owned = session.map(str::to_string);
+    let mut ctx = CallContext { caller, pin, relay: None, session: session_owned.clone() };
 
     // A handshake client may cancel by `notifications/cancelled`; any client by going away
     // (which drops the call, and the backend hears `notifications/cancelled`).
@@ -302,40 +357,64 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     let unregister = Unregister { state: state.clone(), key: cancel_key };
     let cancelled_error = || RpcError::new(code::REQUEST_CANCELLED, "request cancelled by the client");
 
-    let progress_token =
-        params.get("_meta").and_then(|m| m.get("progressToken")).cloned().filter(|_| method == "tools/call");
-    let Some(token) = progress_token else {
-        let outcome = tokio::select! {
-            outcome = dispatch(&state.gateway, method, params, &ctx, modern) => outcome,
-            _ = cancelled.notified() => Err(cancelled_error()),
-        };
-        drop(unregister);
-        return match outcome {
-            Ok(result) => json_response(StatusCode::OK, protocol::response(&id, finish(method, result, modern))),
-            Err(e) => rpc_error(StatusCode::OK, &id, e),
-        };
-    };
-
-    // With a progress token, answer as an event stream: progress notifications, then the result.
-    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<Value>();
-    ctx.progress = Some((token, progress_tx));
-    // What the client has not read yet is bounded: progress beyond it is dropped (it is
-    // advisory), the answer waits for room.
-    let (out_tx, out_rx) = mpsc::channel::<Value>(PROGRESS_QUEUE);
+    // What the server sends toward the client during the call (progress, log messages, its
+    // requests) needs an event stream: answered as plain JSON unless some of it arrives first.
+    let accepts_events =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let (relay_tx, mut relay_rx) = mpsc::unbounded_channel::<Relay>();
+    let capabilities = session.map(|s| state.sessions.capabilities(s)).unwrap_or_default();
+    if accepts_events && method == "tools/call" {
+        let progress_token = params.get("_meta").and_then(|m| m.get("progressToken")).cloned();
+        ctx.relay = Some(CallRelay { progress_token, sink: relay_tx });
+    }
     let gateway = state.gateway.clone();
     let method = method.to_string();
+    let mut call = Box::pin(async move {
+        let outcome = dispatch(&gateway, &method, params, &ctx, modern).await;
+        outcome.map(|result| finish(&method, result, modern))
+    });
+    let first = tokio::select! {
+        outcome = &mut call => {
+            drop(unregister);
+            return match outcome {
+                Ok(result) => json_response(StatusCode::OK, protocol::response(&id, result)),
+                Err(e) => rpc_error(StatusCode::OK, &id, e),
+            };
+        }
+        _ = cancelled.notified() => return rpc_error(StatusCode::OK, &id, cancelled_error()),
+        Some(relay) = relay_rx.recv() => relay,
+    };
+
+    // From the first relay on, answer as an event stream: what the server sends, then the answer.
+    // What the client has not read yet is bounded: notifications beyond it are dropped (they
+    // are advisory), requests and the answer wait for room.
+    let (out_tx, out_rx) = mpsc::channel::<Value>(PROGRESS_QUEUE);
     tokio::spawn(async move {
         let _unregister = unregister;
-        let call = dispatch(&gateway, &method, params, &ctx, modern);
-        tokio::pin!(call);
+        let client_requests = ClientRequests { state: state.clone(), session: session_owned, ids: Vec::new() };
+        let mut client_requests = client_requests;
+        let mut pending = Some(first);
         let message = loop {
+            if let Some(relay) = pending.take() {
+                let sent = match relay {
+                    Relay::Notification(n) => {
+                        let _ = out_tx.try_send(n);
+                        true
+                    }
+                    Relay::Request { method, params, answer } => {
+                        client_requests.send(&out_tx, modern, capabilities, &method, params, answer).await
+                    }
+                };
+                if !sent {
+                    return;
+                }
+                continue;
+            }
             tokio::select! {
                 biased;
-                Some(p) = progress_rx.recv() => {
-                    let _ = out_tx.try_send(protocol::notification("notifications/progress", p));
-                }
+                Some(relay) = relay_rx.recv() => pending = Some(relay),
                 outcome = &mut call => break match outcome {
-                    Ok(result) => protocol::response(&id, finish(&method, result, modern)),
+                    Ok(result) => protocol::response(&id, result),
                     Err(e) => protocol::error_response(&id, &e),
                 },
                 _ = cancelled.notified() => break protocol::error_response(&id, &cancelled_error()),
@@ -343,9 +422,11 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
                 _ = out_tx.closed() => return,
             }
         };
-        // Progress the server sent just before its answer goes out before the answer.
-        while let Ok(p) = progress_rx.try_recv() {
-            let _ = out_tx.try_send(protocol::notification("notifications/progress", p));
+        // What the server sent just before its answer goes out before the answer.
+        while let Ok(relay) = relay_rx.try_recv() {
+            if let Relay::Notification(n) = relay {
+                let _ = out_tx.try_send(n);
+            }
         }
         let _ = out_tx.send(message).await;
     });
@@ -353,6 +434,59 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         Ok::<_, std::convert::Infallible>(axum::response::sse::Event::default().event("message").data(m.to_string()))
     });
     axum::response::sse::Sse::new(events).into_response()
+}
+
+/// The requests servers sent one client during one call: sent on the call's event stream under
+/// ids of the gateway's own, answered by the client's POSTs, forgotten when the call ends.
+struct ClientRequests {
+    state: Arc<AppState>,
+    session: Option<String>,
+    ids: Vec<String>,
+}
+
+impl ClientRequests {
+    /// Sends a server's request to the client, or answers the server at once when the client
+    /// cannot answer it. False when the client has gone.
+    async fn send(
+        &mut self,
+        out: &mpsc::Sender<Value>,
+        modern: bool,
+        capabilities: ClientCapabilities,
+        method: &str,
+        params: Value,
+        answer: tokio::sync::oneshot::Sender<Result<Value, RpcError>>,
+    ) -> bool {
+        let refusal = match &self.session {
+            _ if modern => Some(format!(
+                "{method} is not relayed to 2026-07-28 clients yet; a handshake-era session can answer it"
+            )),
+            None => Some(format!("{method} needs a client session to answer it")),
+            Some(_) if !capabilities.answers(method) => {
+                Some(format!("the client did not declare the capability {method} needs (at initialize)"))
+            }
+            Some(_) => None,
+        };
+        tracing::debug!(method, refused = ?refusal, "a server's request for the client");
+        if let Some(why) = refusal {
+            let _ = answer.send(Err(RpcError::new(code::METHOD_NOT_FOUND, why)));
+            return true;
+        }
+        let session = self.session.clone().unwrap_or_default();
+        let id = format!("hangar-{}", rand::random::<u64>());
+        self.state.client_requests.lock().unwrap().insert((session, id.clone()), answer);
+        self.ids.push(id.clone());
+        out.send(protocol::request_with_id(&Value::String(id), method, params)).await.is_ok()
+    }
+}
+
+impl Drop for ClientRequests {
+    fn drop(&mut self) {
+        let session = self.session.clone().unwrap_or_default();
+        let mut waiting = self.state.client_requests.lock().unwrap();
+        for id in self.ids.drain(..) {
+            waiting.remove(&(session.clone(), id));
+        }
+    }
 }
 
 /// Messages of one call's event stream a client may leave unread.

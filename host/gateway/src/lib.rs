@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod http;
 pub mod listen;
 pub mod metrics;
+pub mod origin;
 pub mod protocol;
 pub mod ratelimit;
 pub mod session;

@@ -91,6 +91,10 @@ pub fn error_response(id: &Value, error: &RpcError) -> Value {
 }
 
 pub fn request(id: u64, method: &str, params: Value) -> Value {
+    request_with_id(&Value::from(id), method, params)
+}
+
+pub fn request_with_id(id: &Value, method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
 }
 

@@ -51,6 +51,14 @@ pub struct Limits {
     /// A request's headers must arrive within this; an idle connection is closed after it.
     #[arg(long, default_value = "30s")]
     pub header_timeout: hangar_api::Duration,
+    /// A browser origin allowed to call /mcp besides loopback ones, as scheme://host[:port]
+    /// (repeatable); requests with any other Origin header get 403 (DNS-rebinding protection).
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+    /// A Host header allowed besides loopback names when listening on loopback (repeatable);
+    /// others get 403, since a rebound DNS name reaches loopback with its own name as Host.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Limits {
@@ -60,6 +68,8 @@ impl Default for Limits {
             max_body_bytes: http::MAX_BODY_BYTES,
             max_connections: connections.max_connections,
             header_timeout: hangar_api::Duration::from_millis(connections.header_timeout.as_millis() as u64),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -74,6 +84,11 @@ pub async fn serve_until_ctrl_c(
 ) -> anyhow::Result<()> {
     let mut state = http::AppState::new(gateway, SessionKeys::from_env(), registry, api_key);
     state.max_body_bytes = limits.max_body_bytes;
+    state.origins = hangar_gateway::origin::OriginPolicy {
+        loopback_listener: listener.local_addr()?.ip().is_loopback(),
+        allowed_origins: limits.allowed_origins,
+        allowed_hosts: limits.allowed_hosts,
+    };
     let connections = ConnectionLimits {
         max_connections: limits.max_connections,
         header_timeout: limits.header_timeout.as_std(),

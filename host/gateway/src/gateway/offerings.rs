@@ -25,7 +25,7 @@ impl Gateway {
         let session = self.backend_session(ctx.session.as_deref(), server).await;
         server
             .backend
-            .request_with_progress(
+            .request_for(
                 method,
                 params,
                 server.spec.startup_timeout.as_std(),
