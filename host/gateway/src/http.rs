@@ -561,7 +561,10 @@ const CACHEABLE: [&str; 5] =
 /// server info.
 fn finish(method: &str, mut result: Value, modern: bool) -> Value {
     if let Some(object) = result.as_object_mut() {
-        if let Some(Value::Object(meta)) = object.get_mut("_meta") {
+        // A backend's server info must not pass for Hangar's; Hangar's own (discover) stays.
+        if method != "server/discover"
+            && let Some(Value::Object(meta)) = object.get_mut("_meta")
+        {
             meta.remove(protocol::META_SERVER_INFO);
             if meta.is_empty() {
                 object.remove("_meta");
