@@ -1,0 +1,221 @@
+"""Everything a server offers reaches the client through `hangar run`: prompts, resources,
+completions, log messages and progress from HTTP servers, the servers' requests to the client
+(sampling, elicitation) and its answers; names as the server gave them (`spec.unprefixed`) and
+their clashes; DNS-rebinding protection. Clients: the official Python SDK and the official
+TypeScript SDK (v1 and v2, both eras); servers: the conformance reference server (TypeScript SDK,
+remote) and the npm reference server (stdio)."""
+import asyncio
+import json
+import subprocess
+import textwrap
+import urllib.error
+import urllib.request
+
+import mcp.types as t
+from mcp import Client
+
+from hangar_proc import Hangar, everything_server, notes_server, wait_for
+from test_conformance import CONFORMANCE, NODE, reference  # noqa: F401 (the fixture)
+from test_gateway import mcp_error, names
+
+
+def remote(name: str, url: str, extra: str = "") -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: mcp-hangar.io/v1alpha1
+        kind: MCPServer
+        metadata: {{name: {name}}}
+        spec: {{mode: remote, endpoint: "{url}"{extra}}}
+        """)
+
+
+def start(folder, files: dict[str, str]) -> Hangar:
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return Hangar(folder)
+
+
+def test_prompts_resources_and_completions_of_two_servers_reach_the_client(reference, tmp_path):  # noqa: F811
+    h = start(tmp_path / "run", {"reference.yaml": remote("reference", reference), "everything.yaml": everything_server()})
+    try:
+        wait_for(lambda: {"reference__test_simple_text", "everything__echo"} <= set(names(h.url)), timeout=60)
+
+        async def session():
+            async with Client(h.url, mode="legacy") as c:
+                prompts = [p.name for p in (await c.list_prompts()).prompts]
+                resources = [r.uri for r in (await c.list_resources()).resources]
+                templates = [r.uri_template for r in (await c.list_resource_templates()).resource_templates]
+                prompt = await c.get_prompt("reference__test_prompt_with_arguments", {"arg1": "a", "arg2": "b"})
+                text = await c.read_resource("test://static-text")
+                templated = await c.read_resource("test://template/7/data")
+                demo = await c.read_resource(resources[[r.startswith("demo://") for r in resources].index(True)])
+                completion = await c.complete(t.PromptReference(type="ref/prompt", name="everything__completable-prompt"),
+                                              {"name": "department", "value": "E"})
+                await c.set_logging_level("info")
+                return prompts, resources, templates, prompt, text, templated, demo, completion
+
+        prompts, resources, templates, prompt, text, templated, demo, completion = asyncio.run(session())
+        assert {"reference__test_simple_prompt", "everything__simple-prompt"} <= set(prompts), prompts
+        # URIs stay as the servers gave them; each read went to the server that offers the URI.
+        assert "test://static-text" in resources and any(r.startswith("demo://") for r in resources), resources
+        assert "test://template/{id}/data" in templates, templates
+        assert prompt.messages[0].content.text == "Prompt with arguments: arg1='a', arg2='b'"
+        assert text.contents[0].text == "This is the content of the static text resource."
+        assert json.loads(templated.contents[0].text)["id"] == "7"
+        assert demo.contents, demo
+        assert "Engineering" in completion.completion.values, completion
+        # An unknown prompt names the way names are formed.
+        e = mcp_error(_get_prompt(h.url, "nobody__nothing"))
+        assert "nobody__nothing" in str(e) and "prompt" in str(e), e
+        e = mcp_error(_read(h.url, "test://nowhere"))
+        assert "not offered by any server" in str(e), e
+    finally:
+        h.stop()
+
+
+async def _get_prompt(url, name):
+    async with Client(url, mode="legacy") as c:
+        await c.get_prompt(name)
+
+
+async def _read(url, uri):
+    async with Client(url, mode="legacy") as c:
+        await c.read_resource(uri)
+
+
+def test_servers_requests_reach_the_calling_client_and_its_answers_the_server(reference, tmp_path):  # noqa: F811
+    h = start(tmp_path / "run", {"reference.yaml": remote("reference", reference, ", unprefixed: true")})
+    try:
+        wait_for(lambda: "test_sampling" in names(h.url), timeout=60)
+        asked = []
+
+        async def sampling(context, params):
+            asked.append(params.messages[0].content.text)
+            return t.CreateMessageResult(role="assistant", content=t.TextContent(type="text", text="from the client"),
+                                         model="m")
+
+        async def elicitation(context, params):
+            asked.append(params.message)
+            return t.ElicitResult(action="accept", content={"response": "yes"})
+
+        logs, progress = [], []
+
+        async def logging(params):
+            logs.append(params.data)
+
+        async def on_progress(p, total, message):
+            progress.append(p)
+
+        async def calls():
+            async with Client(h.url, mode="legacy", sampling_callback=sampling, elicitation_callback=elicitation,
+                              logging_callback=logging) as c:
+                sampled = await c.call_tool("test_sampling", {"prompt": "a question"})
+                elicited = await c.call_tool("test_elicitation", {"message": "confirm?"})
+                logged = await c.call_tool("test_tool_with_logging", {})
+                progressed = await c.call_tool("test_tool_with_progress", {}, progress_callback=on_progress)
+                resumed = await c.call_tool("test_reconnection", {})
+                return sampled, elicited, logged, progressed, resumed
+
+        sampled, elicited, logged, progressed, resumed = asyncio.run(asyncio.wait_for(calls(), 120))
+        assert sampled.content[0].text == "LLM response: from the client"
+        assert elicited.content[0].text == 'User response: action=accept, content={"response":"yes"}'
+        assert asked == ["a question", "confirm?"]
+        assert logs == ["Tool execution started", "Tool processing data", "Tool execution completed"], logs
+        assert progress == [0, 50, 100], progress
+        assert not progressed.is_error
+        # The server closed the answer's stream mid-call; Hangar resumed it with Last-Event-ID.
+        assert resumed.content[0].text.startswith("Reconnection test completed successfully")
+
+        async def without_capability(mode):
+            async with Client(h.url, mode=mode) as c:
+                return (await c.call_tool("test_sampling", {"prompt": "q"})).content[0].text
+
+        # A client that cannot answer gets the server a clear error at once, not a 60 s hang.
+        text = asyncio.run(asyncio.wait_for(without_capability("legacy"), 30))
+        assert "did not declare the capability sampling/createMessage" in text, text
+        text = asyncio.run(asyncio.wait_for(without_capability("auto"), 30))
+        assert "not relayed to 2026-07-28 clients" in text, text
+        # None of it counted against the server.
+        metrics = urllib.request.urlopen(f"{h.base}/metrics", timeout=10).read().decode()
+        assert 'hangar_calls_total{outcome="ok",server="reference",tool="test_sampling"} 3' in metrics
+        assert 'hangar_calls_total{outcome="error",server="reference"' not in metrics, [
+            line for line in metrics.splitlines() if "hangar_calls_total" in line]
+    finally:
+        h.stop()
+
+
+def test_unprefixed_names_and_their_clashes(tmp_path):
+    unprefixed = "tools: {allowList: [add_note, list_notes]}\nunprefixed: true\n"
+    h = start(tmp_path / "run", {
+        "a.yaml": notes_server("notes-a", tools=unprefixed),
+        "b.yaml": notes_server("notes-b", tools=unprefixed),
+        "everything.yaml": everything_server(tools="unprefixed: true\n"),
+    })
+    try:
+        listed = wait_for(lambda: (n := names(h.url)) and {"echo", "notes-a__add_note", "notes-b__add_note"} <= set(n) and n,
+                          timeout=60)
+        # Both notes servers want add_note: neither shadows the other; each keeps its prefix.
+        assert "add_note" not in listed and "list_notes" not in listed, listed
+        e = mcp_error(_call(h.url, "add_note", {"text": "x"}))
+        assert "notes-a__add_note or notes-b__add_note" in str(e), e
+        assert "clash" in (h.folder / "hangar.log").read_text()
+        # Unclashed names are the server's own; prefixed ones work as well.
+        assert asyncio.run(_call(h.url, "echo", {"message": "m"})).content[0].text == "Echo: m"
+        assert asyncio.run(_call(h.url, "everything__echo", {"message": "n"})).content[0].text == "Echo: n"
+    finally:
+        h.stop()
+
+
+async def _call(url, tool, args):
+    async with Client(url, mode="legacy") as c:
+        return await c.call_tool(tool, args)
+
+
+def post(url: str, headers: dict) -> int:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "content-type": "application/json", "accept": "application/json, text/event-stream", **headers})
+    try:
+        return urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_other_sites_cannot_reach_a_loopback_endpoint_through_a_browser(tmp_path):
+    h = start(tmp_path / "run", {"notes.yaml": notes_server("notes")})
+    try:
+        port = h.url.split(":")[2].split("/")[0]
+        assert post(h.url, {}) == 200
+        assert post(h.url, {"origin": f"http://localhost:{port}"}) == 200
+        assert post(h.url, {"origin": "http://evil.example"}) == 403
+        # A rebound DNS name reaches loopback with its own name as Host.
+        assert post(h.url, {"host": f"evil.example:{port}"}) == 403
+        assert post(h.url, {"host": f"localhost:{port}"}) == 200
+    finally:
+        h.stop()
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "notes.yaml").write_text(notes_server("notes"))
+    h = Hangar(allowed, args=["run", str(allowed), "--allowed-origin", "https://app.example.com"])
+    try:
+        assert post(h.url, {"origin": "https://app.example.com"}) == 200
+        assert post(h.url, {"origin": "https://other.example.com"}) == 403
+    finally:
+        h.stop()
+
+
+def test_the_official_typescript_clients_of_both_generations(reference, tmp_path):  # noqa: F811
+    h = start(tmp_path / "run", {"reference.yaml": remote("reference", reference), "everything.yaml": everything_server()})
+    try:
+        wait_for(lambda: {"reference__test_simple_text", "everything__echo"} <= set(names(h.url)), timeout=60)
+        out = subprocess.run([str(NODE), str(CONFORMANCE / "clients.mjs"), h.url, "everything__echo", '{"message":"ts"}'],
+                             capture_output=True, text=True, timeout=300)
+        results = [json.loads(line) for line in out.stdout.splitlines()]
+        assert len(results) == 3 and out.returncode == 0, out.stdout + out.stderr
+        for r in results:
+            assert r["version"] == "hangar", r  # Hangar's own serverInfo, in both eras
+            assert r["call"]["content"][0]["text"] == "Echo: ts", r
+            assert "reference__test_simple_prompt" in r["prompts"] and "test://static-text" in r["resources"], r
+    finally:
+        h.stop()
