@@ -541,7 +541,7 @@ def test_backend_sessions_open_on_first_use_and_close_with_the_clients_session(s
         _, headers, _ = post(a.url, INIT)
         session = headers["mcp-session-id"]
         # A nonce and its signature: the same small size however many servers there are.
-        assert len(session) == 47 and session.count(".") == 1, session
+        assert len(session) == 48 and session.count(".") == 1, session
         assert held(a) == 0, "initialize opens nothing at the backends"
         echo = lambda text: {"jsonrpc": "2.0", "id": 3, "method": "tools/call",  # noqa: E731
                              "params": {"name": "everything__echo", "arguments": {"message": text}}}

@@ -25,7 +25,7 @@ pub fn expose(listings: Vec<Listing<'_>>) -> (Vec<Value>, BTreeMap<String, Vec<S
     for listing in listings {
         for mut item in listing.items {
             let Some(name) = item.get("name").and_then(Value::as_str) else { continue };
-            if !(listing.unprefixed && !clashes.contains_key(name)) {
+            if !listing.unprefixed || clashes.contains_key(name) {
                 item["name"] = Value::String(format!("{}{SEPARATOR}{name}", listing.target));
             }
             out.push(item);

@@ -786,9 +786,12 @@ impl Gateway {
         Fut: std::future::Future<Output = Vec<Value>>,
     {
         let targets = self.targets();
-        if !self.unprefixed
-            && let Some((name, item)) = qualified.split_once(SEPARATOR)
-        {
+        if self.unprefixed {
+            // The bridge's one server decides itself about every name (its policy says why not).
+            let target = targets.into_iter().next().ok_or_else(|| unavailable("no server configured"))?;
+            return Ok((target, qualified.to_string()));
+        }
+        if let Some((name, item)) = qualified.split_once(SEPARATOR) {
             if let Some(target) = targets.iter().find(|t| t.name() == name) {
                 return Ok((target.clone(), item.to_string()));
             }
