@@ -171,10 +171,12 @@ async def _call(url, tool, args):
         return await c.call_tool(tool, args)
 
 
-def post(url: str, headers: dict) -> int:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).encode()
-    request = urllib.request.Request(url, data=body, method="POST", headers={
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+
+def post(url: str, headers: dict, message: dict = INITIALIZE) -> int:
+    request = urllib.request.Request(url, data=json.dumps(message).encode(), method="POST", headers={
         "content-type": "application/json", "accept": "application/json, text/event-stream", **headers})
     try:
         return urllib.request.urlopen(request, timeout=10).status
@@ -217,5 +219,24 @@ def test_the_official_typescript_clients_of_both_generations(reference, tmp_path
             assert r["version"] == "hangar", r  # Hangar's own serverInfo, in both eras
             assert r["call"]["content"][0]["text"] == "Echo: ts", r
             assert "reference__test_simple_prompt" in r["prompts"] and "test://static-text" in r["resources"], r
+    finally:
+        h.stop()
+
+
+def test_the_transport_rules_on_the_wire(tmp_path):
+    h = start(tmp_path / "run", {"notes.yaml": notes_server("notes")})
+    try:
+        assert post(h.url, {"content-type": "text/plain"}) == 415
+        assert post(h.url, {"accept": "text/html"}) == 406
+        assert post(h.url, {"mcp-protocol-version": "1999-01-01"}) == 400
+        # A notification in a forged session is refused like a request would be.
+        notification = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert post(h.url, {"mcp-session-id": "forged.id"}, notification) == 404
+        # The stateless revision's header and _meta must name the same version.
+        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo":
+                {"name": "t", "version": "1"}, "io.modelcontextprotocol/clientCapabilities": {}}
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta}}
+        assert post(h.url, {"mcp-protocol-version": "2026-07-28"}, listing) == 200
+        assert post(h.url, {"mcp-protocol-version": "2025-11-25"}, listing) == 400
     finally:
         h.stop()

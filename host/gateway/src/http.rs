@@ -118,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// DNS-rebinding protection before anything else of `/mcp` runs.
 async fn check_origin(
@@ -175,8 +176,40 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// The transport's rules on a POST's headers alone: the body's media type (415), what the client
+/// accepts (406) and the protocol version it names (400). Absent headers are not required.
+fn check_post_headers(headers: &HeaderMap) -> Result<(), Response> {
+    let text = |name| headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or("?").to_ascii_lowercase());
+    let refuse =
+        |status, message: String| Err(rpc_error(status, &Value::Null, RpcError::new(code::INVALID_REQUEST, message)));
+    if let Some(media) = text(header::CONTENT_TYPE)
+        && media.split(';').next().map(str::trim) != Some("application/json")
+    {
+        return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type {media:?}: send application/json"));
+    }
+    if let Some(accept) = text(header::ACCEPT)
+        && !["application/json", "text/event-stream", "*/*", "application/*", "text/*"]
+            .iter()
+            .any(|m| accept.contains(m))
+    {
+        return refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("Accept {accept:?}: answers are application/json or text/event-stream; accept both"),
+        );
+    }
+    if let Some(version) = headers.get(VERSION_HEADER).map(|v| v.to_str().unwrap_or("?"))
+        && !protocol::is_supported(version)
+    {
+        return Err(rpc_error(StatusCode::BAD_REQUEST, &Value::Null, RpcError::unsupported_version(version)));
+    }
+    Ok(())
+}
+
 async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let null = Value::Null;
+    if let Err(refused) = check_post_headers(&headers) {
+        return refused;
+    }
     let limit = state.max_body_bytes;
     let read = tokio::time::timeout(crate::listen::BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await;
     let Ok(read) = read else {
@@ -259,6 +292,19 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     };
     let method = method.as_str();
     let Some(id) = object.get("id").cloned() else {
+        // A notification in a session that is not (or no longer) genuine is refused like a request.
+        if let Some(session) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+            && (!state.sessions.verify(session) || state.gateway.client_session_ended(session))
+        {
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                &null,
+                RpcError::new(
+                    code::SESSION_NOT_FOUND,
+                    "unknown, ended or forged Mcp-Session-Id: initialize a new session",
+                ),
+            );
+        }
         if method == "notifications/cancelled"
             && let Some(session) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
         {
@@ -288,7 +334,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         let session = state.sessions.issue(ClientCapabilities::from_declared(&declared));
         let result = json!({
             "protocolVersion": version,
-            "capabilities": protocol::capabilities(),
+            "capabilities": protocol::capabilities(false),
             "serverInfo": protocol::server_info(),
             "instructions": "Hangar: the tools of many MCP servers, named <server>__<tool>.",
         });
@@ -306,6 +352,21 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         None if method == "server/discover" => true,
         None => false,
     };
+    // The stateless revision names its version twice; they must agree.
+    if modern
+        && let (Some(header), Some(meta)) =
+            (headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()), protocol::requested_modern_version(&params))
+        && header != meta
+    {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &id,
+            RpcError::new(
+                code::INVALID_REQUEST,
+                format!("MCP-Protocol-Version header {header:?} and _meta protocolVersion {meta:?} disagree"),
+            ),
+        );
+    }
     // Handshake requests need a genuine session that its client has not ended.
     let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern);
     if !modern {
@@ -523,7 +584,7 @@ async fn dispatch(
     match method {
         "server/discover" => Ok(json!({
             "supportedVersions": [MODERN_VERSION],
-            "capabilities": protocol::capabilities(),
+            "capabilities": protocol::capabilities(true),
             "instructions": "Hangar: the tools of many MCP servers, named <server>__<tool>.",
             "_meta": {protocol::META_SERVER_INFO: protocol::server_info()},
         })),

@@ -116,6 +116,11 @@ pub fn requested_modern_version(params: &Value) -> Option<&str> {
     params.get("_meta").and_then(|m| m.get(META_PROTOCOL_VERSION)).and_then(Value::as_str)
 }
 
+/// Whether a revision is spoken here.
+pub fn is_supported(version: &str) -> bool {
+    version == MODERN_VERSION || HANDSHAKE_VERSIONS.contains(&version)
+}
+
 /// The version to answer an `initialize` with: the client's when spoken here, else the latest.
 pub fn negotiate_handshake(requested: Option<&str>) -> &'static str {
     HANDSHAKE_VERSIONS.iter().find(|v| Some(**v) == requested).copied().unwrap_or(LATEST_HANDSHAKE)
@@ -125,7 +130,13 @@ pub fn server_info() -> Value {
     json!({"name": "hangar", "version": env!("CARGO_PKG_VERSION")})
 }
 
-pub fn capabilities() -> Value {
+/// What the gateway offers. Handshake clients hear of list changes on their GET stream and may
+/// subscribe to resources; the stateless revision delivers those through `subscriptions/listen`,
+/// which is not offered yet, so they are not claimed there.
+pub fn capabilities(modern: bool) -> Value {
+    if modern {
+        return json!({"tools": {}, "prompts": {}, "resources": {}, "completions": {}, "logging": {}});
+    }
     json!({
         "tools": {"listChanged": true},
         "prompts": {"listChanged": true},
