@@ -175,7 +175,7 @@ INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
 
 
-def post(url: str, headers: dict, message: dict = INITIALIZE) -> int:
+def post(url: str, headers: dict, message: dict | list = INITIALIZE) -> int:
     request = urllib.request.Request(url, data=json.dumps(message).encode(), method="POST", headers={
         "content-type": "application/json", "accept": "application/json, text/event-stream", **headers})
     try:
@@ -226,6 +226,7 @@ def test_the_official_typescript_clients_of_both_generations(reference, tmp_path
 def test_the_transport_rules_on_the_wire(tmp_path):
     h = start(tmp_path / "run", {"notes.yaml": notes_server("notes")})
     try:
+        wait_for(lambda: names(h.url), timeout=60)
         assert post(h.url, {"content-type": "text/plain"}) == 415
         assert post(h.url, {"accept": "text/html"}) == 406
         assert post(h.url, {"mcp-protocol-version": "1999-01-01"}) == 400
@@ -238,5 +239,25 @@ def test_the_transport_rules_on_the_wire(tmp_path):
         listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta}}
         assert post(h.url, {"mcp-protocol-version": "2026-07-28"}, listing) == 200
         assert post(h.url, {"mcp-protocol-version": "2025-11-25"}, listing) == 400
+        # 2025-03-26 requires batches; later revisions (which send the header) removed them.
+        old = {**INITIALIZE, "params": {**INITIALIZE["params"], "protocolVersion": "2025-03-26"}}
+        request = urllib.request.Request(h.url, data=json.dumps(old).encode(), method="POST", headers={
+            "content-type": "application/json", "accept": "application/json, text/event-stream"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            session = r.headers["mcp-session-id"]
+            assert json.load(r)["result"]["protocolVersion"] == "2025-03-26"
+        batch = [{"jsonrpc": "2.0", "method": "notifications/initialized"},
+                 {"jsonrpc": "2.0", "id": "a", "method": "tools/list"},
+                 {"jsonrpc": "2.0", "id": "b", "method": "ping"},
+                 {"jsonrpc": "2.0", "id": "c", "method": "nothing/here"}]
+        request = urllib.request.Request(h.url, data=json.dumps(batch).encode(), method="POST", headers={
+            "content-type": "application/json", "accept": "application/json, text/event-stream",
+            "mcp-session-id": session})
+        with urllib.request.urlopen(request, timeout=30) as r:
+            answers = {a["id"]: a for a in json.load(r)}
+        assert set(answers) == {"a", "b", "c"}, answers
+        assert any(t["name"].startswith("notes__") for t in answers["a"]["result"]["tools"]), answers["a"]
+        assert answers["b"]["result"] == {} and answers["c"]["error"]["code"] == -32601
+        assert post(h.url, {"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}, batch) == 400
     finally:
         h.stop()

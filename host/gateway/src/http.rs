@@ -247,7 +247,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             ),
         );
     }
-    let mut message: Value = match serde_json::from_slice(&body) {
+    let message: Value = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {
             return rpc_error(
@@ -257,11 +257,67 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             );
         }
     };
+    match message {
+        Value::Array(batch) => post_batch(state, headers, batch).await,
+        message => post_message(state, &headers, message).await,
+    }
+}
+
+/// Most messages one batch may hold.
+const MAX_BATCH: usize = 100;
+
+/// A JSON-RPC batch, which 2024-11-05 and 2025-03-26 require and later revisions removed (their
+/// clients send `MCP-Protocol-Version`, which says so). Each message is handled as if posted
+/// alone with a plain JSON answer; the answers go back in one array.
+async fn post_batch(state: Arc<AppState>, mut headers: HeaderMap, batch: Vec<Value>) -> Response {
+    let version = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok());
+    if let Some(version) = version.filter(|v| !["2024-11-05", "2025-03-26"].contains(v)) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            RpcError::new(
+                code::INVALID_REQUEST,
+                format!("batches are part of 2024-11-05 and 2025-03-26 only, not {version}: send one message per POST"),
+            ),
+        );
+    }
+    if batch.is_empty() || batch.len() > MAX_BATCH {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            RpcError::new(code::INVALID_REQUEST, format!("a batch holds 1 to {MAX_BATCH} messages, not {}", batch.len())),
+        );
+    }
+    if batch.iter().any(|m| m.get("method") == Some(&Value::from("initialize"))) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            RpcError::new(code::INVALID_REQUEST, "initialize must be sent alone, not in a batch"),
+        );
+    }
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    let mut answers = Vec::new();
+    for message in batch {
+        let response = post_message(state.clone(), &headers, message).await;
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
+        if let Ok(answer) = serde_json::from_slice::<Value>(&body) {
+            answers.push(answer);
+        }
+    }
+    if answers.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    json_response(StatusCode::OK, Value::Array(answers))
+}
+
+/// One JSON-RPC message: a request, a notification, or a client's answer to a server's request.
+async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Value) -> Response {
+    let null = Value::Null;
     let Some(object) = message.as_object_mut() else {
         return rpc_error(
             StatusCode::BAD_REQUEST,
             &null,
-            RpcError::new(code::INVALID_REQUEST, "send one JSON-RPC message per POST (batches are not supported)"),
+            RpcError::new(code::INVALID_REQUEST, "a JSON-RPC message is an object (or, in 2025-03-26, an array of them)"),
         );
     };
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
