@@ -261,3 +261,36 @@ def test_the_transport_rules_on_the_wire(tmp_path):
         assert post(h.url, {"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}, batch) == 400
     finally:
         h.stop()
+
+
+def test_a_stdio_servers_requests_and_resource_updates_reach_the_client(tmp_path):
+    h = start(tmp_path / "run", {"everything.yaml": everything_server()})
+    try:
+        # Hangar declares sampling to its servers (it relays it), so the server offers this tool.
+        wait_for(lambda: "everything__trigger-sampling-request" in names(h.url), timeout=60)
+        updates = []
+
+        async def sampling(context, params):
+            return t.CreateMessageResult(role="assistant", content=t.TextContent(type="text", text="sampled"), model="m")
+
+        async def on_message(message):
+            if getattr(message, "method", None) == "notifications/resources/updated":
+                updates.append(message.params.uri)
+
+        async def session():
+            async with Client(h.url, mode="legacy", sampling_callback=sampling, message_handler=on_message) as c:
+                sampled = await c.call_tool("everything__trigger-sampling-request", {"prompt": "p", "maxTokens": 10})
+                uri = next(r.uri for r in (await c.list_resources()).resources if r.uri.startswith("demo://"))
+                await c.subscribe_resource(uri)
+                await c.call_tool("everything__toggle-subscriber-updates", {})
+                for _ in range(200):  # at most 20 s: the server sends an update at once, then every 5 s
+                    if updates:
+                        break
+                    await asyncio.sleep(0.1)
+                return sampled, uri
+
+        sampled, uri = asyncio.run(asyncio.wait_for(session(), 90))
+        assert '"text": "sampled"' in sampled.content[0].text, sampled
+        assert uri in updates, (uri, updates)
+    finally:
+        h.stop()

@@ -70,11 +70,15 @@ pub enum BackendSpec {
 pub struct BackendEvent {
     pub server: String,
     pub method: String,
+    pub params: Value,
 }
+
+/// Where a backend's own notifications go: (server name, the gateway's channel).
+type EventSink = (String, mpsc::UnboundedSender<BackendEvent>);
 
 pub enum Backend {
     Stdio(StdioBackend),
-    Http(HttpBackend),
+    Http(Box<HttpBackend>),
 }
 
 impl Backend {
@@ -84,7 +88,7 @@ impl Backend {
             BackendSpec::Stdio { command, env, dir } => {
                 Backend::Stdio(StdioBackend::start(name, command, env, dir, events, wanted))
             }
-            BackendSpec::Http { endpoint } => Backend::Http(HttpBackend::new(name, endpoint)),
+            BackendSpec::Http { endpoint } => Backend::Http(Box::new(HttpBackend::new(name, endpoint, events))),
         }
     }
 
@@ -242,10 +246,12 @@ fn speaks_modern(discover: &Value) -> bool {
     discover.get("supportedVersions").and_then(Value::as_array).is_some_and(|v| v.iter().any(|v| v == MODERN_VERSION))
 }
 
+/// Hangar relays servers' requests to the client of the call (which may still refuse them), so
+/// it declares what it relays.
 fn initialize_params() -> Value {
     json!({
         "protocolVersion": protocol::LATEST_HANDSHAKE,
-        "capabilities": {},
+        "capabilities": {"sampling": {}, "elicitation": {}, "roots": {}},
         "clientInfo": protocol::server_info(),
     })
 }
@@ -260,7 +266,15 @@ type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Value, RpcEr
 
 /// Where `notifications/progress` for a call go: the backend token Hangar chose → the client's
 /// token and the call's relay.
-type ProgressRoutes = Arc<Mutex<HashMap<String, (Value, RelaySink)>>>;
+/// Also the calls in flight with a relay: a stdio server's requests and log messages belong to
+/// no request on the wire, so they go to the latest such call.
+type ProgressRoutes = Arc<Mutex<Routes>>;
+
+#[derive(Default)]
+struct Routes {
+    by_token: HashMap<String, (Value, RelaySink)>,
+    calls: Vec<(u64, CallRelay)>,
+}
 
 /// What a server sends toward the client during one of the client's calls.
 #[derive(Debug)]
@@ -286,6 +300,7 @@ async fn follow_session_stream(
     mut response: reqwest::Response,
     stream: std::sync::Weak<SessionStream>,
     answer_server: Answerer,
+    events: EventSink,
     headers: reqwest::header::HeaderMap,
 ) {
     let mut buffer: Vec<u8> = Vec::new();
@@ -300,7 +315,7 @@ async fn follow_session_stream(
             let Some(stream) = stream.upgrade() else { return };
             let latest = stream.calls.lock().unwrap().last().map(|(_, r)| r.clone());
             if let Some(message) = event.message {
-                relay_from_server(&answer_server, headers.clone(), latest.as_ref(), message);
+                relay_from_server(&answer_server, &events, headers.clone(), latest.as_ref(), message);
             }
         }
     }
@@ -332,9 +347,12 @@ impl Drop for InFlight<'_> {
         if let Some(calls) = self.live.pending.lock().unwrap().as_mut() {
             calls.remove(&self.id);
         }
+        let mut routes = self.live.progress.lock().unwrap();
         if let Some(token) = &self.token {
-            self.live.progress.lock().unwrap().remove(token);
+            routes.by_token.remove(token);
         }
+        routes.calls.retain(|(id, _)| *id != self.id);
+        drop(routes);
         if !self.answered {
             let cancel = protocol::notification(
                 "notifications/cancelled",
@@ -429,6 +447,9 @@ async fn call(
         None => return Err(BackendError::Unavailable(format!("server {} exited", shared.name))),
     };
     let mut guard = InFlight { id, live, token: None, answered: false };
+    if let Some(relay) = relay {
+        live.progress.lock().unwrap().calls.push((id, relay.clone()));
+    }
     if let Some(CallRelay { progress_token: Some(client_token), sink, .. }) = relay {
         let route = (client_token.clone(), sink.clone());
         // Client tokens may collide between clients; the server sees one of Hangar's own.
@@ -437,7 +458,7 @@ async fn call(
             let meta = object.entry("_meta").or_insert_with(|| json!({}));
             meta["progressToken"] = Value::String(token.clone());
         }
-        live.progress.lock().unwrap().insert(token.clone(), route);
+        live.progress.lock().unwrap().by_token.insert(token.clone(), route);
         guard.token = Some(token);
     }
     let line = protocol::request(id, method, params).to_string();
@@ -692,22 +713,39 @@ fn dispatch(
             };
             let _ = tx.send(outcome);
         }
-        // A request from the server (sampling, roots, elicitation): not offered by this gateway.
+        // A request from the server (sampling, elicitation, roots): to the latest call's client.
         (Some(method), Some(id)) => {
-            let error =
-                RpcError::new(code::METHOD_NOT_FOUND, format!("{method} is not available through the Hangar gateway"));
-            let _ = stdin.try_send(protocol::error_response(id, &error).to_string());
+            let latest = progress.lock().unwrap().calls.last().map(|(_, r)| r.clone());
+            let Some(relay) = latest else {
+                let error = RpcError::new(
+                    code::METHOD_NOT_FOUND,
+                    format!("{method} is not available here: no client call is waiting on this server"),
+                );
+                let _ = stdin.try_send(protocol::error_response(id, &error).to_string());
+                return;
+            };
+            let answered = relay_request(&relay, method, message.get("params").cloned().unwrap_or_default());
+            let (stdin, id, method) = (stdin.clone(), id.clone(), method.to_string());
+            tokio::spawn(async move {
+                let _ = stdin.send(client_answer(id, &method, answered).await.to_string()).await;
+            });
+        }
+        (Some("notifications/message"), None) => {
+            if let Some((_, relay)) = progress.lock().unwrap().calls.last() {
+                let _ = relay.sink.send(Relay::Notification(message.clone()));
+            }
         }
         (Some("notifications/progress"), None) => {
             let token = message["params"]["progressToken"].as_str().unwrap_or_default();
-            if let Some((client_token, sink)) = progress.lock().unwrap().get(token) {
+            if let Some((client_token, sink)) = progress.lock().unwrap().by_token.get(token) {
                 let mut params = message["params"].clone();
                 params["progressToken"] = client_token.clone();
                 let _ = sink.send(Relay::Notification(protocol::notification("notifications/progress", params)));
             }
         }
         (Some(method), None) => {
-            let _ = events.send(BackendEvent { server: name.to_string(), method: method.to_string() });
+            let params = message.get("params").cloned().unwrap_or_default();
+            let _ = events.send(BackendEvent { server: name.to_string(), method: method.to_string(), params });
         }
         (None, None) => {}
     }
@@ -730,10 +768,11 @@ pub struct HttpBackend {
     connecting: tokio::sync::Mutex<()>,
     /// Standalone streams of clients' backend sessions, opened for clients that answer requests.
     streams: Mutex<HashMap<String, Arc<SessionStream>>>,
+    events: EventSink,
 }
 
 impl HttpBackend {
-    fn new(name: &str, endpoint: String) -> Self {
+    fn new(name: &str, endpoint: String, events: mpsc::UnboundedSender<BackendEvent>) -> Self {
         Self {
             name: name.to_string(),
             endpoint,
@@ -746,6 +785,7 @@ impl HttpBackend {
             state: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             streams: Mutex::default(),
+            events: (name.to_string(), events),
         }
     }
 
@@ -976,8 +1016,13 @@ impl HttpBackend {
                     self.streams.lock().unwrap().insert(session.to_string(), stream);
                     return None;
                 }
-                let task =
-                    tokio::spawn(follow_session_stream(response, Arc::downgrade(&stream), self.answerer(), headers));
+                let task = tokio::spawn(follow_session_stream(
+                    response,
+                    Arc::downgrade(&stream),
+                    self.answerer(),
+                    self.events.clone(),
+                    headers,
+                ));
                 *stream.task.lock().unwrap() = Some(task);
                 self.streams.lock().unwrap().insert(session.to_string(), stream.clone());
                 stream
@@ -1081,7 +1126,7 @@ impl Answering<'_> {
             return (message.get("id").and_then(Value::as_u64) == Some(self.id)).then_some(message);
         }
         let headers = self.backend.headers("", &Value::Null, self.era, self.session);
-        relay_from_server(&self.backend.answerer(), headers, self.relay, message);
+        relay_from_server(&self.backend.answerer(), &self.backend.events, headers, self.relay, message);
         None
     }
 }
@@ -1094,6 +1139,7 @@ type Answerer = Arc<dyn Fn(reqwest::header::HeaderMap, Value) + Send + Sync>;
 /// error at once. Progress and log messages go to the call too.
 fn relay_from_server(
     answer_server: &Answerer,
+    events: &EventSink,
     headers: reqwest::header::HeaderMap,
     relay: Option<&CallRelay>,
     message: Value,
@@ -1111,30 +1157,10 @@ fn relay_from_server(
                 answer_server(headers, protocol::error_response(&server_id, &error));
                 return;
             };
-            let (answer, answered) = oneshot::channel();
-            let _ = relay.sink.send(Relay::Request { method: method.clone(), params, answer });
+            let answered = relay_request(relay, &method, params);
             let answer_server = answer_server.clone();
             tokio::spawn(async move {
-                let outcome = tokio::time::timeout(CLIENT_ANSWER_TIMEOUT, answered).await;
-                let message = match outcome {
-                    Ok(Ok(Ok(result))) => protocol::response(&server_id, result),
-                    Ok(Ok(Err(e))) => protocol::error_response(&server_id, &e),
-                    Ok(Err(_)) => protocol::error_response(
-                        &server_id,
-                        &RpcError::new(
-                            code::INTERNAL_ERROR,
-                            format!("the client's call ended before it answered {method}"),
-                        ),
-                    ),
-                    Err(_) => protocol::error_response(
-                        &server_id,
-                        &RpcError::new(
-                            code::INTERNAL_ERROR,
-                            format!("the client did not answer {method} within {CLIENT_ANSWER_TIMEOUT:?}"),
-                        ),
-                    ),
-                };
-                answer_server(headers, message);
+                answer_server(headers, client_answer(server_id, &method, answered).await);
             });
         }
         None if method == "notifications/message" || method == "notifications/progress" => {
@@ -1144,7 +1170,30 @@ fn relay_from_server(
                 let _ = relay.sink.send(Relay::Notification(message));
             }
         }
-        None => {}
+        // Anything else the server says on its own (list changes, resource updates) is core's.
+        None => {
+            let params = message.get("params").cloned().unwrap_or_default();
+            let _ = events.1.send(BackendEvent { server: events.0.clone(), method, params });
+        }
+    }
+}
+
+/// Hands a server's request to the client's call; the client's answer arrives on the receiver.
+fn relay_request(relay: &CallRelay, method: &str, params: Value) -> oneshot::Receiver<Result<Value, RpcError>> {
+    let (answer, answered) = oneshot::channel();
+    let _ = relay.sink.send(Relay::Request { method: method.to_string(), params, answer });
+    answered
+}
+
+/// The JSON-RPC response to send the server for its request `server_id`: the client's answer,
+/// or an error saying why there is none.
+async fn client_answer(server_id: Value, method: &str, answered: oneshot::Receiver<Result<Value, RpcError>>) -> Value {
+    let error = |why: String| protocol::error_response(&server_id, &RpcError::new(code::INTERNAL_ERROR, why));
+    match tokio::time::timeout(CLIENT_ANSWER_TIMEOUT, answered).await {
+        Ok(Ok(Ok(result))) => protocol::response(&server_id, result),
+        Ok(Ok(Err(e))) => protocol::error_response(&server_id, &e),
+        Ok(Err(_)) => error(format!("the client's call ended before it answered {method}")),
+        Err(_) => error(format!("the client did not answer {method} within {CLIENT_ANSWER_TIMEOUT:?}")),
     }
 }
 

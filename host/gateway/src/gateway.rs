@@ -197,7 +197,7 @@ async fn lifecycle(
             s.touch();
             if s.tools.read().unwrap().is_empty() {
                 let method = "notifications/tools/list_changed".to_string();
-                let _ = refresh.send(BackendEvent { server: s.name.clone(), method });
+                let _ = refresh.send(BackendEvent { server: s.name.clone(), method, params: Value::Null });
             }
         }
         was_live = live;
@@ -223,7 +223,7 @@ async fn lifecycle(
             } else if !live {
                 tracing::info!(server = %s.name, "reachable again");
                 let method = "notifications/tools/list_changed".to_string();
-                let _ = refresh.send(BackendEvent { server: s.name.clone(), method });
+                let _ = refresh.send(BackendEvent { server: s.name.clone(), method, params: Value::Null });
             }
         }
         if spec.on_demand()
@@ -344,8 +344,12 @@ pub struct Gateway {
     limiter: RateLimiter,
     pub metrics: GatewayMetrics,
     events: mpsc::UnboundedSender<BackendEvent>,
-    /// Fires when the aggregated tool list may have changed.
-    pub tools_changed: broadcast::Sender<()>,
+    /// Notifications for every client's GET stream (list changes).
+    pub notices: broadcast::Sender<Value>,
+    /// Notifications for one client's GET stream (resource updates it subscribed to).
+    client_notices: Mutex<std::collections::HashMap<String, broadcast::Sender<Value>>>,
+    /// Resource URI → the client sessions subscribed to it through this replica.
+    subscriptions: Mutex<std::collections::HashMap<String, std::collections::BTreeSet<String>>>,
     /// What the operator follows (`GET /api/v1/events`): state changes and wake-ups.
     pub events_out: broadcast::Sender<Value>,
     client_sessions: crate::client_sessions::ClientSessions,
@@ -428,7 +432,9 @@ impl Gateway {
             limiter: RateLimiter::default(),
             metrics: GatewayMetrics::new(registry)?,
             events,
-            tools_changed: broadcast::channel(16).0,
+            notices: broadcast::channel(16).0,
+            client_notices: Mutex::default(),
+            subscriptions: Mutex::default(),
             events_out: broadcast::channel(256).0,
             client_sessions: Default::default(),
         });
@@ -436,9 +442,7 @@ impl Gateway {
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
                 let Some(gateway) = weak.upgrade() else { break };
-                if event.method == "notifications/tools/list_changed" {
-                    gateway.refresh_tools(&event.server).await;
-                }
+                gateway.on_backend_event(event).await;
             }
         });
         Ok(gateway)
@@ -561,7 +565,7 @@ impl Gateway {
     pub fn remove_server(&self, namespace: &str, name: &str) -> Removal {
         let removal = remove_from(&mut self.servers.write().unwrap(), namespace, name, |s| &s.namespace);
         if removal == Removal::Removed {
-            let _ = self.tools_changed.send(());
+            self.tools_changed();
         }
         removal
     }
@@ -597,14 +601,14 @@ impl Gateway {
             sequence: AtomicU64::new(0),
         };
         self.groups.write().unwrap().insert(name.to_string(), Arc::new(entry));
-        let _ = self.tools_changed.send(());
+        self.tools_changed();
         Ok(())
     }
 
     pub fn remove_group(&self, namespace: &str, name: &str) -> Removal {
         let removal = remove_from(&mut self.groups.write().unwrap(), namespace, name, |g| &g.namespace);
         if removal == Removal::Removed {
-            let _ = self.tools_changed.send(());
+            self.tools_changed();
         }
         removal
     }
@@ -647,8 +651,65 @@ impl Gateway {
         Some(kept)
     }
 
+    /// What a server said on its own: its tools changed (re-listed), its prompts or resources
+    /// changed (every client hears), a resource changed (its subscribers hear).
+    async fn on_backend_event(&self, event: BackendEvent) {
+        match event.method.as_str() {
+            "notifications/tools/list_changed" => self.refresh_tools(&event.server).await,
+            "notifications/prompts/list_changed" | "notifications/resources/list_changed" => {
+                let _ = self.notices.send(crate::protocol::notification(&event.method, json!({})));
+            }
+            "notifications/resources/updated" => {
+                let Some(uri) = event.params.get("uri").and_then(Value::as_str) else { return };
+                let subscribers = self.subscriptions.lock().unwrap().get(uri).cloned().unwrap_or_default();
+                let notice = crate::protocol::notification(&event.method, json!({"uri": uri}));
+                for client in subscribers {
+                    self.notify_client(&client, notice.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn tools_changed(&self) {
+        let _ = self.notices.send(crate::protocol::notification("notifications/tools/list_changed", json!({})));
+    }
+
+    /// A client's own notifications, for its GET stream (opened when it first listens).
+    pub fn client_notices(&self, client: &str) -> broadcast::Receiver<Value> {
+        let mut notices = self.client_notices.lock().unwrap();
+        // Streams that were closed leave channels nobody listens to.
+        notices.retain(|_, sender| sender.receiver_count() > 0);
+        notices.entry(client.to_string()).or_insert_with(|| broadcast::channel(16).0).subscribe()
+    }
+
+    fn notify_client(&self, client: &str, notice: Value) {
+        if let Some(sender) = self.client_notices.lock().unwrap().get(client) {
+            let _ = sender.send(notice);
+        }
+    }
+
+    /// Records (or drops) a client's subscription to a resource, once its server took it.
+    fn subscribed(&self, client: Option<&str>, uri: &str, on: bool) {
+        let Some(client) = client else { return };
+        let mut subscriptions = self.subscriptions.lock().unwrap();
+        if on {
+            subscriptions.entry(uri.to_string()).or_default().insert(client.to_string());
+        } else if let Some(clients) = subscriptions.get_mut(uri) {
+            clients.remove(client);
+            if clients.is_empty() {
+                subscriptions.remove(uri);
+            }
+        }
+    }
+
     /// Ends a client's session on this replica (its DELETE): closes its backend sessions.
     pub fn end_client_session(&self, client: &str) {
+        self.client_notices.lock().unwrap().remove(client);
+        self.subscriptions.lock().unwrap().retain(|_, clients| {
+            clients.remove(client);
+            !clients.is_empty()
+        });
         let closed = self.client_sessions.end(client);
         self.close_backend_sessions(closed);
     }
@@ -741,7 +802,7 @@ impl Gateway {
                 tracing::info!(server = name, tools = tools.len(), "tools listed");
                 *server.tools.write().unwrap() = tools;
                 server.start_failed.store(false, Ordering::Relaxed);
-                let _ = self.tools_changed.send(());
+                self.tools_changed();
             }
             Err(e) => {
                 tracing::warn!(server = name, error = %e, "listing tools failed");

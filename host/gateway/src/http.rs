@@ -140,18 +140,18 @@ fn rpc_error(status: StatusCode, id: &Value, error: RpcError) -> Response {
     json_response(status, protocol::error_response(id, &error))
 }
 
-/// The handshake revisions' server-to-client stream: `notifications/tools/list_changed` whenever
-/// the aggregated tool list may have changed (servers added, removed, or re-listed).
+/// The handshake revisions' server-to-client stream: list changes (tools, prompts, resources)
+/// for every client, and updates of the resources this client subscribed to.
 async fn get_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio_stream::wrappers::BroadcastStream;
     match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
         Some(id) if state.sessions.verify(id) => {
-            let changed = protocol::notification("notifications/tools/list_changed", json!({})).to_string();
-            let stream =
-                BroadcastStream::new(state.gateway.tools_changed.subscribe()).filter_map(|e| e.ok()).map(move |()| {
-                    Ok::<_, std::convert::Infallible>(Event::default().event("message").data(changed.clone()))
-                });
+            let everyone = BroadcastStream::new(state.gateway.notices.subscribe());
+            let own = BroadcastStream::new(state.gateway.client_notices(id));
+            let stream = everyone.merge(own).filter_map(|e| e.ok()).map(|notice| {
+                Ok::<_, std::convert::Infallible>(Event::default().event("message").data(notice.to_string()))
+            });
             Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
         }
         Some(_) => StatusCode::NOT_FOUND.into_response(),
@@ -177,11 +177,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// The transport's rules on a POST's headers alone: the body's media type (415), what the client
-/// accepts (406) and the protocol version it names (400). Absent headers are not required.
-fn check_post_headers(headers: &HeaderMap) -> Result<(), Response> {
+/// accepts (406) and the protocol version it names (400): the refusal, if any. Absent headers
+/// are not required.
+fn refused_post_headers(headers: &HeaderMap) -> Option<Response> {
     let text = |name| headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or("?").to_ascii_lowercase());
     let refuse =
-        |status, message: String| Err(rpc_error(status, &Value::Null, RpcError::new(code::INVALID_REQUEST, message)));
+        |status, message: String| Some(rpc_error(status, &Value::Null, RpcError::new(code::INVALID_REQUEST, message)));
     if let Some(media) = text(header::CONTENT_TYPE)
         && media.split(';').next().map(str::trim) != Some("application/json")
     {
@@ -200,14 +201,14 @@ fn check_post_headers(headers: &HeaderMap) -> Result<(), Response> {
     if let Some(version) = headers.get(VERSION_HEADER).map(|v| v.to_str().unwrap_or("?"))
         && !protocol::is_supported(version)
     {
-        return Err(rpc_error(StatusCode::BAD_REQUEST, &Value::Null, RpcError::unsupported_version(version)));
+        return Some(rpc_error(StatusCode::BAD_REQUEST, &Value::Null, RpcError::unsupported_version(version)));
     }
-    Ok(())
+    None
 }
 
 async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let null = Value::Null;
-    if let Err(refused) = check_post_headers(&headers) {
+    if let Some(refused) = refused_post_headers(&headers) {
         return refused;
     }
     let limit = state.max_body_bytes;
@@ -285,7 +286,10 @@ async fn post_batch(state: Arc<AppState>, mut headers: HeaderMap, batch: Vec<Val
         return rpc_error(
             StatusCode::BAD_REQUEST,
             &Value::Null,
-            RpcError::new(code::INVALID_REQUEST, format!("a batch holds 1 to {MAX_BATCH} messages, not {}", batch.len())),
+            RpcError::new(
+                code::INVALID_REQUEST,
+                format!("a batch holds 1 to {MAX_BATCH} messages, not {}", batch.len()),
+            ),
         );
     }
     if batch.iter().any(|m| m.get("method") == Some(&Value::from("initialize"))) {
@@ -317,7 +321,10 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
         return rpc_error(
             StatusCode::BAD_REQUEST,
             &null,
-            RpcError::new(code::INVALID_REQUEST, "a JSON-RPC message is an object (or, in 2025-03-26, an array of them)"),
+            RpcError::new(
+                code::INVALID_REQUEST,
+                "a JSON-RPC message is an object (or, in 2025-03-26, an array of them)",
+            ),
         );
     };
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {

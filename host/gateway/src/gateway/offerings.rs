@@ -125,8 +125,15 @@ impl Gateway {
         let uri = params.get("uri").and_then(Value::as_str).ok_or_else(|| {
             RpcError::new(code::INVALID_PARAMS, "params.uri: required (a URI from resources/list or a template's)")
         })?;
-        let target = self.resource_target(uri, ctx).await?;
-        self.forward(serving(&target)?, method, params, ctx).await
+        let uri = uri.to_string();
+        let target = self.resource_target(&uri, ctx).await?;
+        let answer = self.forward(serving(&target)?, method, params, ctx).await?;
+        match method {
+            "resources/subscribe" => self.subscribed(ctx.session.as_deref(), &uri, true),
+            "resources/unsubscribe" => self.subscribed(ctx.session.as_deref(), &uri, false),
+            _ => {}
+        }
+        Ok(answer)
     }
 
     /// `completion/complete` for a prompt's argument (by its listed name) or a resource
