@@ -134,10 +134,23 @@ def test_servers_requests_reach_the_calling_client_and_its_answers_the_server(re
         text = asyncio.run(asyncio.wait_for(without_capability("legacy"), 30))
         assert "did not declare the capability sampling/createMessage" in text, text
         text = asyncio.run(asyncio.wait_for(without_capability("auto"), 30))
-        assert "not relayed to 2026-07-28 clients" in text, text
+        assert "did not declare the capability sampling/createMessage needs (in _meta" in text, text
+
+        # A 2026-07-28 client is asked through input_required results; its retry carries the answers.
+        async def stateless():
+            async with Client(h.url, mode="auto", sampling_callback=sampling, elicitation_callback=elicitation) as c:
+                sampled = await c.call_tool("test_sampling", {"prompt": "stateless"})
+                elicited = await c.call_tool("test_elicitation", {"message": "stateless?"})
+                return sampled, elicited
+
+        asked.clear()
+        sampled, elicited = asyncio.run(asyncio.wait_for(stateless(), 60))
+        assert sampled.content[0].text == "LLM response: from the client"
+        assert elicited.content[0].text == 'User response: action=accept, content={"response":"yes"}'
+        assert asked == ["stateless", "stateless?"]
         # None of it counted against the server.
         metrics = urllib.request.urlopen(f"{h.base}/metrics", timeout=10).read().decode()
-        assert 'hangar_calls_total{outcome="ok",server="reference",tool="test_sampling"} 3' in metrics
+        assert 'hangar_calls_total{outcome="ok",server="reference",tool="test_sampling"} 4' in metrics
         assert 'hangar_calls_total{outcome="error",server="reference"' not in metrics, [
             line for line in metrics.splitlines() if "hangar_calls_total" in line]
     finally:

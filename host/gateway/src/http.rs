@@ -75,6 +75,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Servers' requests sent to clients, waiting for their answers: (session, id).
     pub client_requests: Mutex<HashMap<(String, String), ClientAnswer>>,
+    /// 2026-07-28 clients' calls waiting for input, by Hangar's `requestState`.
+    pub parked: Mutex<HashMap<String, Parked>>,
     /// Which Origin and Host headers `/mcp` accepts (403 otherwise).
     pub origins: crate::origin::OriginPolicy,
 }
@@ -95,6 +97,7 @@ impl AppState {
             max_body_bytes: MAX_BODY_BYTES,
             origins: Default::default(),
             client_requests: Mutex::default(),
+            parked: Mutex::default(),
         }
     }
 }
@@ -430,6 +433,14 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
             ),
         );
     }
+    // A 2026-07-28 client's retry of a call parked for its input.
+    if modern
+        && method == "tools/call"
+        && let Some(token) = params.get("requestState").and_then(Value::as_str)
+        && token.starts_with(PARKED_PREFIX)
+    {
+        return resume(&state, &id, token, &params).await;
+    }
     // Handshake requests need a genuine session that its client has not ended.
     let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern);
     if !modern {
@@ -486,27 +497,51 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
     let accepts_events =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
     let (relay_tx, mut relay_rx) = mpsc::unbounded_channel::<Relay>();
-    let capabilities = session.map(|s| state.sessions.capabilities(s)).unwrap_or_default();
-    if accepts_events && method == "tools/call" {
+    let capabilities = match session {
+        Some(s) => state.sessions.capabilities(s),
+        // A stateless client declares its capabilities on every request.
+        None => ClientCapabilities::from_declared(
+            params.get("_meta").and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES)).unwrap_or(&Value::Null),
+        ),
+    };
+    if (accepts_events || modern) && method == "tools/call" {
         let progress_token = params.get("_meta").and_then(|m| m.get("progressToken")).cloned();
         ctx.relay = Some(CallRelay { progress_token, sink: relay_tx });
     }
     let gateway = state.gateway.clone();
     let method = method.to_string();
-    let mut call = Box::pin(async move {
+    let mut call: CallFuture = Box::pin(async move {
         let outcome = dispatch(&gateway, &method, params, &ctx, modern).await;
         outcome.map(|result| finish(&method, result, modern))
     });
-    let first = tokio::select! {
-        outcome = &mut call => {
-            drop(unregister);
-            return match outcome {
-                Ok(result) => json_response(StatusCode::OK, protocol::response(&id, result)),
-                Err(e) => rpc_error(StatusCode::OK, &id, e),
-            };
+    let first = loop {
+        tokio::select! {
+            outcome = &mut call => {
+                drop(unregister);
+                return match outcome {
+                    Ok(result) => json_response(StatusCode::OK, protocol::response(&id, result)),
+                    Err(e) => rpc_error(StatusCode::OK, &id, e),
+                };
+            }
+            _ = cancelled.notified() => return rpc_error(StatusCode::OK, &id, cancelled_error()),
+            Some(relay) = relay_rx.recv() => match relay {
+                Relay::Request { method, params, answer } if modern => {
+                    match refusal(modern, session, capabilities, &method) {
+                        Some(why) => {
+                            let _ = answer.send(Err(RpcError::new(code::METHOD_NOT_FOUND, why)));
+                        }
+                        None => {
+                            let parked = Parked { call, relays: relay_rx, answers: HashMap::new(), capabilities };
+                            let result = park(&state, parked, &method, params, answer);
+                            return json_response(StatusCode::OK, protocol::response(&id, result));
+                        }
+                    }
+                }
+                // A client that takes no event stream gets no notifications.
+                Relay::Notification(_) if !accepts_events => {}
+                relay => break relay,
+            },
         }
-        _ = cancelled.notified() => return rpc_error(StatusCode::OK, &id, cancelled_error()),
-        Some(relay) = relay_rx.recv() => relay,
     };
 
     // From the first relay on, answer as an event stream: what the server sends, then the answer.
@@ -524,6 +559,13 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
                     Relay::Notification(n) => {
                         let _ = out_tx.try_send(n);
                         true
+                    }
+                    Relay::Request { method, params, answer } if modern && refusal(modern, None, capabilities, &method).is_none() => {
+                        // 2026-07-28: the answer ends the stream as `input_required`; the call waits.
+                        let parked = Parked { call, relays: relay_rx, answers: HashMap::new(), capabilities };
+                        let result = park(&state, parked, &method, params, answer);
+                        let _ = out_tx.send(protocol::response(&id, result)).await;
+                        return;
                     }
                     Relay::Request { method, params, answer } => {
                         client_requests.send(&out_tx, modern, capabilities, &method, params, answer).await
@@ -560,6 +602,102 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
     axum::response::sse::Sse::new(events).into_response()
 }
 
+/// Why a client cannot be asked a server's request, if it cannot.
+fn refusal(modern: bool, session: Option<&str>, capabilities: ClientCapabilities, method: &str) -> Option<String> {
+    if !capabilities.answers(method) {
+        let when = if modern { "in _meta of its request" } else { "at initialize" };
+        return Some(format!("the client did not declare the capability {method} needs ({when})"));
+    }
+    (!modern && session.is_none()).then(|| format!("{method} needs a client session to answer it"))
+}
+
+/// A call that is its own future, kept across a 2026-07-28 client's rounds.
+type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, RpcError>> + Send>>;
+
+/// A stateless (2026-07-28) client's call waiting for the answers to its server's requests: it
+/// got `input_required` with Hangar's `requestState`, and retries the call with that state and
+/// `inputResponses`. The call is not polled meanwhile; dropping it (expiry) cancels it.
+pub struct Parked {
+    call: CallFuture,
+    relays: mpsc::UnboundedReceiver<Relay>,
+    answers: HashMap<String, ClientAnswer>,
+    capabilities: ClientCapabilities,
+}
+
+/// How `requestState` values of Hangar's own begin.
+const PARKED_PREFIX: &str = "hangar.";
+/// Calls waiting for their clients' input at once, and how long one waits.
+const MAX_PARKED: usize = 10_000;
+const PARKED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Parks a call on a server's request: the `input_required` result the client gets.
+fn park(state: &Arc<AppState>, mut parked: Parked, method: &str, params: Value, answer: ClientAnswer) -> Value {
+    let key = format!("hangar-{:016x}", rand::random::<u64>());
+    parked.answers.insert(key.clone(), answer);
+    let token = format!("{PARKED_PREFIX}{:032x}", rand::random::<u128>());
+    {
+        let mut all = state.parked.lock().unwrap();
+        if all.len() >= MAX_PARKED {
+            // Dropping the call cancels it; its server hears the request was not answered.
+            return json!({"resultType": "complete", "isError": true, "content": [{"type": "text",
+                "text": format!("{MAX_PARKED} calls are waiting for their clients' input here; try again later")}]});
+        }
+        all.insert(token.clone(), parked);
+    }
+    let (waiting, expired) = (Arc::downgrade(state), token.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(PARKED_FOR).await;
+        if let Some(state) = waiting.upgrade() {
+            state.parked.lock().unwrap().remove(&expired);
+        }
+    });
+    json!({
+        "resultType": "input_required",
+        "inputRequests": {key: {"method": method, "params": params}},
+        "requestState": token,
+    })
+}
+
+/// A 2026-07-28 client's retry of a parked call: its answers go to the server, and the call goes
+/// on until its result, or the next request (another round).
+async fn resume(state: &Arc<AppState>, id: &Value, token: &str, params: &Value) -> Response {
+    let Some(mut parked) = state.parked.lock().unwrap().remove(token) else {
+        return rpc_error(
+            StatusCode::OK,
+            id,
+            RpcError::new(code::INVALID_PARAMS, "params.requestState: unknown or expired; call the tool again without it"),
+        );
+    };
+    let responses = params.get("inputResponses").and_then(Value::as_object);
+    for (key, answer) in parked.answers.drain() {
+        let _ = match responses.and_then(|r| r.get(&key)) {
+            Some(response) => answer.send(Ok(response.clone())),
+            None => answer.send(Err(RpcError::new(code::INVALID_PARAMS, format!("the client sent no inputResponses[{key:?}]")))),
+        };
+    }
+    loop {
+        tokio::select! {
+            outcome = &mut parked.call => return match outcome {
+                Ok(result) => json_response(StatusCode::OK, protocol::response(id, result)),
+                Err(e) => rpc_error(StatusCode::OK, id, e),
+            },
+            Some(relay) = parked.relays.recv() => {
+                if let Relay::Request { method, params, answer } = relay {
+                    match refusal(true, None, parked.capabilities, &method) {
+                        Some(why) => {
+                            let _ = answer.send(Err(RpcError::new(code::METHOD_NOT_FOUND, why)));
+                        }
+                        None => {
+                            let result = park(state, parked, &method, params, answer);
+                            return json_response(StatusCode::OK, protocol::response(id, result));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The requests servers sent one client during one call: sent on the call's event stream under
 /// ids of the gateway's own, answered by the client's POSTs, forgotten when the call ends.
 struct ClientRequests {
@@ -580,16 +718,7 @@ impl ClientRequests {
         params: Value,
         answer: tokio::sync::oneshot::Sender<Result<Value, RpcError>>,
     ) -> bool {
-        let refusal = match &self.session {
-            _ if modern => Some(format!(
-                "{method} is not relayed to 2026-07-28 clients yet; a handshake-era session can answer it"
-            )),
-            None => Some(format!("{method} needs a client session to answer it")),
-            Some(_) if !capabilities.answers(method) => {
-                Some(format!("the client did not declare the capability {method} needs (at initialize)"))
-            }
-            Some(_) => None,
-        };
+        let refusal = refusal(modern, self.session.as_deref(), capabilities, method);
         tracing::debug!(method, refused = ?refusal, "a server's request for the client");
         if let Some(why) = refusal {
             let _ = answer.send(Err(RpcError::new(code::METHOD_NOT_FOUND, why)));
