@@ -260,7 +260,7 @@ def test_operator_and_core_serve_a_remote_server_to_the_official_sdk_client(crds
         operator = Operator(crds, tmp_path, "with-core", core_env(core))
         status = wait_for(lambda: (s := server_json(crds, "notes-team", "notes").get("status", {}))
                           .get("state") == "Ready" and s, timeout=90)
-        assert status["toolsCount"] == 3 and "word_count" in status["tools"], status
+        assert status["toolsCount"] == 4 and "word_count" in status["tools"], status
         conditions = {c["type"]: c["status"] for c in status["conditions"]}
         assert conditions.get("Registered") == "True", conditions
         columns = crds("get", "mcpservers", "-A").stdout

@@ -86,7 +86,7 @@ def test_registered_servers_are_served_reported_and_removed(core, notes_http):
 
     assert wait_for(lambda: asyncio.run(names()) == ["notes__word_count"])
     servers = wait_for(lambda: (s := admin(core, "GET", "/api/v1/servers")[1]["servers"]) and s[0]["state"] == "Ready" and s)
-    assert servers[0]["toolsCount"] == 3 and servers[0]["name"] == "notes"
+    assert servers[0]["toolsCount"] == 4 and servers[0]["name"] == "notes"
     # The operator turns this into status.lastHealthCheck.
     checked = wait_for(lambda: admin(core, "GET", "/api/v1/servers")[1]["servers"][0]["secondsSinceHealthCheck"] is not None)
     assert checked and admin(core, "GET", "/api/v1/servers")[1]["servers"][0]["secondsSinceHealthCheck"] <= 3
@@ -121,7 +121,7 @@ def test_bridge_serves_one_stdio_server_under_its_own_tool_names(tmp_path):
 
         for mode in ["auto", "legacy"]:
             tools, result = wait_for(lambda: (r := asyncio.run(session(mode))) and r[0] and r)
-            assert tools == ["add_note", "list_notes", "word_count"]
+            assert tools == ["add_note", "clear_notes", "list_notes", "word_count"]
             assert result == {"result": 3}
     finally:
         h.stop()
@@ -143,7 +143,7 @@ def test_the_bridge_enforces_the_servers_own_tool_lists(tmp_path):
                 return tools, refused
 
         tools, refused = wait_for(lambda: (r := asyncio.run(session())) and r[0] and r)
-        assert tools == ["list_notes"], "the allow list, minus the deny list"
+        assert tools == ["clear_notes", "list_notes"], "the allow list, minus the deny list"
         assert refused and "denyList" in refused, refused
     finally:
         h.stop()
@@ -177,7 +177,7 @@ def test_a_remote_server_unreachable_at_registration_recovers_when_it_comes_up(c
     assert wait_for(lambda: admin(core, "GET", "/api/v1/servers")[1]["servers"][0]["state"] == "Dead")
     p = subprocess.Popen([str(PYTHON), str(NOTES), "--http", str(port)], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
-        (server,) = wait_for(lambda: (s := admin(core, "GET", "/api/v1/servers")[1]["servers"]) and s[0]["state"] == "Ready" and s[0]["toolsCount"] == 3 and s)
+        (server,) = wait_for(lambda: (s := admin(core, "GET", "/api/v1/servers")[1]["servers"]) and s[0]["state"] == "Ready" and s[0]["toolsCount"] == 4 and s)
         assert "word_count" in server["tools"]
     finally:
         p.kill()

@@ -193,7 +193,7 @@ def test_bad_requests_get_clear_json_rpc_errors(start):
     h = start({})
     status, _, body = post(h.url, b"{not json")
     assert status == 400 and body["error"]["code"] == -32700
-    status, _, body = post(h.url, [LIST])
+    status, _, body = post(h.url, [LIST], {"mcp-protocol-version": "2025-06-18"})
     assert status == 400 and "batches" in body["error"]["message"]
     status, _, body = post(h.url, LIST)
     assert status == 400 and "Mcp-Session-Id" in body["error"]["message"]

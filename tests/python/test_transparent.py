@@ -307,3 +307,28 @@ def test_a_stdio_servers_requests_and_resource_updates_reach_the_client(tmp_path
         assert uri in updates, (uri, updates)
     finally:
         h.stop()
+
+
+def test_a_stateless_servers_input_required_reaches_clients_of_both_generations(tmp_path):
+    # The notes server (Python SDK 2.x) speaks 2026-07-28: clear_notes asks through input_required.
+    h = start(tmp_path / "run", {"notes.yaml": notes_server("notes")})
+    try:
+        wait_for(lambda: "notes__clear_notes" in names(h.url), timeout=60)
+        asked = []
+
+        async def elicitation(context, params):
+            asked.append(params.message)
+            return t.ElicitResult(action="accept", content={"confirm": True})
+
+        async def clear(mode, **callbacks):
+            async with Client(h.url, mode=mode, **callbacks) as c:
+                await c.call_tool("notes__add_note", {"text": "one"})
+                return (await c.call_tool("notes__clear_notes", {})).content[0].text
+
+        for mode in ("auto", "legacy"):
+            assert asyncio.run(asyncio.wait_for(clear(mode, elicitation_callback=elicitation), 60)) == "cleared", mode
+        assert asked == ["Remove all 1 notes?", "Remove all 1 notes?"], asked
+        e = mcp_error(clear("legacy"))
+        assert "did not declare the capability elicitation/create" in str(e), e
+    finally:
+        h.stop()

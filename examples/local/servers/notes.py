@@ -1,9 +1,16 @@
 """A small MCP server written with the official Python SDK (2.x, 2026-07-28 by default):
-a notebook with `add_note`, `list_notes` and `word_count`. Runs over stdio, or over Streamable
-HTTP with `--http PORT`. Notes live in memory, per process."""
+a notebook with `add_note`, `list_notes`, `word_count` and `clear_notes` (which asks the user
+to confirm: in 2026-07-28 through an `input_required` result, in older revisions with an
+`elicitation/create` request). Runs over stdio, or over Streamable HTTP with `--http PORT`.
+Notes live in memory, per process."""
 import sys
+from typing import Annotated
+
+from pydantic import BaseModel
 
 from mcp.server import MCPServer
+from mcp.server.elicitation import ElicitationResult
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 
 server = MCPServer("notes")
 NOTES: list[str] = []
@@ -26,6 +33,23 @@ def list_notes() -> str:
 def word_count(text: str) -> int:
     """Count the words in a text."""
     return len(text.split())
+
+
+class Confirmation(BaseModel):
+    confirm: bool
+
+
+def ask_to_clear() -> Elicit[Confirmation]:
+    return Elicit(f"Remove all {len(NOTES)} notes?", Confirmation)
+
+
+@server.tool()
+def clear_notes(answer: Annotated[ElicitationResult[Confirmation], Resolve(ask_to_clear)]) -> str:
+    """Remove every note, once the user confirms."""
+    if answer.action == "accept" and answer.data.confirm:
+        NOTES.clear()
+        return "cleared"
+    return f"kept ({answer.action})"
 
 
 if __name__ == "__main__":

@@ -116,6 +116,58 @@ impl Backend {
         relay: Option<&CallRelay>,
         session: Option<&str>,
     ) -> Result<Value, BackendError> {
+        // A 2026-07-28 server asks the client through `input_required` results: its requests go
+        // to the client like any server's, and the call is sent again with the answers.
+        let again = (relay.is_some() && self.speaks_modern()).then(|| params.clone());
+        let mut result = self.request_once(method, params, ready_within, answer_within, relay, session).await?;
+        for _ in 0..MAX_INPUT_ROUNDS {
+            if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+                return Ok(result);
+            }
+            let (Some(relay), Some(base)) = (relay, again.as_ref()) else { break };
+            let mut responses = serde_json::Map::new();
+            let requests = result.get("inputRequests").and_then(Value::as_object).cloned().unwrap_or_default();
+            for (key, request) in requests {
+                let method = request.get("method").and_then(Value::as_str).unwrap_or_default();
+                let params = request.get("params").cloned().unwrap_or_default();
+                match relay_request(relay, method, params).await {
+                    Ok(Ok(answer)) => responses.insert(key, answer),
+                    Ok(Err(e)) => return Err(BackendError::Rpc(e)),
+                    Err(_) => return Err(BackendError::Unavailable("the client's call ended".into())),
+                };
+            }
+            let mut next = base.clone();
+            if let Some(object) = next.as_object_mut() {
+                object.insert("inputResponses".into(), Value::Object(responses));
+                if let Some(state) = result.get("requestState") {
+                    object.insert("requestState".into(), state.clone());
+                }
+            }
+            result = self.request_once(method, next, ready_within, answer_within, Some(relay), session).await?;
+        }
+        if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+            return Err(BackendError::Rpc(RpcError::new(
+                code::INTERNAL_ERROR,
+                format!("the server still needs input after {MAX_INPUT_ROUNDS} rounds, or no client can give it"),
+            )));
+        }
+        Ok(result)
+    }
+
+    /// Whether the server speaks the stateless revision (or may: not connected yet).
+    fn speaks_modern(&self) -> bool {
+        matches!(self.era(), Some(Era::Modern) | None)
+    }
+
+    async fn request_once(
+        &self,
+        method: &str,
+        params: Value,
+        ready_within: Duration,
+        answer_within: Duration,
+        relay: Option<&CallRelay>,
+        session: Option<&str>,
+    ) -> Result<Value, BackendError> {
         match self {
             Backend::Stdio(b) => {
                 let live = b.ready(ready_within).await?;
@@ -246,12 +298,10 @@ fn speaks_modern(discover: &Value) -> bool {
     discover.get("supportedVersions").and_then(Value::as_array).is_some_and(|v| v.iter().any(|v| v == MODERN_VERSION))
 }
 
-/// Hangar relays servers' requests to the client of the call (which may still refuse them), so
-/// it declares what it relays.
 fn initialize_params() -> Value {
     json!({
         "protocolVersion": protocol::LATEST_HANDSHAKE,
-        "capabilities": {"sampling": {}, "elicitation": {}, "roots": {}},
+        "capabilities": protocol::relayed_capabilities(),
         "clientInfo": protocol::server_info(),
     })
 }
@@ -1042,6 +1092,9 @@ fn is_event_stream(response: &reqwest::Response) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("text/event-stream"))
 }
+
+/// Rounds of `input_required` one call may take.
+const MAX_INPUT_ROUNDS: usize = 10;
 
 /// How often, at most, an answer's event stream is resumed after the server closed it.
 const MAX_RESUMPTIONS: u32 = 10;

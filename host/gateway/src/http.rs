@@ -560,7 +560,9 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
                         let _ = out_tx.try_send(n);
                         true
                     }
-                    Relay::Request { method, params, answer } if modern && refusal(modern, None, capabilities, &method).is_none() => {
+                    Relay::Request { method, params, answer }
+                        if modern && refusal(modern, None, capabilities, &method).is_none() =>
+                    {
                         // 2026-07-28: the answer ends the stream as `input_required`; the call waits.
                         let parked = Parked { call, relays: relay_rx, answers: HashMap::new(), capabilities };
                         let result = park(&state, parked, &method, params, answer);
@@ -665,14 +667,18 @@ async fn resume(state: &Arc<AppState>, id: &Value, token: &str, params: &Value) 
         return rpc_error(
             StatusCode::OK,
             id,
-            RpcError::new(code::INVALID_PARAMS, "params.requestState: unknown or expired; call the tool again without it"),
+            RpcError::new(
+                code::INVALID_PARAMS,
+                "params.requestState: unknown or expired; call the tool again without it",
+            ),
         );
     };
     let responses = params.get("inputResponses").and_then(Value::as_object);
     for (key, answer) in parked.answers.drain() {
         let _ = match responses.and_then(|r| r.get(&key)) {
             Some(response) => answer.send(Ok(response.clone())),
-            None => answer.send(Err(RpcError::new(code::INVALID_PARAMS, format!("the client sent no inputResponses[{key:?}]")))),
+            None => answer
+                .send(Err(RpcError::new(code::INVALID_PARAMS, format!("the client sent no inputResponses[{key:?}]")))),
         };
     }
     loop {

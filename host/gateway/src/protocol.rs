@@ -106,9 +106,15 @@ pub fn notification(method: &str, params: Value) -> Value {
 pub fn modern_meta() -> Value {
     json!({
         META_PROTOCOL_VERSION: MODERN_VERSION,
-        META_CLIENT_CAPABILITIES: {},
+        META_CLIENT_CAPABILITIES: relayed_capabilities(),
         META_CLIENT_INFO: {"name": "hangar", "version": env!("CARGO_PKG_VERSION")},
     })
+}
+
+/// What Hangar declares to servers: the requests it relays to the client of the call (which may
+/// still refuse them, with a clear error).
+pub fn relayed_capabilities() -> Value {
+    json!({"sampling": {}, "elicitation": {"form": {}}, "roots": {}})
 }
 
 /// The revision a request says it speaks through `_meta`, if it says one.
