@@ -332,3 +332,25 @@ def test_a_stateless_servers_input_required_reaches_clients_of_both_generations(
         assert "did not declare the capability elicitation/create" in str(e), e
     finally:
         h.stop()
+
+
+def test_a_stateless_client_listens_for_list_changes(tmp_path):
+    h = start(tmp_path / "run", {"notes.yaml": notes_server("notes")})
+    try:
+        wait_for(lambda: "notes__add_note" in names(h.url), timeout=60)
+
+        async def listen():
+            async with Client(h.url, mode="auto") as c:
+                async with c.listen(tools_list_changed=True, resource_subscriptions=["test://x"]) as sub:
+                    honored = sub.honored
+                    # A second server arrives: the tool list changes.
+                    (h.folder / "everything.yaml").write_text(everything_server())
+                    event = await asyncio.wait_for(sub.__anext__(), 60)
+                    return honored, event
+
+        honored, event = asyncio.run(listen())
+        assert honored.tools_list_changed and not honored.resource_subscriptions, honored
+        assert "ToolsListChanged" in type(event).__name__, event
+        wait_for(lambda: "everything__echo" in names(h.url), timeout=60)
+    finally:
+        h.stop()

@@ -13,6 +13,7 @@ pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// JSON-RPC and MCP error codes used here.
 pub mod code {
@@ -137,11 +138,17 @@ pub fn server_info() -> Value {
 }
 
 /// What the gateway offers. Handshake clients hear of list changes on their GET stream and may
-/// subscribe to resources; the stateless revision delivers those through `subscriptions/listen`,
-/// which is not offered yet, so they are not claimed there.
+/// subscribe to resources; stateless clients hear of list changes through `subscriptions/listen`
+/// (resource subscriptions are not honored there yet, so not claimed).
 pub fn capabilities(modern: bool) -> Value {
     if modern {
-        return json!({"tools": {}, "prompts": {}, "resources": {}, "completions": {}, "logging": {}});
+        return json!({
+            "tools": {"listChanged": true},
+            "prompts": {"listChanged": true},
+            "resources": {"listChanged": true},
+            "completions": {},
+            "logging": {},
+        });
     }
     json!({
         "tools": {"listChanged": true},
