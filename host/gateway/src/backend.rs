@@ -363,7 +363,7 @@ async fn follow_session_stream(
             let event = parse_event(&String::from_utf8_lossy(&buffer[..end]));
             buffer.drain(..end + skip);
             let Some(stream) = stream.upgrade() else { return };
-            let latest = stream.calls.lock().unwrap().last().map(|(_, r)| r.clone());
+            let latest = owner(&stream.calls.lock().unwrap(), stream.shared);
             if let Some(message) = event.message {
                 relay_from_server(&answer_server, &events, headers.clone(), latest.as_ref(), message);
             }
@@ -765,11 +765,12 @@ fn dispatch(
         }
         // A request from the server (sampling, elicitation, roots): to the latest call's client.
         (Some(method), Some(id)) => {
-            let latest = progress.lock().unwrap().calls.last().map(|(_, r)| r.clone());
+            // A stdio process serves every client: only a lone call in flight can be its owner.
+            let latest = owner(&progress.lock().unwrap().calls, true);
             let Some(relay) = latest else {
                 let error = RpcError::new(
                     code::METHOD_NOT_FOUND,
-                    format!("{method} is not available here: no client call is waiting on this server"),
+                    format!("{method} is not available here: not exactly one client call is waiting on this server"),
                 );
                 let _ = stdin.try_send(protocol::error_response(id, &error).to_string());
                 return;
@@ -781,7 +782,7 @@ fn dispatch(
             });
         }
         (Some("notifications/message"), None) => {
-            if let Some((_, relay)) = progress.lock().unwrap().calls.last() {
+            if let Some(relay) = owner(&progress.lock().unwrap().calls, true) {
                 let _ = relay.sink.send(Relay::Notification(message.clone()));
             }
         }
@@ -854,7 +855,7 @@ impl HttpBackend {
             (s.era.clone(), s.session.clone())
         };
         if let Some(own) = own {
-            let _listening = self.listen(method, own, &era, relay).await;
+            let _listening = self.listen(method, own, false, &era, relay).await;
             match self.post(method, with_era_meta(&era, params.clone()), &era, Some(own), relay).await {
                 Err(BackendError::SessionLost(_)) => {
                     tracing::warn!(server = %self.name, "the client's backend session has expired; using the core's own");
@@ -864,7 +865,7 @@ impl HttpBackend {
         }
         let session = shared;
         let _listening = match &session {
-            Some(session) => self.listen(method, session, &era, relay).await,
+            Some(session) => self.listen(method, session, true, &era, relay).await,
             None => None,
         };
         match self.post(method, with_era_meta(&era, params.clone()), &era, session.as_deref(), relay).await {
@@ -1038,7 +1039,14 @@ impl HttpBackend {
     /// call goes out, or a request the server sends at once would be missed), and registers the
     /// call's relay there. A server's request with no call to take it is answered with an error
     /// at once, never left waiting. None when the server offers no such stream.
-    async fn listen(&self, method: &str, session: &str, era: &Era, relay: Option<&CallRelay>) -> Option<StreamCall> {
+    async fn listen(
+        &self,
+        method: &str,
+        session: &str,
+        shared: bool,
+        era: &Era,
+        relay: Option<&CallRelay>,
+    ) -> Option<StreamCall> {
         if method != "tools/call" {
             return None;
         }
@@ -1059,6 +1067,7 @@ impl HttpBackend {
                     next_call: AtomicU64::new(0),
                     ended: (!offered).into(),
                     offered,
+                    shared,
                     task: Mutex::new(None),
                 });
                 if !offered {
@@ -1259,6 +1268,8 @@ struct SessionStream {
     ended: std::sync::atomic::AtomicBool,
     /// The server answered the GET with a stream (else it has none, and is not asked again).
     offered: bool,
+    /// The core's own session, which carries many clients' calls.
+    shared: bool,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -1267,6 +1278,17 @@ impl Drop for SessionStream {
         if let Some(task) = self.task.lock().unwrap().take() {
             task.abort();
         }
+    }
+}
+
+/// The call a message that names no request belongs to: the latest one of a client's own
+/// session; in a session many clients share, only a lone call (with several, which client it
+/// is for cannot be told, and guessing could hand one client's data to another).
+fn owner(calls: &[(u64, CallRelay)], shared: bool) -> Option<CallRelay> {
+    match calls {
+        [(_, only)] => Some(only.clone()),
+        [.., (_, latest)] if !shared => Some(latest.clone()),
+        _ => None,
     }
 }
 
@@ -1348,6 +1370,19 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_naming_no_request_goes_to_a_call_only_when_its_owner_is_certain() {
+        let relay = |n: u64| {
+            let (sink, _) = mpsc::unbounded_channel();
+            (n, CallRelay { progress_token: Some(Value::from(n)), sink })
+        };
+        let token = |r: Option<CallRelay>| r.and_then(|r| r.progress_token);
+        assert_eq!(token(owner(&[], false)), None);
+        assert_eq!(token(owner(&[relay(1)], true)), Some(Value::from(1)), "a lone call in a shared session");
+        assert_eq!(token(owner(&[relay(1), relay(2)], false)), Some(Value::from(2)), "one client's latest call");
+        assert_eq!(token(owner(&[relay(1), relay(2)], true)), None, "two clients' calls: nobody's");
+    }
 
     #[test]
     fn events_are_split_and_parsed_with_their_ids_and_retry_hints() {
