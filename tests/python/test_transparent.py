@@ -354,3 +354,33 @@ def test_a_stateless_client_listens_for_list_changes(tmp_path):
         wait_for(lambda: "everything__echo" in names(h.url), timeout=60)
     finally:
         h.stop()
+
+
+def test_a_dropped_answer_stream_resumes_with_last_event_id(tmp_path):
+    h = start(tmp_path / "run", {"everything.yaml": everything_server()})
+    try:
+        wait_for(lambda: "everything__trigger-long-running-operation" in names(h.url), timeout=60)
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        request = urllib.request.Request(h.url, data=json.dumps(INITIALIZE).encode(), method="POST", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as r:
+            session = r.headers["mcp-session-id"]
+        headers |= {"mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+        call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+            "name": "everything__trigger-long-running-operation", "arguments": {"duration": 3, "steps": 6},
+            "_meta": {"progressToken": "p"}}}
+        request = urllib.request.Request(h.url, data=json.dumps(call).encode(), method="POST", headers=headers)
+        r = urllib.request.urlopen(request, timeout=30)
+        first = [r.readline().decode() for _ in range(6)]  # the priming event, then the first progress
+        r.close()  # the connection drops mid-call
+        ids = [line.split(":", 1)[1].strip() for line in first if line.startswith("id:")]
+        assert ids and ids[0].endswith(":0"), first  # a priming event with an id and no data
+        last = ids[-1]
+        resume = urllib.request.Request(h.url, method="GET", headers={
+            "accept": "text/event-stream", "mcp-session-id": session, "last-event-id": last})
+        with urllib.request.urlopen(resume, timeout=30) as rest:
+            messages = [json.loads(line[5:]) for line in rest.read().decode().splitlines() if line.startswith("data:") and line[5:].strip()]
+        assert messages[-1]["id"] == 9 and "result" in messages[-1], messages[-1]
+        progress = [m["params"]["progress"] for m in messages if m.get("method") == "notifications/progress"]
+        assert progress and progress == sorted(progress), progress  # the rest, in order, none twice
+    finally:
+        h.stop()

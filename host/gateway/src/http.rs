@@ -77,6 +77,8 @@ pub struct AppState {
     pub client_requests: Mutex<HashMap<(String, String), ClientAnswer>>,
     /// 2026-07-28 clients' calls waiting for input, by Hangar's `requestState`.
     pub parked: Mutex<HashMap<String, Parked>>,
+    /// 2025-11-25 clients' answer streams, resumable with `Last-Event-ID`.
+    pub answer_streams: Arc<crate::answer_stream::AnswerStreams>,
     /// Which Origin and Host headers `/mcp` accepts (403 otherwise).
     pub origins: crate::origin::OriginPolicy,
 }
@@ -98,6 +100,7 @@ impl AppState {
             origins: Default::default(),
             client_requests: Mutex::default(),
             parked: Mutex::default(),
+            answer_streams: Arc::default(),
         }
     }
 }
@@ -150,6 +153,13 @@ async fn get_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     use tokio_stream::wrappers::BroadcastStream;
     match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
         Some(id) if state.sessions.verify(id) => {
+            if let Some(resumed) = headers
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|last| state.answer_streams.resume(id, last))
+            {
+                return Sse::new(resumed.map(Ok::<_, std::convert::Infallible>)).into_response();
+            }
             let everyone = BroadcastStream::new(state.gateway.notices.subscribe());
             let own = BroadcastStream::new(state.gateway.client_notices(id));
             let stream = everyone.merge(own).filter_map(|e| e.ok()).map(|notice| {
@@ -551,6 +561,10 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
     // What the client has not read yet is bounded: notifications beyond it are dropped (they
     // are advisory), requests and the answer wait for room.
     let (out_tx, out_rx) = mpsc::channel::<Value>(PROGRESS_QUEUE);
+    let streams = state.answer_streams.clone();
+    let resumable_session = session_owned
+        .clone()
+        .filter(|_| headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()) == Some(protocol::LATEST_HANDSHAKE));
     tokio::spawn(async move {
         let _unregister = unregister;
         let client_requests = ClientRequests { state: state.clone(), session: session_owned, ids: Vec::new() };
@@ -601,6 +615,16 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
         }
         let _ = out_tx.send(message).await;
     });
+    // 2025-11-25 asks for event ids and a priming event, so that a dropped connection can resume.
+    let out_rx = match (resumable_session, accepts_events) {
+        (Some(session), true) => match streams.start(&session, out_rx) {
+            Ok(events) => {
+                return axum::response::sse::Sse::new(events.map(Ok::<_, std::convert::Infallible>)).into_response();
+            }
+            Err(out_rx) => out_rx,
+        },
+        _ => out_rx,
+    };
     let events = tokio_stream::wrappers::ReceiverStream::new(out_rx).map(|m| {
         Ok::<_, std::convert::Infallible>(axum::response::sse::Event::default().event("message").data(m.to_string()))
     });

@@ -5,6 +5,7 @@
 //! Builds without the operator and without any Kubernetes client.
 
 pub mod admin;
+pub mod answer_stream;
 pub mod backend;
 pub mod breaker;
 pub mod catalog;
