@@ -1214,7 +1214,9 @@ fn relay_from_server(
             let Some(relay) = relay else {
                 let error = RpcError::new(
                     code::METHOD_NOT_FOUND,
-                    format!("{method} is not available here: no client call is waiting on this server"),
+                    format!(
+                        "{method} is not available here: no call of a client that can answer it is waiting on this server"
+                    ),
                 );
                 answer_server(headers, protocol::error_response(&server_id, &error));
                 return;

@@ -846,17 +846,26 @@ impl Gateway {
         F: Fn(Target) -> Fut,
         Fut: std::future::Future<Output = Vec<Value>>,
     {
-        let targets = self.targets();
         if self.unprefixed {
             // The bridge's one server decides itself about every name (its policy says why not).
-            let target = targets.into_iter().next().ok_or_else(|| unavailable("no server configured"))?;
-            return Ok((target, qualified.to_string()));
+            let server = self.servers.read().unwrap().values().next().cloned();
+            let server = server.ok_or_else(|| unavailable("no server configured"))?;
+            return Ok((Target::Server(server), qualified.to_string()));
         }
         if let Some((name, item)) = qualified.split_once(SEPARATOR) {
-            if let Some(target) = targets.iter().find(|t| t.name() == name) {
-                return Ok((target.clone(), item.to_string()));
+            // Looked up by name: a call costs the same however many servers there are.
+            let group = self.groups.read().unwrap().get(name).cloned();
+            if let Some(group) = group {
+                let members = group.members.iter().filter_map(|m| self.member(&group, &m.name)).collect();
+                return Ok((Target::Group(group, members), item.to_string()));
             }
-            if let Some(server) = self.server(name)
+            let server = self.server(name);
+            if let Some(server) = &server
+                && self.hiding_group(server).is_none()
+            {
+                return Ok((Target::Server(server.clone()), item.to_string()));
+            }
+            if let Some(server) = server
                 && let Some(group) = self.hiding_group(&server)
             {
                 return Err(RpcError::new(
@@ -868,7 +877,7 @@ impl Gateway {
             }
         }
         let mut listing_it = Vec::new();
-        for target in targets.into_iter().filter(|t| self.unprefixed(t)) {
+        for target in self.targets().into_iter().filter(|t| self.unprefixed(t)) {
             if listed(target.clone()).await.iter().any(|i| i["name"] == qualified) {
                 listing_it.push(target);
             }

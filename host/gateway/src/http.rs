@@ -517,8 +517,19 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
             params.get("_meta").and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES)).unwrap_or(&Value::Null),
         ),
     };
-    if (accepts_events || modern) && method == "tools/call" {
-        let progress_token = params.get("_meta").and_then(|m| m.get("progressToken")).cloned();
+    let meta = params.get("_meta");
+    let progress_token = meta.and_then(|m| m.get("progressToken")).cloned();
+    // What may come back during the call: a stateless client hears only what it asked for
+    // (progress by its token, log messages by its logLevel, requests by its capabilities).
+    let relayed = match modern {
+        true => {
+            progress_token.is_some()
+                || capabilities != ClientCapabilities::default()
+                || meta.is_some_and(|m| m.get(protocol::META_LOG_LEVEL).is_some())
+        }
+        false => accepts_events,
+    };
+    if relayed && method == "tools/call" {
         ctx.relay = Some(CallRelay { progress_token, sink: relay_tx });
     }
     let gateway = state.gateway.clone();
