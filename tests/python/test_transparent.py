@@ -385,3 +385,22 @@ def test_a_dropped_answer_stream_resumes_with_last_event_id(tmp_path):
         assert progress and progress == sorted(progress), progress  # the rest, in order, none twice
     finally:
         h.stop()
+
+
+def test_prompts_and_resources_count_against_the_servers_rate_limit(reference, tmp_path):  # noqa: F811
+    limited = ", tools: {rateLimit: {requestsPerMinute: 3, burst: 3}}"
+    h = start(tmp_path / "run", {"reference.yaml": remote("reference", reference, limited)})
+    try:
+        wait_for(lambda: "reference__test_simple_text" in names(h.url), timeout=60)
+
+        async def spend():
+            async with Client(h.url, mode="legacy") as c:
+                await c.get_prompt("reference__test_simple_prompt")
+                await c.read_resource("test://static-text")
+                await c.call_tool("reference__test_simple_text", {})  # the same bucket as tools
+                await c.get_prompt("reference__test_simple_prompt")
+
+        e = mcp_error(spend())
+        assert e.code == -32029 and "spec.tools.rateLimit" in str(e), e
+    finally:
+        h.stop()

@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use hangar_plugin_runtime::{Call, Caller, Decision};
+
 use super::{CallContext, CallError, Gateway, ServerEntry, Target, catalog, unavailable};
 use crate::protocol::{RpcError, code};
 
@@ -35,6 +37,47 @@ impl Gateway {
             )
             .await
             .map_err(|e| CallError::Backend(e).to_rpc())
+    }
+
+    /// The server's governance of one prompt, resource or completion request: its rate limit
+    /// (`spec.tools.rateLimit`, the bucket its tool calls share) counts it, and a custom policy
+    /// plugin decides on it as on a tool named `prompt:<name>` or `resource:<uri>` (the
+    /// manifest's allowList and denyList name tools only).
+    async fn govern(&self, server: &ServerEntry, item: &str, ctx: &CallContext) -> Result<(), RpcError> {
+        let mut limits = Vec::new();
+        if let Some(rate) = server.spec.tools.as_ref().and_then(|t| t.rate_limit.as_ref()) {
+            let rpm = rate.requests_per_minute.max(0) as u32;
+            limits.push((server.name.clone(), rpm, rate.burst.map_or(rpm, |b| b.max(0) as u32)));
+        }
+        if server.floor.is_some() {
+            let call = Call {
+                server: server.name.clone(),
+                tool: item.to_string(),
+                caller: Caller::unverified(&ctx.caller),
+                argument_bytes: 0,
+            };
+            match server.policy.check_off_worker(call).await.0 {
+                Decision::Deny(why) => {
+                    return Err(
+                        RpcError::new(code::DENIED, why).with_data(json!({"server": server.name, "item": item}))
+                    );
+                }
+                Decision::Allow(more) => {
+                    limits.extend(more.into_iter().map(|b| (b.key, b.requests_per_minute, b.burst)));
+                }
+            }
+        }
+        self.limiter.take(&limits).map_err(|exhausted| {
+            RpcError::new(
+                code::RATE_LIMITED,
+                format!(
+                    "rate limit of server {:?} reached (spec.tools.rateLimit); retry in {:.1}s",
+                    server.name,
+                    exhausted.retry_after.as_secs_f64()
+                ),
+            )
+            .with_data(json!({"server": server.name, "retryAfterMs": exhausted.retry_after.as_millis() as u64}))
+        })
     }
 
     /// Every page of a list (`key` holds the items); a server that does not offer it has none.
@@ -87,8 +130,10 @@ impl Gateway {
             RpcError::new(code::INVALID_PARAMS, "params.name: required (the prompt to get, as listed by prompts/list)")
         })?;
         let (target, prompt) = self.prompt_target(name, ctx).await?;
+        let server = serving(&target)?;
+        self.govern(server, &format!("prompt:{prompt}"), ctx).await?;
         params["name"] = Value::String(prompt);
-        self.forward(serving(&target)?, "prompts/get", params, ctx).await
+        self.forward(server, "prompts/get", params, ctx).await
     }
 
     pub async fn list_resources(&self, ctx: &CallContext) -> Value {
@@ -127,7 +172,9 @@ impl Gateway {
         })?;
         let uri = uri.to_string();
         let target = self.resource_target(&uri, ctx).await?;
-        let answer = self.forward(serving(&target)?, method, params, ctx).await?;
+        let server = serving(&target)?;
+        self.govern(server, &format!("resource:{uri}"), ctx).await?;
+        let answer = self.forward(server, method, params, ctx).await?;
         match method {
             "resources/subscribe" => self.subscribed(ctx.session.as_deref(), &uri, true),
             "resources/unsubscribe" => self.subscribed(ctx.session.as_deref(), &uri, false),
@@ -168,7 +215,13 @@ impl Gateway {
                 ));
             }
         };
-        self.forward(serving(&target)?, "completion/complete", params, ctx).await
+        let server = serving(&target)?;
+        let item = match reference["type"].as_str() {
+            Some("ref/prompt") => format!("prompt:{}", params["ref"]["name"].as_str().unwrap_or_default()),
+            _ => format!("resource:{}", reference["uri"].as_str().unwrap_or_default()),
+        };
+        self.govern(server, &item, ctx).await?;
+        self.forward(server, "completion/complete", params, ctx).await
     }
 
     /// `logging/setLevel`: every serving server that offers logging gets the level.
