@@ -407,6 +407,18 @@ pub enum Removal {
     OtherNamespace(String),
 }
 
+/// The MCP error for a request over its server's rate limit.
+fn rate_limited(server: &str, exhausted: &crate::ratelimit::Exhausted) -> RpcError {
+    RpcError::new(
+        code::RATE_LIMITED,
+        format!(
+            "rate limit of server {server:?} reached (spec.tools.rateLimit); retry in {:.1}s",
+            exhausted.retry_after.as_secs_f64()
+        ),
+    )
+    .with_data(json!({"server": server, "retryAfterMs": exhausted.retry_after.as_millis() as u64}))
+}
+
 /// The one MCP error for "the server cannot serve now".
 pub fn unavailable(why: &str) -> RpcError {
     RpcError::new(code::SERVER_UNAVAILABLE, format!("server unavailable: {why}"))
@@ -1035,17 +1047,7 @@ impl Gateway {
         if let Err(exhausted) = self.limiter.take(&limits) {
             self.metrics.rate_limited.with_label_values(&[&server.name]).inc();
             self.metrics.calls.with_label_values(&labels("rate_limited")).inc();
-            return Err(CallError::Refused(
-                RpcError::new(
-                    code::RATE_LIMITED,
-                    format!(
-                        "rate limit of server {:?} reached (spec.tools.rateLimit); retry in {:.1}s",
-                        server.name,
-                        exhausted.retry_after.as_secs_f64()
-                    ),
-                )
-                .with_data(json!({"server": server.name, "retryAfterMs": exhausted.retry_after.as_millis() as u64})),
-            ));
+            return Err(CallError::Refused(rate_limited(&server.name, &exhausted)));
         }
         if let Err(retry_after) = server.breaker.admit() {
             self.metrics.calls.with_label_values(&labels("breaker_open")).inc();

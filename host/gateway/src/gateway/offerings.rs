@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use hangar_plugin_runtime::{Call, Caller, Decision};
 
-use super::{CallContext, CallError, Gateway, ServerEntry, Target, catalog, unavailable};
+use super::{CallContext, CallError, Gateway, ServerEntry, Target, catalog, rate_limited, unavailable};
 use crate::protocol::{RpcError, code};
 
 /// Pages of one list a backend may return before the rest is left out.
@@ -67,17 +67,7 @@ impl Gateway {
                 }
             }
         }
-        self.limiter.take(&limits).map_err(|exhausted| {
-            RpcError::new(
-                code::RATE_LIMITED,
-                format!(
-                    "rate limit of server {:?} reached (spec.tools.rateLimit); retry in {:.1}s",
-                    server.name,
-                    exhausted.retry_after.as_secs_f64()
-                ),
-            )
-            .with_data(json!({"server": server.name, "retryAfterMs": exhausted.retry_after.as_millis() as u64}))
-        })
+        self.limiter.take(&limits).map_err(|exhausted| rate_limited(&server.name, &exhausted))
     }
 
     /// Every page of a list (`key` holds the items); a server that does not offer it has none.
