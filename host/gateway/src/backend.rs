@@ -365,7 +365,7 @@ async fn follow_session_stream(
             let Some(stream) = stream.upgrade() else { return };
             let latest = owner(&stream.calls.lock().unwrap(), stream.shared);
             if let Some(message) = event.message {
-                relay_from_server(&answer_server, &events, headers.clone(), latest.as_ref(), message);
+                relay_from_server(&answer_server, &events, &headers, latest.as_ref(), message);
             }
         }
     }
@@ -820,18 +820,22 @@ pub struct HttpBackend {
     /// Standalone streams of clients' backend sessions, opened for clients that answer requests.
     streams: Mutex<HashMap<String, Arc<SessionStream>>>,
     events: EventSink,
+    /// Sends the server the answers to its requests (built once: every stream shares it).
+    answer_server: Answerer,
 }
 
 impl HttpBackend {
     fn new(name: &str, endpoint: String, events: mpsc::UnboundedSender<BackendEvent>) -> Self {
+        // A backend's redirect could point core anywhere (an SSRF read): never followed.
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a TLS backend is compiled in");
         Self {
             name: name.to_string(),
+            answer_server: answerer(client.clone(), endpoint.clone(), name.to_string()),
             endpoint,
-            // A backend's redirect could point core anywhere (an SSRF read): never followed.
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("a TLS backend is compiled in"),
+            client,
             next_id: AtomicU64::new(1),
             state: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -983,7 +987,7 @@ impl HttpBackend {
         let status = response.status();
         let new_session = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         let (message, text) = if is_event_stream(&response) && status.is_success() {
-            let answering = Answering { backend: self, id, relay, headers: &headers, era, session };
+            let answering = Answering { backend: self, id, relay, headers: &headers };
             (answering.read(response).await.map_err(unavailable)?, String::new())
         } else {
             let text = read_capped(response, MAX_ANSWER_BYTES).await.map_err(unavailable)?;
@@ -1013,28 +1017,29 @@ impl HttpBackend {
             }
         }
     }
+}
 
-    /// Sends the server answers to its requests (JSON-RPC responses, in `headers`' session),
-    /// each in a task of its own; usable after `self` is gone.
-    fn answerer(&self) -> Answerer {
-        let (client, endpoint, name) = (self.client.clone(), self.endpoint.clone(), self.name.clone());
-        Arc::new(move |mut headers: reqwest::header::HeaderMap, message: Value| {
-            headers.remove("mcp-method");
-            headers.remove("mcp-name");
-            headers.insert("accept", "application/json, text/event-stream".parse().unwrap());
-            let (client, endpoint, name) = (client.clone(), endpoint.clone(), name.clone());
-            tokio::spawn(async move {
-                match client.post(&endpoint).headers(headers).json(&message).send().await {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => {
-                        tracing::warn!(server = %name, status = %r.status(), "the server refused the answer to its request")
-                    }
-                    Err(e) => tracing::warn!(server = %name, "could not answer the server's request: {e}"),
+/// Sends a server the answers to its requests (JSON-RPC responses, in `headers`' session), each
+/// in a task of its own; usable after the backend is gone.
+fn answerer(client: reqwest::Client, endpoint: String, name: String) -> Answerer {
+    Arc::new(move |mut headers: reqwest::header::HeaderMap, message: Value| {
+        headers.remove("mcp-method");
+        headers.remove("mcp-name");
+        headers.insert("accept", "application/json, text/event-stream".parse().unwrap());
+        let (client, endpoint, name) = (client.clone(), endpoint.clone(), name.clone());
+        tokio::spawn(async move {
+            match client.post(&endpoint).headers(headers).json(&message).send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    tracing::warn!(server = %name, status = %r.status(), "the server refused the answer to its request")
                 }
-            });
-        })
-    }
+                Err(e) => tracing::warn!(server = %name, "could not answer the server's request: {e}"),
+            }
+        });
+    })
+}
 
+impl HttpBackend {
     /// Before a tool call: opens its session's standalone stream if it is not open (before the
     /// call goes out, or a request the server sends at once would be missed), and registers the
     /// call's relay there. A server's request with no call to take it is answered with an error
@@ -1078,7 +1083,7 @@ impl HttpBackend {
                 let task = tokio::spawn(follow_session_stream(
                     response,
                     Arc::downgrade(&stream),
-                    self.answerer(),
+                    self.answer_server.clone(),
                     self.events.clone(),
                     headers,
                 ));
@@ -1118,8 +1123,6 @@ struct Answering<'a> {
     id: u64,
     relay: Option<&'a CallRelay>,
     headers: &'a reqwest::header::HeaderMap,
-    era: &'a Era,
-    session: Option<&'a str>,
 }
 
 impl Answering<'_> {
@@ -1187,8 +1190,8 @@ impl Answering<'_> {
         if message.get("method").is_none() {
             return (message.get("id").and_then(Value::as_u64) == Some(self.id)).then_some(message);
         }
-        let headers = self.backend.headers("", &Value::Null, self.era, self.session);
-        relay_from_server(&self.backend.answerer(), &self.backend.events, headers, self.relay, message);
+        // The answer goes in the call's session; the answerer drops the call's own headers.
+        relay_from_server(&self.backend.answer_server, &self.backend.events, self.headers, self.relay, message);
         None
     }
 }
@@ -1202,7 +1205,7 @@ type Answerer = Arc<dyn Fn(reqwest::header::HeaderMap, Value) + Send + Sync>;
 fn relay_from_server(
     answer_server: &Answerer,
     events: &EventSink,
-    headers: reqwest::header::HeaderMap,
+    headers: &reqwest::header::HeaderMap,
     relay: Option<&CallRelay>,
     message: Value,
 ) {
@@ -1218,11 +1221,11 @@ fn relay_from_server(
                         "{method} is not available here: no call of a client that can answer it is waiting on this server"
                     ),
                 );
-                answer_server(headers, protocol::error_response(&server_id, &error));
+                answer_server(headers.clone(), protocol::error_response(&server_id, &error));
                 return;
             };
             let answered = relay_request(relay, &method, params);
-            let answer_server = answer_server.clone();
+            let (answer_server, headers) = (answer_server.clone(), headers.clone());
             tokio::spawn(async move {
                 answer_server(headers, client_answer(server_id, &method, answered).await);
             });
