@@ -189,6 +189,16 @@ INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
 
 
+def initialize(url: str, version: str) -> str:
+    """A raw handshake at `version` (the answer must name it); the session id."""
+    message = {**INITIALIZE, "params": {**INITIALIZE["params"], "protocolVersion": version}}
+    request = urllib.request.Request(url, data=json.dumps(message).encode(), method="POST", headers={
+        "content-type": "application/json", "accept": "application/json, text/event-stream"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert json.load(r)["result"]["protocolVersion"] == version
+        return r.headers["mcp-session-id"]
+
+
 def post(url: str, headers: dict, message: dict | list = INITIALIZE) -> int:
     request = urllib.request.Request(url, data=json.dumps(message).encode(), method="POST", headers={
         "content-type": "application/json", "accept": "application/json, text/event-stream", **headers})
@@ -254,12 +264,7 @@ def test_the_transport_rules_on_the_wire(tmp_path):
         assert post(h.url, {"mcp-protocol-version": "2026-07-28"}, listing) == 200
         assert post(h.url, {"mcp-protocol-version": "2025-11-25"}, listing) == 400
         # 2025-03-26 requires batches; later revisions (which send the header) removed them.
-        old = {**INITIALIZE, "params": {**INITIALIZE["params"], "protocolVersion": "2025-03-26"}}
-        request = urllib.request.Request(h.url, data=json.dumps(old).encode(), method="POST", headers={
-            "content-type": "application/json", "accept": "application/json, text/event-stream"})
-        with urllib.request.urlopen(request, timeout=10) as r:
-            session = r.headers["mcp-session-id"]
-            assert json.load(r)["result"]["protocolVersion"] == "2025-03-26"
+        session = initialize(h.url, "2025-03-26")
         batch = [{"jsonrpc": "2.0", "method": "notifications/initialized"},
                  {"jsonrpc": "2.0", "id": "a", "method": "tools/list"},
                  {"jsonrpc": "2.0", "id": "b", "method": "ping"},
@@ -361,11 +366,9 @@ def test_a_dropped_answer_stream_resumes_with_last_event_id(tmp_path):
     h = start(tmp_path / "run", {"everything.yaml": everything_server()})
     try:
         wait_for(lambda: "everything__trigger-long-running-operation" in names(h.url), timeout=60)
-        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-        request = urllib.request.Request(h.url, data=json.dumps(INITIALIZE).encode(), method="POST", headers=headers)
-        with urllib.request.urlopen(request, timeout=10) as r:
-            session = r.headers["mcp-session-id"]
-        headers |= {"mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+        session = initialize(h.url, "2025-11-25")
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+                   "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
         call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
             "name": "everything__trigger-long-running-operation", "arguments": {"duration": 3, "steps": 6},
             "_meta": {"progressToken": "p"}}}
