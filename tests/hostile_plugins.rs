@@ -131,7 +131,7 @@ fn corpus() -> Vec<Outcome> {
 
     // A policy inventing 2,000 tools: tools/list shows none of them (fail closed: none at all).
     let (row, policy, rt, _dir) = policy_case("policy answers 2,000 invented tool names", "invent-tools");
-    let (visible, fault) = policy.filter_tools(vec!["a".into(), "b".into()]);
+    let (visible, fault) = policy.filter_tools(vec!["a".into(), "b".into()], &Default::default());
     assert_eq!(fault.and_then(|f| f.fault()), Some(Fault::BadAnswer));
     assert!(visible.is_empty());
     assert_eq!(faults(&rt, "hostile-policy", "policy", Fault::BadAnswer), 1);

@@ -47,6 +47,8 @@ npm ci --prefix tests/node --no-audit --no-fund --silent
 # The official MCP conformance suite, Node 22 (the npm package node) and the TypeScript SDK for its
 # reference server and the TypeScript clients.
 npm ci --prefix tests/conformance --no-audit --no-fund --silent
+# A real OpenID provider (oidc-provider) issuing the access tokens of the OAuth tests.
+npm ci --prefix tests/oidc --no-audit --no-fund --silent
 
 # The wasm-only workspaces (built-in plugins, template, test plugins) next to the host's.
 WASM_CRATES="plugins examples/plugin-template tests/plugins/hostile tests/plugins/hostile-policy tests/plugins/future-wit tests/plugins/strategy-0-1-0"

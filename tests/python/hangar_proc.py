@@ -52,12 +52,13 @@ def everything_server(name: str = "everything", tools: str = "") -> str:
 class Hangar:
     """`hangar run DIR --listen 127.0.0.1:0`; `url` is the MCP endpoint it printed."""
 
-    def __init__(self, folder: Path, env: dict | None = None, args: list[str] | None = None):
+    def __init__(self, folder: Path, env: dict | None = None, args: list[str] | None = None,
+                 listen: str = "127.0.0.1:0"):
         """`args` replaces `run DIR` (e.g. ["core"] or ["bridge", "--", ...]); logs go to folder."""
         self.folder = folder
         self.log = open(folder / "hangar.log", "w")
         args = args or ["run", str(folder)]
-        command = [hangar_bin(), *args[:1], "--listen", "127.0.0.1:0", *args[1:]]
+        command = [hangar_bin(), *args[:1], "--listen", listen, *args[1:]]
         self.proc = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,

@@ -252,9 +252,24 @@ def test_everything_on(chart):
     assert env_of(container(docs, "mcp-hangar-core"))["HANGAR_SESSION_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "session-key"
 
 
+def test_core_auth_values_become_cores_flags(chart):
+    assert not [a for a in container(render(chart), "mcp-hangar-core")["args"] if a.startswith("--auth")]
+    auth = {"issuer": "https://login.example.com/realms/mcp", "audience": "https://mcp.example.com/mcp",
+            "requiredScopes": ["mcp:tools", "mcp:read"], "groupClaim": "roles"}
+    args = container(render(chart, {"core": {"auth": auth}}), "mcp-hangar-core")["args"]
+    assert [a for a in args if a.startswith("--auth")] == [
+        "--auth-issuer=https://login.example.com/realms/mcp", "--auth-audience=https://mcp.example.com/mcp",
+        "--auth-group-claim=roles", "--auth-required-scopes=mcp:tools,mcp:read"]
+    # The flags are hangar's own: core accepts them as rendered.
+    out = subprocess.run([hangar_bin(), "core", "--help"], capture_output=True, text=True, check=True).stdout
+    assert all(flag in out for flag in ("--auth-issuer", "--auth-audience", "--auth-group-claim", "--auth-required-scopes"))
+
+
 @pytest.mark.parametrize(
     "values, message",
     [
+        ({"core": {"auth": {"issuer": "http://login.example.com"}}}, "/core/auth/issuer"),
+        ({"core": {"auth": {"requiredScopes": ["a b"]}}}, "/core/auth/requiredScopes/0"),
         ({"operator": {"logLevel": "verbose"}}, "/operator/logLevel"),
         ({"operator": {"metrics": {"port": "eighty"}}}, "/operator/metrics/port"),
         ({"operater": {}}, "'operater' not allowed"),

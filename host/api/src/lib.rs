@@ -24,8 +24,9 @@ pub use discovery::{
 pub use duration::{DURATION_PATTERN, Duration, DurationError};
 pub use group::{Failover, GroupMember, HealthPolicy, MCPServerGroup, MCPServerGroupSpec, MCPServerGroupStatus};
 pub use server::{
-    CircuitBreaker, DERIVED_POLICY_KEYS, HealthCheck, MCPServer, MCPServerSpec, MCPServerStatus, RateLimit, ServerMode,
-    ToolsConfig, Transport, secure_security_context,
+    CallerRule, CircuitBreaker, DERIVED_POLICY_KEYS, HeaderSource, HealthCheck, MCPServer, MCPServerSpec,
+    MCPServerStatus, RateLimit, RemoteHeader, SecretKeyRef, ServerMode, ToolsConfig, Transport,
+    secure_security_context,
 };
 pub use state::State;
 

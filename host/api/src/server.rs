@@ -34,7 +34,8 @@ use crate::{Duration, State};
 )]
 #[x_kube(
     validation = Rule::new("self.mode != 'container' || has(self.image)").message("required when mode is container").field_path(".image").reason(Reason::FieldValueRequired),
-    validation = Rule::new("self.mode != 'remote' || has(self.endpoint)").message("required when mode is remote").field_path(".endpoint").reason(Reason::FieldValueRequired)
+    validation = Rule::new("self.mode != 'remote' || has(self.endpoint)").message("required when mode is remote").field_path(".endpoint").reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.mode == 'remote' || !has(self.headers)").message("only for mode remote (a container server gets its credentials through env)").field_path(".headers")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MCPServerSpec {
@@ -46,6 +47,13 @@ pub struct MCPServerSpec {
     /// MCP endpoint URL (Streamable HTTP); required when mode is remote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Headers core sends with every request to a remote server, e.g. its credentials
+    /// (Hangar's addition). A value from a Secret is read by the operator and handed to core
+    /// (core needs no Secret rights); `hangar run` reads it from an environment variable. Never
+    /// logged, nor shown in status, metrics or the admin API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 16))]
+    pub headers: Vec<RemoteHeader>,
     /// Desired replicas; 0 means on demand (Cold until the first request).
     #[serde(default = "default_replicas")]
     #[x_kube(validation = Rule::new("self >= 0").message("must be 0 or more (0 starts the server on demand)"))]
@@ -186,12 +194,88 @@ pub struct ToolsConfig {
     /// denyList and rateLimit.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
-    #[x_kube(validation = Rule::new("!self.exists(k, k in ['server', 'allow', 'deny', 'requests-per-minute', 'burst'])").message("keys server, allow, deny, requests-per-minute and burst are set by Hangar: use allowList, denyList and rateLimit"))]
+    #[x_kube(validation = Rule::new("!self.exists(k, k in ['server', 'allow', 'deny', 'requests-per-minute', 'burst', 'callers'])").message("keys server, allow, deny, requests-per-minute, burst and callers are set by Hangar: use allowList, denyList, rateLimit and callers"))]
     pub policy_config: std::collections::BTreeMap<String, String>,
+    /// Rules per caller (Hangar's addition): see [`CallerRule`]. Enforced by the host for any
+    /// policy plugin, like allowList and denyList.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 64))]
+    pub callers: Vec<CallerRule>,
 }
 
 /// Keys of a policy plugin's configuration that Hangar derives from `spec.tools`.
-pub const DERIVED_POLICY_KEYS: [&str; 5] = ["server", "allow", "deny", "requests-per-minute", "burst"];
+pub const DERIVED_POLICY_KEYS: [&str; 6] = ["server", "allow", "deny", "requests-per-minute", "burst", "callers"];
+
+/// What one kind of caller may do on a server (an entry of `spec.tools.callers`, Hangar's
+/// addition). The first entry that matches a caller applies to it. An entry with none of
+/// `subjects`, `clientIds`, `groups`, `scopes` matches every caller, verified or not (a
+/// catch-all); otherwise only callers with a verified access token, and each list given must
+/// match (any of its globs). A caller that matches no entry gets no tools of the server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CallerRule {
+    /// The token's subject (`sub`), globs allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
+    /// The OAuth client the token was issued to (`client_id` / `azp`), globs allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_ids: Vec<String>,
+    /// Values of the configured group claim (`--auth-group-claim`), globs allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Scopes of the token, globs allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Of the server's tools, only these for this caller (globs); empty: all the server allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_list: Vec<String>,
+    /// These tools never for this caller (globs), beside the server's denyList.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_list: Vec<String>,
+    /// A bucket for each caller this entry matches, beside the server's own `rateLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// An HTTP header for a remote server: a literal `value`, or one from a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.valueFrom)").message("set exactly one of value and valueFrom"))]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteHeader {
+    /// The header's name, e.g. `Authorization`; not one the MCP transport sets itself.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9-]{1,64}$')").message("must be an HTTP header name: letters, digits and '-'"))]
+    #[x_kube(validation = Rule::new("!self.matches('(?i)^(host|content-length|content-type|accept|connection|transfer-encoding|mcp-session-id|mcp-protocol-version|last-event-id)$')").message("is set by the MCP transport itself; choose another header"))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<HeaderSource>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderSource {
+    /// A key of a Secret in the server's namespace. `hangar run` reads it from the environment
+    /// variable named after both, upper-cased with `-` and `.` as `_`: Secret `api-creds`, key
+    /// `token` → `API_CREDS_TOKEN`.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+impl SecretKeyRef {
+    /// The environment variable `hangar run` reads this key from.
+    pub fn env_var(&self) -> String {
+        format!("{}_{}", self.name, self.key)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .collect()
+    }
+}
 
 /// A token bucket per caller and tool.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

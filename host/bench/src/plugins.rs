@@ -144,11 +144,12 @@ pub fn run(scale: &Scale) -> anyhow::Result<Vec<Figure>> {
         caller: Caller::unverified("agent"),
         argument_bytes: 120,
     };
+    let anyone = hangar_plugin_algorithms::policy::Caller { subject: "agent", ..Default::default() };
     let wasm = sample(scale.plugin_calls, |_| {
         std::hint::black_box(plugin.try_check(&call).unwrap());
     });
     let nat = sample(scale.plugin_calls, |_| {
-        std::hint::black_box(native.check(std::hint::black_box(&call.tool)));
+        std::hint::black_box(native.check(std::hint::black_box(&call.tool), &anyone));
     });
     figures.push(figure("check, default policy (allowed, one bucket)".into(), wasm, nat));
     Ok(figures)

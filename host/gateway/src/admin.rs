@@ -118,6 +118,18 @@ struct ServerRegistration {
     /// Where core reaches the server (its Service URL); defaults to `spec.endpoint`.
     #[serde(default)]
     endpoint: Option<String>,
+    /// The values of `spec.headers` that come from Secrets, by Secret name and key (the operator
+    /// reads them, so core needs no Secret rights). Kept in memory only, never shown.
+    #[serde(default)]
+    secrets: Vec<SecretValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretValue {
+    name: String,
+    key: String,
+    value: String,
 }
 
 async fn put_server(
@@ -134,9 +146,19 @@ async fn put_server(
             "endpoint: required (the server's Service URL, or spec.endpoint for remote servers)",
         )
     })?;
+    let secrets = &registration.secrets;
+    let headers = crate::gateway::remote_headers(&registration.spec, |i, wanted| {
+        secrets.iter().find(|s| s.name == wanted.name && s.key == wanted.key).map(|s| s.value.clone()).ok_or_else(|| {
+            format!(
+                "spec.headers[{i}].valueFrom.secretKeyRef: no value for Secret {:?} key {:?} in the registration (the operator reads it; does the Secret exist in {namespace}?)",
+                wanted.name, wanted.key
+            )
+        })
+    })
+    .map_err(|e| problem(StatusCode::BAD_REQUEST, e))?;
     state
         .gateway
-        .upsert_server_at(&namespace, &name, registration.spec, BackendSpec::Http { endpoint })
+        .upsert_server_at(&namespace, &name, registration.spec, BackendSpec::Http { endpoint, headers })
         .map_err(refused)?;
     Ok(registered(&namespace, &name))
 }

@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc};
 mod offerings;
 
 use crate::{
-    backend::{Backend, BackendError, BackendEvent, BackendSpec, Era},
+    backend::{Backend, BackendError, BackendEvent, BackendSpec, Era, SecretHeader},
     breaker::{BreakerState, CircuitBreaker},
     catalog,
     metrics::GatewayMetrics,
@@ -94,23 +94,25 @@ impl ServerEntry {
         }
     }
 
-    /// The server's tools that its policy shows (and the manifest's floor, with a custom policy).
-    async fn visible_tools(&self) -> Vec<Value> {
+    /// The server's tools that its policy shows this caller (and the manifest's floor, with a
+    /// custom policy).
+    async fn visible_tools(&self, caller: &Caller) -> Vec<Value> {
         let tools = self.tools.read().unwrap().clone();
+        let view = policy_view(caller);
         let names: Vec<String> = tools
             .iter()
             .filter_map(|t| t["name"].as_str())
-            .filter(|n| self.floor.as_ref().is_none_or(|f| f.visible(n)))
+            .filter(|n| self.floor.as_ref().is_none_or(|f| f.visible(n, &view)))
             .map(str::to_string)
             .collect();
-        let (allowed, _) = self.policy.filter_tools_off_worker(names).await;
+        let (allowed, _) = self.policy.filter_tools_off_worker(names, caller.clone()).await;
         tools.into_iter().filter(|t| t["name"].as_str().is_some_and(|n| allowed.iter().any(|a| a == n))).collect()
     }
 
     /// The policy's decision, within the manifest's floor: a denial there stands whatever the
     /// plugin says, and its rate limit is charged beside the plugin's.
     async fn decide(&self, call: Call) -> Decision {
-        let floor_buckets = match self.floor.as_ref().map(|f| f.check(&call.tool)) {
+        let floor_buckets = match self.floor.as_ref().map(|f| f.check(&call.tool, &policy_view(&call.caller))) {
             Some(algorithms::Decision::Deny(why)) => return Decision::Deny(why),
             Some(algorithms::Decision::Allow(buckets)) => buckets,
             None => Vec::new(),
@@ -324,9 +326,9 @@ impl Target {
 
     /// The target's tools as its policy shows them; a group's members serve the same tools, so
     /// those of the first member that has any.
-    async fn tools(&self) -> Vec<Value> {
+    async fn tools(&self, caller: &Caller) -> Vec<Value> {
         for server in self.servers() {
-            let tools = server.visible_tools().await;
+            let tools = server.visible_tools(caller).await;
             if !tools.is_empty() {
                 return tools;
             }
@@ -355,11 +357,23 @@ pub struct Gateway {
     client_sessions: crate::client_sessions::ClientSessions,
 }
 
+/// The default policy's view of a caller (borrowed, for the host-enforced floor).
+fn policy_view(caller: &Caller) -> algorithms::Caller<'_> {
+    algorithms::Caller {
+        verified: caller.verified,
+        subject: &caller.subject,
+        client_id: &caller.client_id,
+        scopes: &caller.scopes,
+        groups: &caller.groups,
+    }
+}
+
 /// Who calls and how: the caller's identity for the policy, the session's group-member pin, and
 /// where what the server sends toward the client during the call goes.
 #[derive(Clone, Default)]
 pub struct CallContext {
-    pub caller: String,
+    /// Who calls: a verified token's identity, or the client's self-given name.
+    pub caller: Caller,
     pub pin: Option<u64>,
     pub relay: Option<crate::backend::CallRelay>,
     /// The client's handshake session id: its backend sessions are opened on first use.
@@ -514,6 +528,10 @@ impl Gateway {
         if let Some(rl) = &tools.rate_limit {
             config.push(("requests-per-minute".into(), rl.requests_per_minute.to_string()));
             config.push(("burst".into(), rl.effective_burst().to_string()));
+        }
+        if !tools.callers.is_empty() {
+            let rules = serde_json::to_string(&tools.callers).expect("caller rules serialize");
+            config.push(("callers".into(), rules));
         }
         if let Some(key) = tools.policy_config.keys().find(|k| hangar_api::DERIVED_POLICY_KEYS.contains(&k.as_str())) {
             return Err(RegisterError::Invalid(format!(
@@ -927,10 +945,10 @@ impl Gateway {
 
     /// Every tool a client may see: each server's (filtered by its policy) and each group's
     /// (once, under the group's name); servers inside a group are reached through the group.
-    pub async fn list_tools(&self) -> Vec<Value> {
+    pub async fn list_tools(&self, ctx: &CallContext) -> Vec<Value> {
         let mut listings = Vec::new();
         for target in self.targets() {
-            let tools = target.tools().await;
+            let tools = target.tools(&ctx.caller).await;
             listings.push((target, tools));
         }
         self.expose("tool", listings)
@@ -938,8 +956,10 @@ impl Gateway {
 
     /// Routes `tools/call` for an aggregated tool name.
     pub async fn call_tool(&self, qualified: &str, arguments: Value, ctx: &CallContext) -> Result<Value, CallError> {
-        let (target, tool) =
-            self.resolve("tool", qualified, |t| async move { t.tools().await }).await.map_err(CallError::Refused)?;
+        let (target, tool) = self
+            .resolve("tool", qualified, |t| async move { t.tools(&ctx.caller).await })
+            .await
+            .map_err(CallError::Refused)?;
         match target {
             Target::Group(group, _) => self.call_group(&group, &tool, arguments, ctx).await,
             Target::Server(server) => self.call_server(&server, &tool, arguments, ctx).await,
@@ -1029,7 +1049,7 @@ impl Gateway {
         let call = Call {
             server: server.name.clone(),
             tool: tool.to_string(),
-            caller: Caller::unverified(&ctx.caller),
+            caller: ctx.caller.clone(),
             argument_bytes: arguments.to_string().len() as u32,
         };
         let buckets = match server.decide(call).await {
@@ -1144,13 +1164,46 @@ fn remove_from<T>(
     }
 }
 
+/// A remote server's headers, with values from Secrets found by `secret` (given the entry's
+/// index), checked as HTTP headers.
+pub fn remote_headers(
+    spec: &MCPServerSpec,
+    secret: impl Fn(usize, &hangar_api::SecretKeyRef) -> Result<String, String>,
+) -> Result<Vec<SecretHeader>, String> {
+    let headers = spec
+        .headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let value = match (&h.value, &h.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(from)) => secret(i, &from.secret_key_ref)?,
+                (None, None) => return Err(format!("spec.headers[{i}]: set value or valueFrom")),
+            };
+            Ok(SecretHeader { name: h.name.clone(), value: value.trim_end_matches(['\r', '\n']).to_string() })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    SecretHeader::header_map(&headers)?;
+    Ok(headers)
+}
+
 /// How to reach a server outside a cluster: a command runs locally over stdio; a remote
 /// endpoint over HTTP. An image alone cannot run here.
 fn backend_spec(name: &str, spec: &MCPServerSpec, base_dir: &Path) -> Result<BackendSpec, String> {
     match spec.mode {
         ServerMode::Remote => {
             let endpoint = spec.endpoint.clone().ok_or("spec.endpoint: required when mode is remote")?;
-            Ok(BackendSpec::Http { endpoint })
+            // Outside a cluster a Secret's key comes from the environment.
+            let headers = remote_headers(spec, |i, secret| {
+                let var = secret.env_var();
+                std::env::var(&var).map_err(|_| {
+                    format!(
+                        "spec.headers[{i}].valueFrom.secretKeyRef: `hangar run` reads Secret {:?} key {:?} from the environment variable {var}, which is not set",
+                        secret.name, secret.key
+                    )
+                })
+            })?;
+            Ok(BackendSpec::Http { endpoint, headers })
         }
         ServerMode::Container if spec.command.is_empty() => Err(format!(
             "spec.command: server {name:?} has only an image, and `hangar run` starts no containers; give the command that runs it (with transport: stdio)"

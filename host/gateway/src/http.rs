@@ -15,6 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use hangar_plugin_runtime::Caller;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub answer_streams: Arc<crate::answer_stream::AnswerStreams>,
     /// Which Origin and Host headers `/mcp` accepts (403 otherwise).
     pub origins: crate::origin::OriginPolicy,
+    /// OAuth 2.1 protection of `/mcp` (`--auth-issuer`); None: open, callers unverified.
+    pub auth: Option<Arc<hangar_auth::TokenVerifier>>,
 }
 
 impl AppState {
@@ -101,6 +104,7 @@ impl AppState {
             client_requests: Mutex::default(),
             parked: Mutex::default(),
             answer_streams: Arc::default(),
+            auth: None,
         }
     }
 }
@@ -112,8 +116,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(get_mcp)
                 .post(post_mcp)
                 .delete(delete_mcp)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), check_token))
                 .layer(axum::middleware::from_fn_with_state(state.clone(), check_origin)),
         )
+        .route("/.well-known/oauth-protected-resource", get(resource_metadata))
+        .route("/.well-known/oauth-protected-resource/{*path}", get(resource_metadata))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
@@ -135,6 +142,62 @@ async fn check_origin(
     match state.origins.check(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(why) => rpc_error(StatusCode::FORBIDDEN, &Value::Null, RpcError::new(code::INVALID_REQUEST, why)),
+    }
+}
+
+/// The caller a request's access token proved, if `/mcp` is protected and it carried one.
+#[derive(Clone, Default)]
+pub struct Verified(pub Option<hangar_auth::Identity>);
+
+/// With `--auth-issuer`: every `/mcp` request carries a valid access token for this resource
+/// (401 and the metadata's address otherwise; 403 without a required scope). The token stays
+/// here: backends never see it.
+async fn check_token(
+    State(state): State<Arc<AppState>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(auth) = &state.auth else {
+        request.extensions_mut().insert(Verified(None));
+        return next.run(request).await;
+    };
+    let authorization = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    match auth.verify(authorization).await {
+        Ok(identity) => {
+            request.extensions_mut().insert(Verified(Some(identity)));
+            next.run(request).await
+        }
+        Err(refusal) => {
+            let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+            let challenge = auth.challenge(&refusal, host);
+            let (error, description) = match &refusal {
+                hangar_auth::Refusal::Missing => (
+                    "invalid_request",
+                    "this endpoint needs an OAuth access token: see the resource_metadata address in WWW-Authenticate"
+                        .to_string(),
+                ),
+                hangar_auth::Refusal::Invalid(why) => ("invalid_token", why.clone()),
+                hangar_auth::Refusal::InsufficientScope => (
+                    "insufficient_scope",
+                    format!("the token lacks a required scope: {}", auth.config().required_scopes.join(" ")),
+                ),
+            };
+            tracing::debug!(error, description, "request refused by the access-token check");
+            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let mut response = json_response(status, json!({"error": error, "error_description": description}));
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
+    }
+}
+
+/// RFC 9728 protected-resource metadata (no token needed to read it).
+async fn resource_metadata(State(state): State<Arc<AppState>>) -> Response {
+    match &state.auth {
+        Some(auth) => json_response(StatusCode::OK, auth.resource_metadata()),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
@@ -219,7 +282,12 @@ fn refused_post_headers(headers: &HeaderMap) -> Option<Response> {
     None
 }
 
-async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+async fn post_mcp(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(verified): axum::Extension<Verified>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let null = Value::Null;
     if let Some(refused) = refused_post_headers(&headers) {
         return refused;
@@ -272,8 +340,8 @@ async fn post_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         }
     };
     match message {
-        Value::Array(batch) => post_batch(state, headers, batch).await,
-        message => post_message(state, &headers, message).await,
+        Value::Array(batch) => post_batch(state, headers, batch, &verified).await,
+        message => post_message(state, &headers, message, &verified).await,
     }
 }
 
@@ -283,7 +351,7 @@ const MAX_BATCH: usize = 100;
 /// A JSON-RPC batch, which 2024-11-05 and 2025-03-26 require and later revisions removed (their
 /// clients send `MCP-Protocol-Version`, which says so). Each message is handled as if posted
 /// alone with a plain JSON answer; the answers go back in one array.
-async fn post_batch(state: Arc<AppState>, mut headers: HeaderMap, batch: Vec<Value>) -> Response {
+async fn post_batch(state: Arc<AppState>, mut headers: HeaderMap, batch: Vec<Value>, verified: &Verified) -> Response {
     let version = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok());
     if let Some(version) = version.filter(|v| !["2024-11-05", "2025-03-26"].contains(v)) {
         return rpc_error(
@@ -315,7 +383,7 @@ async fn post_batch(state: Arc<AppState>, mut headers: HeaderMap, batch: Vec<Val
     headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     let mut answers = Vec::new();
     for message in batch {
-        let response = post_message(state.clone(), &headers, message).await;
+        let response = post_message(state.clone(), &headers, message, verified).await;
         let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
         if let Ok(answer) = serde_json::from_slice::<Value>(&body) {
             answers.push(answer);
@@ -328,7 +396,7 @@ async fn post_batch(state: Arc<AppState>, mut headers: HeaderMap, batch: Vec<Val
 }
 
 /// One JSON-RPC message: a request, a notification, or a client's answer to a server's request.
-async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Value) -> Response {
+async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Value, verified: &Verified) -> Response {
     let null = Value::Null;
     let Some(object) = message.as_object_mut() else {
         return rpc_error(
@@ -483,13 +551,23 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
         }
     }
 
-    let caller = params
-        .get("_meta")
-        .and_then(|m| m.get(protocol::META_CLIENT_INFO))
-        .and_then(|c| c.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let caller = match &verified.0 {
+        Some(identity) => Caller {
+            verified: true,
+            subject: identity.subject.clone(),
+            client_id: identity.client_id.clone(),
+            scopes: identity.scopes.clone(),
+            groups: identity.groups.clone(),
+        },
+        None => Caller::unverified(
+            params
+                .get("_meta")
+                .and_then(|m| m.get(protocol::META_CLIENT_INFO))
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        ),
+    };
     // Handshake sessions are pinned to a group member chosen from their (signed) id.
     let pin = session.map(session_pin);
     let session_owned = session.map(str::to_string);
@@ -860,7 +938,7 @@ async fn dispatch(
             "_meta": {protocol::META_SERVER_INFO: protocol::server_info()},
         })),
         "ping" if !modern => Ok(json!({})),
-        "tools/list" => Ok(json!({"tools": gateway.list_tools().await})),
+        "tools/list" => Ok(json!({"tools": gateway.list_tools(ctx).await})),
         "tools/call" => {
             let arguments = params.get_mut("arguments").map(Value::take).unwrap_or_else(|| json!({}));
             let name = params.get("name").and_then(Value::as_str).ok_or_else(|| {

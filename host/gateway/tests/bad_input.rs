@@ -40,7 +40,14 @@ fn harness() -> &'static Harness {
                 json!({"mode": "remote", "endpoint": backend, "healthCheck": {"enabled": false}}),
             )
             .unwrap();
-            gateway.upsert_server_at("default", "echo", spec, BackendSpec::Http { endpoint: backend.clone() }).unwrap();
+            gateway
+                .upsert_server_at(
+                    "default",
+                    "echo",
+                    spec,
+                    BackendSpec::Http { endpoint: backend.clone(), headers: Vec::new() },
+                )
+                .unwrap();
             let state = Arc::new(http::AppState::new(gateway, SessionKeys::with_key(b"fuzz"), registry, None));
             hangar_tests::serve_mcp(http::router(state)).await
         });

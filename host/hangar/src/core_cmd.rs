@@ -39,9 +39,46 @@ pub fn api_key(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
 /// Shortest admin API key accepted.
 pub const MIN_API_KEY_BYTES: usize = 16;
 
-/// What one MCP endpoint accepts: bodies and connections (shared by `run` and `core`).
+/// Who may call `/mcp`: off unless `--auth-issuer` is given; then every request needs an OAuth
+/// access token (a JWT) from that issuer for `--auth-audience`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct AuthArgs {
+    /// The OAuth authorization server (OpenID provider) whose access tokens /mcp accepts, e.g.
+    /// https://login.example.com/realms/mcp (http:// only on loopback).
+    #[arg(long, value_name = "URL")]
+    pub auth_issuer: Option<String>,
+    /// This endpoint's resource URI: tokens must carry it in `aud` (RFC 8707), and clients ask
+    /// for tokens with it, e.g. https://hangar.example.com/mcp.
+    #[arg(long, value_name = "URI", requires = "auth_issuer")]
+    pub auth_audience: Option<String>,
+    /// Scopes every token must have (comma-separated); others get 403 insufficient_scope.
+    #[arg(long, value_name = "SCOPES", value_delimiter = ',', requires = "auth_issuer")]
+    pub auth_required_scopes: Vec<String>,
+    /// The token claim that lists the caller's groups, for spec.tools.callers[].groups.
+    #[arg(long, value_name = "CLAIM", default_value = "groups")]
+    pub auth_group_claim: String,
+}
+
+impl AuthArgs {
+    /// The token checker, if configured; a bad configuration names its flag.
+    pub fn verifier(&self) -> anyhow::Result<Option<Arc<hangar_auth::TokenVerifier>>> {
+        let Some(issuer) = &self.auth_issuer else { return Ok(None) };
+        let config = hangar_auth::AuthConfig {
+            issuer: issuer.clone(),
+            audience: self.auth_audience.clone().unwrap_or_default(),
+            required_scopes: self.auth_required_scopes.clone(),
+            group_claim: self.auth_group_claim.clone(),
+        };
+        Ok(Some(Arc::new(hangar_auth::TokenVerifier::new(config).map_err(anyhow::Error::msg)?)))
+    }
+}
+
+/// What one MCP endpoint accepts: bodies, connections, origins and callers (shared by `run`
+/// and `core`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct Limits {
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Largest MCP request body accepted (bytes); larger ones get 413 and a JSON-RPC error.
     #[arg(long, default_value_t = http::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -70,6 +107,7 @@ impl Default for Limits {
             header_timeout: hangar_api::Duration::from_millis(connections.header_timeout.as_millis() as u64),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            auth: AuthArgs { auth_group_claim: "groups".into(), ..Default::default() },
         }
     }
 }
@@ -84,6 +122,18 @@ pub async fn serve_until_ctrl_c(
 ) -> anyhow::Result<()> {
     let mut state = http::AppState::new(gateway, SessionKeys::from_env(), registry, api_key);
     state.max_body_bytes = limits.max_body_bytes;
+    state.auth = limits.auth.verifier()?;
+    if let Some(auth) = state.auth.clone() {
+        let config = auth.config();
+        println!(
+            "OAuth: tokens from {} for {} (metadata: {})",
+            config.issuer,
+            config.audience,
+            auth.resource_metadata_url(None)
+        );
+        // The keys are fetched ahead of the first request; a failure here is retried on demand.
+        tokio::spawn(async move { auth.refresh_keys(false).await });
+    }
     state.origins = hangar_gateway::origin::OriginPolicy {
         loopback_listener: listener.local_addr()?.ip().is_loopback(),
         allowed_origins: limits.allowed_origins,

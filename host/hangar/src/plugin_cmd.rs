@@ -219,7 +219,7 @@ fn test_policy(
             }
         }
     }
-    let (visible, fault) = plugin.filter_tools(tools.to_vec());
+    let (visible, fault) = plugin.filter_tools(tools.to_vec(), &Caller::unverified("tester"));
     println!("filter-tools -> {visible:?}");
     ok && fault.is_none()
 }

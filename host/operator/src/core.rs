@@ -52,15 +52,18 @@ impl CoreClient {
         }
     }
 
+    /// Registers a server; `secrets` are the values its `spec.headers` name (never logged).
     pub async fn register_server(
         &self,
         namespace: &str,
         name: &str,
         spec: &MCPServerSpec,
         endpoint: &str,
+        secrets: &[SecretValue],
     ) -> Result<(), CoreError> {
         let url = format!("{}/api/v1/servers/{namespace}/{name}", self.base);
-        self.send(self.http.put(url).json(&json!({"spec": spec, "endpoint": endpoint}))).await.map(|_| ())
+        let body = json!({"spec": spec, "endpoint": endpoint, "secrets": secrets});
+        self.send(self.http.put(url).json(&body)).await.map(|_| ())
     }
 
     pub async fn remove_server(&self, namespace: &str, name: &str) -> Result<(), CoreError> {
@@ -142,5 +145,19 @@ impl CoreClient {
             idle_seconds: s["idleSeconds"].as_u64(),
             since_health_check: s["secondsSinceHealthCheck"].as_u64(),
         }))
+    }
+}
+
+/// A Secret's key and value, as core's registration takes them for `spec.headers`.
+#[derive(serde::Serialize)]
+pub struct SecretValue {
+    pub name: String,
+    pub key: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}: <redacted>", self.name, self.key)
     }
 }

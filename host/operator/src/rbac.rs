@@ -35,6 +35,8 @@ pub const OPERATOR_RULES: &[Rule] = &[
     // State from pods; discovery reads ConfigMaps and Namespaces (and labels core's namespace).
     Rule { group: "", resources: &["pods"], verbs: &["list"] },
     Rule { group: "", resources: &["configmaps"], verbs: &["get", "list", "watch"] },
+    // The named Secrets of remote servers' spec.headers, handed to core (which has no Secret rights).
+    Rule { group: "", resources: &["secrets"], verbs: &["get"] },
     Rule { group: "", resources: &["namespaces"], verbs: &["list", "patch"] },
     // HPAs are cached so that their Deployments' replicas are left to them.
     Rule { group: "autoscaling", resources: &["horizontalpodautoscalers"], verbs: &["list", "watch"] },
@@ -123,6 +125,7 @@ mod tests {
         assert!(allows("PATCH", "/apis/apps/v1/namespaces/x/deployments/y/scale", ""));
         assert!(allows("GET", "/apis/apps/v1/deployments", "watch=true&resourceVersion=1"));
         assert!(!allows("DELETE", "/apis/apps/v1/namespaces/x/deployments/y", ""), "owners delete, not us");
-        assert!(!allows("GET", "/api/v1/namespaces/x/secrets/y", ""), "the operator never reads Secrets");
+        assert!(allows("GET", "/api/v1/namespaces/x/secrets/y", ""), "a remote server's header Secret, by name");
+        assert!(!allows("GET", "/api/v1/namespaces/x/secrets", ""), "the operator never lists Secrets");
     }
 }

@@ -152,9 +152,12 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
     // Registration is idempotent and repeated on every reconcile, so a restarted core is
     // refilled at once.
     let (registered, report) = match (&ctx.core, workload::endpoint(server)) {
-        (Some(core), Some(endpoint)) => match core.register_server(&namespace, &name, &server.spec, &endpoint).await {
-            Ok(()) => (Some(Ok(())), core.report(&namespace, &name).await.ok().flatten()),
-            Err(e) => (Some(Err(e.to_string())), None),
+        (Some(core), Some(endpoint)) => match header_secrets(client, &namespace, &server.spec).await {
+            Err(why) => (Some(Err(why)), None),
+            Ok(secrets) => match core.register_server(&namespace, &name, &server.spec, &endpoint, &secrets).await {
+                Ok(()) => (Some(Ok(())), core.report(&namespace, &name).await.ok().flatten()),
+                Err(e) => (Some(Err(e.to_string())), None),
+            },
         },
         _ => (None, None),
     };
@@ -444,3 +447,33 @@ pub fn condition_of(
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// The values of the Secret keys a remote server's `spec.headers` name, read here so that core
+/// needs no Secret rights; a missing Secret or key is named (its value never is).
+async fn header_secrets(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &hangar_api::MCPServerSpec,
+) -> Result<Vec<crate::core::SecretValue>, String> {
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
+    let mut values = Vec::new();
+    for (i, header) in spec.headers.iter().enumerate() {
+        let Some(from) = &header.value_from else { continue };
+        let wanted = &from.secret_key_ref;
+        let field = format!("spec.headers[{i}].valueFrom.secretKeyRef");
+        let secret = secrets
+            .get_opt(&wanted.name)
+            .await
+            .map_err(|e| format!("{field}: reading Secret {namespace}/{}: {e}", wanted.name))?
+            .ok_or_else(|| format!("{field}: Secret {namespace}/{} does not exist", wanted.name))?;
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&wanted.key))
+            .ok_or_else(|| format!("{field}: Secret {namespace}/{} has no key {:?}", wanted.name, wanted.key))?;
+        let value = String::from_utf8(bytes.0.clone())
+            .map_err(|_| format!("{field}: Secret {namespace}/{} key {:?} is not text", wanted.name, wanted.key))?;
+        values.push(crate::core::SecretValue { name: wanted.name.clone(), key: wanted.key.clone(), value });
+    }
+    Ok(values)
+}

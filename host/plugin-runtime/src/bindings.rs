@@ -37,6 +37,12 @@ pub mod v0_1_0 {
     }
 }
 
+impl Default for policy::Caller {
+    fn default() -> Self {
+        Self::unverified("")
+    }
+}
+
 impl policy::Caller {
     /// A caller known only by the name its MCP client gave (no token was checked).
     pub fn unverified(name: &str) -> Self {

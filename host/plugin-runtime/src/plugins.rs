@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hangar_plugin_algorithms::strategy as algorithms;
 
 use crate::{
-    Call, Decision, Document, MemberInfo, MemberState, PickRequest, PluginError, PluginRuntime, PluginVersion,
+    Call, Caller, Decision, Document, MemberInfo, MemberState, PickRequest, PluginError, PluginRuntime, PluginVersion,
     ServerDefinition, SourceKind,
     error::Fault,
     handle::Handle,
@@ -168,19 +168,23 @@ impl PolicyPlugin {
     }
 
     /// [`Self::filter_tools`] as the gateway makes it: on the plugin executor.
-    pub async fn filter_tools_off_worker(&self, tools: Vec<String>) -> (Vec<String>, Option<PluginError>) {
+    pub async fn filter_tools_off_worker(
+        &self,
+        tools: Vec<String>,
+        caller: Caller,
+    ) -> (Vec<String>, Option<PluginError>) {
         let offered = Arc::new(tools);
         let (plugin, job_offered) = (self.clone(), offered.clone());
-        match self.handle.offload(move || plugin.filter_tools(job_offered.to_vec())).await {
+        match self.handle.offload(move || plugin.filter_tools(job_offered.to_vec(), &caller)).await {
             Ok(answer) => answer,
             Err(e) if self.fail_open => (offered.to_vec(), Some(e)),
             Err(e) => (Vec::new(), Some(e)),
         }
     }
 
-    /// The tools `tools/list` shows; when the plugin fails, none (or all if failing open).
-    pub fn filter_tools(&self, tools: Vec<String>) -> (Vec<String>, Option<PluginError>) {
-        let answer = self.handle.call(|store, b| b.filter_tools(store, &tools));
+    /// The tools `tools/list` shows this caller; when the plugin fails, none (or all if failing open).
+    pub fn filter_tools(&self, tools: Vec<String>, caller: &Caller) -> (Vec<String>, Option<PluginError>) {
+        let answer = self.handle.call(|store, b| b.filter_tools(store, &tools, caller));
         // A policy may only hide tools, never invent them.
         let checked = answer.and_then(|visible| match visible.iter().find(|t| !tools.contains(t)) {
             Some(invented) => Err(self.handle.counted(

@@ -154,7 +154,26 @@ fn default_policy_allows_denies_globs_and_names_buckets() {
     assert!(why.contains("not in spec.tools.allowList"), "{why}");
     assert!(matches!(p.check(&call("list_secrets")).0, Decision::Deny(_)));
     let tools = ["create_issue", "delete_repo", "list_issues", "list_secrets"].map(String::from).to_vec();
-    assert_eq!(p.filter_tools(tools).0, ["create_issue", "list_issues"]);
+    assert_eq!(p.filter_tools(tools, &Caller::default()).0, ["create_issue", "list_issues"]);
+}
+
+#[test]
+fn default_policy_applies_the_rules_of_the_caller_it_is_given() {
+    let (rt, _dir) = runtime();
+    let rules = r#"[{"groups": ["ops"]}, {"allowList": ["get_*"], "rateLimit": {"requestsPerMinute": 5}}]"#;
+    let config = policy_config(&[("server", "s"), ("callers", rules)]);
+    let p = PolicyPlugin::new(&rt, "policy", config, None, false).unwrap();
+    let ops = Caller { verified: true, subject: "ann".into(), groups: vec!["ops".into()], ..Caller::default() };
+    // The same groups claimed without a token count for nothing: the catch-all rule applies.
+    let claimed = Caller { verified: false, ..ops.clone() };
+    let tools = ["get_x", "set_x"].map(String::from).to_vec();
+    assert_eq!(p.filter_tools(tools.clone(), &ops).0, ["get_x", "set_x"]);
+    assert_eq!(p.filter_tools(tools, &claimed).0, ["get_x"]);
+    let as_caller = |caller: &Caller, tool: &str| p.check(&Call { caller: caller.clone(), ..call(tool) }).0;
+    assert_eq!(as_caller(&ops, "set_x"), Decision::Allow(vec![]));
+    assert!(matches!(as_caller(&claimed, "set_x"), Decision::Deny(w) if w.contains("callers[1].allowList")));
+    let bucket = RateLimit { key: "s/callers[1]/name:ann".into(), requests_per_minute: 5, burst: 5 };
+    assert_eq!(as_caller(&claimed, "get_x"), Decision::Allow(vec![bucket]));
 }
 
 #[test]

@@ -236,9 +236,15 @@ impl PolicyBindings {
         }
     }
 
-    pub(crate) fn filter_tools(&self, store: &mut Store<HostState>, tools: &[String]) -> wasmtime::Result<Vec<String>> {
+    pub(crate) fn filter_tools(
+        &self,
+        store: &mut Store<HostState>,
+        tools: &[String],
+        caller: &policy::Caller,
+    ) -> wasmtime::Result<Vec<String>> {
         match self {
-            PolicyBindings::Current(b) => b.hangar_plugins_tool_policy().call_filter_tools(store, tools),
+            PolicyBindings::Current(b) => b.hangar_plugins_tool_policy().call_filter_tools(store, tools, caller),
+            // 0.1.0 lists the same tools for every caller.
             PolicyBindings::V0_1_0(b) => b.hangar_plugins_tool_policy().call_filter_tools(store, tools),
         }
     }

@@ -1,11 +1,12 @@
-//! The default `policy`: allowList / denyList globs and one rate-limit bucket per server. Fails
-//! closed: until `configure` succeeds, every call is denied and no tool is listed.
+//! The default `policy`: allowList / denyList globs, one rate-limit bucket per server and the
+//! rules per caller of `spec.tools.callers`. Fails closed: until `configure` succeeds, every call
+//! is denied and no tool is listed.
 
 wit_bindgen::generate!({ path: "../../wit", world: "policy" });
 
 use std::cell::RefCell;
 
-use exports::hangar::plugins::tool_policy::{Call, Decision, Guest};
+use exports::hangar::plugins::tool_policy::{Call, Caller, Decision, Guest};
 use hangar::plugins::types::RateLimit;
 use hangar_plugin_algorithms::policy::{self, ToolPolicy};
 
@@ -23,7 +24,9 @@ impl Guest for Plugin {
     }
 
     fn check(call: Call) -> Decision {
-        let decision = POLICY.with_borrow(|p| p.as_ref().map_or_else(policy::unconfigured, |p| p.check(&call.tool)));
+        let decision = POLICY.with_borrow(|p| {
+            p.as_ref().map_or_else(policy::unconfigured, |p| p.check(&call.tool, &view(&call.caller)))
+        });
         match decision {
             policy::Decision::Allow(buckets) => Decision::Allow(
                 buckets
@@ -35,11 +38,22 @@ impl Guest for Plugin {
         }
     }
 
-    fn filter_tools(tools: Vec<String>) -> Vec<String> {
+    fn filter_tools(tools: Vec<String>, caller: Caller) -> Vec<String> {
+        let caller = view(&caller);
         POLICY.with_borrow(|p| match p {
-            Some(p) => tools.into_iter().filter(|t| p.visible(t)).collect(),
+            Some(p) => tools.into_iter().filter(|t| p.visible(t, &caller)).collect(),
             None => Vec::new(),
         })
+    }
+}
+
+fn view(caller: &Caller) -> policy::Caller<'_> {
+    policy::Caller {
+        verified: caller.verified,
+        subject: &caller.subject,
+        client_id: &caller.client_id,
+        scopes: &caller.scopes,
+        groups: &caller.groups,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use hangar_plugin_runtime::{Call, Caller, Decision};
+use hangar_plugin_runtime::{Call, Decision};
 
 use super::{CallContext, CallError, Gateway, ServerEntry, Target, catalog, rate_limited, unavailable};
 use crate::protocol::{RpcError, code};
@@ -53,7 +53,7 @@ impl Gateway {
             let call = Call {
                 server: server.name.clone(),
                 tool: item.to_string(),
-                caller: Caller::unverified(&ctx.caller),
+                caller: ctx.caller.clone(),
                 argument_bytes: 0,
             };
             match server.policy.check_off_worker(call).await.0 {
