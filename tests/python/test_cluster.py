@@ -20,6 +20,8 @@ from conftest import REPO
 from hangar_proc import NOTES, PYTHON, Hangar, hangar_bin, wait_for
 from test_gateway import free_port
 
+GUARDED = REPO / "tests" / "python" / "servers" / "guarded.py"
+
 CLUSTER = REPO / "tests" / "cluster"
 
 
@@ -287,6 +289,55 @@ def test_operator_and_core_serve_a_remote_server_to_the_official_sdk_client(crds
             operator.stop()
         notes.kill()
         notes.wait()
+
+
+def test_a_remote_servers_credential_comes_from_a_secret_the_operator_reads_and_is_never_shown(crds, tmp_path, core):
+    """Core has no Secret rights: the operator (under the chart's ClusterRole) reads the Secret a
+    remote server's spec.headers names and hands the value to core, which sends it to the server."""
+    secret = "Bearer cluster-credential-5be1d0"
+    guard_log = tmp_path / "guard.log"
+    port = free_port()
+    guarded = subprocess.Popen([str(PYTHON), str(GUARDED), str(port)], stderr=subprocess.DEVNULL,
+                               env={**os.environ, "GUARD_EXPECT": secret, "GUARD_LOG": str(guard_log)})
+    operator = None
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+        namespaces(crds, "crm-team")
+        header = {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "crm-credentials", "key": "authorization"}}}
+        server = {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+                  "metadata": {"name": "crm", "namespace": "crm-team"},
+                  "spec": {"mode": "remote", "endpoint": f"http://127.0.0.1:{port}/mcp", "headers": [header]}}
+        apply(crds, server)
+        operator = Operator(crds, tmp_path, "with-secrets", core_env(core))
+        # Without the Secret the registration is refused, naming the Secret (not a value).
+        registered = wait_for(lambda: next((c for c in server_json(crds, "crm-team", "crm").get("status", {})
+                                            .get("conditions", []) if c["type"] == "Registered"), None), timeout=90)
+        assert registered["status"] == "False" and "crm-team/crm-credentials does not exist" in registered["message"], registered
+        crds("create", "secret", "generic", "crm-credentials", "-n", "crm-team", f"--from-literal=authorization={secret}")
+        # The next reconcile (at most the operator's periodic requeue) registers it.
+        crds("annotate", "mcpserver", "crm", "-n", "crm-team", "touch=1", "--overwrite")
+        wait_for(lambda: server_json(crds, "crm-team", "crm").get("status", {}).get("state") == "Ready", timeout=120)
+
+        async def through_core():
+            async with Client(core.url) as c:
+                return (await c.call_tool("crm__secret_word", {})).content[0].text
+
+        assert asyncio.run(through_core()) == "swordfish"
+        assert set(guard_log.read_text().splitlines()) == {secret}, "only the Secret's value reached the server"
+        request = urllib.request.Request(core.base + "/api/v1/servers", headers={"authorization": f"Bearer {CORE_KEY}"})
+        shown = [urllib.request.urlopen(request, timeout=10).read().decode(),
+                 crds("get", "mcpserver", "crm", "-n", "crm-team", "-o", "yaml").stdout,
+                 crds("describe", "mcpserver", "crm", "-n", "crm-team").stdout,
+                 urllib.request.urlopen(core.base + "/metrics", timeout=10).read().decode()]
+        assert not [s for s in shown if "cluster-credential" in s]
+    finally:
+        if operator:
+            log = operator.stop()
+            assert "cluster-credential" not in log
+        guarded.kill()
+        guarded.wait()
+    core.stop()
+    assert "cluster-credential" not in (core.folder / "hangar.log").read_text()
 
 
 def test_discovery_creates_owned_servers_and_refuses_what_a_tenant_may_not_ask(crds, tmp_path):

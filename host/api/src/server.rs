@@ -242,11 +242,13 @@ pub struct CallerRule {
 #[x_kube(validation = Rule::new("has(self.value) != has(self.valueFrom)").message("set exactly one of value and valueFrom"))]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteHeader {
-    /// The header's name, e.g. `Authorization`; not one the MCP transport sets itself.
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9-]{1,64}$')").message("must be an HTTP header name: letters, digits and '-'"))]
+    /// The header's name, e.g. `Authorization` (letters, digits and `-`); not one the MCP
+    /// transport sets itself. Lengths are bounded so the API server can afford the rule.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9-]+$"))]
     #[x_kube(validation = Rule::new("!self.matches('(?i)^(host|content-length|content-type|accept|connection|transfer-encoding|mcp-session-id|mcp-protocol-version|last-event-id)$')").message("is set by the MCP transport itself; choose another header"))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<HeaderSource>,
@@ -263,7 +265,9 @@ pub struct HeaderSource {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
