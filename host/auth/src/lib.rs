@@ -295,7 +295,25 @@ impl TokenVerifier {
             None => self.discover_jwks_uri().await?,
         };
         let set = self.get_json(&jwks_uri).await?;
-        let mut keys = KeySet { jwks_uri: Some(jwks_uri.clone()), fetched: Some(Instant::now()), ..Default::default() };
+        KeySet::from_jwks(&set, jwks_uri)
+    }
+
+    /// Uses these keys, as the issuer would publish them, until the next fetch; the number of
+    /// usable keys. (The gateway fetches them; this is for measuring the check alone.)
+    pub fn install_keys(&self, jwks: &Value) -> Result<usize, String> {
+        let mut set = KeySet::from_jwks(jwks, "(given)".into())?;
+        set.jwks_uri = None;
+        let count = set.by_kid.len() + set.unnamed.len();
+        *self.keys.write().unwrap() = set;
+        self.verified.lock().unwrap().clear();
+        Ok(count)
+    }
+}
+
+impl KeySet {
+    /// The usable signing keys of a published JWK set (others are skipped).
+    fn from_jwks(set: &Value, jwks_uri: String) -> Result<KeySet, String> {
+        let mut keys = KeySet { fetched: Some(Instant::now()), ..Default::default() };
         for value in set.get("keys").and_then(Value::as_array).ok_or(format!("{jwks_uri}: no \"keys\" list"))? {
             let Ok(jwk) = serde_json::from_value::<Jwk>(value.clone()) else { continue };
             // Signing keys only; symmetric ones never verify an access token here.
@@ -312,9 +330,12 @@ impl TokenVerifier {
                 None => keys.unnamed.push(key),
             }
         }
+        keys.jwks_uri = Some(jwks_uri);
         Ok(keys)
     }
+}
 
+impl TokenVerifier {
     /// The issuer's `jwks_uri`, from its OpenID Connect discovery document or its RFC 8414
     /// metadata, which must name the configured issuer (mix-up protection).
     async fn discover_jwks_uri(&self) -> Result<String, String> {

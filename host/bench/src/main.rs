@@ -1,8 +1,9 @@
 //! Hangar's performance report: `cargo run --release -p hangar-bench` measures every figure
 //! beside its baseline in the same run and writes `docs/performance.md` and
 //! `docs/latency-vs-concurrency.svg`. `--quick` runs fewer calls (for a smoke check);
-//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing. Every load loop is bounded in count and time.
+//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing; `--auth-only` the token-check figures. Every load loop is bounded in count and time.
 
+mod auth;
 mod cold_start;
 mod gateway;
 mod hot_reload;
@@ -77,6 +78,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
 
     let mut sections = Vec::new();
+    if args.iter().any(|a| a == "--auth-only") {
+        for f in auth::run(&scale)? {
+            println!("{}: {} ({} {}, {:.2}x)", f.what, f.measured, f.baseline_name, f.baseline, f.ratio);
+        }
+        return Ok(());
+    }
     eprintln!("== plugin calls vs native");
     sections.push(("Plugin calls vs the same algorithm in native Rust", plugins::run(&scale)?));
     if args.iter().any(|a| a == "--plugins-only") {
@@ -86,6 +93,8 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    eprintln!("== access-token check");
+    sections.push(("Access-token check per `/mcp` request (`--auth-issuer`)", auth::run(&scale)?));
     eprintln!("== gateway tools/call vs direct");
     let (figures, curve) = runtime.block_on(gateway::run(&scale))?;
     sections.push(("`tools/call` through the gateway vs sent directly to the server", figures));
