@@ -28,6 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from conftest import REPO
 from hangar_proc import EVERYTHING, PYTHON, Hangar, wait_for
+from test_gateway import free_port, start  # noqa: F401 - start is a fixture
 
 OIDC = REPO / "tests" / "oidc"
 NODE = REPO / "tests" / "conformance" / "node_modules" / ".bin" / "node"  # Node 22 (npm `node`)
@@ -37,12 +38,6 @@ CLIENTS = {
     "agent-readers": "readers-secret-0123456789",
     "agent-noscope": "noscope-secret-0123456789",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SigningKey:
@@ -124,27 +119,16 @@ spec:
 
 
 @pytest.fixture
-def protected(tmp_path, provider):
-    """`hangar run` protected by the provider, serving the reference server with caller rules."""
-    started = []
+def protected(start, provider):
+    """`hangar run` protected by the provider (serving the reference server with caller rules)."""
 
-    def _start(files: dict[str, str] | None = None, env: dict | None = None, scopes: str = "mcp:tools") -> Hangar:
-        folder = tmp_path / f"hangar{len(started)}"
-        folder.mkdir()
-        for name, text in (files or {"everything.yaml": EVERYTHING_FOR_CALLERS}).items():
-            (folder / name).write_text(text)
+    def _start(files: dict[str, str] | None = None, env: dict | None = None) -> Hangar:
         port = free_port()
-        audience = f"http://127.0.0.1:{port}/mcp"
-        h = Hangar(folder, env, args=["run", str(folder), "--auth-issuer", provider.issuer,
-                                      "--auth-audience", audience, "--auth-required-scopes", scopes],
-                   listen=f"127.0.0.1:{port}")
-        started.append(h)
-        return h
+        flags = ["--auth-issuer", provider.issuer, "--auth-audience", f"http://127.0.0.1:{port}/mcp",
+                 "--auth-required-scopes", "mcp:tools"]
+        return start(files or {"everything.yaml": EVERYTHING_FOR_CALLERS}, env, flags=flags, listen=f"127.0.0.1:{port}")
 
-    yield _start
-    for h in started:
-        if h.proc.poll() is None:
-            h.stop()
+    return _start
 
 
 def bearer_client(url: str, token: str, mode: str = "auto") -> Client:

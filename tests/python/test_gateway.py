@@ -23,12 +23,14 @@ from hangar_proc import EVERYTHING, NOTES, PYTHON, Hangar, everything_server, no
 def start(tmp_path):
     started = []
 
-    def _start(files: dict[str, str], env: dict | None = None, folder=None) -> Hangar:
+    def _start(files: dict[str, str], env: dict | None = None, folder=None, flags: list[str] | None = None,
+               listen: str = "127.0.0.1:0") -> Hangar:
+        """`hangar run` on a folder of these files, with extra `flags`."""
         folder = folder or tmp_path / f"run{len(started)}"
         folder.mkdir(exist_ok=True)
         for name, text in files.items():
             (folder / name).write_text(text)
-        h = Hangar(folder, env)
+        h = Hangar(folder, env, args=["run", str(folder), *(flags or [])], listen=listen)
         started.append(h)
         return h
 
