@@ -80,8 +80,8 @@ impl std::fmt::Debug for SecretHeader {
 }
 
 impl SecretHeader {
-    /// The headers as reqwest sends them; an unusable name or value is named by `where_` (the
-    /// value itself never).
+    /// The headers as reqwest sends them; an unusable name or value is refused naming its entry
+    /// of `spec.headers` (never the value).
     pub fn header_map(headers: &[SecretHeader]) -> Result<reqwest::header::HeaderMap, String> {
         let mut map = reqwest::header::HeaderMap::new();
         for (i, h) in headers.iter().enumerate() {

@@ -535,7 +535,7 @@ impl Gateway {
         }
         if let Some(key) = tools.policy_config.keys().find(|k| hangar_api::DERIVED_POLICY_KEYS.contains(&k.as_str())) {
             return Err(RegisterError::Invalid(format!(
-                "spec.tools.policyConfig: key {key:?} is set by Hangar from the manifest: use allowList, denyList and rateLimit"
+                "spec.tools.policyConfig: key {key:?} is set by Hangar from the manifest: use allowList, denyList, rateLimit and callers"
             )));
         }
         let policy_name = tools.policy.as_deref().unwrap_or(hangar_builtin_plugins::DEFAULT_POLICY);
