@@ -31,21 +31,14 @@ impl Caller<'_> {
 /// `scopes` matches every caller (verified or not); otherwise only verified callers, and each
 /// non-empty list must match (any of its globs).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct CallerRule {
-    #[serde(default)]
     pub subjects: Vec<String>,
-    #[serde(default)]
     pub client_ids: Vec<String>,
-    #[serde(default)]
     pub groups: Vec<String>,
-    #[serde(default)]
     pub scopes: Vec<String>,
-    #[serde(default)]
     pub allow_list: Vec<String>,
-    #[serde(default)]
     pub deny_list: Vec<String>,
-    #[serde(default)]
     pub rate_limit: Option<CallerRate>,
 }
 
