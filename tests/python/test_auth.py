@@ -266,7 +266,8 @@ REASONS = {
     "same kid, other key": "signature does not verify",
     "alg none": "not a signed JWT with a supported algorithm",
     "HS256 with the public key": "HS256 is not allowed for its key",
-    "truncated signature": "not a well-formed JWT",
+    # Cut short, the signature is bad base64 or (at some lengths) a shorter, wrong signature.
+    "truncated signature": ("not a well-formed JWT", "signature does not verify"),
     "bit-flipped signature": "signature does not verify",
     "a second provider's token": "unknown kid",
     "not a JWT": "not a signed JWT",
@@ -317,7 +318,8 @@ def test_hostile_tokens_are_refused_with_401_and_nothing_is_forwarded(protected,
             assert status == 401, (name, status, body)
             assert headers["www-authenticate"].startswith('Bearer error="invalid_token"'), (name, headers)
             assert body["error"] == "invalid_token", (name, body)
-            assert REASONS[name] in body["error_description"], (name, body)
+            reasons = REASONS[name] if isinstance(REASONS[name], tuple) else (REASONS[name],)
+            assert any(r in body["error_description"] for r in reasons), (name, body)
         # 1 MB of token never reaches the check: the listener refuses the header block.
         status, _, _ = post(h.url, "x" * 1_000_000, STATELESS_ECHO)
         assert status in (401, 431), status
