@@ -22,6 +22,9 @@ use sha2::{Digest, Sha256};
 
 /// An unknown `kid` fetches the issuer's keys again at most this often.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+/// The issuer's keys are fetched again this often even when no unknown `kid` asks for it, so a
+/// key the issuer withdrew stops verifying (and its tokens leave the cache).
+pub const KEYS_MAX_AGE: Duration = Duration::from_secs(600);
 /// Clock skew allowed on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 30;
 /// Longest token considered; IdPs with many group claims stay well below.
@@ -258,6 +261,14 @@ impl TokenVerifier {
             client_id,
             scopes: list(claims.get("scope").or_else(|| claims.get("scp"))),
             groups: list(claims.get(&self.config.group_claim)),
+        }
+    }
+
+    /// Fetches the keys now, then every [`KEYS_MAX_AGE`], for as long as the verifier lives.
+    pub async fn keep_keys_fresh(self: std::sync::Arc<Self>) {
+        loop {
+            self.refresh_keys(false).await;
+            tokio::time::sleep(KEYS_MAX_AGE).await;
         }
     }
 

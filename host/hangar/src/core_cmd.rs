@@ -131,8 +131,9 @@ pub async fn serve_until_ctrl_c(
             config.audience,
             auth.resource_metadata_url(None)
         );
-        // The keys are fetched ahead of the first request; a failure here is retried on demand.
-        tokio::spawn(async move { auth.refresh_keys(false).await });
+        // The keys are fetched ahead of the first request and every 10 minutes; a failure is
+        // retried on demand (an unknown kid).
+        tokio::spawn(auth.keep_keys_fresh());
     }
     state.origins = hangar_gateway::origin::OriginPolicy {
         loopback_listener: listener.local_addr()?.ip().is_loopback(),
