@@ -210,11 +210,11 @@ impl TokenVerifier {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| KeyLookup::Refused(format!("not a signed JWT with a supported algorithm ({e})")))?;
         let keys = self.keys.read().unwrap();
+        let allows = |k: &&Key| k.algorithms.contains(&header.alg);
         let candidates: Vec<&Key> = match &header.kid {
-            Some(kid) => keys.by_kid.get(kid).into_iter().collect(),
-            None => keys.unnamed.iter().chain(keys.by_kid.values()).collect(),
+            Some(kid) => keys.by_kid.get(kid).into_iter().filter(allows).collect(),
+            None => keys.unnamed.iter().chain(keys.by_kid.values()).filter(allows).collect(),
         };
-        let candidates: Vec<&Key> = candidates.into_iter().filter(|k| k.algorithms.contains(&header.alg)).collect();
         if candidates.is_empty() {
             // A known kid with another algorithm (HS256 over an RSA key, say) is refused, not refetched.
             return match header.kid.as_ref().filter(|kid| keys.by_kid.contains_key(*kid)) {

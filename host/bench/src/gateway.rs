@@ -88,7 +88,12 @@ pub async fn run(scale: &Scale) -> anyhow::Result<(Vec<Figure>, Curve)> {
     let spec =
         serde_json::from_value(json!({"mode": "remote", "endpoint": direct, "healthCheck": {"enabled": false}}))?;
     gateway
-        .upsert_server_at("default", "echo", spec, BackendSpec::Http { endpoint: direct.clone(), headers: Vec::new() })
+        .upsert_server_at(
+            "default",
+            "echo",
+            spec,
+            BackendSpec::Http { endpoint: direct.clone(), headers: Default::default() },
+        )
         .map_err(anyhow::Error::msg)?;
     let state = Arc::new(http::AppState::new(gateway, SessionKeys::with_key(b"bench"), registry, None));
     let via = serve_mcp(http::router(state)).await;

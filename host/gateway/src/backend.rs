@@ -61,43 +61,9 @@ pub enum Era {
 pub enum BackendSpec {
     /// A child process speaking MCP over stdin/stdout.
     Stdio { command: Vec<String>, env: Vec<(String, String)>, dir: PathBuf },
-    /// A Streamable HTTP endpoint, and the headers (credentials) every request to it carries.
-    Http { endpoint: String, headers: Vec<SecretHeader> },
-}
-
-/// A header for a remote server. Its value is a credential: never printed, and marked
-/// sensitive so the HTTP stack does not print it either.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretHeader {
-    pub name: String,
-    pub value: String,
-}
-
-impl std::fmt::Debug for SecretHeader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: <redacted>", self.name)
-    }
-}
-
-impl SecretHeader {
-    /// The headers as reqwest sends them; an unusable name or value is refused naming its entry
-    /// of `spec.headers` (never the value).
-    pub fn header_map(headers: &[SecretHeader]) -> Result<reqwest::header::HeaderMap, String> {
-        let mut map = reqwest::header::HeaderMap::new();
-        for (i, h) in headers.iter().enumerate() {
-            let name = reqwest::header::HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| format!("spec.headers[{i}].name: {:?} is not an HTTP header name", h.name))?;
-            let mut value = reqwest::header::HeaderValue::from_str(&h.value).map_err(|_| {
-                format!(
-                    "spec.headers[{i}]: the value of {:?} is not a valid HTTP header value (printable ASCII, one line)",
-                    h.name
-                )
-            })?;
-            value.set_sensitive(true);
-            map.insert(name, value);
-        }
-        Ok(map)
-    }
+    /// A Streamable HTTP endpoint, and the headers (credentials) every request to it carries:
+    /// their values are marked sensitive, so neither `Debug` nor the HTTP stack prints them.
+    Http { endpoint: String, headers: reqwest::header::HeaderMap },
 }
 
 /// Something the backend said on its own (e.g. `notifications/tools/list_changed`).
@@ -124,7 +90,7 @@ impl Backend {
                 Backend::Stdio(StdioBackend::start(name, command, env, dir, events, wanted))
             }
             BackendSpec::Http { endpoint, headers } => {
-                Backend::Http(Box::new(HttpBackend::new(name, endpoint, &headers, events)))
+                Backend::Http(Box::new(HttpBackend::new(name, endpoint, headers, events)))
             }
         }
     }
@@ -865,14 +831,14 @@ impl HttpBackend {
     fn new(
         name: &str,
         endpoint: String,
-        headers: &[SecretHeader],
+        headers: reqwest::header::HeaderMap,
         events: mpsc::UnboundedSender<BackendEvent>,
     ) -> Self {
         // A backend's redirect could point core anywhere (an SSRF read): never followed. The
         // server's own headers (checked at registration) go with every request; a client's
         // token never does (the spec forbids token passthrough).
         let client = reqwest::Client::builder()
-            .default_headers(SecretHeader::header_map(headers).unwrap_or_default())
+            .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a TLS backend is compiled in");

@@ -13,7 +13,7 @@ use std::{
 };
 
 use hangar_api::{MCPServerGroupSpec, MCPServerSpec, ServerMode, State, Transport};
-use hangar_plugin_algorithms::policy::{self as algorithms, ToolPolicy};
+use hangar_plugin_algorithms::policy::{self as algorithms, CallerView, ToolPolicy};
 use hangar_plugin_runtime::{
     Call, Caller, Decision, MemberInfo, MemberState, PickRequest, PluginRuntime, PolicyPlugin, RateLimit,
     StrategyPlugin,
@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc};
 mod offerings;
 
 use crate::{
-    backend::{Backend, BackendError, BackendEvent, BackendSpec, Era, SecretHeader},
+    backend::{Backend, BackendError, BackendEvent, BackendSpec, Era},
     breaker::{BreakerState, CircuitBreaker},
     catalog,
     metrics::GatewayMetrics,
@@ -98,7 +98,7 @@ impl ServerEntry {
     /// custom policy).
     async fn visible_tools(&self, caller: &Caller) -> Vec<Value> {
         let tools = self.tools.read().unwrap().clone();
-        let view = policy_view(caller);
+        let view = caller.view();
         let names: Vec<String> = tools
             .iter()
             .filter_map(|t| t["name"].as_str())
@@ -112,7 +112,7 @@ impl ServerEntry {
     /// The policy's decision, within the manifest's floor: a denial there stands whatever the
     /// plugin says, and its rate limit is charged beside the plugin's.
     async fn decide(&self, call: Call) -> Decision {
-        let floor_buckets = match self.floor.as_ref().map(|f| f.check(&call.tool, &policy_view(&call.caller))) {
+        let floor_buckets = match self.floor.as_ref().map(|f| f.check(&call.tool, &call.caller.view())) {
             Some(algorithms::Decision::Deny(why)) => return Decision::Deny(why),
             Some(algorithms::Decision::Allow(buckets)) => buckets,
             None => Vec::new(),
@@ -355,17 +355,6 @@ pub struct Gateway {
     /// What the operator follows (`GET /api/v1/events`): state changes and wake-ups.
     pub events_out: broadcast::Sender<Value>,
     client_sessions: crate::client_sessions::ClientSessions,
-}
-
-/// The default policy's view of a caller (borrowed, for the host-enforced floor).
-fn policy_view(caller: &Caller) -> algorithms::Caller<'_> {
-    algorithms::Caller {
-        verified: caller.verified,
-        subject: &caller.subject,
-        client_id: &caller.client_id,
-        scopes: &caller.scopes,
-        groups: &caller.groups,
-    }
 }
 
 /// Who calls and how: the caller's identity for the policy, the session's group-member pin, and
@@ -1165,26 +1154,32 @@ fn remove_from<T>(
 }
 
 /// A remote server's headers, with values from Secrets found by `secret` (given the entry's
-/// index), checked as HTTP headers.
+/// index), as HTTP headers marked sensitive; an unusable one is refused naming its entry of
+/// `spec.headers` (never the value).
 pub fn remote_headers(
     spec: &MCPServerSpec,
     secret: impl Fn(usize, &hangar_api::SecretKeyRef) -> Result<String, String>,
-) -> Result<Vec<SecretHeader>, String> {
-    let headers = spec
-        .headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let value = match (&h.value, &h.value_from) {
-                (Some(v), _) => v.clone(),
-                (None, Some(from)) => secret(i, &from.secret_key_ref)?,
-                (None, None) => return Err(format!("spec.headers[{i}]: set value or valueFrom")),
-            };
-            Ok(SecretHeader { name: h.name.clone(), value: value.trim_end_matches(['\r', '\n']).to_string() })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    SecretHeader::header_map(&headers)?;
-    Ok(headers)
+) -> Result<reqwest::header::HeaderMap, String> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let mut map = reqwest::header::HeaderMap::new();
+    for (i, h) in spec.headers.iter().enumerate() {
+        let value = match (&h.value, &h.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(from)) => secret(i, &from.secret_key_ref)?,
+            (None, None) => return Err(format!("spec.headers[{i}]: set value or valueFrom")),
+        };
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| format!("spec.headers[{i}].name: {:?} is not an HTTP header name", h.name))?;
+        let mut value = HeaderValue::from_str(value.trim_end_matches(['\r', '\n'])).map_err(|_| {
+            format!(
+                "spec.headers[{i}]: the value of {:?} is not a valid HTTP header value (printable ASCII, one line)",
+                h.name
+            )
+        })?;
+        value.set_sensitive(true);
+        map.insert(name, value);
+    }
+    Ok(map)
 }
 
 /// How to reach a server outside a cluster: a command runs locally over stdio; a remote

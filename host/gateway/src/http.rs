@@ -145,9 +145,9 @@ async fn check_origin(
     }
 }
 
-/// The caller a request's access token proved, if `/mcp` is protected and it carried one.
+/// The caller a request's access token proved, if `/mcp` is protected (as the policy sees it).
 #[derive(Clone, Default)]
-pub struct Verified(pub Option<hangar_auth::Identity>);
+pub struct Verified(pub Option<Caller>);
 
 /// With `--auth-issuer`: every `/mcp` request carries a valid access token for this resource
 /// (401 and the metadata's address otherwise; 403 without a required scope). The token stays
@@ -164,7 +164,14 @@ async fn check_token(
     let authorization = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
     match auth.verify(authorization).await {
         Ok(identity) => {
-            request.extensions_mut().insert(Verified(Some(identity)));
+            let caller = Caller {
+                verified: true,
+                subject: identity.subject,
+                client_id: identity.client_id,
+                scopes: identity.scopes,
+                groups: identity.groups,
+            };
+            request.extensions_mut().insert(Verified(Some(caller)));
             next.run(request).await
         }
         Err(refusal) => {
@@ -552,13 +559,7 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
     }
 
     let caller = match &verified.0 {
-        Some(identity) => Caller {
-            verified: true,
-            subject: identity.subject.clone(),
-            client_id: identity.client_id.clone(),
-            scopes: identity.scopes.clone(),
-            groups: identity.groups.clone(),
-        },
+        Some(caller) => caller.clone(),
         None => Caller::unverified(
             params
                 .get("_meta")
@@ -656,8 +657,7 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
         .filter(|_| headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()) == Some(protocol::LATEST_HANDSHAKE));
     tokio::spawn(async move {
         let _unregister = unregister;
-        let client_requests = ClientRequests { state: state.clone(), session: session_owned, ids: Vec::new() };
-        let mut client_requests = client_requests;
+        let mut client_requests = ClientRequests { state: state.clone(), session: session_owned, ids: Vec::new() };
         let mut pending = Some(first);
         let message = loop {
             if let Some(relay) = pending.take() {

@@ -45,7 +45,7 @@ fn harness() -> &'static Harness {
                     "default",
                     "echo",
                     spec,
-                    BackendSpec::Http { endpoint: backend.clone(), headers: Vec::new() },
+                    BackendSpec::Http { endpoint: backend.clone(), headers: Default::default() },
                 )
                 .unwrap();
             let state = Arc::new(http::AppState::new(gateway, SessionKeys::with_key(b"fuzz"), registry, None));

@@ -11,6 +11,8 @@ pub mod strategy {
 pub mod policy {
     wasmtime::component::bindgen!({ path: "../../wit", world: "policy", additional_derives: [PartialEq, Eq] });
     pub use hangar::plugins::types::{Call, Caller, Decision, RateLimit};
+
+    hangar_plugin_algorithms::impl_caller_view!(Caller);
 }
 
 pub mod discovery {

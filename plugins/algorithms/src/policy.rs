@@ -16,6 +16,30 @@ pub struct Caller<'a> {
     pub groups: &'a [String],
 }
 
+/// A WIT `caller` record (each side's generated type: the plugins', the host's) seen as a
+/// [`Caller`]; [`impl_caller_view!`](crate::impl_caller_view) writes the impl.
+pub trait CallerView {
+    fn view(&self) -> Caller<'_>;
+}
+
+/// Implements [`CallerView`] for a type with the WIT `caller` record's fields.
+#[macro_export]
+macro_rules! impl_caller_view {
+    ($caller:ty) => {
+        impl $crate::policy::CallerView for $caller {
+            fn view(&self) -> $crate::policy::Caller<'_> {
+                $crate::policy::Caller {
+                    verified: self.verified,
+                    subject: &self.subject,
+                    client_id: &self.client_id,
+                    scopes: &self.scopes,
+                    groups: &self.groups,
+                }
+            }
+        }
+    };
+}
+
 impl Caller<'_> {
     /// How refusals name the caller.
     fn describe(&self) -> String {

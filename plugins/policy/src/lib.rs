@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use exports::hangar::plugins::tool_policy::{Call, Caller, Decision, Guest};
 use hangar::plugins::types::RateLimit;
-use hangar_plugin_algorithms::policy::{self, ToolPolicy};
+use hangar_plugin_algorithms::policy::{self, CallerView, ToolPolicy};
 
 thread_local! {
     static POLICY: RefCell<Option<ToolPolicy>> = const { RefCell::new(None) };
@@ -25,7 +25,7 @@ impl Guest for Plugin {
 
     fn check(call: Call) -> Decision {
         let decision = POLICY.with_borrow(|p| {
-            p.as_ref().map_or_else(policy::unconfigured, |p| p.check(&call.tool, &view(&call.caller)))
+            p.as_ref().map_or_else(policy::unconfigured, |p| p.check(&call.tool, &call.caller.view()))
         });
         match decision {
             policy::Decision::Allow(buckets) => Decision::Allow(
@@ -39,7 +39,7 @@ impl Guest for Plugin {
     }
 
     fn filter_tools(tools: Vec<String>, caller: Caller) -> Vec<String> {
-        let caller = view(&caller);
+        let caller = caller.view();
         POLICY.with_borrow(|p| match p {
             Some(p) => tools.into_iter().filter(|t| p.visible(t, &caller)).collect(),
             None => Vec::new(),
@@ -47,14 +47,6 @@ impl Guest for Plugin {
     }
 }
 
-fn view(caller: &Caller) -> policy::Caller<'_> {
-    policy::Caller {
-        verified: caller.verified,
-        subject: &caller.subject,
-        client_id: &caller.client_id,
-        scopes: &caller.scopes,
-        groups: &caller.groups,
-    }
-}
+hangar_plugin_algorithms::impl_caller_view!(Caller);
 
 export!(Plugin);
