@@ -6,7 +6,7 @@
 //!   instance starts with 15 MiB of memory written).
 //!
 //! Both implement `hangar:plugins/load-balancer@0.2.0` correctly, so that the host gets as far as
-//! instantiating them: `configure` succeeds, `pick` answers none.
+//! instantiating them: `configure` succeeds (asking for nothing), `pick` answers none.
 
 use std::fmt::Write as _;
 
@@ -17,22 +17,24 @@ fn strategy_component(memories: &str) -> String {
   (core module $m
     {memories}
     (func (export "configure") (param i32 i32 i32 i32) (result i32) i32.const 0)
-    (func (export "pick") (param i32 i32 i64 i64 i32 i32 i32) (result i32) i32.const 0)
+    (func (export "pick") (param i64 i64 i32 i32 i64 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32) i32.const 0)
     (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 64))
   (core instance $i (instantiate $m))
   (type $member (record (field "name" string) (field "priority" s32) (field "weight" u32)))
-  (type $state (record (field "healthy" bool) (field "tried" bool) (field "in-flight" u32)
-    (field "latency-avg-us" u64) (field "consecutive-failures" u32)))
-  (type $request (record (field "tool" string) (field "sequence" u64) (field "random" u64)
-    (field "attempt" u32) (field "members" (list $state))))
+  (type $set (variant (case "word" u64) (case "words" (list u64))))
+  (type $inputs (flags "tool" "in-flight" "latency"))
+  (type $request (record (field "sequence" u64) (field "random" u64) (field "attempt" u32)
+    (field "eligible" $set) (field "tool" (option string)) (field "in-flight" (option (list u32)))
+    (field "latency-avg-us" (option (list u64)))))
   (func $configure (param "members" (list $member)) (param "config" (list (tuple string string)))
-    (result (result (error string)))
+    (result (result $inputs (error string)))
     (canon lift (core func $i "configure") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
   (func $pick (param "request" $request) (result (option u32))
     (canon lift (core func $i "pick") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
   (instance $lb
     (export "member" (type $member))
-    (export "member-state" (type $state))
+    (export "member-set" (type $set))
+    (export "pick-inputs" (type $inputs))
     (export "pick-request" (type $request))
     (export "configure" (func $configure))
     (export "pick" (func $pick)))

@@ -3,9 +3,9 @@
 
 pub mod strategy {
     wasmtime::component::bindgen!({ path: "../../wit", world: "strategy", additional_derives: [PartialEq, Eq] });
-    pub use hangar::plugins::types::{Member, MemberState, PickRequest};
+    pub use hangar::plugins::types::{Member, MemberSet, PickInputs, PickRequest};
 
-    hangar_plugin_algorithms::impl_member_state!(MemberState);
+    hangar_plugin_algorithms::impl_member_set!(MemberSet);
 }
 
 pub mod policy {

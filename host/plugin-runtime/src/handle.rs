@@ -4,7 +4,10 @@
 
 use std::{
     marker::PhantomData,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicPtr, Ordering},
+    },
 };
 
 use tokio::sync::Semaphore;
@@ -27,6 +30,8 @@ enum Binding {
 }
 
 struct Instance<B> {
+    /// The slot's generation when it was made: it is used only while that is still current.
+    generation: u64,
     store: Store<HostState>,
     bindings: B,
     calls: u32,
@@ -37,10 +42,41 @@ struct Instance<B> {
 const RECYCLE_AFTER_CALLS: u32 = 10_000;
 const RECYCLE_ABOVE_BYTES: usize = 8 << 20;
 
-/// Instances of one version, all configured alike.
+/// Idle instances, configured alike. The one used last waits in `hot`, taken and returned with
+/// one atomic swap each (the common case: one call of a handle at a time); the rest wait in
+/// `idle`, behind a lock. Whether an instance's version is still the current one is checked
+/// when it is taken (by the slot's generation).
 struct Pool<B> {
-    version: Arc<PluginVersion>,
-    idle: Mutex<Vec<Instance<B>>>,
+    hot: HotSlot<B>,
+    idle: Mutex<Vec<Box<Instance<B>>>>,
+}
+
+/// At most one boxed instance, without a lock.
+struct HotSlot<B>(AtomicPtr<Instance<B>>);
+
+impl<B> HotSlot<B> {
+    fn take(&self) -> Option<Box<Instance<B>>> {
+        let taken = self.0.swap(std::ptr::null_mut(), Ordering::Acquire);
+        // SAFETY: a non-null pointer in the slot came from `Box::into_raw` in `put`, and the
+        // swap gave it to this caller alone.
+        (!taken.is_null()).then(|| unsafe { Box::from_raw(taken) })
+    }
+
+    /// Keeps `instance` if the slot is empty; otherwise hands it back.
+    fn put(&self, instance: Box<Instance<B>>) -> Option<Box<Instance<B>>> {
+        let raw = Box::into_raw(instance);
+        match self.0.compare_exchange(std::ptr::null_mut(), raw, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => None,
+            // SAFETY: `raw` was not stored, so this caller still owns it.
+            Err(_) => Some(unsafe { Box::from_raw(raw) }),
+        }
+    }
+}
+
+impl<B> Drop for HotSlot<B> {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
 }
 
 /// Most idle instances kept per handle; more are dropped after use.
@@ -51,7 +87,7 @@ pub(crate) struct Handle<W: World> {
     name: String,
     binding: Binding,
     config: W::Config,
-    pool: Mutex<Option<Arc<Pool<W::Bindings>>>>,
+    pool: Pool<W::Bindings>,
     /// Shared by every use of this plugin name: how many of its calls may occupy the executor.
     permits: Arc<Semaphore>,
     _world: PhantomData<W>,
@@ -96,7 +132,7 @@ impl<W: World> Handle<W> {
             permits,
             binding,
             config,
-            pool: Mutex::new(None),
+            pool: Pool { hot: HotSlot(AtomicPtr::new(std::ptr::null_mut())), idle: Mutex::new(Vec::new()) },
             _world: PhantomData,
         };
         handle.call(|_, _| Ok(()))?;
@@ -119,34 +155,55 @@ impl<W: World> Handle<W> {
         }
     }
 
-    fn pool(&self) -> Result<Arc<Pool<W::Bindings>>, PluginError> {
-        let version = self
-            .version()
-            .ok_or_else(|| PluginError::NotFound { name: self.name.clone(), available: String::new() })?;
-        let mut pool = self.pool.lock().unwrap();
-        match pool.as_ref() {
-            Some(p) if Arc::ptr_eq(&p.version, &version) => Ok(p.clone()),
-            _ => {
-                // A new version (hot reload): start a fresh pool; the old one is dropped when the
-                // calls still using it finish.
-                let fresh = Arc::new(Pool { version, idle: Mutex::new(Vec::new()) });
-                *pool = Some(fresh.clone());
-                Ok(fresh)
+    /// The slot's generation now (always 0 for a pinned version).
+    fn generation(&self) -> u64 {
+        match &self.binding {
+            Binding::Live(slot) => slot.generation.load(Ordering::Acquire),
+            Binding::Pinned(_) => 0,
+        }
+    }
+
+    /// An idle instance of `generation`, if the pool has one. Finding one of an older generation
+    /// (after a hot reload) empties the pool.
+    fn take_idle(&self, generation: u64) -> Option<Box<Instance<W::Bindings>>> {
+        let idle = self.pool.hot.take().or_else(|| self.pool.idle.lock().unwrap().pop())?;
+        if idle.generation == generation {
+            return Some(idle);
+        }
+        let stale = std::mem::take(&mut *self.pool.idle.lock().unwrap());
+        drop((idle, stale));
+        None
+    }
+
+    /// Puts `instance` back unless it is worn or enough are idle.
+    fn put_back(&self, instance: Box<Instance<W::Bindings>>) {
+        let worn =
+            instance.calls >= RECYCLE_AFTER_CALLS || instance.store.data().limits.used_bytes > RECYCLE_ABOVE_BYTES;
+        if worn {
+            return;
+        }
+        if let Some(instance) = self.pool.hot.put(instance) {
+            let mut idle = self.pool.idle.lock().unwrap();
+            if idle.len() < MAX_IDLE {
+                idle.push(instance);
             }
         }
     }
 
-    fn instantiate(&self, version: &PluginVersion) -> Result<Instance<W::Bindings>, PluginError> {
+    fn instantiate(&self, generation: u64) -> Result<Box<Instance<W::Bindings>>, PluginError> {
+        let version = self
+            .version()
+            .ok_or_else(|| PluginError::NotFound { name: self.name.clone(), available: String::new() })?;
         let inner = &self.runtime.inner;
         let (deadline, memory_bytes) = inner.config.limits(W::KIND);
-        let mut store = new_store(&inner.engine, memory_bytes, deadline);
+        let mut store = new_store(&inner.engine, &inner.ticks, memory_bytes, deadline);
         let ticks = store.data_mut().clock.start();
         store.set_epoch_deadline(ticks);
-        let bindings = W::instantiate(&mut store, version).map_err(|e| self.fault(&store, e, None))?;
-        let configured = W::configure(&mut store, &bindings, &self.config);
+        let mut bindings = W::instantiate(&mut store, &version).map_err(|e| self.fault(&store, e, None))?;
+        let configured = W::configure(&mut store, &mut bindings, &self.config);
         let output = store.data_mut().new_output();
         match configured {
-            Ok(Ok(())) => Ok(Instance { store, bindings, calls: 0 }),
+            Ok(Ok(())) => Ok(Box::new(Instance { generation, store, bindings, calls: 0 })),
             Ok(Err(message)) => Err(self.counted(Fault::Config, format!("refused its configuration: {message}"))),
             Err(e) => Err(self.fault(&store, e, output)),
         }
@@ -179,11 +236,10 @@ impl<W: World> Handle<W> {
         &self,
         f: impl FnOnce(&mut Store<HostState>, &W::Bindings) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let pool = self.pool()?;
-        let idle = pool.idle.lock().unwrap().pop();
-        let mut instance = match idle {
+        let generation = self.generation();
+        let mut instance = match self.take_idle(generation) {
             Some(i) => i,
-            None => self.instantiate(&pool.version)?,
+            None => self.instantiate(generation)?,
         };
         let ticks = instance.store.data_mut().clock.start();
         instance.store.set_epoch_deadline(ticks);
@@ -196,12 +252,7 @@ impl<W: World> Handle<W> {
                     tracing::info!(plugin = %self.name, "plugin output: {output:.2000}");
                 }
                 instance.calls += 1;
-                let worn = instance.calls >= RECYCLE_AFTER_CALLS
-                    || instance.store.data().limits.used_bytes > RECYCLE_ABOVE_BYTES;
-                let mut idle = pool.idle.lock().unwrap();
-                if !worn && idle.len() < MAX_IDLE {
-                    idle.push(instance);
-                }
+                self.put_back(instance);
                 Ok(r)
             }
             Err(e) => Err(self.fault(&instance.store, e, output)),

@@ -2,10 +2,20 @@
 //! arguments; stdout and stderr into a small buffer the host logs; nothing that blocks) and the
 //! limits of the instance as a whole.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline, component::ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
+use wasmtime_wasi::{
+    WasiCtx, WasiCtxView, WasiView,
+    cli::{IsTerminal, StdoutStream},
+    p2::{OutputStream, Pollable, StreamResult, pipe::MemoryOutputPipe},
+};
 
 pub struct HostState {
     wasi: WasiCtx,
@@ -14,20 +24,72 @@ pub struct HostState {
     pub(crate) clock: CallClock,
     /// What the plugin wrote to stdout and stderr (a panic message, say), and how much of it the
     /// host has logged already.
-    pub(crate) output: MemoryOutputPipe,
-    pub(crate) output_logged: usize,
+    output: Output,
+    output_logged: usize,
 }
 
 /// Most a plugin instance may write to stdout and stderr; a write past it traps the call.
 pub(crate) const OUTPUT_BYTES: usize = 16 << 10;
 
 impl HostState {
-    /// Output written since the last look, for the log.
+    /// Output written since the last look, for the log. Looking costs a flag read unless the
+    /// plugin wrote something.
     pub(crate) fn new_output(&mut self) -> Option<String> {
-        let all = self.output.contents();
+        if !self.output.written.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.output.written.store(false, Ordering::Relaxed);
+        let all = self.output.pipe.contents();
         let new = all.get(self.output_logged..).filter(|b| !b.is_empty())?;
         self.output_logged = all.len();
         Some(String::from_utf8_lossy(new).trim_end().to_string())
+    }
+}
+
+/// The plugin's stdout and stderr: one bounded buffer, and a flag raised by every write.
+#[derive(Clone)]
+struct Output {
+    pipe: MemoryOutputPipe,
+    written: Arc<AtomicBool>,
+}
+
+impl IsTerminal for Output {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Output {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        // Only the async WASI path uses it, and the host links the synchronous one; a stream
+        // handed out may be written, so raise the flag now.
+        self.written.store(true, Ordering::Relaxed);
+        self.pipe.async_stream()
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Output {
+    async fn ready(&mut self) {}
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for Output {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.written.store(true, Ordering::Relaxed);
+        self.pipe.write(bytes)
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        self.pipe.flush()
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        self.pipe.check_write()
     }
 }
 
@@ -88,36 +150,59 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// Wall time as the epoch thread last saw it, advanced with every tick: a call notes its start
+/// with an atomic load instead of reading the system clock. Calls start, and the epoch callback
+/// runs, on the same tick-grained clock.
+#[derive(Clone)]
+pub(crate) struct TickClock {
+    base: Instant,
+    micros: Arc<AtomicU64>,
+}
+
+impl TickClock {
+    pub(crate) fn new() -> Self {
+        Self { base: Instant::now(), micros: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Called by the epoch thread on every tick.
+    pub(crate) fn tick(&self) {
+        self.micros.store(self.base.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+}
+
 /// The deadline of the call in progress. What counts is the CPU time the calling thread spends
 /// in the plugin, so a call that was merely descheduled on a busy machine is not cut off; wall
 /// time is capped too, at [`WALL_FACTOR`] times the deadline. Reading a thread's CPU clock is a
-/// system call, so the hot path only notes the wall clock: the epoch callback, which runs only
-/// for calls still going after a tick, takes a CPU-clock anchor at its first run and measures
-/// CPU time from there. Before the anchor the plugin ran at most about one tick (a running
-/// plugin meets the first tick's check at once), so up to [`PRE_ANCHOR`] of that wall time counts.
+/// system call and even the wall clock costs ~30 ns here, so the hot path only notes the tick
+/// clock: the epoch callback, which runs only for calls still going after a tick, takes a
+/// CPU-clock anchor at its first run and measures CPU time from there. The time before the
+/// anchor (less than a tick, 1 ms, unless the epoch thread was late) is not counted: a tick
+/// clock cannot tell it apart from the time between the last tick and the call's start.
 pub(crate) struct CallClock {
     deadline: Duration,
-    wall_start: Instant,
-    anchor: Option<(Instant, Duration)>,
+    ticks: TickClock,
+    wall_start: Duration,
+    cpu_anchor: Option<Duration>,
 }
 
 pub(crate) const WALL_FACTOR: u32 = 20;
-const PRE_ANCHOR: Duration = Duration::from_millis(2);
 
 impl CallClock {
     /// Starts timing a call; returns the epoch ticks after which the first check runs.
     pub(crate) fn start(&mut self) -> u64 {
-        self.wall_start = Instant::now();
-        self.anchor = None;
+        self.wall_start = self.ticks.now();
+        self.cpu_anchor = None;
         1
     }
 
     fn expired(&mut self) -> bool {
-        let now = Instant::now();
-        let (anchor_wall, anchor_cpu) = *self.anchor.get_or_insert_with(|| (now, thread_cpu_time()));
-        let used =
-            anchor_wall.duration_since(self.wall_start).min(PRE_ANCHOR) + thread_cpu_time().saturating_sub(anchor_cpu);
-        used >= self.deadline || now.duration_since(self.wall_start) >= self.deadline * WALL_FACTOR
+        let anchor = *self.cpu_anchor.get_or_insert_with(thread_cpu_time);
+        thread_cpu_time().saturating_sub(anchor) >= self.deadline
+            || self.ticks.now().saturating_sub(self.wall_start) >= self.deadline * WALL_FACTOR
     }
 }
 
@@ -129,14 +214,19 @@ fn thread_cpu_time() -> Duration {
     if ok { Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32) } else { Duration::ZERO }
 }
 
-pub(crate) fn new_store(engine: &wasmtime::Engine, memory_bytes: usize, deadline: Duration) -> Store<HostState> {
-    let output = MemoryOutputPipe::new(OUTPUT_BYTES);
+pub(crate) fn new_store(
+    engine: &wasmtime::Engine,
+    ticks: &TickClock,
+    memory_bytes: usize,
+    deadline: Duration,
+) -> Store<HostState> {
+    let output = Output { pipe: MemoryOutputPipe::new(OUTPUT_BYTES), written: Arc::default() };
     let wasi = wasmtime_wasi::WasiCtxBuilder::new().stdout(output.clone()).stderr(output.clone()).build();
     let state = HostState {
         wasi,
         table: ResourceTable::new(),
         limits: MemoryCap { memory_bytes, used_bytes: 0, hit: false },
-        clock: CallClock { deadline, wall_start: Instant::now(), anchor: None },
+        clock: CallClock { deadline, ticks: ticks.clone(), wall_start: ticks.now(), cpu_anchor: None },
         output,
         output_logged: 0,
     };

@@ -22,7 +22,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -36,14 +36,13 @@ use wasmtime::{
 pub use bindings::{
     discovery::{Document, ParseError, ServerDefinition, SourceKind},
     policy::{Call, Caller, Decision, RateLimit},
-    strategy::{MemberState, PickRequest},
 };
 pub use cache::sha256_hex;
 pub use error::{Fault, PluginError};
 pub use hangar_plugin_algorithms::strategy::MemberInfo;
 pub use metrics::PluginMetrics;
 pub use plugins::{DiscoveryError, DiscoveryPlugin, Pick, PolicyPlugin, StrategyPlugin, round_robin_fallback};
-pub use world::{Abi, WIT_VERSION, WorldKind};
+pub use world::{Abi, MemberState, PickRequest, WIT_VERSION, WorldKind};
 
 use crate::{cache::CompileCache, host::HostState};
 
@@ -121,6 +120,9 @@ pub struct PluginVersion {
 /// A plugin name and whichever version currently serves it.
 pub(crate) struct Slot {
     current: ArcSwapOption<PluginVersion>,
+    /// How many versions were installed: a pooled instance made under another count is stale
+    /// (cheaper to compare on every call than the version itself).
+    pub(crate) generation: AtomicU64,
     /// How many calls of this plugin may occupy the executor at once.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
 }
@@ -144,6 +146,7 @@ pub struct PluginInfo {
 
 pub(crate) struct Inner {
     pub(crate) engine: Engine,
+    pub(crate) ticks: host::TickClock,
     linker: Linker<HostState>,
     cache: CompileCache,
     pub(crate) config: RuntimeConfig,
@@ -184,11 +187,13 @@ impl PluginRuntime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         host::forbid_blocking(&mut linker)?;
         let stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), stop.clone());
+        let ticks = host::TickClock::new();
+        spawn_epoch_ticker(engine.clone(), ticks.clone(), stop.clone());
         let runtime = Self {
             inner: Arc::new(Inner {
                 cache: CompileCache::new(&engine, config.cache_dir.clone()),
                 engine,
+                ticks,
                 linker,
                 config,
                 metrics: PluginMetrics::new(registry)?,
@@ -239,10 +244,15 @@ impl PluginRuntime {
     /// Makes `version` the one serving its name (atomically; calls in flight finish on the old).
     pub fn install(&self, version: Arc<PluginVersion>) {
         let mut slots = self.inner.slots.write().unwrap();
-        let slot = slots
-            .entry(version.name.clone())
-            .or_insert_with(|| Arc::new(Slot { current: ArcSwapOption::empty(), permits: executor::permits() }));
+        let slot = slots.entry(version.name.clone()).or_insert_with(|| {
+            Arc::new(Slot {
+                current: ArcSwapOption::empty(),
+                generation: AtomicU64::new(0),
+                permits: executor::permits(),
+            })
+        });
         slot.current.store(Some(version));
+        slot.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The version serving `name` now.
@@ -469,12 +479,13 @@ fn world_of(
     })
 }
 
-fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
+fn spawn_epoch_ticker(engine: Engine, ticks: host::TickClock, stop: Arc<AtomicBool>) {
     std::thread::Builder::new()
         .name("hangar-plugin-epoch".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(EPOCH_TICK);
+                ticks.tick();
                 engine.increment_epoch();
             }
         })

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use hangar_plugin_algorithms::strategy as algorithms;
+use hangar_plugin_algorithms::strategy::{self as algorithms, MemberSet, bits};
 
 use crate::{
-    Call, Caller, Decision, Document, MemberInfo, MemberState, PickRequest, PluginError, PluginRuntime, PluginVersion,
+    Call, Caller, Decision, Document, MemberInfo, PickRequest, PluginError, PluginRuntime, PluginVersion,
     ServerDefinition, SourceKind,
     error::Fault,
     handle::Handle,
@@ -61,18 +61,18 @@ impl StrategyPlugin {
     /// already tried while others are left is a bad answer.
     pub fn try_pick(&self, request: &PickRequest) -> Result<Option<u32>, PluginError> {
         let members = self.members();
-        let answer = self.0.call(|store, b| b.pick(store, request, members))?;
-        let group = view(members, request);
+        let eligible = eligible(members, request);
+        let answer = self.0.call(|store, b| b.pick(store, request, &eligible, members))?;
         let bad = |message: String| Err(self.0.counted(Fault::BadAnswer, message));
         match answer {
-            None if algorithms::eligible(&group).next().is_some() => {
+            Some(i) if bits::contains(eligible.words(), i as usize) => Ok(Some(i)),
+            None if bits::count(eligible.words()) > 0 => {
                 bad("chose no member although a healthy, untried one was available".into())
             }
             None => Ok(None),
-            Some(i) if i as usize >= group.len() => {
-                bad(format!("chose member {i}, but there are only {}", group.len()))
+            Some(i) if i as usize >= members.len() => {
+                bad(format!("chose member {i}, but there are only {}", members.len()))
             }
-            Some(i) if algorithms::eligible(&group).any(|e| e == i as usize) => Ok(Some(i)),
             Some(i) => bad(format!("chose member {i}, which is unhealthy or already tried")),
         }
     }
@@ -98,14 +98,16 @@ impl StrategyPlugin {
     }
 }
 
-/// The group as the algorithms see it for one pick.
-fn view<'a>(members: &'a [MemberInfo], request: &'a PickRequest) -> algorithms::View<'a, MemberState> {
-    algorithms::View { members, states: &request.members }
+/// The members `request` may go to (a member without a state is not one of them).
+fn eligible(members: &[MemberInfo], request: &PickRequest) -> MemberSet {
+    let states = &request.members[..members.len().min(request.members.len())];
+    algorithms::eligible(states.len(), |i| states[i].healthy, |i| states[i].tried)
 }
 
 /// The safety net when a strategy plugin fails; the same algorithm as the round-robin plugin.
 pub fn round_robin_fallback(members: &[MemberInfo], request: &PickRequest) -> Option<u32> {
-    algorithms::round_robin(&view(members, request), request.sequence)
+    let eligible = eligible(members, request);
+    algorithms::round_robin(&algorithms::View { members, eligible: eligible.words(), in_flight: &[] }, request.sequence)
 }
 
 /// A server's tool policy; clones share one pool of instances.

@@ -88,6 +88,21 @@ fn least_connections_picks_the_minimum_in_flight() {
 }
 
 #[test]
+fn groups_beyond_64_members_travel_as_words() {
+    let (rt, _dir) = runtime();
+    // 150 members, every third unhealthy, in-flight counts falling towards the end.
+    let spec: Vec<(String, bool, u32)> = (0..150).map(|i| (format!("m{i:03}"), i % 3 != 1, 300 - i as u32)).collect();
+    let c = group(&spec.iter().map(|(n, h, f)| (n.as_str(), *h, *f, 0, 1)).collect::<Vec<_>>());
+    let healthy: Vec<u32> = (0..150).filter(|i| i % 3 != 1).collect();
+    let p = c.strategy(&rt, "round-robin");
+    let n = healthy.len() as u64;
+    assert_eq!(picks(&p, &c, n), healthy, "one cycle over the healthy members, past bit 64 and 128");
+    let least = c.strategy(&rt, "least-connections");
+    assert_eq!(least.try_pick(&c.request(0, 0, vec![])).unwrap(), Some(149), "the fewest in flight is the last");
+    assert_eq!(least.try_pick(&c.request(0, 0, vec![149])).unwrap(), Some(147), "149 tried, 148 unhealthy");
+}
+
+#[test]
 fn random_is_roughly_uniform_over_10k_picks() {
     let (rt, _dir) = runtime();
     let c = group(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1), ("c", false, 0, 0, 1), ("d", true, 0, 0, 1)]);

@@ -3,7 +3,7 @@
 //! a 0.1.0 strategy gets its members back as `candidate` records on every pick, a 0.1.0 policy
 //! gets the caller's subject as its `caller` string.
 
-use hangar_plugin_algorithms::strategy::MemberInfo;
+use hangar_plugin_algorithms::strategy::{MemberInfo, MemberSet};
 use wasmtime::Store;
 
 use crate::{
@@ -82,7 +82,7 @@ pub(crate) trait World: Send + Sync + 'static {
     /// Hands the resource's configuration to a fresh instance.
     fn configure(
         store: &mut Store<HostState>,
-        bindings: &Self::Bindings,
+        bindings: &mut Self::Bindings,
         config: &Self::Config,
     ) -> wasmtime::Result<Result<(), String>>;
 }
@@ -99,8 +99,34 @@ pub struct StrategyConfig {
 }
 
 pub(crate) enum StrategyBindings {
-    Current(strategy::Strategy),
+    /// With what the plugin's `configure` asked each pick to carry.
+    Current(strategy::Strategy, strategy::PickInputs),
     V0_1_0(v0_1_0::strategy::Strategy),
+}
+
+/// One member's state at a pick, as the host knows it. The current WIT passes the plugin the
+/// eligible set made from `healthy` and `tried`, and the numbers it asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberState {
+    /// Ready or Degraded, circuit closed, registered.
+    pub healthy: bool,
+    /// Already tried (and failed) in this call.
+    pub tried: bool,
+    pub in_flight: u32,
+    pub latency_avg_us: u64,
+    /// Only 0.1.0 plugins see it (0.2.0 folds failures into health and latency).
+    pub consecutive_failures: u32,
+}
+
+/// A pick as the gateway asks for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PickRequest {
+    pub tool: String,
+    pub sequence: u64,
+    pub random: u64,
+    pub attempt: u32,
+    /// Parallel to the members the strategy was configured with.
+    pub members: Vec<MemberState>,
 }
 
 impl World for StrategyWorld {
@@ -109,9 +135,10 @@ impl World for StrategyWorld {
     type Bindings = StrategyBindings;
     fn instantiate(store: &mut Store<HostState>, version: &PluginVersion) -> wasmtime::Result<Self::Bindings> {
         Ok(match version.abi {
-            Abi::Current => {
-                StrategyBindings::Current(strategy::StrategyPre::new(version.pre.clone())?.instantiate(store)?)
-            }
+            Abi::Current => StrategyBindings::Current(
+                strategy::StrategyPre::new(version.pre.clone())?.instantiate(store)?,
+                strategy::PickInputs::empty(),
+            ),
             Abi::V0_1_0 => {
                 StrategyBindings::V0_1_0(v0_1_0::strategy::StrategyPre::new(version.pre.clone())?.instantiate(store)?)
             }
@@ -119,17 +146,19 @@ impl World for StrategyWorld {
     }
     fn configure(
         store: &mut Store<HostState>,
-        b: &Self::Bindings,
+        b: &mut Self::Bindings,
         config: &StrategyConfig,
     ) -> wasmtime::Result<Result<(), String>> {
         match b {
-            StrategyBindings::Current(b) => {
+            StrategyBindings::Current(b, inputs) => {
                 let members: Vec<strategy::Member> = config
                     .members
                     .iter()
                     .map(|m| strategy::Member { name: m.name.clone(), priority: m.priority, weight: m.weight })
                     .collect();
-                b.hangar_plugins_load_balancer().call_configure(store, &members, &config.config)
+                Ok(b.hangar_plugins_load_balancer().call_configure(store, &members, &config.config)?.map(|asked| {
+                    *inputs = asked;
+                }))
             }
             StrategyBindings::V0_1_0(b) => b.hangar_plugins_load_balancer().call_configure(store, &config.config),
         }
@@ -137,14 +166,31 @@ impl World for StrategyWorld {
 }
 
 impl StrategyBindings {
+    /// `eligible` is made from `request`'s states (it travels instead of them in the current WIT).
     pub(crate) fn pick(
         &self,
         store: &mut Store<HostState>,
-        request: &strategy::PickRequest,
+        request: &PickRequest,
+        eligible: &MemberSet,
         members: &[MemberInfo],
     ) -> wasmtime::Result<Option<u32>> {
+        use strategy::PickInputs as Asked;
         match self {
-            StrategyBindings::Current(b) => b.hangar_plugins_load_balancer().call_pick(store, request),
+            StrategyBindings::Current(b, asked) => {
+                let states = &request.members;
+                let wit = strategy::PickRequest {
+                    sequence: request.sequence,
+                    random: request.random,
+                    attempt: request.attempt,
+                    eligible: eligible.clone().into(),
+                    tool: asked.contains(Asked::TOOL).then(|| request.tool.clone()),
+                    in_flight: asked.contains(Asked::IN_FLIGHT).then(|| states.iter().map(|s| s.in_flight).collect()),
+                    latency_avg_us: asked
+                        .contains(Asked::LATENCY)
+                        .then(|| states.iter().map(|s| s.latency_avg_us).collect()),
+                };
+                b.hangar_plugins_load_balancer().call_pick(store, &wit)
+            }
             StrategyBindings::V0_1_0(b) => {
                 let candidates: Vec<v0_1_0::strategy::Candidate> = members
                     .iter()
@@ -194,7 +240,7 @@ impl World for PolicyWorld {
     }
     fn configure(
         store: &mut Store<HostState>,
-        b: &Self::Bindings,
+        b: &mut Self::Bindings,
         config: &PluginConfig,
     ) -> wasmtime::Result<Result<(), String>> {
         match b {
@@ -269,7 +315,7 @@ impl World for DiscoveryWorld {
             ),
         })
     }
-    fn configure(_: &mut Store<HostState>, _: &Self::Bindings, _: &()) -> wasmtime::Result<Result<(), String>> {
+    fn configure(_: &mut Store<HostState>, _: &mut Self::Bindings, _: &()) -> wasmtime::Result<Result<(), String>> {
         Ok(Ok(()))
     }
 }

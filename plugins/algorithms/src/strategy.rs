@@ -9,42 +9,135 @@ pub struct MemberInfo {
     pub weight: u32,
 }
 
-/// What a strategy reads of a member's state in one pick (the WIT `member-state` record, or a
-/// native mirror): [`impl_member_state!`](crate::impl_member_state) implements it for a type with
-/// the record's fields.
-pub trait MemberState {
-    fn healthy(&self) -> bool;
-    fn tried(&self) -> bool;
-    fn in_flight(&self) -> u32;
+/// Member indices as bits (the WIT `member-set`): member i is bit `i % 64` of word `i / 64`.
+pub mod bits {
+    /// Whether member `i` is in the set.
+    pub fn contains(words: &[u64], i: usize) -> bool {
+        words.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    /// How many members the set holds.
+    pub fn count(words: &[u64]) -> u64 {
+        words.iter().map(|w| w.count_ones() as u64).sum()
+    }
+
+    /// The members in the set, lowest index first.
+    pub fn iter(words: &[u64]) -> impl Iterator<Item = usize> + Clone + '_ {
+        words.iter().enumerate().flat_map(|(n, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let bit = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    n * 64 + bit
+                })
+            })
+        })
+    }
+
+    /// The `n`-th member of the set (from 0), counting round: `n` is taken modulo the set's size.
+    pub fn nth_round(words: &[u64], n: u64) -> Option<usize> {
+        let count = count(words);
+        if count == 0 {
+            return None;
+        }
+        let mut k = n % count;
+        for (i, &word) in words.iter().enumerate() {
+            let ones = word.count_ones() as u64;
+            if k < ones {
+                return Some(i * 64 + nth_bit(word, k as u32));
+            }
+            k -= ones;
+        }
+        None
+    }
+
+    /// The position of the `k`-th set bit of `word` (which has more than `k`).
+    fn nth_bit(mut word: u64, k: u32) -> usize {
+        for _ in 0..k {
+            word &= word - 1;
+        }
+        word.trailing_zeros() as usize
+    }
+
+    /// The set of the members `0..n` for which `member` holds.
+    pub fn from_fn(n: usize, member: impl Fn(usize) -> bool) -> Vec<u64> {
+        (0..n.div_ceil(64))
+            .map(|w| (w * 64..n.min(w * 64 + 64)).filter(|&i| member(i)).fold(0, |word, i| word | 1 << (i % 64)))
+            .collect()
+    }
 }
 
-/// The group as a strategy sees it for one call: the configured members and, parallel to them,
-/// their state now. A list of states shorter than `members` cuts the group short: a member with
-/// no state is not a candidate.
+/// A set of members as it travels in a pick (the WIT `member-set` variant): one word for a group
+/// of up to 64 members (no list to copy into the plugin), a list of words beyond.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberSet {
+    Word(u64),
+    Words(Vec<u64>),
+}
+
+impl MemberSet {
+    /// The set of the members `0..n` for which `member` holds.
+    pub fn from_fn(n: usize, member: impl Fn(usize) -> bool) -> Self {
+        if n <= 64 {
+            MemberSet::Word((0..n).filter(|&i| member(i)).fold(0, |word, i| word | 1 << i))
+        } else {
+            MemberSet::Words(bits::from_fn(n, member))
+        }
+    }
+
+    pub fn words(&self) -> &[u64] {
+        match self {
+            MemberSet::Word(w) => std::slice::from_ref(w),
+            MemberSet::Words(words) => words,
+        }
+    }
+}
+
+/// The members a call may go to, from each member's health and whether this call tried it
+/// already: healthy ones not yet tried; when every healthy member has been tried and only one
+/// exists, that one (a retry never repeats a member unless it is the only one). The host
+/// computes it; a strategy chooses within it.
+pub fn eligible(n: usize, healthy: impl Fn(usize) -> bool, tried: impl Fn(usize) -> bool) -> MemberSet {
+    if n <= 64 {
+        // One pass for the common case (this runs on every pick).
+        let (mut all, mut fresh) = (0u64, 0u64);
+        for i in 0..n {
+            if healthy(i) {
+                all |= 1 << i;
+                fresh |= u64::from(!tried(i)) << i;
+            }
+        }
+        return MemberSet::Word(if fresh == 0 && all.count_ones() == 1 { all } else { fresh });
+    }
+    let fresh = MemberSet::from_fn(n, |i| healthy(i) && !tried(i));
+    if bits::count(fresh.words()) > 0 {
+        return fresh;
+    }
+    let all = MemberSet::from_fn(n, &healthy);
+    if bits::count(all.words()) == 1 { all } else { fresh }
+}
+
+/// The group as a strategy sees it for one pick: the members given in `configure`, the eligible
+/// ones now, and the per-member numbers the strategy asked for (empty slices otherwise).
 #[derive(Debug)]
-pub struct View<'a, S> {
+pub struct View<'a> {
     pub members: &'a [MemberInfo],
-    pub states: &'a [S],
+    /// Bit words (see [`bits`]).
+    pub eligible: &'a [u64],
+    /// Calls in flight, parallel to `members`.
+    pub in_flight: &'a [u32],
 }
 
-impl<S> View<'_, S> {
-    pub fn len(&self) -> usize {
-        self.members.len().min(self.states.len())
+impl View<'_> {
+    /// Eligible members, lowest index first (never one past the configured members).
+    pub fn eligible(&self) -> impl Iterator<Item = usize> + Clone + '_ {
+        bits::iter(self.eligible).take_while(|&i| i < self.members.len())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn in_flight(&self, i: usize) -> u32 {
+        self.in_flight.get(i).copied().unwrap_or(0)
     }
-}
-
-/// The members a call may go to: healthy ones not yet tried in this call; when every healthy
-/// member has been tried and only one exists, that one (a retry never repeats a member unless it
-/// is the only one).
-pub fn eligible<'a, S: MemberState>(group: &View<'a, S>) -> impl Iterator<Item = usize> + Clone + use<'a, S> {
-    let states = &group.states[..group.len()];
-    let fresh = states.iter().any(|s| s.healthy() && !s.tried());
-    let allow_tried = !fresh && states.iter().filter(|s| s.healthy()).count() == 1;
-    states.iter().enumerate().filter(move |(_, s)| s.healthy() && (allow_tried || !s.tried())).map(|(i, _)| i)
 }
 
 fn nth<I: Iterator<Item = usize> + Clone>(mut eligible: I, n: u64) -> Option<u32> {
@@ -56,24 +149,25 @@ fn nth<I: Iterator<Item = usize> + Clone>(mut eligible: I, n: u64) -> Option<u32
 }
 
 /// Cycles through eligible members in order: call `sequence` goes to member `sequence mod n`.
-pub fn round_robin<S: MemberState>(group: &View<S>, sequence: u64) -> Option<u32> {
-    nth(eligible(group), sequence)
+pub fn round_robin(group: &View, sequence: u64) -> Option<u32> {
+    bits::nth_round(group.eligible, sequence).filter(|&i| i < group.members.len()).map(|i| i as u32)
 }
 
 /// A uniformly random eligible member, from the host's random number.
-pub fn random<S: MemberState>(group: &View<S>, random: u64) -> Option<u32> {
-    nth(eligible(group), random)
+pub fn random(group: &View, random: u64) -> Option<u32> {
+    round_robin(group, random)
 }
 
 /// The eligible member with the fewest calls in flight; ties go round robin by `sequence`.
-pub fn least_connections<S: MemberState>(group: &View<S>, sequence: u64) -> Option<u32> {
-    let min = eligible(group).map(|i| group.states[i].in_flight()).min()?;
-    nth(eligible(group).filter(|&i| group.states[i].in_flight() == min), sequence)
+pub fn least_connections(group: &View, sequence: u64) -> Option<u32> {
+    let min = group.eligible().map(|i| group.in_flight(i)).min()?;
+    nth(group.eligible().filter(|&i| group.in_flight(i) == min), sequence)
 }
 
 /// The eligible member with the lowest priority, then the lowest name.
-pub fn failover<S: MemberState>(group: &View<S>) -> Option<u32> {
-    eligible(group)
+pub fn failover(group: &View) -> Option<u32> {
+    group
+        .eligible()
         .min_by(|&a, &b| {
             let (a, b) = (&group.members[a], &group.members[b]);
             a.priority.cmp(&b.priority).then_with(|| a.name.cmp(&b.name))
@@ -94,8 +188,8 @@ pub struct WeightedSchedule {
 pub const MAX_WEIGHT: u32 = 1000;
 
 impl WeightedSchedule {
-    pub fn pick<S: MemberState>(&mut self, group: &View<S>, sequence: u64) -> Option<u32> {
-        let weights = group.members[..group.len()].iter().map(|m| m.weight.min(MAX_WEIGHT));
+    pub fn pick(&mut self, group: &View, sequence: u64) -> Option<u32> {
+        let weights = group.members.iter().map(|m| m.weight.min(MAX_WEIGHT));
         if !weights.clone().eq(self.weights.iter().copied()) {
             self.weights = weights.collect();
             self.schedule = smooth_schedule(&self.weights);
@@ -103,13 +197,12 @@ impl WeightedSchedule {
         if self.schedule.is_empty() {
             return round_robin(group, sequence);
         }
-        let allowed: Vec<usize> = eligible(group).collect();
         let len = self.schedule.len() as u64;
         // Walk the schedule from this call's slot to the first member that may serve.
         (0..len)
             .map(|step| self.schedule[((sequence + step) % len) as usize])
-            .find(|m| allowed.contains(&(*m as usize)))
-            .or_else(|| allowed.first().map(|&i| i as u32))
+            .find(|&m| bits::contains(group.eligible, m as usize))
+            .or_else(|| group.eligible().next().map(|i| i as u32))
     }
 }
 
@@ -130,52 +223,47 @@ pub fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
     out
 }
 
-/// A native member state, for tests and benchmarks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NativeState {
-    pub healthy: bool,
-    pub tried: bool,
-    pub in_flight: u32,
-}
-
-crate::impl_member_state!(NativeState);
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A group of (name, healthy, in flight, priority, weight) members.
+    /// A group of (name, healthy, in flight, priority, weight) members, and the members this
+    /// call tried already.
     struct Group {
         members: Vec<MemberInfo>,
-        states: Vec<NativeState>,
+        healthy: Vec<bool>,
+        in_flight: Vec<u32>,
+        eligible: MemberSet,
     }
 
     impl Group {
-        fn view(&self) -> View<'_, NativeState> {
-            View { members: &self.members, states: &self.states }
+        fn view(&self) -> View<'_> {
+            View { members: &self.members, eligible: self.eligible.words(), in_flight: &self.in_flight }
         }
 
         /// The same group with members `tried` marked as tried in this call.
         fn tried(&self, tried: &[usize]) -> Group {
-            let mut states = self.states.clone();
-            for &i in tried {
-                states[i].tried = true;
+            let eligible = eligible(self.members.len(), |i| self.healthy[i], |i| tried.contains(&i));
+            Group {
+                members: self.members.clone(),
+                healthy: self.healthy.clone(),
+                in_flight: self.in_flight.clone(),
+                eligible,
             }
-            Group { members: self.members.clone(), states }
         }
     }
 
     fn members(spec: &[(&str, bool, u32, i32, u32)]) -> Group {
-        Group {
+        let members = Group {
             members: spec
                 .iter()
                 .map(|&(name, _, _, priority, weight)| MemberInfo { name: name.into(), priority, weight })
                 .collect(),
-            states: spec
-                .iter()
-                .map(|&(_, healthy, in_flight, _, _)| NativeState { healthy, tried: false, in_flight })
-                .collect(),
-        }
+            healthy: spec.iter().map(|m| m.1).collect(),
+            in_flight: spec.iter().map(|m| m.2).collect(),
+            eligible: MemberSet::Word(0),
+        };
+        members.tried(&[])
     }
 
     #[test]
@@ -220,6 +308,32 @@ mod tests {
     }
 
     #[test]
+    fn member_sets_beyond_64_members_use_one_word_per_64() {
+        let set = MemberSet::from_fn(130, |i| i % 3 == 0 || i == 129);
+        let MemberSet::Words(words) = &set else { panic!("130 members need words: {set:?}") };
+        assert_eq!(words.len(), 3);
+        let members: Vec<usize> = bits::iter(words).collect();
+        assert_eq!(members, (0..130).filter(|i| i % 3 == 0 || *i == 129).collect::<Vec<_>>());
+        assert_eq!(bits::count(words), members.len() as u64);
+        assert!(bits::contains(words, 129) && !bits::contains(words, 128) && !bits::contains(words, 500));
+        for (n, &m) in members.iter().enumerate() {
+            assert_eq!(bits::nth_round(words, n as u64), Some(m));
+            assert_eq!(bits::nth_round(words, (n + members.len()) as u64), Some(m), "counting round");
+        }
+        assert_eq!(MemberSet::from_fn(64, |i| i == 63), MemberSet::Word(1 << 63));
+        assert_eq!(bits::nth_round(&[0, 0], 3), None);
+    }
+
+    #[test]
+    fn a_set_wider_than_the_members_never_picks_past_them() {
+        let m = members(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1)]);
+        let view = View { members: &m.members, eligible: &[0b1100], in_flight: &[] };
+        assert_eq!(round_robin(&view, 0), None);
+        assert_eq!(failover(&view), None);
+        assert_eq!(least_connections(&view, 0), None);
+    }
+
+    #[test]
     fn smooth_schedule_spreads_picks_by_weight() {
         assert_eq!(smooth_schedule(&[5, 1, 1]), [0, 0, 1, 0, 2, 0, 0]);
         assert_eq!(smooth_schedule(&[1, 0, 1]), [0, 2]);
@@ -235,61 +349,64 @@ mod tests {
     }
 }
 
-/// Implements [`MemberState`] for a type with the WIT `member-state` record's fields: each
-/// plugin's generated record (local to its crate, so the impl is written there), the host's, and
-/// [`NativeState`].
+/// Converts [`MemberSet`] into a crate's generated WIT `member-set` variant (the host's
+/// bindings) without copying a word.
 #[macro_export]
-macro_rules! impl_member_state {
-    ($state:ty) => {
-        impl $crate::strategy::MemberState for $state {
-            fn healthy(&self) -> bool {
-                self.healthy
-            }
-            fn tried(&self) -> bool {
-                self.tried
-            }
-            fn in_flight(&self) -> u32 {
-                self.in_flight
+macro_rules! impl_member_set {
+    ($set:ty) => {
+        impl From<$crate::strategy::MemberSet> for $set {
+            fn from(set: $crate::strategy::MemberSet) -> Self {
+                match set {
+                    $crate::strategy::MemberSet::Word(word) => Self::Word(word),
+                    $crate::strategy::MemberSet::Words(words) => Self::Words(words),
+                }
             }
         }
     };
 }
 
 /// The whole `load-balancer` export of a strategy plugin over its generated WIT types:
-/// `configure` keeps the members, `pick` runs `$pick(&request, &view) -> Option<index>` where
-/// `view` is the group as [`View`] describes it.
+/// `configure` keeps the members and asks for `inputs` (a `PickInputs` value; none if not
+/// given), `pick` runs `$pick(&request, &view) -> Option<index>` where `view` is the group as
+/// [`View`] describes it.
 #[macro_export]
 macro_rules! strategy_plugin {
     ($pick:expr) => {
-        use exports::hangar::plugins::load_balancer::{Guest, Member, MemberState, PickRequest};
+        $crate::strategy_plugin!(inputs: PickInputs::empty(), $pick);
+    };
+    (inputs: $inputs:expr, $pick:expr) => {
+        use exports::hangar::plugins::load_balancer::{Guest, Member, MemberSet, PickInputs, PickRequest};
         #[allow(unused_imports)]
         use $crate::strategy;
 
-        $crate::impl_member_state!(MemberState);
-
         thread_local! {
-            static MEMBERS: ::std::cell::RefCell<Vec<$crate::strategy::MemberInfo>> = const {
-                ::std::cell::RefCell::new(Vec::new())
+            // Never dropped (the instance's memory goes as a whole), so that reading it on every
+            // pick is a plain static access, with no destructor registration to check.
+            static MEMBERS: ::std::cell::RefCell<::std::mem::ManuallyDrop<Vec<$crate::strategy::MemberInfo>>> = const {
+                ::std::cell::RefCell::new(::std::mem::ManuallyDrop::new(Vec::new()))
             };
         }
 
         struct Plugin;
 
         impl Guest for Plugin {
-            fn configure(members: Vec<Member>, _config: Vec<(String, String)>) -> Result<(), String> {
+            fn configure(members: Vec<Member>, _config: Vec<(String, String)>) -> Result<PickInputs, String> {
                 let members = members
                     .into_iter()
                     .map(|m| $crate::strategy::MemberInfo { name: m.name, priority: m.priority, weight: m.weight })
                     .collect();
-                MEMBERS.with_borrow_mut(|m| *m = members);
-                Ok(())
+                MEMBERS.with_borrow_mut(|m| **m = members);
+                Ok($inputs)
             }
 
             fn pick(request: PickRequest) -> Option<u32> {
-                let pick: fn(&PickRequest, &$crate::strategy::View<MemberState>) -> Option<u32> = $pick;
-                MEMBERS.with_borrow(|members| {
-                    pick(&request, &$crate::strategy::View { members, states: &request.members })
-                })
+                let pick: fn(&PickRequest, &$crate::strategy::View) -> Option<u32> = $pick;
+                let eligible = match &request.eligible {
+                    MemberSet::Word(word) => ::std::slice::from_ref(word),
+                    MemberSet::Words(words) => words.as_slice(),
+                };
+                let in_flight = request.in_flight.as_deref().unwrap_or_default();
+                MEMBERS.with_borrow(|members| pick(&request, &$crate::strategy::View { members, eligible, in_flight }))
             }
         }
 

@@ -2,4 +2,4 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "strategy" });
 
-hangar_plugin_algorithms::strategy_plugin!(|r, g| strategy::least_connections(g, r.sequence));
+hangar_plugin_algorithms::strategy_plugin!(inputs: PickInputs::IN_FLIGHT, |r, g| strategy::least_connections(g, r.sequence));

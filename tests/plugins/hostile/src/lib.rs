@@ -8,12 +8,13 @@ wit_bindgen::generate!({ path: "../../../wit", world: "strategy" });
 
 use std::cell::RefCell;
 
-use exports::hangar::plugins::load_balancer::{Guest, Member, PickRequest};
+use exports::hangar::plugins::load_balancer::{Guest, Member, MemberSet, PickInputs, PickRequest};
 
 thread_local! {
     static MODE: RefCell<String> = RefCell::new(String::from("good"));
     static TARGET: RefCell<String> = const { RefCell::new(String::new()) };
     static LEAKED: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static MEMBERS: RefCell<u32> = const { RefCell::new(0) };
 }
 
 struct Plugin;
@@ -25,7 +26,8 @@ fn recurse(depth: u64, sink: &mut [u64; 64]) -> u64 {
 }
 
 impl Guest for Plugin {
-    fn configure(_members: Vec<Member>, config: Vec<(String, String)>) -> Result<(), String> {
+    fn configure(members: Vec<Member>, config: Vec<(String, String)>) -> Result<PickInputs, String> {
+        MEMBERS.with_borrow_mut(|n| *n = members.len() as u32);
         for (k, v) in config {
             if k == "mode" {
                 if v == "refuse" {
@@ -39,12 +41,16 @@ impl Guest for Plugin {
                 TARGET.with_borrow_mut(|t| *t = v);
             }
         }
-        Ok(())
+        Ok(PickInputs::empty())
     }
 
     fn pick(request: PickRequest) -> Option<u32> {
-        let healthy: Vec<u32> =
-            request.members.iter().enumerate().filter(|(_, m)| m.healthy).map(|(i, _)| i as u32).collect();
+        let members = MEMBERS.with_borrow(|n| *n);
+        let words = match &request.eligible {
+            MemberSet::Word(word) => vec![*word],
+            MemberSet::Words(words) => words.clone(),
+        };
+        let healthy: Vec<u32> = (0..members).filter(|&i| words[(i / 64) as usize] >> (i % 64) & 1 == 1).collect();
         let mode = MODE.with_borrow(|m| m.clone());
         match mode.as_str() {
             "loop" => {
@@ -79,7 +85,7 @@ impl Guest for Plugin {
                 healthy.get((request.sequence % healthy.len().max(1) as u64) as usize).copied()
             }
             "recurse" => Some(recurse(0, &mut [0; 64]) as u32),
-            "out-of-range" => Some(request.members.len() as u32 + 1000),
+            "out-of-range" => Some(members + 1000),
             "none" => None,
             "read-file" => {
                 // Succeeding would leak the file's size as the answer; the host gives no preopens.
@@ -91,7 +97,7 @@ impl Guest for Plugin {
                 let addr = TARGET.with_borrow(|t| t.clone());
                 let stream = std::net::TcpStream::connect(addr.as_str()).expect("connecting out");
                 drop(stream);
-                Some(request.members.len() as u32 + 7)
+                Some(members + 7)
             }
             _ => {
                 if healthy.is_empty() {
