@@ -177,7 +177,7 @@ impl StrategyBindings {
         use strategy::PickInputs as Asked;
         match self {
             StrategyBindings::Current(b, asked) => {
-                let states = &request.members;
+                let states = &request.members[..members.len().min(request.members.len())];
                 let wit = strategy::PickRequest {
                     sequence: request.sequence,
                     random: request.random,
