@@ -260,3 +260,18 @@ fn the_fallback_is_round_robin_over_healthy_members() {
     assert_eq!(got, [Some(0), Some(2), Some(0), Some(2)]);
     let _ = Pick { index: None, fault: None };
 }
+
+#[test]
+fn a_live_handle_follows_a_new_version_and_drops_its_pooled_instances() {
+    let (rt, _dir) = runtime();
+    let bytes = |name: &str| hangar_builtin_plugins::BUILTINS.iter().find(|b| b.name == name).unwrap().bytes;
+    rt.install(rt.compile("live", bytes("round-robin"), Origin::Builtin).unwrap());
+    let c = group(&[("b", true, 0, 0, 1), ("a", true, 0, 1, 1), ("c", true, 0, 0, 1)]);
+    let live = c.strategy(&rt, "live");
+    let pinned_digest = rt.current("live").unwrap().digest.clone();
+    let pinned = StrategyPlugin::new(&rt, "live", c.members.clone(), vec![], Some(&pinned_digest)).unwrap();
+    assert_eq!(picks(&live, &c, 3), [0, 1, 2], "round robin, from the pool's hot instance");
+    rt.install(rt.compile("live", bytes("failover"), Origin::Builtin).unwrap());
+    assert_eq!(picks(&live, &c, 3), [0, 0, 0], "the next call runs the new version (failover: b, priority 0)");
+    assert_eq!(picks(&pinned, &c, 3), [0, 1, 2], "a pinned handle keeps its version");
+}
