@@ -325,6 +325,19 @@ mod tests {
     }
 
     #[test]
+    fn eligibility_is_the_same_rule_for_small_and_large_groups() {
+        for n in [8usize, 100] {
+            let only = n - 3;
+            let set = eligible(n, |i| i == only, |i| i == only);
+            assert_eq!(bits::iter(set.words()).collect::<Vec<_>>(), [only], "n={n}: the only healthy one, tried");
+            let set = eligible(n, |i| i % 2 == 0, |i| i == 0 || i == 2);
+            assert_eq!(bits::count(set.words()), (n / 2 - 2) as u64, "n={n}: healthy and untried");
+            let set = eligible(n, |i| i < 2, |i| i < 2);
+            assert_eq!(bits::count(set.words()), 0, "n={n}: two healthy, both tried: none");
+        }
+    }
+
+    #[test]
     fn a_set_wider_than_the_members_never_picks_past_them() {
         let m = members(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1)]);
         let view = View { members: &m.members, eligible: &[0b1100], in_flight: &[] };
