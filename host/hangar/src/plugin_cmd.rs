@@ -137,6 +137,14 @@ fn test_strategy(
         ("none healthy", vec![false; n as usize], vec![]),
         ("retry after m0 failed", vec![true; n as usize], vec![0]),
     ];
+    match plugin.asks_for() {
+        Ok(asked) if asked.is_empty() => println!("asks for nothing but the eligible members"),
+        Ok(asked) => println!("asks for {} in every pick", asked.join(", ")),
+        Err(e) => {
+            println!("error: {e}");
+            return false;
+        }
+    }
     println!("members {n}; tools in turn: {}", setup.tools.join(", "));
     println!("{:<24} {:<34} {:>10} {:>10}", "SCENARIO", "PICKS (sequence 0..8)", "p50", "p99");
     let mut ok = true;

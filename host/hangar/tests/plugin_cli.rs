@@ -22,6 +22,7 @@ fn a_good_strategy_passes_every_scenario() {
         assert!(text.contains(scenario), "{scenario} missing:\n{text}");
     }
     assert!(text.lines().any(|l| l.starts_with("none healthy") && l.contains("- - - -")), "{text}");
+    assert!(text.contains("asks for latency in every pick"), "the template reads latencies: {text}");
     assert!(text.contains("result: ok"));
 }
 
@@ -33,6 +34,7 @@ fn a_strategy_built_against_wit_0_1_0_is_adapted_and_says_so() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("world   strategy (hangar:plugins/load-balancer@0.1.0)"), "{text}");
     assert!(text.contains("rebuild against hangar:plugins@0.2.0"), "{text}");
+    assert!(text.contains("asks for every member's full state (0.1.0) in every pick"), "{text}");
     // Round robin through the adapter: the same picks a 0.2.0 round robin makes.
     let all = text.lines().find(|l| l.starts_with("all healthy")).unwrap();
     assert!(all.contains("m0 m1 m2 m3 m0 m1 m2 m3"), "{all}");
@@ -45,8 +47,9 @@ fn tool_names_and_member_sets_are_the_authors_to_choose() {
     let wasm = hangar_tests::hostile_plugin(); // mode=good: round robin over healthy members
     let args = ["--config", "mode=good", "--calls", "20", "--members", "9", "--tool", "search"];
     let out = hangar(&[&["plugin", "test", wasm.to_str().unwrap()][..], &args].concat());
-    let text = stdout(&out); // (it fails the retry scenario: this mode ignores `tried`)
+    let text = stdout(&out);
     assert!(text.contains("members 9; tools in turn: search"), "{text}");
+    assert!(text.contains("asks for nothing but the eligible members"), "{text}");
     // With nine members, some pick lands beyond the default four.
     let all = text.lines().find(|l| l.starts_with("all healthy")).unwrap();
     assert!(all.split_whitespace().any(|p| ["m4", "m5", "m6", "m7", "m8"].contains(&p)), "{all}");

@@ -57,6 +57,11 @@ impl StrategyPlugin {
         &self.0.config().members
     }
 
+    /// What the plugin's `configure` asked each pick to carry besides the eligible members.
+    pub fn asks_for(&self) -> Result<Vec<&'static str>, PluginError> {
+        self.0.call(|_, b| Ok(b.asked()))
+    }
+
     /// The plugin's answer, checked: an index out of range, an unhealthy member, or a member
     /// already tried while others are left is a bad answer.
     pub fn try_pick(&self, request: &PickRequest) -> Result<Option<u32>, PluginError> {

@@ -166,6 +166,21 @@ impl World for StrategyWorld {
 }
 
 impl StrategyBindings {
+    /// What each pick carries besides the eligible members, as the WIT names it.
+    pub(crate) fn asked(&self) -> Vec<&'static str> {
+        use strategy::PickInputs as Asked;
+        match self {
+            StrategyBindings::Current(_, asked) => {
+                [(Asked::TOOL, "tool"), (Asked::IN_FLIGHT, "in-flight"), (Asked::LATENCY, "latency")]
+                    .into_iter()
+                    .filter(|(flag, _)| asked.contains(*flag))
+                    .map(|(_, name)| name)
+                    .collect()
+            }
+            StrategyBindings::V0_1_0(_) => vec!["every member's full state (0.1.0)"],
+        }
+    }
+
     /// `eligible` is made from `request`'s states (it travels instead of them in the current WIT).
     pub(crate) fn pick(
         &self,
