@@ -59,13 +59,6 @@ pub mod bits {
         }
         word.trailing_zeros() as usize
     }
-
-    /// The set of the members `0..n` for which `member` holds.
-    pub fn from_fn(n: usize, member: impl Fn(usize) -> bool) -> Vec<u64> {
-        (0..n.div_ceil(64))
-            .map(|w| (w * 64..n.min(w * 64 + 64)).filter(|&i| member(i)).fold(0, |word, i| word | 1 << (i % 64)))
-            .collect()
-    }
 }
 
 /// A set of members as it travels in a pick (the WIT `member-set` variant): one word for a group
@@ -77,15 +70,6 @@ pub enum MemberSet {
 }
 
 impl MemberSet {
-    /// The set of the members `0..n` for which `member` holds.
-    pub fn from_fn(n: usize, member: impl Fn(usize) -> bool) -> Self {
-        if n <= 64 {
-            MemberSet::Word((0..n).filter(|&i| member(i)).fold(0, |word, i| word | 1 << i))
-        } else {
-            MemberSet::Words(bits::from_fn(n, member))
-        }
-    }
-
     pub fn words(&self) -> &[u64] {
         match self {
             MemberSet::Word(w) => std::slice::from_ref(w),
@@ -99,23 +83,28 @@ impl MemberSet {
 /// exists, that one (a retry never repeats a member unless it is the only one). The host
 /// computes it; a strategy chooses within it.
 pub fn eligible(n: usize, healthy: impl Fn(usize) -> bool, tried: impl Fn(usize) -> bool) -> MemberSet {
-    if n <= 64 {
-        // One pass for the common case (this runs on every pick).
+    // One pass per word: its healthy members, and those of them not tried yet.
+    let word = |w: usize| {
         let (mut all, mut fresh) = (0u64, 0u64);
-        for i in 0..n {
+        for i in w * 64..n.min(w * 64 + 64) {
             if healthy(i) {
-                all |= 1 << i;
-                fresh |= u64::from(!tried(i)) << i;
+                all |= 1 << (i % 64);
+                fresh |= u64::from(!tried(i)) << (i % 64);
             }
         }
-        return MemberSet::Word(if fresh == 0 && all.count_ones() == 1 { all } else { fresh });
+        (all, fresh)
+    };
+    fn choose<T: AsRef<[u64]>>(all: T, fresh: T) -> T {
+        if bits::count(fresh.as_ref()) == 0 && bits::count(all.as_ref()) == 1 { all } else { fresh }
     }
-    let fresh = MemberSet::from_fn(n, |i| healthy(i) && !tried(i));
-    if bits::count(fresh.words()) > 0 {
-        return fresh;
+    if n <= 64 {
+        // The common case, on every pick: no allocation.
+        let (all, fresh) = word(0);
+        let [set] = choose([all], [fresh]);
+        return MemberSet::Word(set);
     }
-    let all = MemberSet::from_fn(n, &healthy);
-    if bits::count(all.words()) == 1 { all } else { fresh }
+    let (all, fresh): (Vec<u64>, Vec<u64>) = (0..n.div_ceil(64)).map(word).unzip();
+    MemberSet::Words(choose(all, fresh))
 }
 
 /// The group as a strategy sees it for one pick: the members given in `configure`, the eligible
@@ -309,7 +298,7 @@ mod tests {
 
     #[test]
     fn member_sets_beyond_64_members_use_one_word_per_64() {
-        let set = MemberSet::from_fn(130, |i| i % 3 == 0 || i == 129);
+        let set = eligible(130, |i| i % 3 == 0 || i == 129, |_| false);
         let MemberSet::Words(words) = &set else { panic!("130 members need words: {set:?}") };
         assert_eq!(words.len(), 3);
         let members: Vec<usize> = bits::iter(words).collect();
@@ -320,7 +309,7 @@ mod tests {
             assert_eq!(bits::nth_round(words, n as u64), Some(m));
             assert_eq!(bits::nth_round(words, (n + members.len()) as u64), Some(m), "counting round");
         }
-        assert_eq!(MemberSet::from_fn(64, |i| i == 63), MemberSet::Word(1 << 63));
+        assert_eq!(eligible(64, |i| i == 63, |_| false), MemberSet::Word(1 << 63));
         assert_eq!(bits::nth_round(&[0, 0], 3), None);
     }
 
