@@ -491,6 +491,28 @@ def test_a_group_of_two_remote_servers_fails_over_when_one_stops(crds, tmp_path,
                         for _ in range(n)]
 
         assert wait_for(lambda: (r := asyncio.run(calls(1))) and r) == [2]
+        # A group whose strategy plugin is not loaded is still served (round robin), and says so.
+        apply(crds, {
+            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
+            "metadata": {"name": "notes-custom", "namespace": "group-team"},
+            "spec": {"selector": {"matchLabels": {"app": "notes"}}, "strategy": "team-strategy",
+                     "exposeMembers": True}})
+        custom = lambda: json.loads(crds("get", "mcpservergroup", "notes-custom", "-n", "group-team", "-o", "json").stdout)
+        resolved = lambda: next((c for c in custom().get("status", {}).get("conditions", [])
+                                 if c["type"] == "PluginResolved"), None)
+        condition = wait_for(resolved, timeout=90)
+        assert condition["status"] == "False" and condition["reason"] == "PluginNotFound", condition
+        assert "team-strategy" in condition["message"] and "round robin" in condition["message"], condition
+
+        async def custom_call():
+            async with Client(core.url) as c:
+                return (await c.call_tool("notes-custom__word_count", {"text": "a b c"})).structured_content["result"]
+
+        assert asyncio.run(custom_call()) == 3, "the group is served by the fallback"
+        events = crds("get", "events", "-n", "group-team", "--field-selector",
+                      "involvedObject.name=notes-custom", "-o", "json").stdout
+        assert "PluginNotFound" in events, events[:2000]
+        crds("delete", "mcpservergroup", "notes-custom", "-n", "group-team")
         backends[0].kill()
         backends[0].wait()
         assert asyncio.run(calls(6)) == [2] * 6, "every call answered: the dead member's calls fail over"

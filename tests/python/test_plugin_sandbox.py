@@ -14,7 +14,8 @@ import urllib.request
 import pytest
 
 from conftest import REPO
-from hangar_proc import notes_server, wait_for
+from hangar_proc import NOTES, PYTHON, hangar_bin, notes_server, wait_for
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 from test_gateway import call, mcp_error, metric, names, start  # noqa: F401 (start is a fixture)
 
@@ -53,8 +54,14 @@ def report():
             "`hangar_plugin_reloads_total{result=\"error\"}`). RSS and CPU are the gateway process's own",
             "(its servers are separate processes); the bound asserted is RSS < 150 MiB.",
             "",
-            "| plugin does | fault counted | what the gateway did | calls | /healthz p50 | /healthz p99 | gateway RSS before → after | gateway CPU |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "Each row is measured beside the same run with a well-behaved strategy (the first row, `good`):",
+            "`/healthz` p99 and the p99 of 20 calls to the other server, with their ratio to that baseline",
+            "(target ≤ 1.5×; the test asserts a looser bound for a busy machine). Plugin threads run at nice 10,",
+            "below the async workers, and a plugin that faults 5 times in a row is benched for 30 s (its callers",
+            "get the fallback at once).",
+            "",
+            "| plugin does | fault counted | what the gateway did | calls | /healthz p50 | /healthz p99 (× baseline) | other server p99 (× baseline) | gateway RSS before → after | gateway CPU |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *sorted(rows),
             "",
         ]
@@ -117,9 +124,19 @@ def healthz_ms(base: str, n: int) -> list[float]:
     return sorted(out)
 
 
+# /healthz p99 and other-server p99 (ms) of the well-behaved run, which the parametrized cases
+# run first; a case run alone has no baseline and reports none.
+BASELINE: dict[str, float] = {}
+OTHER_CALLS = 20
+
+
+def ratio(value: float, key: str) -> str:
+    return f" ({value / BASELINE[key]:.1f}×)" if key in BASELINE else ""
+
+
 def under_attack(h, folder, report, does: str, fault: str, outcome: str, calls: int, attack_one):
-    """Runs `attack_one(i)` `calls` times (the attacked tool) beside a call to the `solo` server and
-    200 /healthz polls; asserts the gateway held, and adds the case's row to the report."""
+    """Runs `attack_one(i)` `calls` times (the attacked tool) beside 20 calls to the `solo` server
+    and 200 /healthz polls; asserts the gateway held, and adds the case's row to the report."""
     rss_before = rss_kib(h.proc.pid)
     cpu_before = cpu_seconds(h.proc.pid)
 
@@ -127,26 +144,41 @@ def under_attack(h, folder, report, does: str, fault: str, outcome: str, calls: 
         return [await attack_one(i) for i in range(calls)]
 
     async def others():
-        r = await call(h.url, "solo__word_count", {"text": "a b"})
-        return r.structured_content["result"]
+        answers, took = [], []
+        async with Client(h.url) as c:
+            await c.call_tool("solo__word_count", {"text": "warm"})  # the SDK lists tools first
+            for _ in range(OTHER_CALLS):
+                began = time.perf_counter()
+                r = await c.call_tool("solo__word_count", {"text": "a b"})
+                took.append((time.perf_counter() - began) * 1000)
+                answers.append(r.structured_content["result"])
+        return answers, sorted(took)
 
     async def both():
         return await asyncio.gather(attack(), others(), asyncio.to_thread(healthz_ms, h.base, 200))
 
     began = time.monotonic()
-    results, other, latencies = asyncio.run(both())
+    results, (other, other_ms), latencies = asyncio.run(both())
     took = time.monotonic() - began
-    assert other == 2, "another server's call succeeded during the attack"
+    assert other == [2] * OTHER_CALLS, "another server's calls succeeded during the attack"
     assert h.proc.poll() is None, "the gateway is still running"
     p99 = latencies[int(len(latencies) * 0.99) - 1]
+    other_p99 = other_ms[-1]
     rss_after = rss_kib(h.proc.pid)
     cpu = cpu_seconds(h.proc.pid) - cpu_before
-    report.append(f"| {does} | {fault} | {outcome} | {calls} | {latencies[len(latencies) // 2]:.1f} ms | {p99:.1f} ms "
+    report.append(f"| {does} | {fault} | {outcome} | {calls} | {latencies[len(latencies) // 2]:.1f} ms "
+                  f"| {p99:.1f} ms{ratio(p99, 'healthz')} | {other_p99:.1f} ms{ratio(other_p99, 'other')} "
                   f"| {rss_before // 1024} → {rss_after // 1024} MiB | {cpu:.2f} s in {took:.1f} s |")
     print(f"{does}: {calls} calls in {took:.1f}s, /healthz p50 {latencies[len(latencies) // 2]:.1f} ms "
-          f"p99 {p99:.1f} ms, RSS {rss_before} -> {rss_after} KiB")
+          f"p99 {p99:.1f} ms{ratio(p99, 'healthz')}, other server p99 {other_p99:.1f} ms{ratio(other_p99, 'other')}, "
+          f"RSS {rss_before} -> {rss_after} KiB")
     # Generous bounds for a busy 2-core machine and a debug build; the report has the numbers.
     assert p99 < 250, f"/healthz p99 {p99:.1f} ms during the attack"
+    if BASELINE:
+        assert p99 < max(5 * BASELINE["healthz"], 50), f"/healthz p99 {p99:.1f} ms vs {BASELINE['healthz']:.1f} ms"
+        assert other_p99 < max(5 * BASELINE["other"], 1000), f"other p99 {other_p99:.1f} ms vs {BASELINE['other']:.1f} ms"
+    elif does.startswith("well-behaved"):
+        BASELINE.update(healthz=p99, other=other_p99)
     assert rss_after < 150 * 1024, f"RSS {rss_after} KiB"
     log = (folder / "hangar.log").read_text()
     # A plugin's own panic is its message; the host's threads never panic.
@@ -156,12 +188,14 @@ def under_attack(h, folder, report, does: str, fault: str, outcome: str, calls: 
 
 def faults(h, plugin: str, world: str = "strategy") -> dict[str, float]:
     kinds = ("trap", "timeout", "out_of_memory", "host_call", "bad_answer", "overloaded", "config")
+    kinds = (*kinds, "load", "benched")
     return {f: n for f in kinds if (n := metric(h, "hangar_plugin_faults_total",
                                                   f'fault="{f}",plugin="{plugin}",world="{world}"'))}
 
 
 # what the plugin does, mode, the fault it must be counted as (None: within its limits), calls
 CASES = [
+    ("well-behaved (baseline)", "good", None, 40),
     ("panics (message to stderr)", "trap", "trap", 3),
     ("`thread::sleep(3 s)` in pick", "sleep", "host_call", 3),
     ("loops forever", "loop", "timeout", 3),
@@ -263,17 +297,22 @@ def refused_case(folder, components, hostile_wasm, case: str):
 
 
 REFUSED = [
-    ("written for WIT `hangar:plugins@1.0.0`", "future-wit", "reload error", "not loaded; the group is refused, naming both versions"),
-    ("a 50 MB file", "50-mb-file", "reload error", "not read or compiled; the group is refused"),
-    ("a discovery component used as a strategy", "wrong-world", "none", "the group is refused, naming the world"),
-    ("24 memories of 32 MiB (from text)", "many-memories", "trap", "not instantiated (at most 4 memories); the group is refused"),
+    ("written for WIT `hangar:plugins@1.0.0`", "future-wit", "load", "not loaded (naming both versions); the group is served by round robin"),
+    ("a 50 MB file", "50-mb-file", "load", "not read or compiled; the group is served by round robin"),
+    ("a discovery component used as a strategy", "wrong-world", "load", "not bound (naming the world); the group is served by round robin"),
+    ("24 memories of 32 MiB (from text)", "many-memories", "trap", "not instantiated (at most 4 memories); the group is served by round robin"),
     ("a 15 MiB data segment (from text)", "big-data", "bad_answer", "instantiated within the 16 MiB cap; its empty answers fall back to round robin"),
 ]
 
 
+def fallback_picks(h, group: str = "picked") -> float:
+    return sum(metric(h, "hangar_plugin_picks_total", f'group="{group}",member="{group}-{m}",plugin="round-robin (fallback)"')
+               for m in "ab")
+
+
 @pytest.mark.parametrize("does,case,fault,outcome", REFUSED, ids=[c[1] for c in REFUSED])
-def test_a_plugin_refused_at_load_or_setup_leaves_the_gateway_serving(start, tmp_path, components, hostile_wasm,
-                                                                      report, does, case, fault, outcome):
+def test_a_plugin_refused_at_load_or_setup_leaves_its_group_served(start, tmp_path, components, hostile_wasm,
+                                                                   report, does, case, fault, outcome):
     folder = tmp_path / "run"
     (folder / "plugins").mkdir(parents=True)
     strategy, said = refused_case(folder, components, hostile_wasm, case)
@@ -281,30 +320,34 @@ def test_a_plugin_refused_at_load_or_setup_leaves_the_gateway_serving(start, tmp
     files["solo.yaml"] = notes_server("solo")
     files["group.yaml"] = group("good", strategy=strategy)
     h = start(files, folder=folder)
-    wait_for(lambda: "solo__word_count" in names(h.url), timeout=60)
-    grouped = case == "big-data"  # the one that loads: its answers are refused one by one
-    if grouped:
-        wait_for(lambda: "picked__word_count" in names(h.url), timeout=60)
-    else:
-        wait_for(lambda: said in (folder / "hangar.log").read_text(), timeout=30)
+    # The group stays listed whatever its strategy does: its tools never vanish.
+    wait_for(lambda: {"picked__word_count", "solo__word_count"} <= set(names(h.url)), timeout=60)
 
     async def one(i):
-        if not grouped:  # the group was refused: its members answer under their own names
-            r = await call(h.url, "picked-a__word_count", {"text": "x " * (i + 1)})
-        else:
-            r = await call(h.url, "picked__word_count", {"text": "x " * (i + 1)})
+        r = await call(h.url, "picked__word_count", {"text": "x " * (i + 1)})
         return r.structured_content["result"]
 
-    if not grouped:
-        wait_for(lambda: "picked-a__word_count" in names(h.url), timeout=30)
     results = under_attack(h, folder, report, does, fault, outcome, 3, one)
     assert results == [1, 2, 3]
-    assert said in (folder / "hangar.log").read_text()
-    assert ("picked__word_count" in names(h.url)) == grouped
+    assert fallback_picks(h) == 3, "every pick was the fallback's"
+    assert faults(h, strategy).get(fault, 0) >= 1, faults(h, strategy)
+    log = (folder / "hangar.log").read_text()
+    assert said in log, log[-3000:]
+    if fault == "load":
+        # Named once, not once per call.
+        assert log.count("round robin") == 0 or log.count(f'plugin="{strategy}"') >= 1
+        assert log.count(said) <= 2, log[-3000:]
     if case in ("future-wit", "50-mb-file"):
         assert metric(h, "hangar_plugin_reloads_total", f'plugin="{strategy}",result="error"') >= 1
-    if fault in ("trap", "bad_answer"):
-        assert faults(h, strategy).get(fault, 0) >= 1, faults(h, strategy)
+    # `hangar plugin list` on the folder says whether the group's strategy can be bound, and why
+    # not (big-data binds: its faults come per pick, in the metric and the log).
+    listed = subprocess.run([hangar_bin(), "plugin", "list", "--dir", str(folder)], capture_output=True, text=True)
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("picked "))
+    if case == "big-data":
+        assert row.endswith(f"{strategy}: serves"), listed.stdout
+    else:
+        assert listed.returncode == 1, listed.stdout
+        assert "does not serve" in row and "round robin picks instead" in row, listed.stdout
 
 
 def with_custom_section(component: bytes, payload: bytes) -> bytes:
@@ -357,7 +400,7 @@ def test_twelve_hot_loaded_versions_keep_memory_and_disk_bounded(start, tmp_path
     assert not faults(h, "churn")
 
 
-def test_a_strategy_that_sleeps_in_configure_is_refused_and_the_gateway_keeps_serving(start, tmp_path, hostile_wasm):
+def test_a_strategy_that_faults_in_configure_leaves_its_group_served_until_fixed(start, tmp_path, hostile_wasm):
     folder = tmp_path / "run"
     (folder / "plugins").mkdir(parents=True)
     shutil.copy(hostile_wasm, folder / "plugins" / "hostile.wasm")
@@ -365,14 +408,110 @@ def test_a_strategy_that_sleeps_in_configure_is_refused_and_the_gateway_keeps_se
     files["solo.yaml"] = notes_server("solo")
     files["group.yaml"] = group("sleep-in-configure")
     h = start(files, folder=folder)
-    wait_for(lambda: "solo__word_count" in names(h.url), timeout=60)
-    assert h.proc.poll() is None
-    wait_for(lambda: metric(h, "hangar_plugin_faults_total", 'fault="host_call",plugin="hostile",world="strategy"') >= 1)
-    # A live edit after it still applies (the apply task survived).
+    # Listed and served (by round robin) although its strategy's configure faults.
+    wait_for(lambda: {"picked__word_count", "solo__word_count"} <= set(names(h.url)), timeout=60)
+    assert metric(h, "hangar_plugin_faults_total", 'fault="host_call",plugin="hostile",world="strategy"') >= 1
+    for i in range(3):
+        assert asyncio.run(call(h.url, "picked__word_count", {"text": "a " * (i + 1)})).structured_content["result"] == i + 1
+    assert fallback_picks(h) == 3
+    log = (folder / "hangar.log").read_text()
+    assert 'fault="host_call"' in log or "host_call" in log, log[-2000:]
+    # A live edit after it still applies: the plugin serves the group again.
     (folder / "group.yaml").write_text(group("good"))
-    wait_for(lambda: "picked__word_count" in names(h.url), timeout=30)
-    r = asyncio.run(call(h.url, "picked__word_count", {"text": "a b c"}))
+    wait_for(lambda: asyncio.run(call(h.url, "picked__word_count", {"text": "a b c"})).structured_content["result"] == 3
+             and metric(h, "hangar_plugin_picks_total", 'group="picked",member="picked-a",plugin="hostile"')
+             + metric(h, "hangar_plugin_picks_total", 'group="picked",member="picked-b",plugin="hostile"') >= 1,
+             timeout=30)
+
+
+def test_a_fixed_strategy_dropped_into_the_folder_serves_its_group_again(start, tmp_path, hostile_wasm):
+    """The group names `team`, whose file is refused (built for another WIT): round robin serves
+    it. The fixed file, dropped in as a kubelet would (write aside, rename), is taken up without
+    the group changing, and its picks are the plugin's."""
+    folder = tmp_path / "run"
+    (folder / "plugins").mkdir(parents=True)
+    shutil.copy(build("tests/plugins/future-wit", "hangar_test_future_wit"), folder / "plugins" / "team.wasm")
+    files = {f"{m}.yaml": notes_server(f"picked-{m}", "{app: picked}") for m in "ab"}
+    files["group.yaml"] = group("good", strategy="team")
+    h = start(files, folder=folder)
+    wait_for(lambda: "picked__word_count" in names(h.url), timeout=60)
+    assert asyncio.run(call(h.url, "picked__word_count", {"text": "a b"})).structured_content["result"] == 2
+    assert fallback_picks(h) >= 1
+    assert faults(h, "team").get("load", 0) >= 1
+    aside = folder / "plugins" / ".team.tmp"
+    shutil.copy(hostile_wasm, aside)
+    aside.rename(folder / "plugins" / "team.wasm")
+    team_picks = lambda: sum(metric(h, "hangar_plugin_picks_total", f'group="picked",member="picked-{m}",plugin="team"')
+                             for m in "ab")
+    wait_for(lambda: asyncio.run(call(h.url, "picked__word_count", {"text": "a b"})).structured_content["result"] == 2
+             and team_picks() >= 1, timeout=30)
+    assert "plugin bound; its fallback is no longer used" in (folder / "hangar.log").read_text()
+
+
+def test_a_strategy_that_faults_on_every_pick_is_benched(start, tmp_path, hostile_wasm):
+    """Five timeouts in a row bench the plugin: later calls get the fallback at once, without
+    waiting out its deadline, and the log names the fault once."""
+    folder = tmp_path / "run"
+    (folder / "plugins").mkdir(parents=True)
+    shutil.copy(hostile_wasm, folder / "plugins" / "hostile.wasm")
+    files = {f"{m}.yaml": notes_server(f"picked-{m}", "{app: picked}") for m in "ab"}
+    files["group.yaml"] = group("loop")
+    h = start(files, folder=folder)
+    wait_for(lambda: "picked__word_count" in names(h.url), timeout=60)
+
+    async def calls(n):
+        async with Client(h.url) as c:
+            return [(await c.call_tool("picked__word_count", {"text": "a b"})).structured_content["result"]
+                    for _ in range(n)]
+
+    assert asyncio.run(calls(9)) == [2] * 9, "every call answered by the fallback"
+    counted = faults(h, "hostile")
+    assert counted.get("timeout") == 5 and counted.get("benched") == 4, counted
+    assert metric(h, "hangar_plugin_breaker_state", 'plugin="hostile"') == 1
+    assert fallback_picks(h) == 9
+    log = (folder / "hangar.log").read_text()
+    assert log.count("ran past its") == 1, "the timeout is named once, not once per call"
+    assert log.count("is benched for") == 1
+
+
+def test_a_group_whose_servers_are_still_starting_answers_the_first_call(start, tmp_path):
+    """Members that take seconds to start: a call made right after the endpoint is printed waits
+    for the first one ready (as a cold start does) instead of failing."""
+    slow = lambda name, app="slow": (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\n"
+        f"metadata: {{name: {name}, labels: {{app: {app}}}}}\n"
+        "spec:\n  mode: container\n  image: python:3.11-slim\n  transport: stdio\n  startupTimeout: 60s\n"
+        f"  command: [sh, -c, 'sleep 4; exec \"{PYTHON}\" \"{NOTES}\"']\n"
+    )
+    files = {f"{m}.yaml": slow(f"slow-{m}") for m in "ab"}
+    files["alone.yaml"] = slow("alone", app="alone")
+    files["group.yaml"] = (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServerGroup\nmetadata: {name: slow}\n"
+        "spec:\n  selector: {matchLabels: {app: slow}}\n"
+    )
+    h = start(files)
+    began = time.monotonic()
+    r = asyncio.run(call(h.url, "slow__word_count", {"text": "a b c"}))
+    waited = time.monotonic() - began
     assert r.structured_content["result"] == 3
+    print(f"first call answered after {waited:.1f} s")
+    assert waited >= 2, "the call was made while the members were still starting"
+    # A server of its own that is still starting is waited for alike.
+    assert asyncio.run(call(h.url, "alone__word_count", {"text": "a b"})).structured_content["result"] == 2
+    wait_for(lambda: "all servers ready" in (h.folder / "hangar.log").read_text(), timeout=60)
+
+
+def test_a_custom_policy_that_cannot_be_bound_keeps_the_tools_listed_and_refuses_their_calls(start, tmp_path):
+    tools = "tools:\n  policy: team-policy\n"
+    h = start({"notes.yaml": notes_server("notes", tools=tools), "open.yaml": notes_server("open", tools=tools + "  failOpen: true\n")})
+    listed = wait_for(lambda: (n := names(h.url)) and {"notes__word_count", "open__word_count"} <= set(n) and n, timeout=60)
+    assert "notes__add_note" in listed, "never silently missing"
+    refused = mcp_error(call(h.url, "notes__word_count", {"text": "a"}))
+    assert "team-policy" in str(refused) and "fail closed" in str(refused), str(refused)
+    assert asyncio.run(call(h.url, "open__word_count", {"text": "a b"})).structured_content["result"] == 2, "failOpen"
+    assert metric(h, "hangar_plugin_faults_total", 'fault="load",plugin="team-policy",world="policy"') >= 1
+    log = (h.folder / "hangar.log").read_text()
+    assert log.count('no plugin named \\"team-policy\\"') + log.count('no plugin named "team-policy"') <= 2, log[-2000:]
 
 
 def test_a_custom_policy_can_narrow_but_never_widen_the_manifest(start, tmp_path, allow_all_wasm):

@@ -217,7 +217,9 @@ async fn put_group(
                 .collect(),
         )
         .map_err(refused)?;
-    Ok(registered(&namespace, &name))
+    // The operator shows this as the group's PluginResolved condition.
+    let plugin = state.gateway.group_plugin_status(&namespace, &name).await;
+    Ok((StatusCode::OK, Json(json!({"registered": format!("{namespace}/{name}"), "plugin": plugin}))).into_response())
 }
 
 async fn delete_group(
@@ -231,7 +233,7 @@ async fn delete_group(
 
 async fn list_groups(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    Ok(Json(json!({"groups": state.gateway.group_status()})).into_response())
+    Ok(Json(json!({"groups": state.gateway.group_status().await})).into_response())
 }
 
 /// Server-Sent Events: `{"type":"state",...}` on every state change, `{"type":"wake",...}` when a
@@ -259,10 +261,10 @@ fn openapi() -> Value {
                 "put": {"summary": "Register or update a server: {spec: MCPServer spec, endpoint: URL, secrets: the values spec.headers names}", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["spec"], "properties": {"spec": {"type": "object"}, "endpoint": {"type": "string"}, "secrets": {"type": "array", "items": {"type": "object", "required": ["name", "key", "value"], "properties": {"name": {"type": "string"}, "key": {"type": "string"}, "value": {"type": "string"}}}}}}}}}, "responses": {"200": ok("registered"), "400": ok("invalid; the error names the field"), "401": ok("no or wrong API key"), "409": ok("the name is registered from another namespace")}},
                 "delete": {"summary": "Remove a server", "responses": {"204": ok("removed"), "404": ok("unknown"), "401": ok("no or wrong API key")}}
             },
-            "/api/v1/groups": {"get": {"summary": "Groups with members, healthy count, state", "responses": {"200": ok("groups"), "401": ok("no or wrong API key")}}},
+            "/api/v1/groups": {"get": {"summary": "Groups with members, healthy count, state, and plugin: whether the strategy plugin serves ({name, resolved, reason, message})", "responses": {"200": ok("groups"), "401": ok("no or wrong API key")}}},
             "/api/v1/groups/{namespace}/{name}": {
                 "parameters": [{"name": "namespace", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "put": {"summary": "Register or update a group: {spec: MCPServerGroup spec, members: [name]}", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["spec", "members"], "properties": {"spec": {"type": "object"}, "members": {"type": "array", "items": {"type": "string"}}}}}}}, "responses": {"200": ok("registered"), "400": ok("invalid; the error names the field"), "401": ok("no or wrong API key"), "409": ok("the name is registered from another namespace")}},
+                "put": {"summary": "Register or update a group: {spec: MCPServerGroup spec, members: [name]}", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["spec", "members"], "properties": {"spec": {"type": "object"}, "members": {"type": "array", "items": {"type": "string"}}}}}}}, "responses": {"200": ok("registered: {registered, plugin: {name, resolved, reason, message}}; a custom strategy that cannot serve leaves the group served by round robin"), "400": ok("invalid; the error names the field"), "401": ok("no or wrong API key"), "409": ok("the name is registered from another namespace")}},
                 "delete": {"summary": "Remove a group", "responses": {"204": ok("removed"), "404": ok("unknown"), "401": ok("no or wrong API key")}}
             },
             "/api/v1/events": {"get": {"summary": "Server-Sent Events: state changes and wake-ups", "responses": {"200": ok("event stream"), "401": ok("no or wrong API key")}}}

@@ -771,11 +771,8 @@ fn dispatch(
             // A stdio process serves every client: only a lone call in flight can be its owner.
             let latest = owner(&progress.lock().unwrap().calls, true);
             let Some(relay) = latest else {
-                let error = RpcError::new(
-                    code::METHOD_NOT_FOUND,
-                    format!("{method} is not available here: not exactly one client call is waiting on this server"),
-                );
-                let _ = stdin.try_send(protocol::error_response(id, &error).to_string());
+                let why = "not exactly one client call is waiting on this server";
+                let _ = stdin.try_send(answer_unowned(name, id, method, why).to_string());
                 return;
             };
             let answered = relay_request(&relay, method, message.get("params").cloned().unwrap_or_default());
@@ -1226,13 +1223,8 @@ fn relay_from_server(
         Some(server_id) => {
             let params = message.get("params").cloned().unwrap_or_else(|| json!({}));
             let Some(relay) = relay else {
-                let error = RpcError::new(
-                    code::METHOD_NOT_FOUND,
-                    format!(
-                        "{method} is not available here: no call of a client that can answer it is waiting on this server"
-                    ),
-                );
-                answer_server(headers.clone(), protocol::error_response(&server_id, &error));
+                let why = "no call of a client that can answer it is waiting on this server";
+                answer_server(headers.clone(), answer_unowned(&events.0, &server_id, &method, why));
                 return;
             };
             let answered = relay_request(relay, &method, params);
@@ -1253,6 +1245,21 @@ fn relay_from_server(
             let params = message.get("params").cloned().unwrap_or_default();
             let _ = events.1.send(BackendEvent { server: events.0.clone(), method, params });
         }
+    }
+}
+
+/// Hangar's own answer to a server's request that belongs to no client call (`why`): a server
+/// asking for roots as it starts gets the roots Hangar exposes (none), a ping is answered, and
+/// anything else is refused naming why. Routine, so logged at debug only.
+fn answer_unowned(server: &str, id: &Value, method: &str, why: &str) -> Value {
+    tracing::debug!(server, method, "a server's request outside any client call; answered by Hangar");
+    match method {
+        "roots/list" => protocol::response(id, json!({"roots": []})),
+        "ping" => protocol::response(id, json!({})),
+        _ => protocol::error_response(
+            id,
+            &RpcError::new(code::METHOD_NOT_FOUND, format!("{method} is not available here: {why}")),
+        ),
     }
 }
 

@@ -13,10 +13,13 @@ use std::{
 };
 
 use hangar_api::{MCPServerGroupSpec, MCPServerSpec, ServerMode, State, Transport};
-use hangar_plugin_algorithms::policy::{self as algorithms, CallerView, ToolPolicy};
+use hangar_plugin_algorithms::{
+    breaker::{BreakerState, CircuitBreaker},
+    policy::{self as algorithms, CallerView, ToolPolicy},
+};
 use hangar_plugin_runtime::{
-    Call, Caller, Decision, MemberInfo, MemberState, PickRequest, PluginRuntime, PolicyPlugin, RateLimit,
-    StrategyPlugin,
+    Call, Caller, Decision, MemberInfo, MemberState, Origin, PickRequest, PluginRuntime, PolicyPlugin, RateLimit,
+    StrategyPlugin, WorldKind,
 };
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
@@ -25,7 +28,6 @@ mod offerings;
 
 use crate::{
     backend::{Backend, BackendError, BackendEvent, BackendSpec, Era},
-    breaker::{BreakerState, CircuitBreaker},
     catalog,
     metrics::GatewayMetrics,
     protocol::{RpcError, code},
@@ -63,6 +65,25 @@ pub struct ServerEntry {
     /// The last start did not finish within startupTimeout.
     start_failed: AtomicBool,
     last_activity: Mutex<Instant>,
+}
+
+/// Waits while members of a group are starting, until one serves: at most the longest of their
+/// `startupTimeout`s. Whether one serves.
+async fn first_started(members: &[Option<Arc<ServerEntry>>]) -> bool {
+    let members: Vec<&Arc<ServerEntry>> = members.iter().flatten().collect();
+    let starting = || members.iter().filter(|s| s.state() == State::Initializing);
+    let Some(within) = starting().map(|s| s.spec.startup_timeout.as_std()).max() else { return false };
+    tracing::debug!(within = ?within, "no member serves yet; waiting for one that is starting");
+    let deadline = Instant::now() + within;
+    loop {
+        if members.iter().any(|s| s.serving()) {
+            return true;
+        }
+        if starting().next().is_none() || Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The `tool` label of calls for tools the server did not list.
@@ -287,6 +308,21 @@ pub struct GroupEntry {
     pub members: Vec<GroupMember>,
     strategy: StrategyPlugin,
     sequence: AtomicU64,
+}
+
+impl GroupEntry {
+    /// Whether the group's strategy plugin serves its picks: `{plugin, resolved, reason, message}`
+    /// (the operator's `PluginResolved` condition). While it does not, the round-robin fallback
+    /// picks and the group stays listed.
+    async fn plugin_status(&self) -> Value {
+        let plugin = self.strategy.name();
+        match self.strategy.health().await {
+            Ok(()) => json!({"name": plugin, "resolved": true, "reason": "PluginLoaded",
+                             "message": format!("strategy plugin {plugin:?} picks the members")}),
+            Err(e) => json!({"name": plugin, "resolved": false, "reason": e.reason(),
+                             "message": format!("{e}; round robin over the healthy members picks instead")}),
+        }
+    }
 }
 
 /// What a client reaches by name: a server, or a group (with its registered members).
@@ -534,16 +570,26 @@ impl Gateway {
             .transpose()
             .map_err(|e| RegisterError::Invalid(format!("spec.tools: {e}")))?;
         config.extend(tools.policy_config.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let policy =
-            PolicyPlugin::new(&self.plugins, policy_name, config, tools.policy_sha256.as_deref(), tools.fail_open)
-                .map_err(|e| RegisterError::Invalid(format!("spec.tools.policy: {e}")))?;
+        let pin = tools.policy_sha256.as_deref();
+        // A built-in that refuses its configuration is the manifest's mistake: refused here,
+        // naming it. A custom plugin may be fixed by a new file: kept, calls refused meanwhile.
+        let policy = if self.is_builtin(policy_name, WorldKind::Policy) {
+            PolicyPlugin::new(&self.plugins, policy_name, config, pin, tools.fail_open)
+                .map_err(|e| RegisterError::Invalid(format!("spec.tools.policy: {e}")))?
+        } else {
+            PolicyPlugin::resilient(&self.plugins, policy_name, config, pin, tools.fail_open)
+        };
         // An on-demand server is started once to learn its tools, then stopped: Cold.
         let entry = Arc::new(ServerEntry {
             namespace: namespace.to_string(),
             name: name.to_string(),
             backend: Backend::start(name, backend.clone(), self.events.clone(), true),
             backend_spec: backend,
-            breaker: CircuitBreaker::new(&spec.circuit_breaker),
+            breaker: CircuitBreaker::new(
+                spec.circuit_breaker.enabled,
+                spec.circuit_breaker.failure_threshold.max(1) as u32,
+                spec.circuit_breaker.reset_timeout.as_std(),
+            ),
             spec,
             policy,
             floor,
@@ -609,8 +655,15 @@ impl Gateway {
             .iter()
             .map(|m| MemberInfo { name: m.name.clone(), priority: m.priority, weight: m.weight })
             .collect();
-        let strategy = StrategyPlugin::new(&self.plugins, plugin, infos, config, spec.strategy_sha256.as_deref())
-            .map_err(|e| RegisterError::Invalid(format!("spec.strategy: {e}")))?;
+        let pin = spec.strategy_sha256.as_deref();
+        // As with policies: a built-in's refusal is the manifest's mistake; a custom plugin that
+        // cannot serve leaves the group served by the round-robin fallback until it can.
+        let strategy = if self.is_builtin(plugin, WorldKind::Strategy) {
+            StrategyPlugin::new(&self.plugins, plugin, infos, config, pin)
+                .map_err(|e| RegisterError::Invalid(format!("spec.strategy: {e}")))?
+        } else {
+            StrategyPlugin::resilient(&self.plugins, plugin, infos, config, pin)
+        };
         let entry = GroupEntry {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -622,6 +675,11 @@ impl Gateway {
         self.groups.write().unwrap().insert(name.to_string(), Arc::new(entry));
         self.tools_changed();
         Ok(())
+    }
+
+    /// Whether `plugin` is a `world` plugin served by the version built into this binary.
+    fn is_builtin(&self, plugin: &str, world: WorldKind) -> bool {
+        self.plugins.current(plugin).is_some_and(|v| v.origin == Origin::Builtin && v.world == world)
     }
 
     pub fn remove_group(&self, namespace: &str, name: &str) -> Removal {
@@ -754,6 +812,17 @@ impl Gateway {
         self.metrics.backend_sessions.with_label_values(&[server]).set(held);
     }
 
+    /// Servers that are not up yet (neither Ready nor Cold), with their states; none when every
+    /// server serves or waits to be started on demand.
+    pub fn starting_servers(&self) -> Vec<(String, State)> {
+        let servers = self.servers.read().unwrap().clone();
+        servers
+            .values()
+            .map(|s| (s.name.clone(), s.state()))
+            .filter(|(_, state)| !matches!(state, State::Ready | State::Cold))
+            .collect()
+    }
+
     /// What core reports per server (`GET /api/v1/servers`).
     pub fn server_status(&self) -> Vec<Value> {
         let servers = self.servers.read().unwrap().clone();
@@ -778,25 +847,32 @@ impl Gateway {
             .collect()
     }
 
-    /// What core reports per group (`GET /api/v1/groups`): members, healthy count, state.
-    pub fn group_status(&self) -> Vec<Value> {
+    /// What core reports per group (`GET /api/v1/groups`): members, healthy count, state, and
+    /// whether its strategy plugin serves.
+    pub async fn group_status(&self) -> Vec<Value> {
         let groups = self.groups.read().unwrap().clone();
-        groups
-            .values()
-            .map(|g| {
-                let members: Vec<(String, Option<State>)> =
-                    g.members.iter().map(|m| (m.name.clone(), self.member(g, &m.name).map(|s| s.state()))).collect();
-                let healthy = members.iter().filter(|(_, st)| st.is_some_and(State::serves)).count();
-                json!({
-                    "namespace": g.namespace,
-                    "name": g.name,
-                    "strategy": g.spec.strategy,
-                    "members": members.iter().map(|(n, st)| json!({"name": n, "state": st.map(State::as_str)})).collect::<Vec<_>>(),
-                    "healthyMembers": healthy,
-                    "state": g.spec.health_policy.group_state(healthy, members.len()).as_str(),
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(groups.len());
+        for g in groups.values() {
+            let members: Vec<(String, Option<State>)> =
+                g.members.iter().map(|m| (m.name.clone(), self.member(g, &m.name).map(|s| s.state()))).collect();
+            let healthy = members.iter().filter(|(_, st)| st.is_some_and(State::serves)).count();
+            out.push(json!({
+                "namespace": g.namespace,
+                "name": g.name,
+                "strategy": g.spec.strategy,
+                "members": members.iter().map(|(n, st)| json!({"name": n, "state": st.map(State::as_str)})).collect::<Vec<_>>(),
+                "healthyMembers": healthy,
+                "state": g.spec.health_policy.group_state(healthy, members.len()).as_str(),
+                "plugin": g.plugin_status().await,
+            }));
+        }
+        out
+    }
+
+    /// The strategy plugin's state of group `namespace/name`, as [`GroupEntry::plugin_status`].
+    pub async fn group_plugin_status(&self, namespace: &str, name: &str) -> Option<Value> {
+        let group = self.groups.read().unwrap().get(name).filter(|g| g.namespace == namespace).cloned()?;
+        Some(group.plugin_status().await)
     }
 
     pub fn server_names(&self) -> Vec<String> {
@@ -972,6 +1048,11 @@ impl Gateway {
             let servers: Vec<Option<Arc<ServerEntry>>> =
                 group.members.iter().map(|m| self.member(group, &m.name)).collect();
             let mut healthy: Vec<bool> = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.serving())).collect();
+            // With no member serving but some still starting (the first start, or a restart
+            // after a crash), the call waits for the first one ready, as a cold start would.
+            if !healthy.contains(&true) && attempt == 0 && first_started(&servers).await {
+                healthy = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.serving())).collect();
+            }
             // With no member serving, cold (on-demand) members may be started.
             if !healthy.contains(&true) {
                 healthy = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.state() == State::Cold)).collect();

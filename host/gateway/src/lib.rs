@@ -7,7 +7,6 @@
 pub mod admin;
 pub mod answer_stream;
 pub mod backend;
-pub mod breaker;
 pub mod catalog;
 pub mod client_sessions;
 pub mod gateway;

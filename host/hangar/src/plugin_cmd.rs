@@ -33,9 +33,11 @@ pub enum PluginCommand {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
         members: u32,
     },
-    /// List the built-in plugins and those in a plugin directory.
+    /// List the built-in plugins and those in a plugin directory; given a `hangar run` folder,
+    /// also whether each group's strategy plugin serves (or round robin picks instead).
     List {
-        /// A plugin directory (as mounted from the plugins ConfigMap, or `DIR/plugins`).
+        /// A plugin directory (as mounted from the plugins ConfigMap), or a `hangar run` folder
+        /// (its `plugins/` folder is read, and its groups are checked).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -53,8 +55,12 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn list(runtime: &PluginRuntime, dir: Option<&Path>) -> ExitCode {
-    if let Some(dir) = dir {
-        runtime.load_dir(dir);
+    // A `hangar run` folder holds its plugins in `plugins/` beside the manifests.
+    let run_folder = dir.filter(|d| d.join("plugins").is_dir());
+    match (dir, run_folder) {
+        (_, Some(folder)) => drop(runtime.load_dir(&folder.join("plugins"))),
+        (Some(dir), None) => drop(runtime.load_dir(dir)),
+        (None, None) => {}
     }
     println!("{:<24} {:<10} {:<14} ORIGIN", "NAME", "WORLD", "DIGEST");
     for p in runtime.list() {
@@ -64,11 +70,63 @@ fn list(runtime: &PluginRuntime, dir: Option<&Path>) -> ExitCode {
         };
         println!("{:<24} {:<10} {:<14} {origin}", p.name, p.world.as_str(), &p.digest[..12]);
     }
+    let unserved = run_folder.map_or(0, |folder| list_groups(runtime, folder));
     let reports = runtime.reports();
     for r in &reports {
         println!("error: {}: {}", r.plugin, r.message);
     }
-    if reports.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if reports.is_empty() && unserved == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Binds each group's strategy in `folder`'s manifests as `hangar run` does and says whether it
+/// serves; returns how many do not (their groups are served by round robin).
+fn list_groups(runtime: &PluginRuntime, folder: &Path) -> usize {
+    let report = hangar_manifests::check_paths(&crate::run_cmd::manifest_files(folder));
+    let mut servers = Vec::new();
+    let mut groups = Vec::new();
+    for (_, resource) in report.resources {
+        match resource {
+            hangar_manifests::Resource::Server(s) => servers.push(s),
+            hangar_manifests::Resource::Group(g) => groups.push(g),
+            hangar_manifests::Resource::Source(_) => {}
+        }
+    }
+    if groups.is_empty() {
+        return 0;
+    }
+    println!();
+    println!("{:<24} {:<24} STRATEGY PLUGIN", "GROUP", "STRATEGY");
+    let mut unserved = 0;
+    for group in groups {
+        let name = group.metadata.name.clone().unwrap_or_default();
+        let members: Vec<MemberInfo> = servers
+            .iter()
+            .filter(|s| {
+                let labels = s.metadata.labels.clone().unwrap_or_default();
+                hangar_api::labels::selector_matches(&group.spec.selector, &labels)
+            })
+            .map(|s| {
+                let labels = s.metadata.labels.clone().unwrap_or_default();
+                let member = hangar_gateway::gateway::GroupMember::from_labels(
+                    &s.metadata.name.clone().unwrap_or_default(),
+                    &labels,
+                );
+                MemberInfo { name: member.name, priority: member.priority, weight: member.weight }
+            })
+            .collect();
+        let plugin = hangar_builtin_plugins::strategy_plugin_name(&group.spec.strategy);
+        let config = group.spec.strategy_config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let bound = StrategyPlugin::new(runtime, plugin, members, config, group.spec.strategy_sha256.as_deref());
+        let state = match bound {
+            Ok(_) => format!("{plugin}: serves"),
+            Err(e) => {
+                unserved += 1;
+                format!("{plugin}: does not serve ({}): {e}; round robin picks instead", e.reason())
+            }
+        };
+        println!("{name:<24} {:<24} {state}", group.spec.strategy);
+    }
+    unserved
 }
 
 /// What `plugin test` runs a plugin on.

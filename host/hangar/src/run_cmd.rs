@@ -89,13 +89,37 @@ async fn serve(dir: PathBuf, listen: SocketAddr, limits: crate::core_cmd::Limits
     let address = listener.local_addr()?;
     println!("Hangar MCP endpoint: http://{address}/mcp");
     println!("Metrics:             http://{address}/metrics");
+    tokio::spawn(say_when_ready(gateway.clone()));
     crate::core_cmd::serve_until_ctrl_c(listener, gateway, registry, crate::core_cmd::api_key(None)?, limits).await?;
     drop(watcher);
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints one line when every server is up (calls made before then wait for their server, up
+/// to its startupTimeout); after a minute, names those still not up, once.
+async fn say_when_ready(gateway: Arc<Gateway>) {
+    let began = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let starting = gateway.starting_servers();
+        if starting.is_empty() {
+            let servers = gateway.server_names().len();
+            let took = began.elapsed().as_secs_f64();
+            println!("Ready:               all {servers} servers ready ({took:.1}s after start)");
+            tracing::info!(servers, "all servers ready");
+            return;
+        }
+        if !warned && began.elapsed() > Duration::from_secs(60) {
+            warned = true;
+            let list: Vec<String> = starting.iter().map(|(name, state)| format!("{name} ({state})")).collect();
+            tracing::warn!("not up after a minute: {}; calls to them wait up to their startupTimeout", list.join(", "));
+        }
+    }
+}
+
 /// Only the top level of DIR holds manifests (DIR/plugins, node_modules and the like do not).
-fn manifest_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
             entries

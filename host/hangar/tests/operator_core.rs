@@ -165,3 +165,23 @@ async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
     let answer = tokio::time::timeout(std::time::Duration::from_secs(20), call).await.unwrap().unwrap();
     assert_eq!(answer["result"]["content"][0]["text"], "awake", "{answer}");
 }
+
+#[tokio::test]
+async fn a_group_registration_says_whether_its_strategy_plugin_serves() {
+    let core = core("operator-key-0123456789");
+    let client = CoreClient::new(&core.1, "operator-key-0123456789");
+    let group = |strategy: &str| -> hangar_api::MCPServerGroupSpec {
+        serde_json::from_value(serde_json::json!({"selector": {"matchLabels": {"app": "x"}}, "strategy": strategy}))
+            .unwrap()
+    };
+    let members = [serde_json::json!("a"), serde_json::json!("b")];
+    let builtin = client.register_group("team", "rr", &group("RoundRobin"), &members).await.unwrap().unwrap();
+    assert!(builtin.resolved, "{builtin:?}");
+    assert_eq!((builtin.name.as_str(), builtin.reason.as_str()), ("round-robin", "PluginLoaded"));
+    // A custom strategy that is not loaded: the group is registered all the same (round robin
+    // serves it), and core says why.
+    let missing = client.register_group("team", "custom", &group("team-strategy"), &members).await.unwrap().unwrap();
+    assert!(!missing.resolved);
+    assert_eq!(missing.reason, "PluginNotFound");
+    assert!(missing.message.contains("team-strategy") && missing.message.contains("round robin"), "{missing:?}");
+}

@@ -74,16 +74,18 @@ impl CoreClient {
         }
     }
 
-    /// Registers a group with its resolved members (name, priority, weight from their labels).
+    /// Registers a group with its resolved members (name, priority, weight from their labels);
+    /// returns whether its strategy plugin serves, as core sees it (None from a core too old to say).
     pub async fn register_group(
         &self,
         namespace: &str,
         name: &str,
         spec: &hangar_api::MCPServerGroupSpec,
         members: &[Value],
-    ) -> Result<(), CoreError> {
+    ) -> Result<Option<PluginStatus>, CoreError> {
         let url = format!("{}/api/v1/groups/{namespace}/{name}", self.base);
-        self.send(self.http.put(url).json(&json!({"spec": spec, "members": members}))).await.map(|_| ())
+        let answer = self.send(self.http.put(url).json(&json!({"spec": spec, "members": members}))).await?;
+        Ok(answer.get("plugin").cloned().and_then(|p| serde_json::from_value(p).ok()))
     }
 
     pub async fn remove_group(&self, namespace: &str, name: &str) -> Result<(), CoreError> {
@@ -160,4 +162,13 @@ impl std::fmt::Debug for SecretValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}: <redacted>", self.name, self.key)
     }
+}
+
+/// Whether a group's strategy plugin serves its picks, as core reports it.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub resolved: bool,
+    pub reason: String,
+    pub message: String,
 }

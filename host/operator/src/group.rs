@@ -17,6 +17,9 @@ use serde_json::json;
 
 use crate::server::{Context, Error, FINALIZER, RESYNC, condition_of, measured};
 
+/// The condition saying whether the group's strategy plugin serves its picks.
+const PLUGIN_RESOLVED: &str = "PluginResolved";
+
 pub async fn reconcile(group: Arc<MCPServerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     measured(&ctx, "MCPServerGroup", async {
         let namespace = group.namespace().ok_or_else(|| Error::NoNamespace(group.name_any()))?;
@@ -53,6 +56,7 @@ async fn apply(group: &MCPServerGroup, ctx: &Context) -> Result<Action, Error> {
     members.sort_by_key(|s| s.name_any());
     let previous = group.status.clone().unwrap_or_default();
     let mut conditions = Vec::new();
+    let mut plugin_resolved = None;
     if let Some(core) = &ctx.core {
         let refs: Vec<_> = members
             .iter()
@@ -61,8 +65,9 @@ async fn apply(group: &MCPServerGroup, ctx: &Context) -> Result<Action, Error> {
                 json!({"name": s.name_any(), "priority": number(labels::PRIORITY).unwrap_or(0), "weight": number(labels::WEIGHT).unwrap_or(1)})
             })
             .collect();
-        let (ok, reason, message) = match core.register_group(&namespace, &name, &group.spec, &refs).await {
-            Ok(()) => (true, "Registered", "registered with core".to_string()),
+        let registered = core.register_group(&namespace, &name, &group.spec, &refs).await;
+        let (ok, reason, message) = match &registered {
+            Ok(_) => (true, "Registered", "registered with core".to_string()),
             Err(e) => (false, "CoreUnavailable", e.to_string()),
         };
         conditions.push(condition_of(
@@ -73,6 +78,26 @@ async fn apply(group: &MCPServerGroup, ctx: &Context) -> Result<Action, Error> {
             &message,
             group.metadata.generation,
         ));
+        if let Ok(Some(plugin)) = registered {
+            plugin_resolved = Some(plugin);
+        }
+    }
+    // Whether the strategy plugin serves, as core found it (a group it cannot serve is still
+    // served, by round robin): a condition, and an Event when it changes.
+    if let Some(plugin) = &plugin_resolved {
+        let condition = condition_of(
+            &previous.conditions,
+            PLUGIN_RESOLVED,
+            plugin.resolved,
+            &plugin.reason,
+            &plugin.message,
+            group.metadata.generation,
+        );
+        let before = previous.conditions.iter().find(|c| c.type_ == PLUGIN_RESOLVED);
+        if before.is_none_or(|c| c.status != condition.status || c.reason != condition.reason) {
+            ctx.event(&group.object_ref(&()), !plugin.resolved, &plugin.reason, plugin.message.clone()).await;
+        }
+        conditions.push(condition);
     }
     let member_states: Vec<GroupMember> = members
         .iter()

@@ -19,6 +19,11 @@ pub enum Fault {
     HostCall,
     /// Its calls were all busy for longer than a caller may wait.
     Overloaded,
+    /// It could not be bound to the resource: not found, another world or WIT version, a
+    /// digest other than the pinned one, or its file was refused.
+    Load,
+    /// It is benched after faults in a row: the call did not reach it.
+    Benched,
 }
 
 impl Fault {
@@ -31,6 +36,8 @@ impl Fault {
             Fault::Config => "config",
             Fault::HostCall => "host_call",
             Fault::Overloaded => "overloaded",
+            Fault::Load => "load",
+            Fault::Benched => "benched",
         }
     }
 }
@@ -69,6 +76,20 @@ impl PluginError {
         match self {
             PluginError::Faulted { fault, .. } => Some(*fault),
             _ => None,
+        }
+    }
+
+    /// A condition reason (CamelCase, as Kubernetes conditions have them) naming what went wrong.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PluginError::NotFound { .. } => "PluginNotFound",
+            PluginError::WrongWorld { .. } | PluginError::NoWorld { .. } => "WrongWorld",
+            PluginError::IncompatibleVersion { .. } => "IncompatibleVersion",
+            PluginError::DigestMismatch { .. } => "DigestMismatch",
+            PluginError::Load { .. } => "LoadFailed",
+            PluginError::Faulted { fault: Fault::Config, .. } => "ConfigurationRefused",
+            PluginError::Faulted { fault: Fault::Benched, .. } => "PluginBenched",
+            PluginError::Faulted { .. } => "PluginFaulted",
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     PluginError, PluginRuntime, PluginVersion, Slot,
     error::Fault,
     executor::{self, NotRun},
+    health::Health,
     host::{BLOCKED, HostState, new_store},
     world::World,
 };
@@ -90,6 +91,8 @@ pub(crate) struct Handle<W: World> {
     pool: Pool<W::Bindings>,
     /// Shared by every use of this plugin name: how many of its calls may occupy the executor.
     permits: Arc<Semaphore>,
+    /// Shared by every use of this plugin name: its breaker and what the log last said.
+    health: Arc<Health>,
     _world: PhantomData<W>,
 }
 
@@ -114,7 +117,7 @@ impl<W: World> Handle<W> {
                 found: version.world.as_str(),
             });
         }
-        let permits = slot.permits.clone();
+        let (permits, health) = (slot.permits.clone(), slot.health.clone());
         let binding = match pin {
             Some(pin) if pin != version.digest => {
                 return Err(PluginError::DigestMismatch {
@@ -130,6 +133,7 @@ impl<W: World> Handle<W> {
             runtime: runtime.clone(),
             name: name.to_string(),
             permits,
+            health,
             binding,
             config,
             pool: Pool { hot: HotSlot(AtomicPtr::new(std::ptr::null_mut())), idle: Mutex::new(Vec::new()) },
@@ -137,14 +141,6 @@ impl<W: World> Handle<W> {
         };
         handle.call(|_, _| Ok(()))?;
         Ok(handle)
-    }
-
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub(crate) fn config(&self) -> &W::Config {
-        &self.config
     }
 
     /// The version calls go to now.
@@ -223,8 +219,10 @@ impl<W: World> Handle<W> {
             return self.call_here(f);
         }
         std::thread::scope(|scope| {
-            let joined =
-                std::thread::Builder::new().name("hangar-plugin-call".into()).spawn_scoped(scope, || self.call_here(f));
+            let joined = std::thread::Builder::new().name("hangar-plugin-call".into()).spawn_scoped(scope, || {
+                executor::lower_priority();
+                self.call_here(f)
+            });
             match joined.map(|t| t.join()) {
                 Ok(Ok(result)) => result,
                 _ => Err(self.counted(Fault::Trap, "the plugin's call thread failed".into())),
@@ -265,6 +263,24 @@ impl<W: World> Handle<W> {
         &self,
         job: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, PluginError> {
+        if let Err(retry_after) = self.health.admit() {
+            // Not logged: the bench itself was, once.
+            self.runtime
+                .inner
+                .metrics
+                .faults
+                .with_label_values(&[&self.name, W::KIND.as_str(), Fault::Benched.as_str()])
+                .inc();
+            return Err(PluginError::Faulted {
+                name: self.name.clone(),
+                fault: Fault::Benched,
+                message: format!(
+                    "benched after {} faults in a row; the next call tries it again in {:.1}s",
+                    crate::BENCH_AFTER,
+                    retry_after.as_secs_f64()
+                ),
+            });
+        }
         let (deadline, _) = self.runtime.inner.config.limits(W::KIND);
         let wait = deadline * crate::host::WALL_FACTOR;
         match executor::run(&self.runtime.inner.executor, &self.permits, wait, job).await {
@@ -297,10 +313,40 @@ impl<W: World> Handle<W> {
         self.counted(fault, message)
     }
 
+    /// Counts a fault toward the metric and the plugin's breaker; the log names it when it is
+    /// of a new kind, and when it benches the plugin.
     pub(crate) fn counted(&self, fault: Fault, message: String) -> PluginError {
         self.runtime.inner.metrics.faults.with_label_values(&[&self.name, W::KIND.as_str(), fault.as_str()]).inc();
         let error = PluginError::Faulted { name: self.name.clone(), fault, message };
-        self.runtime.report(&self.name, error.to_string());
+        let faulted = self.health.failed(fault);
+        if faulted.new_kind {
+            self.runtime.report(&self.name, W::KIND, fault, error.to_string());
+        }
+        if faulted.benched {
+            self.runtime.report(
+                &self.name,
+                W::KIND,
+                fault,
+                format!(
+                    "plugin {:?} is benched for {:?} after {} faults in a row; its callers get the fallback until a trial call succeeds",
+                    self.name,
+                    crate::BENCH_FOR,
+                    crate::BENCH_AFTER
+                ),
+            );
+        }
         error
+    }
+
+    /// The plugin's answer was good (and checked): its breaker closes.
+    pub(crate) fn succeeded(&self) {
+        if self.health.succeeded() {
+            tracing::info!(plugin = %self.name, world = W::KIND.as_str(), "plugin answers well again");
+        }
+    }
+
+    /// Whether the plugin is benched now.
+    pub(crate) fn benched(&self) -> bool {
+        self.health.benched()
     }
 }

@@ -12,8 +12,10 @@ mod cache;
 mod error;
 mod executor;
 mod handle;
+mod health;
 mod host;
 mod metrics;
+mod plugin_use;
 mod plugins;
 mod world;
 
@@ -40,6 +42,7 @@ pub use bindings::{
 pub use cache::sha256_hex;
 pub use error::{Fault, PluginError};
 pub use hangar_plugin_algorithms::strategy::MemberInfo;
+pub use health::{BENCH_AFTER, BENCH_FOR};
 pub use metrics::PluginMetrics;
 pub use plugins::{DiscoveryError, DiscoveryPlugin, Pick, PolicyPlugin, StrategyPlugin, round_robin_fallback};
 pub use world::{Abi, MemberState, PickRequest, WIT_VERSION, WorldKind};
@@ -125,6 +128,8 @@ pub(crate) struct Slot {
     pub(crate) generation: AtomicU64,
     /// How many calls of this plugin may occupy the executor at once.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// Its breaker and what the log last said of it.
+    pub(crate) health: Arc<health::Health>,
 }
 
 /// Something that happened to a plugin that an operator should hear about.
@@ -156,6 +161,9 @@ pub(crate) struct Inner {
     /// files that did not change without reading and hashing them again.
     stamps: Mutex<BTreeMap<PathBuf, FileStamp>>,
     reports: Mutex<Vec<Report>>,
+    /// Versions installed so far, of any name: a resource whose plugin could not be bound tries
+    /// again when this moves.
+    pub(crate) installs: AtomicU64,
     stop: Arc<AtomicBool>,
     pub(crate) executor: executor::Executor,
 }
@@ -200,6 +208,7 @@ impl PluginRuntime {
                 slots: RwLock::new(BTreeMap::new()),
                 stamps: Mutex::new(BTreeMap::new()),
                 reports: Mutex::new(Vec::new()),
+                installs: AtomicU64::new(0),
                 stop,
                 executor: executor::Executor::new(),
             }),
@@ -244,15 +253,31 @@ impl PluginRuntime {
     /// Makes `version` the one serving its name (atomically; calls in flight finish on the old).
     pub fn install(&self, version: Arc<PluginVersion>) {
         let mut slots = self.inner.slots.write().unwrap();
+        let metrics = &self.inner.metrics;
         let slot = slots.entry(version.name.clone()).or_insert_with(|| {
             Arc::new(Slot {
                 current: ArcSwapOption::empty(),
                 generation: AtomicU64::new(0),
                 permits: executor::permits(),
+                health: Arc::new(health::Health::new(metrics.breaker.with_label_values(&[&version.name]))),
             })
         });
         slot.current.store(Some(version));
         slot.generation.fetch_add(1, Ordering::Release);
+        slot.health.reset();
+        self.inner.installs.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many versions were installed so far (of any plugin).
+    pub(crate) fn installs(&self) -> u64 {
+        self.inner.installs.load(Ordering::Acquire)
+    }
+
+    /// Counts a fault of a plugin that could not be bound (no handle to count it), and names it
+    /// in the log.
+    pub(crate) fn unbound(&self, world: WorldKind, error: &PluginError) {
+        self.inner.metrics.faults.with_label_values(&[plugin_label(error), world.as_str(), Fault::Load.as_str()]).inc();
+        self.report(plugin_label(error), world, Fault::Load, error.to_string());
     }
 
     /// The version serving `name` now.
@@ -287,8 +312,18 @@ impl PluginRuntime {
         self.inner.reports.lock().unwrap().clone()
     }
 
-    pub(crate) fn report(&self, plugin: &str, message: String) {
+    pub(crate) fn report(&self, plugin: &str, world: WorldKind, fault: Fault, message: String) {
+        tracing::warn!(plugin, world = world.as_str(), fault = fault.as_str(), "{message}");
+        self.keep_report(plugin, message);
+    }
+
+    /// A problem with the plugin directory or a file in it (no world or fault yet).
+    fn report_file(&self, plugin: &str, message: String) {
         tracing::warn!(plugin, "{message}");
+        self.keep_report(plugin, message);
+    }
+
+    fn keep_report(&self, plugin: &str, message: String) {
         let mut reports = self.inner.reports.lock().unwrap();
         if reports.len() >= MAX_REPORTS {
             reports.remove(0);
@@ -303,7 +338,7 @@ impl PluginRuntime {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) => {
-                self.report("*", format!("plugin directory {}: {e}; loaded plugins keep serving", dir.display()));
+                self.report_file("*", format!("plugin directory {}: {e}; loaded plugins keep serving", dir.display()));
                 return loaded;
             }
         };
@@ -316,7 +351,7 @@ impl PluginRuntime {
                 Ok(false) => {}
                 Err(e) => {
                     self.inner.metrics.reloads.with_label_values(&[&name, "error"]).inc();
-                    self.report(&name, format!("{}: {e}; the previous version keeps serving", path.display()));
+                    self.report_file(&name, format!("{}: {e}; the previous version keeps serving", path.display()));
                 }
             }
         }
@@ -328,6 +363,10 @@ impl PluginRuntime {
     fn load_file(&self, name: &str, path: &Path) -> Result<bool, PluginError> {
         let load_error = |message: String| PluginError::Load { name: name.to_string(), message };
         let metadata = std::fs::metadata(path).map_err(|e| load_error(e.to_string()))?;
+        // Opening a FIFO or a device would wedge the watcher (or read forever).
+        if !metadata.is_file() {
+            return Err(load_error("not a regular file; only .wasm files are read".into()));
+        }
         let stamp = FileStamp::of(&metadata);
         let mut stamps = self.inner.stamps.lock().unwrap();
         if stamps.get(path) == Some(&stamp) {
@@ -395,6 +434,8 @@ impl PluginRuntime {
         let runtime = Arc::downgrade(&self.inner);
         let dir = dir.to_path_buf();
         std::thread::Builder::new().name("hangar-plugin-watch".into()).spawn(move || {
+            // Compiling a plugin takes a core for a while: not at the workers' expense.
+            executor::lower_priority();
             while rx.recv().is_ok() {
                 // Let a burst of events (a ConfigMap update swaps several links) settle.
                 std::thread::sleep(Duration::from_millis(20));
@@ -440,6 +481,19 @@ impl FileStamp {
 /// Keeps a plugin directory watched; dropping it stops the watching.
 pub struct WatchGuard {
     _watcher: notify::RecommendedWatcher,
+}
+
+/// The plugin an error is about (its `plugin` label).
+fn plugin_label(error: &PluginError) -> &str {
+    match error {
+        PluginError::NotFound { name, .. }
+        | PluginError::WrongWorld { name, .. }
+        | PluginError::NoWorld { name, .. }
+        | PluginError::IncompatibleVersion { name, .. }
+        | PluginError::DigestMismatch { name, .. }
+        | PluginError::Load { name, .. }
+        | PluginError::Faulted { name, .. } => name,
+    }
 }
 
 /// `round-robin.wasm` → `round-robin`; hidden files (ConfigMap internals) are not plugins.

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the plugin runtime.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct PluginMetrics {
@@ -10,6 +10,9 @@ pub struct PluginMetrics {
     pub compilations: IntCounter,
     /// `hangar_plugin_reloads_total{plugin, result}`: hot reloads, `ok` or `error`.
     pub reloads: IntCounterVec,
+    /// `hangar_plugin_breaker_state{plugin}`: 0 closed, 1 open (benched: callers get the
+    /// fallback at once), 2 half-open (one trial call).
+    pub breaker: IntGaugeVec,
 }
 
 impl PluginMetrics {
@@ -17,7 +20,7 @@ impl PluginMetrics {
         let faults = IntCounterVec::new(
             Opts::new(
                 "hangar_plugin_faults_total",
-                "Plugin calls that trapped, timed out, over-allocated or answered badly; each fell back",
+                "Plugin calls that trapped, timed out, over-allocated, answered badly, could not be bound or were benched; each fell back",
             ),
             &["plugin", "world", "fault"],
         )?;
@@ -29,9 +32,17 @@ impl PluginMetrics {
             Opts::new("hangar_plugin_reloads_total", "Plugin files (re)loaded from the plugin directory"),
             &["plugin", "result"],
         )?;
+        let breaker = IntGaugeVec::new(
+            Opts::new(
+                "hangar_plugin_breaker_state",
+                "A plugin's breaker: 0 closed, 1 open (benched after faults in a row), 2 half-open",
+            ),
+            &["plugin"],
+        )?;
         registry.register(Box::new(faults.clone()))?;
+        registry.register(Box::new(breaker.clone()))?;
         registry.register(Box::new(compilations.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
-        Ok(Self { faults, compilations, reloads })
+        Ok(Self { faults, compilations, reloads, breaker })
     }
 }

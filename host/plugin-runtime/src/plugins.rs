@@ -12,6 +12,7 @@ use crate::{
     ServerDefinition, SourceKind,
     error::Fault,
     handle::Handle,
+    plugin_use::PluginUse,
     world::{DiscoveryWorld, PolicyWorld, StrategyConfig, StrategyWorld},
 };
 
@@ -23,7 +24,7 @@ pub const MAX_DISCOVERED_SERVERS: usize = 10_000;
 
 /// A group's strategy; clones share one pool of instances.
 #[derive(Clone)]
-pub struct StrategyPlugin(Arc<Handle<StrategyWorld>>);
+pub struct StrategyPlugin(Arc<PluginUse<StrategyWorld>>);
 
 /// What a pick came to: the member, and the fault if the plugin failed and the fallback chose.
 #[derive(Debug, PartialEq)]
@@ -33,7 +34,8 @@ pub struct Pick {
 }
 
 impl StrategyPlugin {
-    /// `members` are the group's, in the order every pick's lists follow.
+    /// `members` are the group's, in the order every pick's lists follow. Fails when the plugin
+    /// cannot be bound now.
     pub fn new(
         runtime: &PluginRuntime,
         name: &str,
@@ -41,7 +43,20 @@ impl StrategyPlugin {
         config: Vec<(String, String)>,
         pin: Option<&str>,
     ) -> Result<Self, PluginError> {
-        Handle::new(runtime, name, StrategyConfig { members, config }, pin).map(|h| Self(Arc::new(h)))
+        PluginUse::new(runtime, name, StrategyConfig { members, config }, pin).map(|u| Self(Arc::new(u)))
+    }
+
+    /// As the gateway keeps a group's strategy: never fails. A plugin that cannot be bound (or
+    /// whose `configure` faults) is named in the log and counted, the group's picks go to the
+    /// round-robin fallback, and it is bound again once a new version is installed.
+    pub fn resilient(
+        runtime: &PluginRuntime,
+        name: &str,
+        members: Vec<MemberInfo>,
+        config: Vec<(String, String)>,
+        pin: Option<&str>,
+    ) -> Self {
+        Self(Arc::new(PluginUse::resilient(runtime, name, StrategyConfig { members, config }, pin)))
     }
 
     pub fn name(&self) -> &str {
@@ -49,7 +64,14 @@ impl StrategyPlugin {
     }
 
     pub fn version(&self) -> Option<Arc<PluginVersion>> {
-        self.0.version()
+        self.0.handle().ok().and_then(|h| h.version())
+    }
+
+    /// Ok when the plugin is bound and not benched; else what is wrong (the group is served by
+    /// the fallback meanwhile). Binds again first if a new version was installed.
+    pub async fn health(&self) -> Result<(), PluginError> {
+        self.0.rebind_off_worker().await;
+        self.0.health()
     }
 
     /// The members given in `configure`; a pick's lists run parallel to them.
@@ -59,17 +81,18 @@ impl StrategyPlugin {
 
     /// What the plugin's `configure` asked each pick to carry besides the eligible members.
     pub fn asks_for(&self) -> Result<Vec<&'static str>, PluginError> {
-        self.0.call(|_, b| Ok(b.asked()))
+        self.0.handle()?.call(|_, b| Ok(b.asked()))
     }
 
     /// The plugin's answer, checked: an index out of range, an unhealthy member, or a member
     /// already tried while others are left is a bad answer.
     pub fn try_pick(&self, request: &PickRequest) -> Result<Option<u32>, PluginError> {
+        let handle = self.0.handle()?;
         let members = self.members();
         let eligible = eligible(members, request);
-        let answer = self.0.call(|store, b| b.pick(store, request, &eligible, members))?;
-        let bad = |message: String| Err(self.0.counted(Fault::BadAnswer, message));
-        match answer {
+        let answer = handle.call(|store, b| b.pick(store, request, &eligible, members))?;
+        let bad = |message: String| Err(handle.counted(Fault::BadAnswer, message));
+        let checked = match answer {
             Some(i) if bits::contains(eligible.words(), i as usize) => Ok(Some(i)),
             None if bits::count(eligible.words()) > 0 => {
                 bad("chose no member although a healthy, untried one was available".into())
@@ -79,7 +102,11 @@ impl StrategyPlugin {
                 bad(format!("chose member {i}, but there are only {}", members.len()))
             }
             Some(i) => bad(format!("chose member {i}, which is unhealthy or already tried")),
+        };
+        if checked.is_ok() {
+            handle.succeeded();
         }
+        checked
     }
 
     /// [`Self::try_pick`], falling back to round robin over healthy members when the plugin fails.
@@ -88,6 +115,7 @@ impl StrategyPlugin {
     }
 
     /// [`Self::pick`] as the gateway makes it: on the plugin executor, never on an async worker.
+    /// An unbound or benched plugin costs no trip to the executor.
     pub async fn pick_off_worker(&self, request: PickRequest) -> Pick {
         let request = Arc::new(request);
         let (plugin, job_request) = (self.clone(), request.clone());
@@ -118,11 +146,12 @@ pub fn round_robin_fallback(members: &[MemberInfo], request: &PickRequest) -> Op
 /// A server's tool policy; clones share one pool of instances.
 #[derive(Clone)]
 pub struct PolicyPlugin {
-    handle: Arc<Handle<PolicyWorld>>,
+    plugin: Arc<PluginUse<PolicyWorld>>,
     fail_open: bool,
 }
 
 impl PolicyPlugin {
+    /// Fails when the plugin cannot be bound now.
     pub fn new(
         runtime: &PluginRuntime,
         name: &str,
@@ -130,27 +159,51 @@ impl PolicyPlugin {
         pin: Option<&str>,
         fail_open: bool,
     ) -> Result<Self, PluginError> {
-        Ok(Self { handle: Arc::new(Handle::new(runtime, name, config, pin)?), fail_open })
+        Ok(Self { plugin: Arc::new(PluginUse::new(runtime, name, config, pin)?), fail_open })
+    }
+
+    /// As the gateway keeps a server's policy: never fails. While the plugin cannot be bound
+    /// (named in the log and counted), the server's tools stay listed and its calls are refused
+    /// naming why (or allowed, failing open); it is bound again once a new version is installed.
+    pub fn resilient(
+        runtime: &PluginRuntime,
+        name: &str,
+        config: Vec<(String, String)>,
+        pin: Option<&str>,
+        fail_open: bool,
+    ) -> Self {
+        Self { plugin: Arc::new(PluginUse::resilient(runtime, name, config, pin)), fail_open }
     }
 
     pub fn version(&self) -> Option<Arc<PluginVersion>> {
-        self.handle.version()
+        self.plugin.handle().ok().and_then(|h| h.version())
+    }
+
+    /// Ok when the plugin is bound and not benched; else what is wrong.
+    pub async fn health(&self) -> Result<(), PluginError> {
+        self.plugin.rebind_off_worker().await;
+        self.plugin.health()
     }
 
     /// The plugin's decision, checked: a deny reason goes to the client, so a huge one is a bad
     /// answer, not a message.
     pub fn try_check(&self, call: &Call) -> Result<Decision, PluginError> {
-        match self.handle.call(|store, b| b.check(store, call))? {
-            Decision::Deny(reason) if reason.len() > MAX_DENY_REASON_BYTES => Err(self.handle.counted(
+        let handle = self.plugin.handle()?;
+        let checked = match handle.call(|store, b| b.check(store, call))? {
+            Decision::Deny(reason) if reason.len() > MAX_DENY_REASON_BYTES => Err(handle.counted(
                 Fault::BadAnswer,
                 format!("a deny reason of {} bytes (at most {MAX_DENY_REASON_BYTES})", reason.len()),
             )),
-            Decision::Allow(limits) if limits.len() > MAX_RATE_LIMITS => Err(self.handle.counted(
+            Decision::Allow(limits) if limits.len() > MAX_RATE_LIMITS => Err(handle.counted(
                 Fault::BadAnswer,
                 format!("{} rate limits for one call (at most {MAX_RATE_LIMITS})", limits.len()),
             )),
             decision => Ok(decision),
+        };
+        if checked.is_ok() {
+            handle.succeeded();
         }
+        checked
     }
 
     /// The decision; when the plugin fails, deny (or allow without limits if failing open).
@@ -161,7 +214,7 @@ impl PolicyPlugin {
     /// [`Self::check`] as the gateway makes it: on the plugin executor, never on an async worker.
     pub async fn check_off_worker(&self, call: Call) -> (Decision, Option<PluginError>) {
         let plugin = self.clone();
-        self.decided(self.handle.offload(move || plugin.try_check(&call)).await.and_then(|r| r))
+        self.decided(self.plugin.offload(move || plugin.try_check(&call)).await.and_then(|r| r))
     }
 
     fn decided(&self, answer: Result<Decision, PluginError>) -> (Decision, Option<PluginError>) {
@@ -174,15 +227,20 @@ impl PolicyPlugin {
         }
     }
 
-    /// [`Self::filter_tools`] as the gateway makes it: on the plugin executor.
+    /// [`Self::filter_tools`] as the gateway makes it: on the plugin executor. A plugin that
+    /// cannot be bound hides nothing: the tools stay listed, and calls say why they are refused.
     pub async fn filter_tools_off_worker(
         &self,
         tools: Vec<String>,
         caller: Caller,
     ) -> (Vec<String>, Option<PluginError>) {
+        self.plugin.rebind_off_worker().await;
+        if let Err(e) = self.plugin.handle() {
+            return (tools, Some(e));
+        }
         let offered = Arc::new(tools);
         let (plugin, job_offered) = (self.clone(), offered.clone());
-        match self.handle.offload(move || plugin.filter_tools(job_offered.to_vec(), &caller)).await {
+        match self.plugin.offload(move || plugin.filter_tools(job_offered.to_vec(), &caller)).await {
             Ok(answer) => answer,
             Err(e) if self.fail_open => (offered.to_vec(), Some(e)),
             Err(e) => (Vec::new(), Some(e)),
@@ -191,10 +249,14 @@ impl PolicyPlugin {
 
     /// The tools `tools/list` shows this caller; when the plugin fails, none (or all if failing open).
     pub fn filter_tools(&self, tools: Vec<String>, caller: &Caller) -> (Vec<String>, Option<PluginError>) {
-        let answer = self.handle.call(|store, b| b.filter_tools(store, &tools, caller));
+        let handle = match self.plugin.handle() {
+            Ok(handle) => handle,
+            Err(e) => return (tools, Some(e)),
+        };
+        let answer = handle.call(|store, b| b.filter_tools(store, &tools, caller));
         // A policy may only hide tools, never invent them.
         let checked = answer.and_then(|visible| match visible.iter().find(|t| !tools.contains(t)) {
-            Some(invented) => Err(self.handle.counted(
+            Some(invented) => Err(handle.counted(
                 Fault::BadAnswer,
                 format!(
                     "answered {} tools of {} offered, among them {:.64?}, which was not offered",
@@ -206,7 +268,10 @@ impl PolicyPlugin {
             None => Ok(visible),
         });
         match checked {
-            Ok(visible) => (visible, None),
+            Ok(visible) => {
+                handle.succeeded();
+                (visible, None)
+            }
             Err(e) if self.fail_open => (tools, Some(e)),
             Err(e) => (Vec::new(), Some(e)),
         }
@@ -239,6 +304,7 @@ impl DiscoveryPlugin {
             let message = format!("{} servers from one source (at most {MAX_DISCOVERED_SERVERS})", servers.len());
             return Err(self.0.counted(Fault::BadAnswer, message).into());
         }
+        self.0.succeeded();
         Ok(servers)
     }
 }

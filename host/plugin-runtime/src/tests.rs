@@ -275,3 +275,50 @@ fn a_live_handle_follows_a_new_version_and_drops_its_pooled_instances() {
     assert_eq!(picks(&live, &c, 3), [0, 0, 0], "the next call runs the new version (failover: b, priority 0)");
     assert_eq!(picks(&pinned, &c, 3), [0, 1, 2], "a pinned handle keeps its version");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbound_strategy_serves_by_the_fallback_until_a_version_can_be_bound() {
+    let (rt, _dir) = runtime();
+    let c = group(&[("a", true, 0, 1, 1), ("b", true, 0, 0, 1)]);
+    let strategy = StrategyPlugin::resilient(&rt, "team", c.members.clone(), vec![], None);
+    let why = strategy.health().await.expect_err("not loaded");
+    assert_eq!(why.reason(), "PluginNotFound");
+    assert_eq!(rt.metrics().faults.with_label_values(&["team", "strategy", "load"]).get(), 1, "counted once");
+    for s in 0..3 {
+        let pick = strategy.pick_off_worker(c.request(s, 0, vec![])).await;
+        assert_eq!(pick.index, Some(s as u32 % 2), "round robin picks");
+        assert!(pick.fault.is_some());
+    }
+    assert_eq!(rt.metrics().faults.with_label_values(&["team", "strategy", "load"]).get(), 1, "not once per pick");
+    // The plugin arrives (failover: the member of priority 0, b): the group takes it up.
+    let bytes = hangar_builtin_plugins::BUILTINS.iter().find(|b| b.name == "failover").unwrap().bytes;
+    rt.install(rt.compile("team", bytes, Origin::Builtin).unwrap());
+    let pick = strategy.pick_off_worker(c.request(0, 0, vec![])).await;
+    assert_eq!((pick.index, pick.fault), (Some(1), None));
+    assert!(strategy.health().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_keeps_faulting_is_benched_and_a_new_version_unbenches_it() {
+    let (rt, _dir) = runtime();
+    let bytes = |name: &str| hangar_builtin_plugins::BUILTINS.iter().find(|b| b.name == name).unwrap().bytes;
+    rt.install(rt.compile("flaky", bytes("round-robin"), Origin::Builtin).unwrap());
+    let c = group(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1)]);
+    let strategy = StrategyPlugin::resilient(&rt, "flaky", c.members.clone(), vec![], None);
+    assert!(strategy.health().await.is_ok());
+    // A broken version (it cannot even be instantiated as a strategy): every pick faults.
+    rt.install(rt.compile("flaky", bytes("configmap"), Origin::Builtin).unwrap());
+    let counted = |fault: &str| rt.metrics().faults.with_label_values(&["flaky", "strategy", fault]).get();
+    for s in 0..20 {
+        let pick = strategy.pick_off_worker(c.request(s, 0, vec![])).await;
+        assert!(pick.fault.is_some() && pick.index == Some(s as u32 % 2), "round robin picks instead");
+    }
+    assert_eq!(counted("trap"), u64::from(BENCH_AFTER), "the plugin was asked until benched");
+    assert_eq!(counted("benched"), 20 - u64::from(BENCH_AFTER), "then its callers got the fallback at once");
+    assert_eq!(rt.metrics().breaker.with_label_values(&["flaky"]).get(), 1);
+    assert!(matches!(strategy.health().await, Err(PluginError::Faulted { fault: Fault::Benched, .. })));
+    rt.install(rt.compile("flaky", bytes("failover"), Origin::Builtin).unwrap());
+    assert_eq!(rt.metrics().breaker.with_label_values(&["flaky"]).get(), 0, "a new version starts clean");
+    let pick = strategy.pick_off_worker(c.request(1, 0, vec![])).await;
+    assert_eq!((pick.index, pick.fault), (Some(0), None), "failover: the member of priority 0");
+}

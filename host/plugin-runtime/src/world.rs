@@ -76,7 +76,7 @@ impl WorldKind {
 pub(crate) trait World: Send + Sync + 'static {
     const KIND: WorldKind;
     /// What a resource configures the plugin with.
-    type Config: Send + Sync + 'static;
+    type Config: Clone + Send + Sync + 'static;
     type Bindings: Send + 'static;
     fn instantiate(store: &mut Store<HostState>, version: &PluginVersion) -> wasmtime::Result<Self::Bindings>;
     /// Hands the resource's configuration to a fresh instance.
@@ -93,6 +93,7 @@ pub(crate) struct DiscoveryWorld;
 
 /// A group's configuration of its strategy: its members (their fixed facts) and
 /// `spec.strategyConfig`.
+#[derive(Clone)]
 pub struct StrategyConfig {
     pub members: Vec<MemberInfo>,
     pub config: PluginConfig,

@@ -1,6 +1,7 @@
-//! A per-server circuit breaker: closed until `failureThreshold` calls in a row fail, then open
-//! (calls are refused at once) for `resetTimeout`, then half-open: one trial call decides
-//! whether it closes again or reopens.
+//! A circuit breaker: closed until `threshold` calls in a row fail, then open (calls are refused
+//! at once) for `reset`, then half-open: one trial call decides whether it closes again or
+//! reopens. The gateway keeps one per server (`spec.circuitBreaker`) and the plugin runtime one
+//! per plugin (a plugin that keeps faulting is benched and its callers get the fallback at once).
 
 use std::{
     sync::Mutex,
@@ -15,7 +16,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    /// The value of the `hangar_breaker_state` gauge.
+    /// The value of the `hangar_breaker_state` and `hangar_plugin_breaker_state` gauges.
     pub fn gauge(self) -> i64 {
         match self {
             BreakerState::Closed => 0,
@@ -39,13 +40,14 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    pub fn new(spec: &hangar_api::CircuitBreaker) -> Self {
-        Self {
-            enabled: spec.enabled,
-            threshold: spec.failure_threshold.max(1) as u32,
-            reset: spec.reset_timeout.as_std(),
-            inner: Mutex::new(Inner::Closed { failures: 0 }),
-        }
+    /// `threshold` failures in a row open it (at least one); `reset` later one trial may go.
+    pub fn new(enabled: bool, threshold: u32, reset: Duration) -> Self {
+        Self { enabled, threshold: threshold.max(1), reset, inner: Mutex::new(Inner::Closed { failures: 0 }) }
+    }
+
+    /// Back to closed, as new (a plugin's fixed version was installed).
+    pub fn reset(&self) {
+        *self.inner.lock().unwrap() = Inner::Closed { failures: 0 };
     }
 
     /// May a call go ahead now? `Err(retry_after)` while open (or while a half-open trial runs).
@@ -101,16 +103,10 @@ impl CircuitBreaker {
 
 #[cfg(test)]
 mod tests {
-    use hangar_api::Duration as ApiDuration;
-
     use super::*;
 
-    fn breaker(threshold: i32, reset_secs: u64) -> CircuitBreaker {
-        CircuitBreaker::new(&hangar_api::CircuitBreaker {
-            enabled: true,
-            failure_threshold: threshold,
-            reset_timeout: ApiDuration::from_secs(reset_secs),
-        })
+    fn breaker(threshold: u32, reset_secs: u64) -> CircuitBreaker {
+        CircuitBreaker::new(true, threshold, Duration::from_secs(reset_secs))
     }
 
     #[test]
@@ -143,11 +139,7 @@ mod tests {
         b.record_at(true, t0);
         b.record_at(false, t0);
         assert_eq!(b.state(), BreakerState::Closed);
-        let off = CircuitBreaker::new(&hangar_api::CircuitBreaker {
-            enabled: false,
-            failure_threshold: 1,
-            reset_timeout: ApiDuration::from_secs(1),
-        });
+        let off = CircuitBreaker::new(false, 1, Duration::from_secs(1));
         off.record_at(false, t0);
         assert!(off.admit_at(t0).is_ok());
     }
