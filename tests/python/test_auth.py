@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx2
 import jwt
+from mcp.shared.exceptions import MCPError
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -272,6 +273,8 @@ REASONS = {
     "a second provider's token": "unknown kid",
     "not a JWT": "not a signed JWT",
     "64 KiB token": "over 16384 bytes",
+    "unknown crit": "critical header extensions (crit)",
+    "empty sub": "sub is empty",
 }
 
 
@@ -312,6 +315,8 @@ def test_hostile_tokens_are_refused_with_401_and_nothing_is_forwarded(protected,
             "a second provider's token": second.token("agent-ops", h.url),
             "not a JWT": "opaque-token-0123456789",
             "64 KiB token": key.sign(claims | {"padding": "x" * 65536}),
+            "unknown crit": key.sign(claims, crit=["urn:example:must-understand"]),
+            "empty sub": key.sign(claims | {"sub": ""}),
         }
         for name, token in hostile.items():
             status, headers, body = post(h.url, token, STATELESS_ECHO)
@@ -420,3 +425,85 @@ def test_a_missing_credential_variable_is_named_and_the_server_not_served(protec
     expected = ("spec.headers[0].valueFrom.secretKeyRef: `hangar run` reads Secret \"guarded-creds\" key \"token\" "
                 "from the environment variable GUARDED_CREDS_TOKEN, which is not set")
     wait_for(lambda: expected in (h.folder / "hangar.log").read_text())
+
+
+def test_caller_rules_govern_resources_prompts_and_completions_too(protected, provider):
+    """A verified caller that no `callers` entry matches sees none of the server's resources,
+    templates or prompts, and reading, getting or completing them is refused; a caller an entry
+    matches uses them."""
+    h = protected()
+    ops = provider.token("agent-ops", h.url)
+    claims = jwt.decode(ops, options={"verify_signature": False})
+    stranger = provider.key.sign(claims | {"sub": "eve", "groups": ["elsewhere"]})
+    wait_for(lambda: post(h.url, ops, STATELESS_ECHO)[0] == 200, timeout=60)
+
+    async def offered(token: str):
+        async with bearer_client(h.url, token) as c:
+            resources = (await c.list_resources()).resources
+            templates = (await c.list_resource_templates()).resource_templates
+            prompts = (await c.list_prompts()).prompts
+            return resources, templates, prompts
+
+    resources, templates, prompts = asyncio.run(offered(ops))
+    assert resources and templates and prompts, "the matched caller sees the server's offerings"
+    uri, prompt = str(resources[0].uri), prompts[0].name
+    assert asyncio.run(offered(stranger)) == ([], [], []), "the stranger sees none of them"
+
+    async def use(token: str):
+        outcomes = []
+        async with bearer_client(h.url, token) as c:
+            for attempt in (lambda: c.read_resource(uri), lambda: c.get_prompt(prompt, {})):
+                try:
+                    await attempt()
+                    outcomes.append("answered")
+                except MCPError as e:
+                    outcomes.append(f"refused: {e}")
+        return outcomes
+
+    assert asyncio.run(use(ops))[0] == "answered"
+    refused = asyncio.run(use(stranger))
+    assert all(o.startswith("refused") for o in refused), refused
+
+
+def session_request(url: str, method: str, token: str | None, session: str | None = None,
+                    body: dict | None = None) -> tuple[int, dict]:
+    """A raw handshake-era request: (status, headers)."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2025-11-25"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if session is not None:
+        headers["Mcp-Session-Id"] = session
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            if method == "GET":  # an event stream: its status is all that counts here
+                return r.status, dict(r.headers)
+            r.read()
+            return r.status, dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers)
+
+
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+              "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+
+
+def test_a_session_belongs_to_the_caller_it_was_issued_to(protected, provider):
+    """bob, with his own valid token and alice's Mcp-Session-Id, gets 404 on POST, GET and DELETE,
+    and alice's session still serves her; once she ends it, it is gone for her too."""
+    h = protected()
+    alice, bob = provider.token("agent-ops", h.url), provider.token("agent-readers", h.url)
+    wait_for(lambda: post(h.url, alice, STATELESS_ECHO)[0] == 200, timeout=60)
+    status, headers = session_request(h.url, "POST", alice, body=INITIALIZE)
+    assert status == 200, status
+    session = headers["mcp-session-id"]
+    assert session_request(h.url, "POST", alice, session, LIST)[0] == 200
+    for method, body in (("POST", LIST), ("GET", None), ("DELETE", None)):
+        assert session_request(h.url, method, bob, session, body)[0] == 404, f"bob's {method} with alice's session"
+    assert session_request(h.url, "POST", alice, session, LIST)[0] == 200, "bob's DELETE ended nothing"
+    assert session_request(h.url, "DELETE", alice, session)[0] == 200
+    for method, body in (("POST", LIST), ("GET", None), ("DELETE", None)):
+        assert session_request(h.url, method, alice, session, body)[0] == 404, f"{method} on an ended session"

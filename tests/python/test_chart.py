@@ -159,16 +159,23 @@ def test_the_guides_alerts_are_there_as_written(chart):
     assert {"MCPOperatorReconcileErrors", "MCPPluginFaults"} <= rendered.keys()
 
 
-def test_the_cluster_role_is_the_guides_plus_what_the_operator_calls(chart):
+def test_the_cluster_role_is_what_the_operator_calls_and_the_guides_only_when_asked(chart):
     (role,) = find(render(chart), "ClusterRole")
-    printed = yaml.safe_load(subprocess.run([hangar_bin(), "rbac"], capture_output=True, text=True, check=True).stdout)
-    assert role["rules"] == printed["rules"]
+    rbac = lambda *flags: yaml.safe_load(
+        subprocess.run([hangar_bin(), "rbac", *flags], capture_output=True, text=True, check=True).stdout)
+    assert role["rules"] == rbac()["rules"]
     (guide,) = load_all(EXAMPLES / "rbac-clusterrole.yaml")
-    assert role["rules"][: len(guide["rules"])] == guide["rules"], "the guide's rules come first, unchanged"
-    # Nothing that writes what it does not own: no delete of workloads, no cluster-wide escalation.
-    for rule in role["rules"][len(guide["rules"]):]:
+    # Least privilege by default: nothing that writes what it does not own, no escalation.
+    for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
         assert "escalate" not in rule["verbs"] and "bind" not in rule["verbs"]
+        if {"pods", "secrets", "configmaps"} & set(rule["resources"]):
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+    # The guide's broad rules, when asked for, come first and unchanged.
+    (broad,) = find(render(chart, {"rbac": {"guideRules": True}}), "ClusterRole")
+    assert broad["rules"] == rbac("--guide-rules")["rules"]
+    assert broad["rules"][: len(guide["rules"])] == guide["rules"]
+    assert broad["rules"][len(guide["rules"]):] == role["rules"]
     (binding,) = find(render(chart), "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mcp-hangar-operator", "namespace": NAMESPACE}]
 

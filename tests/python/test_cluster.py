@@ -128,6 +128,17 @@ def test_the_chart_installs_upgrades_keeping_its_key_and_uninstalls(crds):
     made = crds("get", "deployments,services,serviceaccounts", "-n", "mcp-system", "-l", release, "-o", "name").stdout.split()
     assert "deployment.apps/mcp-hangar-operator" in made and "deployment.apps/mcp-hangar-core" in made, made
     assert crds("get", "clusterrole", "-l", release, "-o", "name").stdout.strip(), "the ClusterRole was created"
+    # What the operator's ServiceAccount may do, asked of the real API server's authorizer.
+    operator_sa = "system:serviceaccount:mcp-system:mcp-hangar-operator"
+    can = lambda *what: crds("auth", "can-i", *what, "--as", operator_sa, check=False).stdout.strip() == "yes"
+    for allowed in [("get", "secrets", "-n", "team"), ("list", "pods", "-n", "team"), ("watch", "configmaps", "-A"),
+                    ("patch", "deployments.apps", "-n", "team"), ("patch", "mcpservers.mcp-hangar.io/status", "-n", "team")]:
+        assert can(*allowed), f"the operator may {allowed}"
+    for refused in [("create", "pods", "-n", "team"), ("delete", "pods", "-n", "team"), ("list", "secrets", "-n", "team"),
+                    ("create", "secrets", "-n", "team"), ("update", "secrets", "-n", "team"),
+                    ("delete", "configmaps", "-n", "team"), ("create", "configmaps", "-n", "team"),
+                    ("delete", "deployments.apps", "-n", "team"), ("create", "clusterrolebindings")]:
+        assert not can(*refused), f"the operator may not {refused}"
     helm("upgrade", "mcp-hangar-operator", chart, "-n", "mcp-system")
     assert key_of() == key, "an upgrade keeps the generated API key"
     helm("uninstall", "mcp-hangar-operator", "-n", "mcp-system")

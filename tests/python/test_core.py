@@ -69,8 +69,17 @@ def test_bad_registrations_name_the_field(core):
     assert status == 400
     status, body = admin(core, "PUT", "/api/v1/servers/team/s", {"spec": {"mode": "container", "image": "x"}})
     assert status == 400 and body["error"].startswith("endpoint: required"), body
+    # A strategy plugin that is not loaded does not refuse the group: round robin serves it, and
+    # the answer says why the plugin does not (the operator's PluginResolved condition).
     status, body = admin(core, "PUT", "/api/v1/groups/team/g", {"spec": {"selector": {}, "strategy": "Fastest"}, "members": []})
-    assert status == 400 and 'no plugin named "Fastest"' in body["error"], body
+    assert status == 200 and body["plugin"]["resolved"] is False, body
+    assert body["plugin"]["reason"] == "PluginNotFound" and 'no plugin named "Fastest"' in body["plugin"]["message"], body
+    # Endpoints are http:// or https:// URLs; the refusal never repeats the URL (it may hold a secret).
+    for endpoint, said in [("file:///etc/passwd", 'scheme "file"'), ("gopher://127.0.0.1:70/", 'scheme "gopher"'),
+                           ("not a url ?token=s3cret", "not a URL")]:
+        status, body = admin(core, "PUT", "/api/v1/servers/team/s", {"spec": {"mode": "remote", "endpoint": endpoint}})
+        assert status == 400 and body["error"].startswith("spec.endpoint: ") and said in body["error"], body
+        assert "s3cret" not in body["error"] and "passwd" not in body["error"], body
 
 
 def test_registered_servers_are_served_reported_and_removed(core, notes_http):
@@ -262,7 +271,8 @@ def test_a_short_api_key_is_refused_at_start(tmp_path):
 
 def test_connections_are_capped_and_idle_ones_closed(tmp_path):
     import socket
-    h = Hangar(tmp_path, {"HANGAR_API_KEY": KEY}, ["core", "--max-connections", "8", "--header-timeout", "2s"])
+    h = Hangar(tmp_path, {"HANGAR_API_KEY": KEY},
+               ["core", "--max-connections", "8", "--max-connections-per-peer", "8", "--header-timeout", "2s"])
     try:
         host, port = h.base.removeprefix("http://").split(":")
         held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(8)]
@@ -279,5 +289,41 @@ def test_connections_are_capped_and_idle_ones_closed(tmp_path):
             s.close()
         # ...which frees room for new clients.
         assert admin(h, "GET", "/api/v1/servers")[0] == 200
+    finally:
+        h.stop()
+
+
+def test_one_client_address_cannot_hold_every_connection(tmp_path):
+    """Half the cap per peer address by default: 127.0.0.1 holding its 4 of 8, a fifth from it is
+    refused while another address (127.0.0.2) is still served."""
+    import socket
+    h = Hangar(tmp_path, {"HANGAR_API_KEY": KEY}, ["core", "--max-connections", "8", "--header-timeout", "5s"])
+    try:
+        host, port = h.base.removeprefix("http://").split(":")
+        held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(4)]
+        time.sleep(0.3)
+        with socket.create_connection((host, int(port)), timeout=5) as fifth:
+            fifth.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert fifth.recv(4096).decode().startswith("HTTP/1.1 503")
+        with socket.create_connection((host, int(port)), timeout=5, source_address=("127.0.0.2", 0)) as other:
+            other.sendall(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+            assert other.recv(4096).decode().startswith("HTTP/1.1 200"), "another client is served"
+        for s in held:
+            s.close()
+    finally:
+        h.stop()
+
+
+def test_the_unauthenticated_surface_can_be_closed(tmp_path):
+    h = Hangar(tmp_path, {"HANGAR_API_KEY": KEY}, ["core", "--closed-surface"])
+    try:
+        for path in ("/metrics", "/api/v1/openapi.json"):
+            try:
+                urllib.request.urlopen(h.base + path, timeout=5)
+                raise AssertionError(f"{path} answered")
+            except urllib.error.HTTPError as e:
+                assert e.code == 404, (path, e.code)
+        assert urllib.request.urlopen(h.base + "/healthz", timeout=5).status == 200
+        assert admin(h, "GET", "/api/v1/servers")[0] == 200, "the admin API (with its key) still serves"
     finally:
         h.stop()

@@ -6,6 +6,7 @@ import asyncio
 import http.server
 import json
 import os
+import socket
 import signal
 import threading
 import time
@@ -215,3 +216,67 @@ def test_a_stopped_child_gets_a_bounded_queue_then_is_killed_and_restarted(start
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+
+
+def test_slow_calls_of_one_client_do_not_open_the_breaker_for_all(start, tmp_path):
+    """Calls that run past callTimeout because of their own arguments are not the server's
+    failure: the breaker (threshold 2) stays closed and other callers are served."""
+    log = tmp_path / "slow.log"
+    extra = "  callTimeout: 1s\n  circuitBreaker: {failureThreshold: 2, resetTimeout: 60s}\n"
+    h = start({"slow.yaml": slow_server(log, extra)})
+    wait_tools(h.url, {"slow__sleep"})
+    for _ in range(3):
+        err = mcp_error(call(h.url, "slow__sleep", {"seconds": 5}))
+        assert "no answer within" in str(err), str(err)
+    assert metric(h, "hangar_breaker_state", 'server="slow"') == 0
+    r = asyncio.run(call(h.url, "slow__sleep", {"seconds": 0.01}))
+    assert r.content[0].text == "slept 0.01s", "another caller is still served"
+
+
+def test_no_credential_in_a_servers_url_reaches_a_client_or_the_log(start):
+    """An endpoint with `user:pass@` and `?token=`: the client hears "server X unavailable", and
+    neither the answer nor the log carries either secret."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    endpoint = f"http://alice:pa55-SECRET-word@127.0.0.1:{port}/mcp?token=TOKEN-SECRET-42"
+    h = start({"remote.yaml": (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: remote}\n"
+        f"spec:\n  mode: remote\n  endpoint: \"{endpoint}\"\n  startupTimeout: 1s\n"
+    ), "notes.yaml": notes_server("notes")})
+    wait_tools(h.url, {"notes__word_count"})
+    err = mcp_error(call(h.url, "remote__anything", {}))
+    text = f"{err} {getattr(err, 'error', '')}"
+    assert "remote" in text and "SECRET" not in text, text
+    time.sleep(0.5)
+    log = (h.folder / "hangar.log").read_text()
+    assert "SECRET" not in log, [line for line in log.splitlines() if "SECRET" in line][:5]
+
+
+def test_a_stdio_server_gets_a_pods_environment_and_dies_with_hangar(start, tmp_path):
+    """Only PATH, HOME, LANG (and a few like them) and the manifest's env reach a local server;
+    a server that ignores the end of its stdin dies even when Hangar is SIGKILLed."""
+    probe = (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: probe}\n"
+        "spec:\n  mode: container\n  image: x\n  transport: stdio\n"
+        f"  command: [\"{PYTHON}\", \"-c\", \"import os, sys, time; sys.stderr.write('ENV ' + ' '.join(sorted(os.environ)) + ' END\\\\n'); sys.stderr.flush(); time.sleep(600)\"]\n"
+        "  env: [{name: GIVEN, value: by-the-manifest}]\n"
+    )
+    h = start({"probe.yaml": probe}, env={"AWS_SECRET_ACCESS_KEY": "a" * 40, "GITHUB_TOKEN": "ghp_x"})
+    line = wait_for(lambda: next((l for l in (h.folder / "hangar.log").read_text().splitlines() if "ENV " in l), None))
+    names = set(line.split("ENV ", 1)[1].split(" END")[0].split())
+    assert "AWS_SECRET_ACCESS_KEY" not in names and "GITHUB_TOKEN" not in names, line
+    assert {"PATH", "GIVEN"} <= names, line
+    assert names <= {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "GIVEN", "LC_CTYPE"}, line
+    (child,) = wait_for(lambda: h.children("ENV"))
+    h.proc.kill()
+    h.proc.wait()
+
+    def gone():
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie is gone too
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, timeout=10)

@@ -550,8 +550,8 @@ def test_backend_sessions_open_on_first_use_and_close_with_the_clients_session(s
         held = lambda h: metric(h, "hangar_backend_sessions", 'server="everything"')  # noqa: E731
         _, headers, _ = post(a.url, INIT)
         session = headers["mcp-session-id"]
-        # A nonce and its signature: the same small size however many servers there are.
-        assert len(session) == 48 and session.count(".") == 1, session
+        # A nonce, expiry, subject tag and signature: the same small size however many servers there are.
+        assert len(session) == 64 and session.count(".") == 1, session
         assert held(a) == 0, "initialize opens nothing at the backends"
         echo = lambda text: {"jsonrpc": "2.0", "id": 3, "method": "tools/call",  # noqa: E731
                              "params": {"name": "everything__echo", "arguments": {"message": text}}}
@@ -576,3 +576,63 @@ def test_backend_sessions_open_on_first_use_and_close_with_the_clients_session(s
     finally:
         everything.kill()
         everything.wait()
+
+
+class RawSessions:
+    """Handshake-era requests on one kept-alive connection: (status, Mcp-Session-Id)."""
+
+    HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2025-11-25"}
+    INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+    LIST = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}})
+
+    def __init__(self, base: str):
+        import http.client
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        self.connect = lambda: http.client.HTTPConnection(host, int(port), timeout=10)
+        self.conn = self.connect()
+
+    def request(self, method: str, session: str | None = None, body: str | None = None):
+        extra = {"Mcp-Session-Id": session} if session else {}
+        self.conn.request(method, "/mcp", body=body, headers={**self.HEADERS, **extra})
+        r = self.conn.getresponse()
+        if method == "GET" and r.status == 200:  # an open event stream: only its status counts
+            r.close()
+            self.conn.close()
+            self.conn = self.connect()
+        else:
+            r.read()
+        return r.status, r.getheader("mcp-session-id")
+
+    def new_session(self) -> str:
+        status, session = self.request("POST", body=self.INITIALIZE)
+        assert status == 200, status
+        return session
+
+
+def test_an_ended_session_stays_ended_however_many_sessions_end_after_it(start):
+    """Without OAuth: a session ended by DELETE is refused (404) on POST, GET and DELETE even
+    after 10,050 other sessions ended on the same core (it came back after 10,000 before)."""
+    h = start({"notes.yaml": notes_server("notes")})
+    raw = RawSessions(h.base)
+    first = raw.new_session()
+    assert raw.request("DELETE", first)[0] == 200
+    began, ended = time.monotonic(), 0
+    while ended < 10_050 and time.monotonic() - began < 300:
+        assert raw.request("DELETE", raw.new_session())[0] == 200
+        ended += 1
+    print(f"{ended} sessions ended in {time.monotonic() - began:.1f}s")
+    assert ended == 10_050, ended
+    for method, body in (("POST", RawSessions.LIST), ("GET", None), ("DELETE", None)):
+        assert raw.request(method, first, body)[0] == 404, f"{method} on the ended session"
+
+
+def test_a_session_id_expires_after_its_lifetime(start):
+    h = start({"notes.yaml": notes_server("notes")}, flags=["--session-lifetime", "2s"])
+    raw = RawSessions(h.base)
+    live = raw.new_session()
+    assert raw.request("POST", live, RawSessions.LIST)[0] == 200
+    time.sleep(3)
+    for method, body in (("POST", RawSessions.LIST), ("GET", None), ("DELETE", None)):
+        assert raw.request(method, live, body)[0] == 404, f"{method} with an expired id"

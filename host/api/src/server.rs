@@ -44,8 +44,9 @@ pub struct MCPServerSpec {
     /// Container image; required when mode is container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// MCP endpoint URL (Streamable HTTP); required when mode is remote.
+    /// MCP endpoint URL (Streamable HTTP, `http://` or `https://`); required when mode is remote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+"))]
     pub endpoint: Option<String>,
     /// Headers core sends with every request to a remote server, e.g. its credentials
     /// (Hangar's addition). A value from a Secret is read by the operator and handed to core

@@ -209,6 +209,13 @@ impl TokenVerifier {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| KeyLookup::Refused(format!("not a signed JWT with a supported algorithm ({e})")))?;
+        if names_critical_extensions(token) {
+            // RFC 7515 §4.1.11: a `crit` header this resource does not understand (it knows none)
+            // makes the token invalid.
+            return Err(KeyLookup::Refused(
+                "the token names critical header extensions (crit) this resource does not understand".into(),
+            ));
+        }
         let keys = self.keys.read().unwrap();
         let allows = |k: &&Key| k.algorithms.contains(&header.alg);
         let candidates: Vec<&Key> = match &header.kid {
@@ -228,6 +235,9 @@ impl TokenVerifier {
         for key in candidates {
             match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.decoding, &validation) {
                 Ok(data) => {
+                    if data.claims.get("sub").and_then(Value::as_str).is_none_or(str::is_empty) {
+                        return Err(KeyLookup::Refused("the token names no subject (sub is empty)".into()));
+                    }
                     let identity = self.identity(&data.claims);
                     let expires = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
                     let mut cache = self.verified.lock().unwrap();
@@ -248,20 +258,22 @@ impl TokenVerifier {
 
     fn identity(&self, claims: &serde_json::Map<String, Value>) -> Identity {
         let text = |name: &str| claims.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-        let list = |value: Option<&Value>| -> Vec<String> {
-            match value {
-                Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
-                _ => Vec::new(),
-            }
+        let strings = |items: &Vec<Value>| items.iter().filter_map(Value::as_str).map(str::to_string).collect();
+        // Scopes are a space-separated string (RFC 8693 `scope`) or a list (`scp`).
+        let scopes = match claims.get("scope").or_else(|| claims.get("scp")) {
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+            Some(Value::Array(items)) => strings(items),
+            _ => Vec::new(),
+        };
+        // Groups are a list; a single string is one group, never split (a group name may hold
+        // a space, and splitting would make "crm-admins-readonly x" grant "x").
+        let groups = match claims.get(&self.config.group_claim) {
+            Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
+            Some(Value::Array(items)) => strings(items),
+            _ => Vec::new(),
         };
         let client_id = Some(text("client_id")).filter(|c| !c.is_empty()).unwrap_or_else(|| text("azp"));
-        Identity {
-            subject: text("sub"),
-            client_id,
-            scopes: list(claims.get("scope").or_else(|| claims.get("scp"))),
-            groups: list(claims.get(&self.config.group_claim)),
-        }
+        Identity { subject: text("sub"), client_id, scopes, groups }
     }
 
     /// Fetches the keys now, then every [`KEYS_MAX_AGE`], for as long as the verifier lives.
@@ -520,6 +532,15 @@ fn describe(e: &jsonwebtoken::errors::Error) -> String {
 /// Text fit for a quoted-string in a header: no quotes, backslashes or control characters.
 fn quoted(text: &str) -> String {
     text.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+}
+
+/// Whether the token's header has a `crit` parameter (read from the header itself: the JWT
+/// library does not look at it).
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(encoded) = token.split('.').next() else { return false };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) else { return false };
+    serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).is_ok_and(|h| h.contains_key("crit"))
 }
 
 #[cfg(test)]

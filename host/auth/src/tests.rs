@@ -81,3 +81,25 @@ fn oversized_and_malformed_tokens_are_refused_before_any_key_lookup() {
     let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.";
     assert!(matches!(v.verify_with_known_keys(none), Err(KeyLookup::Refused(_))));
 }
+
+#[test]
+fn groups_are_a_list_or_one_group_and_scopes_are_split() {
+    let v = TokenVerifier::new(config("http://127.0.0.1:4000")).unwrap();
+    let claims = |v: Value| v.as_object().unwrap().clone();
+    let one = v.identity(&claims(json!({"sub": "bob", "groups": "crm-admins readers", "scope": "mcp:tools mcp:read"})));
+    assert_eq!(one.groups, ["crm-admins readers"], "a string is one group, never split");
+    assert_eq!(one.scopes, ["mcp:tools", "mcp:read"]);
+    let many = v.identity(&claims(json!({"sub": "bob", "groups": ["crm-admins", 7, "readers"]})));
+    assert_eq!(many.groups, ["crm-admins", "readers"]);
+    assert!(v.identity(&claims(json!({"sub": "bob", "groups": ""}))).groups.is_empty());
+}
+
+#[test]
+fn a_crit_header_is_seen() {
+    use base64::Engine as _;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let with = format!("{}.{}.sig", b64(json!({"alg": "RS256", "crit": ["exp-x"], "exp-x": 1})), b64(json!({})));
+    let without = format!("{}.{}.sig", b64(json!({"alg": "RS256"})), b64(json!({})));
+    assert!(names_critical_extensions(&with));
+    assert!(!names_critical_extensions(&without));
+}

@@ -34,7 +34,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/groups", get(list_groups))
         .route("/api/v1/groups/{namespace}/{name}", axum::routing::put(put_group).delete(delete_group))
         .route("/api/v1/events", get(events))
-        .route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
+}
+
+/// The admin API's description, unauthenticated (served unless the surface is closed).
+pub fn openapi_router() -> Router<Arc<AppState>> {
+    Router::new().route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
 }
 
 /// An admin API refusal: a status and a message naming what to fix.

@@ -47,6 +47,13 @@ impl BackendError {
     pub fn is_transient(&self) -> bool {
         !matches!(self, BackendError::Rpc(_))
     }
+
+    /// Whether every caller would meet it (the server is not reachable or not up), as opposed
+    /// to a call that ran past its timeout, which one caller's arguments can cause: only these
+    /// count toward the server's circuit breaker, so no client can open it for all.
+    pub fn is_server_down(&self) -> bool {
+        matches!(self, BackendError::Unavailable(_) | BackendError::NotReady(_) | BackendError::SessionLost(_))
+    }
 }
 
 /// Which protocol generation the backend speaks.
@@ -182,8 +189,8 @@ impl Backend {
             Backend::Http(b) => {
                 tokio::time::timeout(ready_within, b.connect()).await.unwrap_or_else(|_| {
                     Err(BackendError::NotReady(format!(
-                        "{} did not answer within spec.startupTimeout ({ready_within:?})",
-                        b.endpoint
+                        "server {} did not answer within spec.startupTimeout ({ready_within:?})",
+                        b.name
                     )))
                 })?;
                 tokio::time::timeout(answer_within, b.request(method, params, session, relay))
@@ -579,6 +586,9 @@ async fn supervise(
     }
 }
 
+/// What a local server inherits of Hangar's environment; the rest comes from its manifest.
+const INHERITED_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
 async fn run_child(
     shared: &Arc<StdioShared>,
     command: &[String],
@@ -589,11 +599,28 @@ async fn run_child(
     let name = shared.name.clone();
     let (program, args) = command.split_first().ok_or_else(|| anyhow::anyhow!("spec.command is empty"))?;
     let mut command = Command::new(program);
-    // Hangar's own secrets (HANGAR_API_KEY, HANGAR_SESSION_KEY, ...) are not the server's.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HANGAR_") {
-            command.env_remove(key);
+    // Like a pod: the server gets a few variables that say where and how to run, and what its
+    // manifest gives — not Hangar's environment (HANGAR_API_KEY, cloud credentials, tokens).
+    command.env_clear();
+    for key in INHERITED_ENV {
+        if let Some(value) = std::env::var_os(key) {
+            command.env(key, value);
         }
+    }
+    // The server dies with Hangar, even when Hangar is killed (SIGKILL leaves no time to stop
+    // children, and a server that ignores the end of its stdin would live on).
+    #[cfg(target_os = "linux")]
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        let parent = libc::getpid();
+        command.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // Hangar may have died before the line above: then nobody would signal.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
     }
     let mut child = command
         .args(args)
@@ -982,8 +1009,9 @@ impl HttpBackend {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let headers = self.headers(method, &params, era, session);
         let body = protocol::request(id, method, params);
-        let unavailable =
-            |e: String| BackendError::Unavailable(format!("server {} at {}: {e}", self.name, self.endpoint));
+        // The endpoint stays out of the message: it goes to clients, and a URL may carry a
+        // credential (`user:pass@`, `?token=`).
+        let unavailable = |e: String| BackendError::Unavailable(format!("server {} unavailable: {e}", self.name));
         let response = self
             .client
             .post(&self.endpoint)
@@ -991,7 +1019,7 @@ impl HttpBackend {
             .json(&body)
             .send()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(without_url(e)))?;
         let status = response.status();
         let new_session = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         let (message, text) = if is_event_stream(&response) && status.is_success() {
@@ -1005,8 +1033,8 @@ impl HttpBackend {
                     || (status == reqwest::StatusCode::BAD_REQUEST && text.to_ascii_lowercase().contains("session")))
             {
                 return Err(BackendError::SessionLost(format!(
-                    "server {} at {}: HTTP {status}: session not found",
-                    self.name, self.endpoint
+                    "server {}: HTTP {status}: session not found",
+                    self.name
                 )));
             }
             (serde_json::from_str::<Value>(&text).ok(), text)
@@ -1027,6 +1055,12 @@ impl HttpBackend {
     }
 }
 
+/// An HTTP error's text without its URL, which may carry a credential (`user:pass@`,
+/// `?token=`) and goes to clients and the log.
+fn without_url(error: reqwest::Error) -> String {
+    error.without_url().to_string()
+}
+
 /// Sends a server the answers to its requests (JSON-RPC responses, in `headers`' session), each
 /// in a task of its own; usable after the backend is gone.
 fn answerer(client: reqwest::Client, endpoint: String, name: String) -> Answerer {
@@ -1041,7 +1075,9 @@ fn answerer(client: reqwest::Client, endpoint: String, name: String) -> Answerer
                 Ok(r) => {
                     tracing::warn!(server = %name, status = %r.status(), "the server refused the answer to its request")
                 }
-                Err(e) => tracing::warn!(server = %name, "could not answer the server's request: {e}"),
+                Err(e) => {
+                    tracing::warn!(server = %name, "could not answer the server's request: {}", without_url(e))
+                }
             }
         });
     })
@@ -1157,13 +1193,13 @@ impl Answering<'_> {
                     .headers(headers)
                     .send()
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(without_url)?;
                 if !response.status().is_success() || !is_event_stream(&response) {
                     return Err(format!("resuming the answer's stream: HTTP {}", response.status()));
                 }
             }
             let mut buffer: Vec<u8> = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            while let Some(chunk) = response.chunk().await.map_err(without_url)? {
                 read += chunk.len();
                 if read > MAX_ANSWER_BYTES {
                     return Err(format!("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20));
@@ -1372,7 +1408,7 @@ const MAX_LINE_BYTES: usize = 16 << 20;
 /// The body as text (invalid UTF-8 replaced), refusing more than `limit` bytes.
 async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<String, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response.chunk().await.map_err(without_url)? {
         if body.len() + chunk.len() > limit {
             return Err(format!("the answer is larger than {} MiB", limit >> 20));
         }

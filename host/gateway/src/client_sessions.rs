@@ -13,12 +13,17 @@ use std::{
     time::Instant,
 };
 
+use crate::session::SESSION_LIFETIME;
+
 /// Most client sessions with backend sessions kept at once; the least recently used one is
 /// ended (its backend sessions closed) to make room.
 pub const MAX_CLIENT_SESSIONS: usize = 10_000;
 /// Most ended session ids remembered, so that a request with one is refused (404) as the spec
-/// asks rather than served with fresh backend sessions.
-const MAX_ENDED: usize = 10_000;
+/// asks rather than served with fresh backend sessions. An id is remembered until it would have
+/// expired anyway ([`SESSION_LIFETIME`] after it ended, at the latest), as a 16-byte digest
+/// (about 10 MB at the cap): ending 250,000 sessions within their lifetime is needed to push
+/// one out, and every id belongs to its subject besides.
+const MAX_ENDED: usize = 250_000;
 
 struct Client {
     /// server → its backend session for this client.
@@ -36,9 +41,10 @@ struct Inner {
     clients: HashMap<String, Client>,
     /// Backend sessions held per server (the gauge), kept with `clients`.
     held: HashMap<String, usize>,
-    /// Ended ids, looked up on every handshake request; `ended_order` says which to forget first.
-    ended: HashSet<String>,
-    ended_order: VecDeque<String>,
+    /// Digests of ended ids, looked up on every handshake request; `ended_order` (oldest first,
+    /// with when each ended) says which to forget first.
+    ended: HashSet<[u8; 16]>,
+    ended_order: VecDeque<([u8; 16], Instant)>,
 }
 
 impl Inner {
@@ -52,6 +58,11 @@ impl Inner {
         }
         gone.backends.into_iter().collect()
     }
+}
+
+fn digest(id: &str) -> [u8; 16] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(id.as_bytes())[..16].try_into().expect("16 bytes")
 }
 
 /// Backend sessions to close: (server, backend session).
@@ -95,20 +106,24 @@ impl ClientSessions {
     /// Ends `client`'s session on this replica: its backend sessions, to close.
     pub fn end(&self, client: &str) -> ToClose {
         let mut inner = self.inner.lock().unwrap();
-        if inner.ended.insert(client.to_string()) {
-            inner.ended_order.push_back(client.to_string());
-            if inner.ended_order.len() > MAX_ENDED
-                && let Some(forgotten) = inner.ended_order.pop_front()
-            {
-                inner.ended.remove(&forgotten);
-            }
+        let now = Instant::now();
+        // Ids that have expired since are refused for that alone: forget them.
+        while let Some(&(digest, ended)) = inner.ended_order.front()
+            && (now.duration_since(ended) > SESSION_LIFETIME || inner.ended_order.len() >= MAX_ENDED)
+        {
+            inner.ended_order.pop_front();
+            inner.ended.remove(&digest);
+        }
+        let digest = digest(client);
+        if inner.ended.insert(digest) {
+            inner.ended_order.push_back((digest, now));
         }
         inner.remove(client)
     }
 
     /// Whether the client ended this session here (DELETE).
     pub fn ended(&self, client: &str) -> bool {
-        self.inner.lock().unwrap().ended.contains(client)
+        self.inner.lock().unwrap().ended.contains(&digest(client))
     }
 
     /// Backend sessions held at `server`.

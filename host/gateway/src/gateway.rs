@@ -53,6 +53,9 @@ pub struct ServerEntry {
     /// policy plugin: a plugin may narrow them, never widen them. None with the default policy,
     /// which is exactly these rules.
     floor: Option<ToolPolicy>,
+    /// The manifest's rules when `spec.tools.callers` is set: who may see and use the server's
+    /// resources, templates, prompts and completions at all (a caller no entry matches: none).
+    offerings: Option<ToolPolicy>,
     tools: RwLock<Vec<Value>>,
     in_flight: AtomicU32,
     failures: AtomicU32,
@@ -65,6 +68,19 @@ pub struct ServerEntry {
     /// The last start did not finish within startupTimeout.
     start_failed: AtomicBool,
     last_activity: Mutex<Instant>,
+}
+
+/// An endpoint core may call: an absolute `http://` or `https://` URL with a host (no
+/// `file://`, `gopher://`, ...). The message never repeats the URL, which may hold a credential.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    match reqwest::Url::parse(endpoint) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Err("spec.endpoint: the URL names no host".into()),
+        Ok(url) => {
+            Err(format!("spec.endpoint: scheme {:?} is not allowed; use an http:// or https:// URL", url.scheme()))
+        }
+        Err(e) => Err(format!("spec.endpoint: not a URL ({e}); use an http:// or https:// URL")),
+    }
 }
 
 /// Waits while members of a group are starting, until one serves: at most the longest of their
@@ -153,6 +169,12 @@ impl ServerEntry {
 
     fn serving(&self) -> bool {
         self.state().serves() && self.breaker.state() != BreakerState::Open
+    }
+
+    /// Why `caller` may not see or use this server's resources, templates, prompts and
+    /// completions (`spec.tools.callers` set and no entry matching), if so.
+    fn offerings_refusal(&self, caller: &Caller) -> Option<String> {
+        self.offerings.as_ref().and_then(|rules| rules.offerings_refusal(&caller.view()))
     }
 
     fn touch(&self) {
@@ -541,6 +563,9 @@ impl Gateway {
         backend: BackendSpec,
     ) -> Result<(), RegisterError> {
         self.claim(namespace, name)?;
+        if let BackendSpec::Http { endpoint, .. } = &backend {
+            check_endpoint(endpoint).map_err(RegisterError::Invalid)?;
+        }
         // The operator registers every server on every reconcile: an unchanged registration must
         // not restart the backend, reset health, breaker and idle time, or re-list tools.
         if self.server(name).is_some_and(|s| s.spec == spec && s.backend_spec == backend) {
@@ -569,6 +594,10 @@ impl Gateway {
             .then(|| ToolPolicy::from_config(&config))
             .transpose()
             .map_err(|e| RegisterError::Invalid(format!("spec.tools: {e}")))?;
+        let offerings = (!tools.callers.is_empty())
+            .then(|| ToolPolicy::from_config(&config))
+            .transpose()
+            .map_err(|e| RegisterError::Invalid(format!("spec.tools: {e}")))?;
         config.extend(tools.policy_config.iter().map(|(k, v)| (k.clone(), v.clone())));
         let pin = tools.policy_sha256.as_deref();
         // A built-in that refuses its configuration is the manifest's mistake: refused here,
@@ -593,6 +622,7 @@ impl Gateway {
             spec,
             policy,
             floor,
+            offerings,
             tools: RwLock::default(),
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -1187,7 +1217,11 @@ impl Gateway {
             )
             .await;
         drop(in_flight);
-        server.breaker.record(!matches!(&result, Err(e) if e.is_transient()));
+        match &result {
+            Err(e) if e.is_server_down() => server.breaker.record(false),
+            Err(BackendError::Timeout(_)) => server.breaker.no_verdict(),
+            _ => server.breaker.record(true),
+        }
         match &result {
             Err(BackendError::NotReady(_)) => server.start_failed.store(true, Ordering::Relaxed),
             // Only a server that is connected now has recovered.

@@ -84,6 +84,9 @@ pub struct AppState {
     pub origins: crate::origin::OriginPolicy,
     /// OAuth 2.1 protection of `/mcp` (`--auth-issuer`); None: open, callers unverified.
     pub auth: Option<Arc<hangar_auth::TokenVerifier>>,
+    /// Serve `/metrics` and the admin API's `openapi.json` (both unauthenticated); off for
+    /// those who want them closed (404).
+    pub open_surface: bool,
 }
 
 impl AppState {
@@ -105,12 +108,14 @@ impl AppState {
             parked: Mutex::default(),
             answer_streams: Arc::default(),
             auth: None,
+            open_surface: true,
         }
     }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let open_surface = state.open_surface;
+    let router = Router::new()
         .route(
             "/mcp",
             get(get_mcp)
@@ -121,13 +126,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
         .route("/.well-known/oauth-protected-resource/{*path}", get(resource_metadata))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .merge(crate::admin::router())
-        // The limit is enforced in post_mcp, so that it answers with a JSON-RPC error.
-        .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        .merge(crate::admin::router());
+    let router = if open_surface {
+        router.route("/metrics", get(metrics)).merge(crate::admin::openapi_router())
+    } else {
+        router
+    };
+    // The limit is enforced in post_mcp, so that it answers with a JSON-RPC error.
+    router.layer(DefaultBodyLimit::disable()).with_state(state)
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -148,6 +156,21 @@ async fn check_origin(
 /// The caller a request's access token proved, if `/mcp` is protected (as the policy sees it).
 #[derive(Clone, Default)]
 pub struct Verified(pub Option<Caller>);
+
+impl Verified {
+    /// The subject a session id must have been issued to (None without OAuth).
+    fn subject(&self) -> Option<&str> {
+        self.0.as_ref().map(|c| c.subject.as_str())
+    }
+}
+
+impl AppState {
+    /// Whether a handshake session id may be used by this request: genuine, not expired,
+    /// issued to the request's verified subject, and not ended (DELETE) on this replica.
+    fn session_usable(&self, id: &str, verified: &Verified) -> bool {
+        self.sessions.verify(id, verified.subject()) && !self.gateway.client_session_ended(id)
+    }
+}
 
 /// With `--auth-issuer`: every `/mcp` request carries a valid access token for this resource
 /// (401 and the metadata's address otherwise; 403 without a required scope). The token stays
@@ -218,11 +241,15 @@ fn rpc_error(status: StatusCode, id: &Value, error: RpcError) -> Response {
 
 /// The handshake revisions' server-to-client stream: list changes (tools, prompts, resources)
 /// for every client, and updates of the resources this client subscribed to.
-async fn get_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+async fn get_mcp(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(verified): axum::Extension<Verified>,
+    headers: HeaderMap,
+) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio_stream::wrappers::BroadcastStream;
     match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(id) if state.sessions.verify(id) => {
+        Some(id) if state.session_usable(id, &verified) => {
             if let Some(resumed) = headers
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok())
@@ -243,9 +270,13 @@ async fn get_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     }
 }
 
-async fn delete_mcp(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+async fn delete_mcp(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(verified): axum::Extension<Verified>,
+    headers: HeaderMap,
+) -> Response {
     match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(id) if state.sessions.verify(id) => {
+        Some(id) if state.session_usable(id, &verified) => {
             state.gateway.end_client_session(id);
             StatusCode::OK.into_response()
         }
@@ -445,14 +476,14 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
     let Some(id) = object.get("id").cloned() else {
         // A notification in a session that is not (or no longer) genuine is refused like a request.
         if let Some(session) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
-            && (!state.sessions.verify(session) || state.gateway.client_session_ended(session))
+            && !state.session_usable(session, verified)
         {
             return rpc_error(
                 StatusCode::NOT_FOUND,
                 &null,
                 RpcError::new(
                     code::SESSION_NOT_FOUND,
-                    "unknown, ended or forged Mcp-Session-Id: initialize a new session",
+                    "unknown, expired, ended, forged or another caller's Mcp-Session-Id: initialize a new session",
                 ),
             );
         }
@@ -482,7 +513,7 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
         let version = protocol::negotiate_handshake(requested);
         // Backend sessions are opened on the client's first call to each server, not here.
         let declared = params.get("capabilities").cloned().unwrap_or_default();
-        let session = state.sessions.issue(ClientCapabilities::from_declared(&declared));
+        let session = state.sessions.issue(ClientCapabilities::from_declared(&declared), verified.subject());
         let result = json!({
             "protocolVersion": version,
             "capabilities": protocol::capabilities(false),
@@ -527,12 +558,12 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
         && let Some(token) = params.get("requestState").and_then(Value::as_str)
         && token.starts_with(PARKED_PREFIX)
     {
-        return resume(&state, &id, token, &params).await;
+        return resume(&state, &id, token, &params, verified).await;
     }
     // Handshake requests need a genuine session that its client has not ended.
     let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).filter(|_| !modern);
     if !modern {
-        let genuine = |s: &str| state.sessions.verify(s) && !state.gateway.client_session_ended(s);
+        let genuine = |s: &str| state.session_usable(s, verified);
         match session.map(genuine) {
             None => {
                 return rpc_error(
@@ -550,7 +581,7 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
                     &id,
                     RpcError::new(
                         code::SESSION_NOT_FOUND,
-                        "unknown, ended or forged Mcp-Session-Id: initialize a new session",
+                        "unknown, expired, ended, forged or another caller's Mcp-Session-Id: initialize a new session",
                     ),
                 );
             }
@@ -572,6 +603,7 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
     // Handshake sessions are pinned to a group member chosen from their (signed) id.
     let pin = session.map(session_pin);
     let session_owned = session.map(str::to_string);
+    let owner = verified.subject().map(str::to_string);
     let mut ctx = CallContext { caller, pin, relay: None, session: session_owned.clone() };
 
     // A handshake client may cancel by `notifications/cancelled`; any client by going away
@@ -634,7 +666,7 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
                             let _ = answer.send(Err(RpcError::new(code::METHOD_NOT_FOUND, why)));
                         }
                         None => {
-                            let parked = Parked { call, relays: relay_rx, answers: HashMap::new(), capabilities };
+                            let parked = Parked { call, relays: relay_rx, answers: HashMap::new(), capabilities, owner: owner.clone() };
                             let result = park(&state, parked, &method, params, answer);
                             return json_response(StatusCode::OK, protocol::response(&id, result));
                         }
@@ -670,7 +702,13 @@ async fn post_message(state: Arc<AppState>, headers: &HeaderMap, mut message: Va
                         if modern && refusal(modern, None, capabilities, &method).is_none() =>
                     {
                         // 2026-07-28: the answer ends the stream as `input_required`; the call waits.
-                        let parked = Parked { call, relays: relay_rx, answers: HashMap::new(), capabilities };
+                        let parked = Parked {
+                            call,
+                            relays: relay_rx,
+                            answers: HashMap::new(),
+                            capabilities,
+                            owner: owner.clone(),
+                        };
                         let result = park(&state, parked, &method, params, answer);
                         let _ = out_tx.send(protocol::response(&id, result)).await;
                         return;
@@ -775,6 +813,8 @@ pub struct Parked {
     relays: mpsc::UnboundedReceiver<Relay>,
     answers: HashMap<String, ClientAnswer>,
     capabilities: ClientCapabilities,
+    /// The verified subject that started the call: only it may resume it (None without OAuth).
+    owner: Option<String>,
 }
 
 /// How `requestState` values of Hangar's own begin.
@@ -813,8 +853,16 @@ fn park(state: &Arc<AppState>, mut parked: Parked, method: &str, params: Value, 
 
 /// A 2026-07-28 client's retry of a parked call: its answers go to the server, and the call goes
 /// on until its result, or the next request (another round).
-async fn resume(state: &Arc<AppState>, id: &Value, token: &str, params: &Value) -> Response {
-    let Some(mut parked) = state.parked.lock().unwrap().remove(token) else {
+async fn resume(state: &Arc<AppState>, id: &Value, token: &str, params: &Value, verified: &Verified) -> Response {
+    // Another caller's token is answered as an unknown one, and leaves the call parked for its owner.
+    let taken = {
+        let mut parked = state.parked.lock().unwrap();
+        match parked.get(token) {
+            Some(p) if p.owner.as_deref() == verified.subject() => parked.remove(token),
+            _ => None,
+        }
+    };
+    let Some(mut parked) = taken else {
         return rpc_error(
             StatusCode::OK,
             id,

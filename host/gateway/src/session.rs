@@ -1,29 +1,47 @@
-//! Session ids for the handshake revisions: `<nonce><capabilities>.<signature>`, a random 16-byte
-//! nonce (base64url), one character naming the client's capabilities that servers may ask for
-//! during its calls (sampling, elicitation, roots), and HMAC-SHA256 of both under the core's key
-//! (first 18 bytes, base64url): 48 characters however many servers there are. Any core replica sharing the key can check a session without shared
-//! state; the group member a session stays on is derived from the id itself. Backend sessions
-//! are the replica's own (`client_sessions.rs`).
+//! Session ids for the handshake revisions: `<body><capabilities>.<signature>`. The body is
+//! base64url of a random 16-byte nonce, the id's expiry (u32 seconds since the epoch) and the
+//! first 8 bytes of SHA-256 of the verified subject it was issued to (zeros without OAuth); one
+//! character names the client's capabilities that servers may ask for during its calls
+//! (sampling, elicitation, roots); the signature is HMAC-SHA256 of both under the core's key
+//! (first 18 bytes, base64url): 64 characters however many servers there are. Any core replica
+//! sharing the key checks a session — genuine, not expired, used by the subject it was issued to
+//! — without shared state; the group member a session stays on is derived from the id itself.
+//! Backend sessions and ended ids are the replica's own (`client_sessions.rs`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+
+/// How long a session id is good for; then its client gets 404 and initializes again, as the
+/// spec has clients do when a server ends a session.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// Characters of the base64url body (28 bytes), then the capabilities character.
+const BODY_CHARS: usize = 38;
 
 pub struct SessionKeys {
     key: Vec<u8>,
+    lifetime: Duration,
 }
 
 impl SessionKeys {
     /// From `HANGAR_SESSION_KEY` when set (share it between replicas), else random per process.
     pub fn from_env() -> Self {
         match std::env::var("HANGAR_SESSION_KEY") {
-            Ok(k) if !k.is_empty() => Self { key: k.into_bytes() },
-            _ => Self { key: rand::random::<[u8; 32]>().to_vec() },
+            Ok(k) if !k.is_empty() => Self::with_key(k.as_bytes()),
+            _ => Self::with_key(&rand::random::<[u8; 32]>()),
         }
     }
 
     pub fn with_key(key: &[u8]) -> Self {
-        Self { key: key.to_vec() }
+        Self { key: key.to_vec(), lifetime: SESSION_LIFETIME }
+    }
+
+    /// The same keys, issuing ids good for `lifetime`.
+    pub fn with_lifetime(self, lifetime: Duration) -> Self {
+        Self { lifetime, ..self }
     }
 
     fn sign(&self, body: &str) -> String {
@@ -32,9 +50,15 @@ impl SessionKeys {
         URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..18])
     }
 
-    /// A new session id for a client with these capabilities.
-    pub fn issue(&self, capabilities: ClientCapabilities) -> String {
-        let body = format!("{}{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()), capabilities.to_char());
+    /// A new session id for a client with these capabilities, bound to the verified `subject`
+    /// (None without OAuth: any holder of the id may use it).
+    pub fn issue(&self, capabilities: ClientCapabilities, subject: Option<&str>) -> String {
+        let expires = (now() + self.lifetime.as_secs()).min(u64::from(u32::MAX)) as u32;
+        let mut raw = Vec::with_capacity(28);
+        raw.extend_from_slice(&rand::random::<[u8; 16]>());
+        raw.extend_from_slice(&expires.to_be_bytes());
+        raw.extend_from_slice(&subject_tag(subject));
+        let body = format!("{}{}", URL_SAFE_NO_PAD.encode(raw), capabilities.to_char());
         let signature = self.sign(&body);
         format!("{body}.{signature}")
     }
@@ -42,22 +66,45 @@ impl SessionKeys {
     /// What the client of a genuine session id declared it can answer.
     pub fn capabilities(&self, id: &str) -> ClientCapabilities {
         match id.split_once('.') {
-            Some((body, _)) if body.len() == 23 && self.verify(id) => {
-                ClientCapabilities::from_char(body.as_bytes()[22])
+            Some((body, _)) if body.len() == BODY_CHARS + 1 && self.signed(id) => {
+                ClientCapabilities::from_char(body.as_bytes()[BODY_CHARS])
             }
             _ => ClientCapabilities::default(),
         }
     }
 
-    /// Whether `id` was issued under this key (by any replica sharing it).
-    pub fn verify(&self, id: &str) -> bool {
+    /// Whether `id` was issued under this key (by any replica sharing it), has not expired, and
+    /// is used by the subject it was issued to (`subject`: the request's verified subject).
+    pub fn verify(&self, id: &str, subject: Option<&str>) -> bool {
+        if !self.signed(id) {
+            return false;
+        }
+        let Some(raw) = id.get(..BODY_CHARS).and_then(|b| URL_SAFE_NO_PAD.decode(b).ok()) else { return false };
+        let expires = u32::from_be_bytes(raw[16..20].try_into().expect("28 bytes"));
+        u64::from(expires) > now() && raw[20..28] == subject_tag(subject)
+    }
+
+    /// The signature alone.
+    fn signed(&self, id: &str) -> bool {
         let Some((body, signature)) = id.split_once('.') else { return false };
+        if body.len() != BODY_CHARS + 1 {
+            return false;
+        }
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
         mac.update(body.as_bytes());
         URL_SAFE_NO_PAD
             .decode(signature)
             .is_ok_and(|given| given.len() == 18 && mac.verify_truncated_left(&given).is_ok())
     }
+}
+
+/// Who a session belongs to, as it is kept in the id: 8 bytes of the subject's SHA-256.
+fn subject_tag(subject: Option<&str>) -> [u8; 8] {
+    subject.map_or([0; 8], |s| Sha256::digest(s.as_bytes())[..8].try_into().expect("8 bytes"))
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The server-to-client requests a client declared at `initialize` that it answers.
@@ -103,16 +150,29 @@ mod tests {
     #[test]
     fn ids_verify_with_the_same_key_only() {
         let a = SessionKeys::with_key(b"one");
-        let id = a.issue(ClientCapabilities::default());
-        assert_eq!(id.len(), 48, "a constant size: {id}");
-        assert_ne!(id, a.issue(ClientCapabilities::default()));
-        assert!(a.verify(&id));
-        assert!(SessionKeys::with_key(b"one").verify(&id), "another replica with the key accepts it");
-        assert!(!SessionKeys::with_key(b"two").verify(&id));
-        assert!(!a.verify("made-up"));
-        assert!(!a.verify(&format!("{id}x")));
+        let id = a.issue(ClientCapabilities::default(), None);
+        assert_eq!(id.len(), 64, "a constant size: {id}");
+        assert_ne!(id, a.issue(ClientCapabilities::default(), None));
+        assert!(a.verify(&id, None));
+        assert!(SessionKeys::with_key(b"one").verify(&id, None), "another replica with the key accepts it");
+        assert!(!SessionKeys::with_key(b"two").verify(&id, None));
+        assert!(!a.verify("made-up", None));
+        assert!(!a.verify(&format!("{id}x"), None));
         let (body, sig) = id.split_once('.').unwrap();
-        assert!(!a.verify(&format!("{body}A.{sig}")));
+        assert!(!a.verify(&format!("{}B{}.{sig}", &body[..5], &body[6..]), None));
+    }
+
+    #[test]
+    fn ids_belong_to_their_subject_and_expire() {
+        let keys = SessionKeys::with_key(b"one");
+        let alice = keys.issue(ClientCapabilities::default(), Some("alice"));
+        assert!(keys.verify(&alice, Some("alice")));
+        assert!(!keys.verify(&alice, Some("bob")), "another subject's id");
+        assert!(!keys.verify(&alice, None), "an anonymous request with a subject's id");
+        let anonymous = keys.issue(ClientCapabilities::default(), None);
+        assert!(!keys.verify(&anonymous, Some("bob")), "an id issued without a subject is not anyone's");
+        let short = SessionKeys::with_key(b"one").with_lifetime(Duration::ZERO);
+        assert!(!keys.verify(&short.issue(ClientCapabilities::default(), None), None), "expired");
     }
 
     #[test]
@@ -121,13 +181,13 @@ mod tests {
         let declared = serde_json::json!({"sampling": {}, "roots": {"listChanged": true}});
         let caps = ClientCapabilities::from_declared(&declared);
         assert_eq!(caps, ClientCapabilities { sampling: true, elicitation: false, roots: true });
-        let id = keys.issue(caps);
+        let id = keys.issue(caps, None);
         assert_eq!(keys.capabilities(&id), caps);
         assert!(caps.answers("sampling/createMessage") && !caps.answers("elicitation/create"));
         // Claiming elicitation by editing the id breaks its signature.
         let (body, sig) = id.split_once('.').unwrap();
-        let forged = format!("{}7.{sig}", &body[..22]);
-        assert!(!keys.verify(&forged));
+        let forged = format!("{}7.{sig}", &body[..BODY_CHARS]);
+        assert!(!keys.verify(&forged, None));
         assert_eq!(keys.capabilities(&forged), ClientCapabilities::default());
     }
 }

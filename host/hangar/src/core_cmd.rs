@@ -85,6 +85,10 @@ pub struct Limits {
     /// Open connections at most; one more is answered 503 and closed.
     #[arg(long, default_value_t = ConnectionLimits::default().max_connections)]
     pub max_connections: usize,
+    /// Open connections of one client address at most; 0: half of --max-connections. Behind a
+    /// proxy or load balancer every client has its address: raise it (up to --max-connections).
+    #[arg(long, default_value_t = 0)]
+    pub max_connections_per_peer: usize,
     /// A request's headers must arrive within this; an idle connection is closed after it.
     #[arg(long, default_value = "30s")]
     pub header_timeout: hangar_api::Duration,
@@ -96,6 +100,14 @@ pub struct Limits {
     /// others get 403, since a rebound DNS name reaches loopback with its own name as Host.
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
+    /// How long a handshake session id is good for; then its client gets 404 and initializes
+    /// again (as clients do when a server ends a session).
+    #[arg(long, default_value = "12h")]
+    pub session_lifetime: hangar_api::Duration,
+    /// Close the unauthenticated surface besides /mcp and the probes: /metrics and
+    /// /api/v1/openapi.json answer 404 (scrape metrics another way, or not at all).
+    #[arg(long)]
+    pub closed_surface: bool,
 }
 
 impl Default for Limits {
@@ -104,9 +116,12 @@ impl Default for Limits {
         Self {
             max_body_bytes: http::MAX_BODY_BYTES,
             max_connections: connections.max_connections,
+            max_connections_per_peer: connections.max_connections_per_peer,
             header_timeout: hangar_api::Duration::from_millis(connections.header_timeout.as_millis() as u64),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            closed_surface: false,
+            session_lifetime: hangar_api::Duration::from_secs(hangar_gateway::session::SESSION_LIFETIME.as_secs()),
             auth: AuthArgs { auth_group_claim: "groups".into(), ..Default::default() },
         }
     }
@@ -120,8 +135,10 @@ pub async fn serve_until_ctrl_c(
     api_key: Option<String>,
     limits: Limits,
 ) -> anyhow::Result<()> {
-    let mut state = http::AppState::new(gateway, SessionKeys::from_env(), registry, api_key);
+    let sessions = SessionKeys::from_env().with_lifetime(limits.session_lifetime.as_std());
+    let mut state = http::AppState::new(gateway, sessions, registry, api_key);
     state.max_body_bytes = limits.max_body_bytes;
+    state.open_surface = !limits.closed_surface;
     state.auth = limits.auth.verifier()?;
     if let Some(auth) = state.auth.clone() {
         let config = auth.config();
@@ -142,6 +159,7 @@ pub async fn serve_until_ctrl_c(
     };
     let connections = ConnectionLimits {
         max_connections: limits.max_connections,
+        max_connections_per_peer: limits.max_connections_per_peer,
         header_timeout: limits.header_timeout.as_std(),
         ..Default::default()
     };

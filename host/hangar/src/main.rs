@@ -77,9 +77,14 @@ enum Command {
     /// The operator: reconciles MCPServers into Deployments and Services (uses the in-cluster
     /// or kubeconfig credentials); metrics at --metrics-listen.
     Operator(operator_cmd::OperatorArgs),
-    /// Print the ClusterRole the operator needs (the guide's rules plus the API calls it makes),
-    /// for installs without the Helm chart.
-    Rbac,
+    /// Print the ClusterRole the operator needs (exactly the API calls it makes), for installs
+    /// without the Helm chart.
+    Rbac {
+        /// Put the guide's broad rules first (create/update/delete of every pod, Secret and
+        /// ConfigMap), as the chart does with `rbac.guideRules: true`.
+        #[arg(long)]
+        guide_rules: bool,
+    },
     /// Print the Deployments and Services the operator makes of the MCPServers in the manifests.
     Render {
         #[arg(required = true)]
@@ -114,11 +119,11 @@ fn main() -> ExitCode {
             args.log.init();
             operator_cmd::operator(args)
         }
-        Command::Rbac => {
+        Command::Rbac { guide_rules } => {
             let role = serde_json::json!({
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                 "metadata": {"name": "mcp-hangar-operator"},
-                "rules": hangar_operator::rbac::cluster_role_rules(),
+                "rules": hangar_operator::rbac::cluster_role_rules(guide_rules),
             });
             print!("{}", serde_yaml::to_string(&role).expect("a ClusterRole serializes"));
             Ok(ExitCode::SUCCESS)

@@ -1,5 +1,5 @@
 //! The Kubernetes API calls the operator makes, as ClusterRole rules: the chart's ClusterRole is
-//! the guide's rules plus these (a test compares them), and every request the reconciler tests
+//! these (with `rbac.guideRules`, the guide's rules first; a test compares them), and every request the reconciler tests
 //! send to the mocked API server must be covered by one of them (checked in `expect`).
 
 use serde_json::{Value, json};
@@ -58,10 +58,14 @@ pub const GUIDE_RULES: &[Rule] = &[
     },
 ];
 
-/// The ClusterRole's `rules`, as the chart renders them.
-pub fn cluster_role_rules() -> Value {
+/// The ClusterRole's `rules`, as the chart renders them: what the operator uses, and the
+/// guide's broad rules before them only with `guide_rules` (the chart's `rbac.guideRules`, off by
+/// default: they let the operator create, change and delete every pod, Secret and ConfigMap of
+/// the cluster, which it never does).
+pub fn cluster_role_rules(guide_rules: bool) -> Value {
     let rule = |r: &Rule| json!({"apiGroups": [r.group], "resources": r.resources, "verbs": r.verbs});
-    Value::Array(GUIDE_RULES.iter().chain(OPERATOR_RULES).map(rule).collect())
+    let guide = GUIDE_RULES.iter().take(if guide_rules { GUIDE_RULES.len() } else { 0 });
+    Value::Array(guide.chain(OPERATOR_RULES).map(rule).collect())
 }
 
 /// The RBAC verb of a request (`GET` of a collection is `list`, with `watch=true` it is `watch`).

@@ -92,6 +92,16 @@ impl CircuitBreaker {
         };
     }
 
+    /// An admitted call ended without a verdict on the server (it ran past its own call
+    /// timeout, which a caller's arguments can cause): a half-open trial slot is given back,
+    /// and nothing is counted.
+    pub fn no_verdict(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Inner::HalfOpen { trial: true } = *inner {
+            *inner = Inner::HalfOpen { trial: false };
+        }
+    }
+
     pub fn state(&self) -> BreakerState {
         match *self.inner.lock().unwrap() {
             Inner::Closed { .. } => BreakerState::Closed,
@@ -129,6 +139,20 @@ mod tests {
         assert!(b.admit_at(t0 + Duration::from_secs(21)).is_ok());
         b.record_at(true, t0 + Duration::from_secs(21));
         assert_eq!(b.state(), BreakerState::Closed, "a good trial closes");
+    }
+
+    #[test]
+    fn a_call_without_a_verdict_counts_nothing_and_frees_the_trial() {
+        let b = breaker(2, 10);
+        let t0 = Instant::now();
+        b.record_at(false, t0);
+        b.no_verdict();
+        b.record_at(false, t0);
+        assert_eq!(b.state(), BreakerState::Open, "a call without a verdict does not reset the count");
+        assert!(b.admit_at(t0 + Duration::from_secs(10)).is_ok());
+        assert!(b.admit_at(t0 + Duration::from_secs(10)).is_err());
+        b.no_verdict();
+        assert!(b.admit_at(t0 + Duration::from_secs(10)).is_ok(), "the trial slot was given back");
     }
 
     #[test]

@@ -169,6 +169,19 @@ impl ToolPolicy {
         self.deny.iter().find(|p| glob::matches(p, tool)).map(String::as_str)
     }
 
+    /// Why this caller may not see or use anything of the server besides tools — its
+    /// resources, resource templates, prompts and completions: `callers` is set and no entry
+    /// matches the caller. A matching entry's `allowList` and `denyList` name tools only.
+    pub fn offerings_refusal(&self, caller: &Caller) -> Option<String> {
+        (!self.callers.is_empty() && self.rule_for(caller).is_none()).then(|| {
+            format!(
+                "{} matches no entry of spec.tools.callers of server {:?}, which governs its resources and prompts too",
+                caller.describe(),
+                self.server
+            )
+        })
+    }
+
     /// The first rule of `callers` that matches, with its index.
     fn rule_for(&self, caller: &Caller) -> Option<(usize, &CallerRule)> {
         self.callers.iter().enumerate().find(|(_, r)| r.matches(caller))
@@ -328,6 +341,10 @@ mod tests {
         assert!(matches!(p.check("delete_x", &service), Decision::Deny(w) if w.contains("callers[2].denyList")));
         // A caller no rule matches gets nothing; an unverified one cannot claim a group or subject.
         let nobody = Caller { verified: true, subject: "eve", ..ANYONE };
+        // Resources and prompts: the caller must match an entry, whatever its tool lists say.
+        assert!(p.offerings_refusal(&nobody).is_some_and(|w| w.contains("resources and prompts")));
+        assert!(p.offerings_refusal(&reader).is_none() && p.offerings_refusal(&admin).is_none());
+        assert!(policy(&[("server", "s")]).unwrap().offerings_refusal(&nobody).is_none(), "no callers: everyone");
         assert!(
             matches!(p.check("get_x", &nobody), Decision::Deny(w) if w.contains("matches no entry of spec.tools.callers"))
         );

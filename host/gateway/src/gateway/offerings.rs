@@ -1,5 +1,6 @@
 //! What servers offer besides tools, through the gateway: prompts (named like tools),
-//! resources and resource templates (URIs intact), completions and the logging level.
+//! resources and resource templates (URIs intact), completions and the logging level. A
+//! server's `spec.tools.callers` governs them too: a caller no entry matches sees none.
 
 use serde_json::{Value, json};
 
@@ -44,6 +45,9 @@ impl Gateway {
     /// plugin decides on it as on a tool named `prompt:<name>` or `resource:<uri>` (the
     /// manifest's allowList and denyList name tools only).
     async fn govern(&self, server: &ServerEntry, item: &str, ctx: &CallContext) -> Result<(), RpcError> {
+        if let Some(why) = server.offerings_refusal(&ctx.caller) {
+            return Err(RpcError::new(code::DENIED, why).with_data(json!({"server": server.name, "item": item})));
+        }
         let mut limits = Vec::new();
         if let Some(rate) = server.spec.tools.as_ref().and_then(|t| t.rate_limit.as_ref()) {
             let rpm = rate.requests_per_minute.max(0) as u32;
@@ -73,6 +77,11 @@ impl Gateway {
     /// Every page of a list (`key` holds the items); a server that does not offer it has none.
     async fn list_all(&self, target: &Target, method: &str, key: &str, ctx: &CallContext) -> Vec<Value> {
         let Some(server) = target.serving() else { return Vec::new() };
+        // A caller that `spec.tools.callers` leaves out sees none of it: not listed, so not
+        // found by read, get, subscribe or complete either.
+        if server.offerings_refusal(&ctx.caller).is_some() {
+            return Vec::new();
+        }
         let mut items = Vec::new();
         let mut cursor: Option<Value> = None;
         for _ in 0..MAX_PAGES {
