@@ -361,14 +361,29 @@ def test_discovery_creates_owned_servers_and_refuses_what_a_tenant_may_not_ask(c
             "search": {"mode": "remote", "endpoint": "http://search.tenant-a/mcp"},
             "escape": {"mode": "remote", "endpoint": "http://x/mcp", "namespace": "kube-system"},
             "root": {"mode": "container", "image": "x", "securityContext": {"privileged": True}},
+            # The tenant's Secret, sent to a URL of the ConfigMap writer's choosing.
+            "leak": {"mode": "remote", "endpoint": "http://search.tenant-a/mcp", "headers": [
+                {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "db-creds", "key": "password"}}}]},
+            "mount": {"mode": "container", "image": "x", "volumes": [{"name": "s", "secret": {"secretName": "db-creds"}}]},
+            "token": {"mode": "container", "image": "x", "volumes": [
+                {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]},
+            "tolerate": {"mode": "container", "image": "x", "tolerations": [{"operator": "Exists"}]},
+            "outside": {"mode": "remote", "endpoint": "http://collector.example/mcp"},
+            # Named like a server the tenant made by hand: left alone, never taken over or pruned.
+            "mine": {"mode": "remote", "endpoint": "http://search.tenant-a/other"},
         })},
     }
     source = {
         "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
         "metadata": {"name": "tenants", "namespace": "discovery-home"},
         "spec": {"type": "Namespace", "mode": "Authoritative", "refreshInterval": "5s",
-                 "namespaceSelector": {"matchLabels": {"mcp-hangar.io/enabled": "true"}}},
+                 "namespaceSelector": {"matchLabels": {"mcp-hangar.io/enabled": "true"}},
+                 "entryPermissions": {"endpointHosts": ["*.tenant-a"]}},
     }
+    own = {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+           "metadata": {"name": "tenants-mine", "namespace": "tenant-a"},
+           "spec": {"mode": "remote", "endpoint": "http://mine.tenant-a/mcp"}}
+    apply(crds, own)
     apply(crds, providers)
     apply(crds, source)
     operator = Operator(crds, tmp_path, "discovery-check")
@@ -377,16 +392,24 @@ def test_discovery_creates_owned_servers_and_refuses_what_a_tenant_may_not_ask(c
                                                          "-o", "json").stdout).get("status", {})).get("refusedCount") and s,
                           timeout=60)
         assert status["discovered"] == ["tenant-a/tenants-search"], status
-        assert status["refusedCount"] == 2, status
+        assert status["refusedCount"] == 8, status
+        reasons = {r["entry"]: r["reason"] for r in status["refused"]}
+        assert "entryPermissions.secrets" in reasons["leak"] and "entryPermissions.secrets" in reasons["mount"], reasons
+        assert "serviceAccountTokens" in reasons["token"] and "scheduling" in reasons["tolerate"], reasons
+        assert "endpointHosts" in reasons["outside"], reasons
+        assert "was not created by this source" in reasons["mine"], reasons
         found = json.loads(crds("get", "mcpservers", "-A", "-l", "mcp-hangar.io/discovered-by=tenants", "-o", "json").stdout)
         placed = sorted(f"{s['metadata']['namespace']}/{s['metadata']['name']}" for s in found["items"])
-        assert placed == ["tenant-a/tenants-search"], "nothing in kube-system, nothing privileged"
+        assert placed == ["tenant-a/tenants-search"], "nothing in kube-system, nothing privileged, no Secret, not over the tenant's own"
+        mine = json.loads(crds("get", "mcpserver", "tenants-mine", "-n", "tenant-a", "-o", "json").stdout)
+        assert mine["spec"]["endpoint"] == "http://mine.tenant-a/mcp", "the tenant's own server was not applied over"
         # Authoritative: an entry removed from the ConfigMap is pruned.
-        providers["data"]["providers.yaml"] = yaml.safe_dump({"other": {"mode": "remote", "endpoint": "http://o/mcp"}})
+        providers["data"]["providers.yaml"] = yaml.safe_dump({"other": {"mode": "remote", "endpoint": "http://other.tenant-a/mcp"}})
         apply(crds, providers)
         wait_for(lambda: crds("get", "mcpserver", "tenants-search", "-n", "tenant-a", check=False).returncode != 0,
                  timeout=60)
         crds("get", "mcpserver", "tenants-other", "-n", "tenant-a")
+        crds("get", "mcpserver", "tenants-mine", "-n", "tenant-a"), "never pruned: not this source's"
     finally:
         operator.stop()
 

@@ -269,6 +269,14 @@ def test_a_short_api_key_is_refused_at_start(tmp_path):
     assert "HANGAR_API_KEY: the API key has 1 bytes; use at least 16" in out.stderr, out.stderr
 
 
+def healthz_on_a_new_connection(host: str, port: str, source: str = "127.0.0.1") -> str:
+    """The start of the answer to GET /healthz on a connection of its own, from `source`."""
+    import socket
+    with socket.create_connection((host, int(port)), timeout=5, source_address=(source, 0)) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        return s.recv(4096).decode()
+
+
 def test_connections_are_capped_and_idle_ones_closed(tmp_path):
     import socket
     h = Hangar(tmp_path, {"HANGAR_API_KEY": KEY},
@@ -278,9 +286,7 @@ def test_connections_are_capped_and_idle_ones_closed(tmp_path):
         held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(8)]
         time.sleep(0.3)
         # The ninth gets a clear refusal, not a hang.
-        with socket.create_connection((host, int(port)), timeout=5) as ninth:
-            ninth.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-            answer = ninth.recv(4096).decode()
+        answer = healthz_on_a_new_connection(host, port)
         assert answer.startswith("HTTP/1.1 503") and "too many open connections" in answer, answer
         # Idle connections (no request headers) are closed after the header timeout...
         for s in held:
@@ -302,12 +308,9 @@ def test_one_client_address_cannot_hold_every_connection(tmp_path):
         host, port = h.base.removeprefix("http://").split(":")
         held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(4)]
         time.sleep(0.3)
-        with socket.create_connection((host, int(port)), timeout=5) as fifth:
-            fifth.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-            assert fifth.recv(4096).decode().startswith("HTTP/1.1 503")
-        with socket.create_connection((host, int(port)), timeout=5, source_address=("127.0.0.2", 0)) as other:
-            other.sendall(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
-            assert other.recv(4096).decode().startswith("HTTP/1.1 200"), "another client is served"
+        assert healthz_on_a_new_connection(host, port).startswith("HTTP/1.1 503")
+        other = healthz_on_a_new_connection(host, port, source="127.0.0.2")
+        assert other.startswith("HTTP/1.1 200"), "another client is served"
         for s in held:
             s.close()
     finally:

@@ -563,3 +563,24 @@ def test_a_strategy_built_against_wit_0_1_0_still_serves(start, tmp_path, legacy
                  for f in ("trap", "timeout", "out_of_memory", "host_call", "bad_answer", "overloaded"))
     assert faults == 0
     assert 'wit="0.1.0"' in (folder / "hangar.log").read_text(), "the log says which WIT the plugin was built for"
+
+
+def test_a_fifo_in_the_plugin_folder_does_not_wedge_the_watcher(start, tmp_path, hostile_wasm):
+    """A FIFO named like a plugin is skipped (opening it would block the watcher forever); a
+    plugin dropped in after it is still loaded."""
+    folder = tmp_path / "run"
+    (folder / "plugins").mkdir(parents=True)
+    os.mkfifo(folder / "plugins" / "fifo.wasm")
+    files = {f"{m}.yaml": notes_server(f"picked-{m}", "{app: picked}") for m in "ab"}
+    files["group.yaml"] = group("good", strategy="late")
+    h = start(files, folder=folder)
+    wait_for(lambda: "picked__word_count" in names(h.url), timeout=60)
+    wait_for(lambda: "not a regular file" in (folder / "hangar.log").read_text(), timeout=30)
+    aside = folder / "plugins" / ".late.tmp"
+    shutil.copy(hostile_wasm, aside)
+    aside.rename(folder / "plugins" / "late.wasm")
+    wait_for(lambda: metric(h, "hangar_plugin_reloads_total", 'plugin="late",result="ok"') >= 1, timeout=30)
+    late_picks = lambda: sum(metric(h, "hangar_plugin_picks_total", f'group="picked",member="picked-{m}",plugin="late"')
+                             for m in "ab")
+    wait_for(lambda: asyncio.run(call(h.url, "picked__word_count", {"text": "a"})).structured_content["result"] == 1
+             and late_picks() >= 1, timeout=30)

@@ -89,6 +89,31 @@ pub struct EntryPermissions {
     /// `serviceAccountName`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub service_account: bool,
+    /// Secrets entries may name (by name, in the entry's namespace): in `headers[].valueFrom`,
+    /// `env[].valueFrom.secretKeyRef`, `secret` volumes and `projected` secret sources. Others
+    /// are refused: a ConfigMap writer could otherwise have a Secret sent to a URL of theirs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub secrets: Vec<String>,
+    /// PersistentVolumeClaims entries may mount (by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub persistent_volume_claims: Vec<String>,
+    /// Projected ServiceAccount tokens (`projected.sources[].serviceAccountToken`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service_account_tokens: bool,
+    /// Volumes of the node or the network beyond `emptyDir`, `configMap`, `downwardAPI`,
+    /// `secret`, `projected`, `persistentVolumeClaim` and `hostPath` (each governed above):
+    /// `nfs`, `csi`, `iscsi`, `local`, `ephemeral`, ...
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_volumes: bool,
+    /// `tolerations` and `nodeSelector`: where the server's pod may be placed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scheduling: bool,
+    /// Hosts entries' `endpoint`s may name (globs such as `*.team-a.svc`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub endpoint_hosts: Vec<String>,
 }
 
 impl EntryPermissions {
@@ -291,6 +316,70 @@ fn privileges_needed(
     if !allowed.host_path && volumes.iter().any(|v| v.get("hostPath").is_some()) {
         return refuse("volumes[].hostPath", "hostPath");
     }
+    let by_name = |field: &str, list: &str, name: &str, allowed_names: &[String]| {
+        if allowed_names.iter().any(|n| n == name) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{field}: {name:?} is not in the source's spec.entryPermissions.{list}; discovered servers may name only those"
+            ))
+        }
+    };
+    for (field, secret) in secrets_named(entry) {
+        by_name(&field, "secrets", &secret, &allowed.secrets)?;
+    }
+    for volume in volumes {
+        if let Some(claim) = volume.get("persistentVolumeClaim") {
+            let name = claim.get("claimName").and_then(Value::as_str).unwrap_or_default();
+            by_name(
+                "volumes[].persistentVolumeClaim",
+                "persistentVolumeClaims",
+                name,
+                &allowed.persistent_volume_claims,
+            )?;
+        }
+        let sources = volume.pointer("/projected/sources").and_then(Value::as_array).map(Vec::as_slice);
+        if !allowed.service_account_tokens
+            && sources.unwrap_or_default().iter().any(|s| s.get("serviceAccountToken").is_some())
+        {
+            return refuse("volumes[].projected.sources[].serviceAccountToken", "serviceAccountTokens");
+        }
+        const GOVERNED: [&str; 8] = [
+            "name",
+            "emptyDir",
+            "configMap",
+            "downwardAPI",
+            "secret",
+            "projected",
+            "persistentVolumeClaim",
+            "hostPath",
+        ];
+        if !allowed.node_volumes
+            && let Some(kind) = volume.as_object().and_then(|v| v.keys().find(|k| !GOVERNED.contains(&k.as_str())))
+        {
+            return Err(format!(
+                "volumes[].{kind}: discovered servers may not mount node or network volumes unless the source sets spec.entryPermissions.nodeVolumes: true"
+            ));
+        }
+    }
+    if !allowed.scheduling {
+        for field in ["tolerations", "nodeSelector"] {
+            if entry.get(field).is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())) {
+                return refuse(field, "scheduling");
+            }
+        }
+    }
+    if !allowed.endpoint_hosts.is_empty()
+        && let Some(endpoint) = entry.get("endpoint").and_then(Value::as_str)
+    {
+        let host = url_host(endpoint);
+        if !allowed.endpoint_hosts.iter().any(|p| hangar_plugin_algorithms::glob::matches(p, &host)) {
+            return Err(format!(
+                "endpoint: host {host:?} is not among the source's spec.entryPermissions.endpointHosts ({})",
+                allowed.endpoint_hosts.join(", ")
+            ));
+        }
+    }
     let Some(context) = entry.get("securityContext").and_then(Value::as_object) else { return Ok(()) };
     let is = |key: &str, value: Value| context.get(key) == Some(&value);
     let profile_unconfined =
@@ -323,6 +412,49 @@ fn privileges_needed(
         return refuse("securityContext.runAsUser", "runAsRoot");
     }
     Ok(())
+}
+
+/// Every Secret an entry names, with the field that names it.
+fn secrets_named(entry: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)> {
+    use serde_json::Value;
+    let mut named = Vec::new();
+    let mut add = |field: &str, name: Option<&Value>| {
+        named.push((field.to_string(), name.and_then(Value::as_str).unwrap_or_default().to_string()));
+    };
+    let list = |key: &str| entry.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    for header in list("headers") {
+        if let Some(reference) = header.pointer("/valueFrom/secretKeyRef") {
+            add("headers[].valueFrom.secretKeyRef", reference.get("name"));
+        }
+    }
+    for var in list("env") {
+        if let Some(reference) = var.pointer("/valueFrom/secretKeyRef") {
+            add("env[].valueFrom.secretKeyRef", reference.get("name"));
+        }
+    }
+    for volume in list("volumes") {
+        if let Some(secret) = volume.get("secret") {
+            add("volumes[].secret", secret.get("secretName"));
+        }
+        for source in volume.pointer("/projected/sources").and_then(Value::as_array).cloned().unwrap_or_default() {
+            if let Some(secret) = source.get("secret") {
+                add("volumes[].projected.sources[].secret", secret.get("name"));
+            }
+        }
+    }
+    named
+}
+
+/// The host of an endpoint URL (lower case), or the text itself when it is not one.
+fn url_host(endpoint: &str) -> String {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    host.to_ascii_lowercase()
 }
 
 /// The MCPServer name of entry `entry` found by source `source`.

@@ -73,6 +73,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         plugins: None,
         recorder: None,
         autoscalers: None,
+        servers: None,
     });
     let one = server(0);
     let started = Instant::now();

@@ -20,7 +20,7 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams},
-    runtime::controller::Action,
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use serde_json::json;
 
@@ -159,7 +159,10 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
     };
     let params = PatchParams::apply(MANAGER).force();
     let mut names = BTreeSet::new();
-    for server in &found.servers {
+    let mut found = found;
+    let (servers, foreign) = not_over_others(std::mem::take(&mut found.servers), ctx, &name, &namespace).await;
+    found.refused.extend(foreign);
+    for server in &servers {
         let ns = server.namespace().unwrap_or_else(|| namespace.clone());
         Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
             .patch(&server.name_any(), &params, &Patch::Apply(server))
@@ -229,6 +232,42 @@ pub struct Found {
 }
 
 /// The MCPServers the source describes now, or why it could not be read at all.
+/// Splits what a source found into what it may apply and what it may not: an MCPServer of the
+/// same name that this source did not create (someone's own, or another source's) is left
+/// alone — never applied over, so never labelled as this source's, so never pruned by it.
+async fn not_over_others(
+    servers: Vec<MCPServer>,
+    ctx: &Context,
+    source: &str,
+    source_namespace: &str,
+) -> (Vec<MCPServer>, Vec<RefusedEntry>) {
+    let Some(known) = &ctx.servers else { return (servers, Vec::new()) };
+    // The cache is filled by the MCPServer controller's first list; until then nobody knows.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), known.wait_until_ready()).await;
+    let mut ours = Vec::with_capacity(servers.len());
+    let mut refused = Vec::new();
+    for server in servers {
+        let ns = server.namespace().unwrap_or_else(|| source_namespace.to_string());
+        let existing = known.get(&ObjectRef::<MCPServer>::new(&server.name_any()).within(&ns));
+        let by_us = |e: &MCPServer| {
+            e.labels().get(labels::DISCOVERED_BY).map(String::as_str) == Some(source)
+                && e.labels().get(labels::DISCOVERED_BY_NAMESPACE).map(String::as_str) == Some(source_namespace)
+        };
+        match existing {
+            Some(e) if !by_us(&e) => refused.push(RefusedEntry {
+                origin: server.annotations().get(labels::DISCOVERED_FROM).cloned().unwrap_or_default(),
+                entry: server.name_any().strip_prefix(&format!("{source}-")).unwrap_or_default().to_string(),
+                reason: format!(
+                    "metadata.name: MCPServer {ns}/{} exists and was not created by this source; it is left alone (rename the entry)",
+                    server.name_any()
+                ),
+            }),
+            _ => ours.push(server),
+        }
+    }
+    (ours, refused)
+}
+
 async fn read_source(source: &MCPDiscoverySource, ctx: &Context) -> Result<Found, String> {
     let plugins = ctx.plugins.as_ref().ok_or("no plugin runtime in this operator")?;
     let (kind, docs) = documents(source, ctx).await?;

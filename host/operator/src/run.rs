@@ -91,6 +91,11 @@ pub async fn run(
         reflector(writer, watcher(Api::<HorizontalPodAutoscaler>::all(client.clone()), watcher::Config::default()))
             .default_backoff()
             .touched_objects();
+    let servers = Api::<MCPServer>::all(client.clone());
+    if let Err(e) = servers.list(&kube::api::ListParams::default().limit(1)).await {
+        tracing::error!("cannot list MCPServers ({e}); are the CRDs installed? kubectl apply -f crds/");
+    }
+    let server_controller = Controller::new(servers.clone(), watcher::Config::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings,
@@ -99,12 +104,9 @@ pub async fn run(
         plugins: Some(plugins),
         recorder: Some(recorder),
         autoscalers: Some(autoscalers),
+        servers: Some(server_controller.store()),
     });
-    let servers = Api::<MCPServer>::all(client.clone());
-    if let Err(e) = servers.list(&kube::api::ListParams::default().limit(1)).await {
-        tracing::error!("cannot list MCPServers ({e}); are the CRDs installed? kubectl apply -f crds/");
-    }
-    let server_outcomes = Controller::new(servers.clone(), watcher::Config::default())
+    let server_outcomes = server_controller
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .watches_stream(autoscaler_changes, |hpa: HorizontalPodAutoscaler| server::scaled_server(&hpa))
         .shutdown_on_signal()

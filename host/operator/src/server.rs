@@ -55,6 +55,9 @@ pub struct Context {
     /// The HorizontalPodAutoscalers of the cluster: a Deployment one of them scales gets no
     /// `replicas` from the operator. None: no autoscalers.
     pub autoscalers: Option<Store<HorizontalPodAutoscaler>>,
+    /// Every MCPServer as the controller's cache has it: discovery applies over no object a
+    /// source did not create.
+    pub servers: Option<Store<MCPServer>>,
 }
 
 impl Context {

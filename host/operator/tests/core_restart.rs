@@ -56,6 +56,7 @@ fn context(core: CoreClient) -> Arc<server::Context> {
         plugins: None,
         recorder: None,
         autoscalers: None,
+        servers: None,
     })
 }
 

@@ -363,10 +363,6 @@ impl PluginRuntime {
     fn load_file(&self, name: &str, path: &Path) -> Result<bool, PluginError> {
         let load_error = |message: String| PluginError::Load { name: name.to_string(), message };
         let metadata = std::fs::metadata(path).map_err(|e| load_error(e.to_string()))?;
-        // Opening a FIFO or a device would wedge the watcher (or read forever).
-        if !metadata.is_file() {
-            return Err(load_error("not a regular file; only .wasm files are read".into()));
-        }
         let stamp = FileStamp::of(&metadata);
         let mut stamps = self.inner.stamps.lock().unwrap();
         if stamps.get(path) == Some(&stamp) {
@@ -374,6 +370,10 @@ impl PluginRuntime {
         }
         stamps.insert(path.to_path_buf(), stamp);
         drop(stamps);
+        // Opening a FIFO or a device would wedge the watcher (or read forever).
+        if !metadata.is_file() {
+            return Err(load_error("not a regular file; only .wasm files are read".into()));
+        }
         let limit = self.inner.config.max_file_bytes;
         let size = metadata.len();
         if size > limit {

