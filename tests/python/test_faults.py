@@ -10,6 +10,7 @@ import socket
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -280,3 +281,54 @@ def test_a_stdio_server_gets_a_pods_environment_and_dies_with_hangar(start, tmp_
             return True
 
     wait_for(gone, timeout=10)
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def test_large_requests_and_answers_at_once_keep_core_under_the_charts_memory_limit(start):
+    """16 requests of ~4 MiB (180,000 values each) and 6 answers of ~14 MiB at once — 3 of a few
+    values (relayed), 3 of 400,000 content items (over a million values: refused by shape, unparsed) — while another client's
+    small calls are answered: core's peak RSS stays under the chart's 512 Mi limit."""
+    from concurrent.futures import ThreadPoolExecutor
+    big = (
+        "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: big}\n"
+        "spec:\n  mode: container\n  image: x\n  transport: stdio\n  callTimeout: 120s\n"
+        f"  command: [\"{PYTHON}\", \"{SERVERS / 'big.py'}\"]\n"
+    )
+    h = start({"big.yaml": big, "notes.yaml": notes_server("notes")})
+    wait_tools(h.url, {"big__text", "notes__word_count"})
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+
+    def post(tool: str, arguments: dict) -> tuple[int, bytes]:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                           "params": {"name": tool, "arguments": arguments, "_meta": meta}}).encode()
+        request = urllib.request.Request(h.url, data=body, headers={
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+        try:
+            with urllib.request.urlopen(request, timeout=180) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    pad = ["x" * 20] * 180_000
+    before = peak_rss_mib(h.proc.pid)
+    with ThreadPoolExecutor(22) as pool:
+        requests = [pool.submit(post, "big__text", {"size": 10, "pad": pad}) for _ in range(16)]
+        refused = [pool.submit(post, "big__numbers", {"count": 400_000}) for _ in range(3)]
+        relayed = [pool.submit(post, "big__text", {"size": 7_000_000}) for _ in range(3)]
+        small = [post("notes__word_count", {"text": "a b c"}) for _ in range(5)]
+        results = [f.result() for f in requests + refused + relayed]
+    peak = peak_rss_mib(h.proc.pid)
+    print(f"core's peak RSS {before:.0f} MiB before, {peak:.0f} MiB after")
+    assert all(status == 200 and b'"result":3' in body.replace(b" ", b"") for status, body in small), small
+    for status, body in results[16:19]:
+        assert b"JSON values" in body, body[:300]
+    relayed_sizes = [len(body) for _, body in results[19:]]
+    assert any(size > 7_000_000 for size in relayed_sizes), relayed_sizes
+    assert peak < 512, f"core's peak RSS {peak:.0f} MiB"
+    assert h.proc.poll() is None

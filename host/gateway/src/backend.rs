@@ -21,7 +21,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::protocol::{self, MODERN_VERSION, RpcError, code};
+use crate::{
+    parse_budget,
+    protocol::{self, MODERN_VERSION, RpcError, code},
+};
 
 /// How a backend was reached, as far as callers care.
 #[derive(Debug, thiserror::Error)]
@@ -676,9 +679,18 @@ async fn run_child(
                         continue;
                     }
                 };
-                let Ok(message) = serde_json::from_str::<Value>(&line) else {
-                    tracing::warn!(server = %name, "ignoring a line that is not JSON-RPC: {}", truncate(&line, 200));
-                    continue;
+                let message = match parse_budget::answer(&line) {
+                    Ok(message) => message,
+                    Err(why) => {
+                        tracing::warn!(server = %name, "ignoring a line ({why}): {}", truncate(&line, 200));
+                        // An answer too large to relay fails its call now, not at its timeout.
+                        if let Some(id) = parse_budget::answer_id(&line)
+                            && let Some(tx) = pending.lock().unwrap().as_mut().and_then(|calls| calls.remove(&id))
+                        {
+                            let _ = tx.send(Err(RpcError::new(code::INTERNAL_ERROR, format!("server {name}: {why}"))));
+                        }
+                        continue;
+                    }
                 };
                 dispatch(&name, message, &pending, &progress, &stdin_tx, &events);
             }
@@ -1037,7 +1049,17 @@ impl HttpBackend {
                     self.name
                 )));
             }
-            (serde_json::from_str::<Value>(&text).ok(), text)
+            match parse_budget::answer(&text) {
+                Ok(message) => (Some(message), text),
+                // Too large to relay: the server's answer, refused (no other member would differ).
+                Err(why @ (parse_budget::Unrelayed::TooLarge(..) | parse_budget::Unrelayed::Busy)) => {
+                    return Err(BackendError::Rpc(RpcError::new(
+                        code::INTERNAL_ERROR,
+                        format!("server {}: {why}", self.name),
+                    )));
+                }
+                Err(parse_budget::Unrelayed::NotJson(_)) => (None, text),
+            }
         };
         match message {
             Some(m) if m.get("error").is_some() => Err(BackendError::Rpc(RpcError::from_json(&m["error"]))),
@@ -1395,7 +1417,13 @@ fn parse_event(event: &str) -> SseEvent {
         }
     }
     if !data.is_empty() {
-        parsed.message = serde_json::from_str(&data.join("\n")).ok();
+        parsed.message = match parse_budget::answer(&data.join("\n")) {
+            Ok(message) => Some(message),
+            Err(why) => {
+                tracing::warn!("skipping a server's event: {why}");
+                None
+            }
+        };
     }
     parsed
 }

@@ -23,43 +23,13 @@ use tokio_stream::StreamExt;
 use crate::{
     backend::{CallRelay, Relay},
     gateway::{CallContext, Gateway},
+    parse_budget::{MAX_REQUEST_OBJECTS, MAX_REQUEST_VALUES, json_shape},
     protocol::{self, MODERN_VERSION, RpcError, code},
     session::{ClientCapabilities, SessionKeys},
 };
 
 /// Largest request body accepted unless configured otherwise (`--max-body-bytes`).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
-/// Most JSON values (and objects among them) one `/mcp` request may hold.
-pub const MAX_JSON_VALUES: usize = 262_144;
-pub const MAX_JSON_OBJECTS: usize = 16_384;
-
-/// How many values and objects a JSON text holds, counted on its bytes without parsing it (an
-/// upper bound: each `,` `[` `{` outside strings starts a value).
-fn json_shape(text: &[u8]) -> (usize, usize) {
-    let (mut values, mut objects) = (1, 0);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in text {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b',' | b'[' => values += 1,
-            b'{' => {
-                values += 1;
-                objects += 1;
-            }
-            _ => {}
-        }
-    }
-    (values, objects)
-}
 
 /// Where a client's answer to a server's request goes.
 pub type ClientAnswer = tokio::sync::oneshot::Sender<Result<Value, RpcError>>;
@@ -353,20 +323,27 @@ async fn post_mcp(
         );
     };
     // A parsed value takes many times its text (an empty object 32 bytes for 3 of text, one with
-    // a key a map node): counted first, so that a 4 MiB body cannot become gigabytes.
+    // a key a map node): counted first, so that a 4 MiB body cannot become gigabytes, and a
+    // large one waits for room in the budget all requests and answers share.
     let (values, objects) = json_shape(&body);
-    if values > MAX_JSON_VALUES || objects > MAX_JSON_OBJECTS {
+    if values > MAX_REQUEST_VALUES || objects > MAX_REQUEST_OBJECTS {
         return rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &null,
             RpcError::new(
                 code::INVALID_REQUEST,
                 format!(
-                    "request has {values} JSON values and {objects} objects; at most {MAX_JSON_VALUES} values and {MAX_JSON_OBJECTS} objects"
+                    "request has {values} JSON values and {objects} objects; at most {MAX_REQUEST_VALUES} values and {MAX_REQUEST_OBJECTS} objects"
                 ),
             ),
         );
     }
+    let _room = match crate::parse_budget::for_request(body.len(), values, objects).await {
+        Ok(room) => room,
+        Err(why) => {
+            return rpc_error(StatusCode::SERVICE_UNAVAILABLE, &null, RpcError::new(code::INTERNAL_ERROR, why));
+        }
+    };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {
@@ -1041,20 +1018,4 @@ fn finish(method: &str, mut result: Value, modern: bool) -> Value {
         }
     }
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::json_shape;
-
-    #[test]
-    fn json_values_are_counted_outside_strings_only() {
-        assert_eq!(json_shape(br#"{"a":[1,2,{"b":3}]}"#), (6, 2), "two objects, an array, three numbers");
-        assert_eq!(
-            json_shape(br#"{"text":"a, [b] {c} \" , ["}"#),
-            (2, 1),
-            "commas and brackets in strings do not count"
-        );
-        assert_eq!(json_shape(b"42"), (1, 0));
-    }
 }

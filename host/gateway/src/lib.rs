@@ -14,6 +14,7 @@ pub mod http;
 pub mod listen;
 pub mod metrics;
 pub mod origin;
+pub mod parse_budget;
 pub mod protocol;
 pub mod ratelimit;
 pub mod session;
