@@ -28,7 +28,7 @@ from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuth
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import REPO
-from hangar_proc import EVERYTHING, PYTHON, Hangar, wait_for
+from hangar_proc import EVERYTHING, PYTHON, Hangar, notes_server, wait_for
 from test_gateway import free_port, start  # noqa: F401 - start is a fixture
 
 OIDC = REPO / "tests" / "oidc"
@@ -463,6 +463,13 @@ def test_caller_rules_govern_resources_prompts_and_completions_too(protected, pr
     assert asyncio.run(use(ops))[0] == "answered"
     refused = asyncio.run(use(stranger))
     assert all(o.startswith("refused") for o in refused), refused
+    # Completion and subscription, as raw stateless requests: refused too.
+    meta = STATELESS_ECHO["params"]["_meta"]
+    for method, params in (("completion/complete", {"ref": {"type": "ref/prompt", "name": prompt},
+                                                    "argument": {"name": "x", "value": ""}}),
+                           ("resources/subscribe", {"uri": uri})):
+        _, _, answer = post(h.url, stranger, {"jsonrpc": "2.0", "id": 3, "method": method, "params": {**params, "_meta": meta}})
+        assert "error" in answer and "result" not in answer, (method, answer)
 
 
 def session_request(url: str, method: str, token: str | None, session: str | None = None,
@@ -507,3 +514,22 @@ def test_a_session_belongs_to_the_caller_it_was_issued_to(protected, provider):
     assert session_request(h.url, "DELETE", alice, session)[0] == 200
     for method, body in (("POST", LIST), ("GET", None), ("DELETE", None)):
         assert session_request(h.url, method, alice, session, body)[0] == 404, f"{method} on an ended session"
+
+
+def test_a_call_parked_for_input_is_resumed_only_by_its_caller(protected, provider):
+    """A 2026-07-28 call parked for its client's answer (`requestState`): bob's retry with alice's
+    token-free state is answered as an unknown one and leaves the call parked; alice resumes it."""
+    h = protected({"notes.yaml": notes_server("notes")})
+    alice, bob = provider.token("agent-ops", h.url), provider.token("agent-readers", h.url)
+    meta = STATELESS_ECHO["params"]["_meta"] | {"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
+    call = lambda token, extra: post(h.url, token, {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "notes__clear_notes", "arguments": {}, "_meta": meta, **extra}})
+    status, _, first = wait_for(lambda: (r := call(alice, {})) and r[0] == 200 and "result" in r[2] and r, timeout=60)
+    result = first["result"]
+    assert result.get("resultType") == "input_required", first
+    state, (key, _) = result["requestState"], next(iter(result["inputRequests"].items()))
+    answer = {"requestState": state, "inputResponses": {key: {"action": "accept", "content": {"confirm": True}}}}
+    _, _, stolen = call(bob, answer)
+    assert "unknown or expired" in json.dumps(stolen), stolen
+    _, _, own = call(alice, answer)
+    assert "result" in own and own["result"].get("resultType") != "input_required", own

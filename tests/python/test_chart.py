@@ -310,3 +310,14 @@ def test_the_dockerfile_builds_hangar_for_a_non_root_distroless_image():
     assert "wasm32-wasip2" in text, "the built-in plugins are built into the binary"
     assert re.search(r'^ENTRYPOINT \["/hangar"\]', text, re.M)
     assert os.path.exists(REPO / ".dockerignore")
+
+
+def test_core_flags_for_sessions_connections_and_the_surface(chart):
+    args = lambda values=None: container(render(chart, values), "mcp-hangar-core")["args"]
+    default = args()
+    assert "--session-lifetime=12h" in default and "--max-connections-per-peer=0" in default
+    assert "--closed-surface" not in default
+    closed = args({"core": {"closedSurface": True, "sessionLifetime": "30m", "maxConnectionsPerPeer": 64}})
+    assert {"--closed-surface", "--session-lifetime=30m", "--max-connections-per-peer=64"} <= set(closed)
+    with pytest.raises(Exception):
+        render(chart, {"core": {"sessionLifetime": "a day"}})
