@@ -160,7 +160,11 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
     let params = PatchParams::apply(MANAGER).force();
     let mut names = BTreeSet::new();
     let mut found = found;
-    let (servers, foreign) = not_over_others(std::mem::take(&mut found.servers), ctx, &name, &namespace).await;
+    let Some((servers, foreign)) = not_over_others(std::mem::take(&mut found.servers), ctx, &name, &namespace).await
+    else {
+        // Nothing is applied before the operator knows which MCPServers exist.
+        return Ok(Action::requeue(STORE_WAIT));
+    };
     found.refused.extend(foreign);
     for server in &servers {
         let ns = server.namespace().unwrap_or_else(|| namespace.clone());
@@ -240,10 +244,13 @@ async fn not_over_others(
     ctx: &Context,
     source: &str,
     source_namespace: &str,
-) -> (Vec<MCPServer>, Vec<RefusedEntry>) {
-    let Some(known) = &ctx.servers else { return (servers, Vec::new()) };
-    // The cache is filled by the MCPServer controller's first list; until then nobody knows.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), known.wait_until_ready()).await;
+) -> Option<(Vec<MCPServer>, Vec<RefusedEntry>)> {
+    let Some(known) = &ctx.servers else { return Some((servers, Vec::new())) };
+    // The cache is filled by the MCPServer controller's first list; until then nobody knows (a
+    // short wait: a shutdown waits for this reconcile).
+    if !matches!(tokio::time::timeout(STORE_WAIT, known.wait_until_ready()).await, Ok(Ok(()))) {
+        return None;
+    }
     let mut ours = Vec::with_capacity(servers.len());
     let mut refused = Vec::new();
     for server in servers {
@@ -265,8 +272,11 @@ async fn not_over_others(
             _ => ours.push(server),
         }
     }
-    (ours, refused)
+    Some((ours, refused))
 }
+
+/// How long discovery waits for the operator's cache of MCPServers, and when it tries again.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn read_source(source: &MCPDiscoverySource, ctx: &Context) -> Result<Found, String> {
     let plugins = ctx.plugins.as_ref().ok_or("no plugin runtime in this operator")?;
