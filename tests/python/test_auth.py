@@ -325,9 +325,15 @@ def test_hostile_tokens_are_refused_with_401_and_nothing_is_forwarded(protected,
             assert body["error"] == "invalid_token", (name, body)
             reasons = REASONS[name] if isinstance(REASONS[name], tuple) else (REASONS[name],)
             assert any(r in body["error_description"] for r in reasons), (name, body)
-        # 1 MB of token never reaches the check: the listener refuses the header block.
-        status, _, _ = post(h.url, "x" * 1_000_000, STATELESS_ECHO)
-        assert status in (401, 431), status
+        # 1 MB of token never reaches the check: the listener refuses the header block (431), and
+        # closes the connection, which a busy client may see while it is still sending.
+        try:
+            status = post(h.url, "x" * 1_000_000, STATELESS_ECHO)[0]
+        except (urllib.error.URLError, ConnectionError) as e:
+            reason = getattr(e, "reason", e)
+            assert isinstance(reason, (BrokenPipeError, ConnectionResetError)), e
+            status = "closed while sending"
+        assert status in (401, 431, "closed while sending"), status
         # A genuine token without the required scope: 403 insufficient_scope.
         status, headers, body = post(h.url, provider.token("agent-noscope", h.url, scope="profile"), STATELESS_ECHO)
         assert status == 403 and 'error="insufficient_scope"' in headers["www-authenticate"], (status, headers, body)

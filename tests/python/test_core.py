@@ -257,7 +257,7 @@ def test_mcp_bodies_are_counted_before_they_are_parsed(core):
     assert grown < 100 * 1024, f"peak RSS grew {grown} KiB"
     # A request of ordinary size is parsed and answered as before.
     status, _, _ = post(core.url, {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}})
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}})
     assert status == 200
 
 

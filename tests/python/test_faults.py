@@ -121,7 +121,7 @@ def test_the_body_limit_is_configurable_and_answered_with_a_json_rpc_error(tmp_p
     (tmp_path / "notes.yaml").write_text(notes_server("notes"))
     h = Hangar(tmp_path, args=["run", str(tmp_path), "--max-body-bytes", "2000"])
     try:
-        small = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}
+        small = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}}
         status, _, body = post(h.url, small)
         assert status == 200 and "result" in body, body
         status, _, body = post(h.url, {**small, "params": {**small["params"], "pad": "x" * 3000}})
@@ -139,7 +139,7 @@ def test_sigterm_drains_a_call_in_flight_before_exiting(start, tmp_path):
     # One stateless (2026-07-28) request on one connection, as a load balancer would forward it.
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
         "name": "slow__sleep", "arguments": {"seconds": 3},
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}}
     request = urllib.request.Request(h.url, data=json.dumps(body).encode(), method="POST", headers={
         "content-type": "application/json", "accept": "application/json, text/event-stream",
         "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "slow__sleep"})
@@ -187,7 +187,7 @@ def test_a_stopped_child_gets_a_bounded_queue_then_is_killed_and_restarted(start
     text = "word " * 800  # 4 KB per request: the pipe fills after a few, then the queue
     body = {"jsonrpc": "2.0", "method": "tools/call", "params": {
         "name": "notes__word_count", "arguments": {"text": text},
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}}
     headers = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"}
 
     async def flood():

@@ -24,7 +24,7 @@ CALL = {
     "params": {
         "name": "notes__word_count",
         "arguments": {"text": "one two three"},
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}},
     },
 }
 

@@ -56,7 +56,7 @@ def report():
             "",
             "Each row is measured beside the same run with a well-behaved strategy (the first row, `good`):",
             "`/healthz` p99 and the p99 of 20 calls to the other server, with their ratio to that baseline",
-            "(target ≤ 1.5×; the test asserts a looser bound for a busy machine). Plugin threads run at nice 10,",
+            "(target ≤ 1.5×; the test asserts a looser bound for a busy machine). Users' plugin threads run at nice 10,",
             "below the async workers, and a plugin that faults 5 times in a row is benched for 30 s (its callers",
             "get the fallback at once).",
             "",

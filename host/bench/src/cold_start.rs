@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hangar_gateway::{Gateway, http, session::SessionKeys};
+use hangar_gateway::{
+    Gateway,
+    client::{self, session::SessionKeys},
+};
 use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -68,8 +71,8 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Vec<Figure>> {
     let cache = std::env::temp_dir().join("hangar-bench-cache");
     let plugins = PluginRuntime::new(RuntimeConfig { cache_dir: Some(cache), ..Default::default() }, &registry)?;
     let gateway = Gateway::new(plugins, &registry)?;
-    let state = Arc::new(http::AppState::new(gateway.clone(), SessionKeys::with_key(b"bench"), registry, None));
-    let url = hangar_tests::serve_mcp(http::router(state)).await;
+    let state = Arc::new(client::AppState::new(gateway.clone(), SessionKeys::with_key(b"bench"), registry, None));
+    let url = hangar_tests::serve_mcp(client::router(state)).await;
     let client = reqwest::Client::new();
 
     let mut own = Vec::new();
@@ -85,7 +88,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Vec<Figure>> {
         gateway.upsert_server("default", &name, spec, &local())?;
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
             "name": format!("{name}__word_count"), "arguments": {"text": "a b c"},
-            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}});
         let started = Instant::now();
         let answer: Value = client
             .post(&url)

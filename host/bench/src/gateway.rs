@@ -8,7 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hangar_gateway::{Gateway, backend::BackendSpec, http, session::SessionKeys};
+use hangar_gateway::{
+    Gateway,
+    client::{self, session::SessionKeys},
+    servers::BackendSpec,
+};
 use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 use plotters::prelude::*;
 use serde_json::{Value, json};
@@ -95,8 +99,8 @@ pub async fn run(scale: &Scale) -> anyhow::Result<(Vec<Figure>, Curve)> {
             BackendSpec::Http { endpoint: direct.clone(), headers: Default::default() },
         )
         .map_err(anyhow::Error::msg)?;
-    let state = Arc::new(http::AppState::new(gateway, SessionKeys::with_key(b"bench"), registry, None));
-    let via = serve_mcp(http::router(state)).await;
+    let state = Arc::new(client::AppState::new(gateway, SessionKeys::with_key(b"bench"), registry, None));
+    let via = serve_mcp(client::router(state)).await;
     // Warm both paths (connections, the gateway's backend session, the policy instance).
     load(&direct, "echo", 4, 400).await;
     load(&via, "echo__echo", 4, 400).await;

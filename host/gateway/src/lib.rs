@@ -4,19 +4,14 @@
 //! are local stdio processes or remote Streamable HTTP endpoints, of either protocol generation.
 //! Builds without the operator and without any Kubernetes client.
 
-pub mod admin;
-pub mod answer_stream;
-pub mod backend;
-pub mod catalog;
-pub mod client_sessions;
+pub mod client;
+pub mod families;
 pub mod gateway;
-pub mod http;
 pub mod listen;
 pub mod metrics;
-pub mod origin;
 pub mod parse_budget;
 pub mod protocol;
-pub mod ratelimit;
-pub mod session;
+pub mod routing;
+pub mod servers;
 
 pub use gateway::{Gateway, SEPARATOR};

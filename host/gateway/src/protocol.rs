@@ -31,6 +31,10 @@ pub mod code {
     pub const DENIED: i64 = -32003;
     /// No session with that id (Hangar; HTTP 404).
     pub const SESSION_NOT_FOUND: i64 = -32004;
+    /// The MCP-Protocol-Version header is missing or disagrees with `_meta` (MCP 2026-07-28).
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// A request needs a capability its client did not declare (MCP 2026-07-28; HTTP 400).
+    pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
     /// The protocol version is not spoken here (MCP 2026-07-28).
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
     /// A rate limit is exhausted (Hangar).
@@ -81,6 +85,21 @@ impl RpcError {
             format!("protocol version {requested:?} is not supported; use one of {}", supported.join(", ")),
         )
         .with_data(json!({"supported": supported, "requested": requested}))
+    }
+}
+
+impl RpcError {
+    /// A stateless request naming another version: the stateless answer lists only what
+    /// `server/discover` says (2026-07-28); handshake versions are reached through `initialize`.
+    pub fn unsupported_stateless_version(requested: &str) -> Self {
+        RpcError::new(
+            code::UNSUPPORTED_PROTOCOL_VERSION,
+            format!(
+                "protocol version {requested:?} is not spoken without a session; use {MODERN_VERSION}, or initialize a session for {}",
+                HANDSHAKE_VERSIONS.join(", ")
+            ),
+        )
+        .with_data(json!({"supported": [MODERN_VERSION], "requested": requested}))
     }
 }
 
@@ -159,6 +178,10 @@ pub fn capabilities(modern: bool) -> Value {
         "logging": {},
     })
 }
+
+/// How long a session id is good for; then its client gets 404 and initializes again, as the
+/// spec has clients do when a server ends a session.
+pub const SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 #[cfg(test)]
 mod tests {

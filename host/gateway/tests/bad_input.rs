@@ -11,7 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hangar_gateway::{Gateway, backend::BackendSpec, http, session::SessionKeys};
+use hangar_gateway::{
+    Gateway,
+    client::{self, session::SessionKeys},
+    servers::BackendSpec,
+};
 use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -48,8 +52,8 @@ fn harness() -> &'static Harness {
                     BackendSpec::Http { endpoint: backend.clone(), headers: Default::default() },
                 )
                 .unwrap();
-            let state = Arc::new(http::AppState::new(gateway, SessionKeys::with_key(b"fuzz"), registry, None));
-            hangar_tests::serve_mcp(http::router(state)).await
+            let state = Arc::new(client::AppState::new(gateway, SessionKeys::with_key(b"fuzz"), registry, None));
+            hangar_tests::serve_mcp(client::router(state)).await
         });
         let unpooled = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
         Harness { runtime, url, client: reqwest::Client::new(), unpooled }
@@ -67,7 +71,7 @@ struct BadRequest {
 
 /// Sends one request and checks the answer is well-formed; returns the status.
 async fn send(h: &Harness, r: &BadRequest) -> Result<u16, String> {
-    let client = if r.body.len() > http::MAX_BODY_BYTES { &h.unpooled } else { &h.client };
+    let client = if r.body.len() > client::MAX_BODY_BYTES { &h.unpooled } else { &h.client };
     let mut request = client.post(&h.url).body(r.body.clone()).timeout(Duration::from_secs(30));
     if let Some(v) = r.version {
         request = request.header("mcp-protocol-version", v);
@@ -241,7 +245,7 @@ fn soak_request(i: usize) -> BadRequest {
         5 => BadRequest {
             body: call(
                 "tools/call",
-                json!({"name": format!("nope__{i}"), "arguments": {}, "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}),
+                json!({"name": format!("nope__{i}"), "arguments": {}, "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}),
             ),
             version: Some("2026-07-28"),
             ..plain

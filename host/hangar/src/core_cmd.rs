@@ -7,10 +7,9 @@ use anyhow::Context;
 use hangar_api::MCPServerSpec;
 use hangar_gateway::{
     Gateway,
-    backend::BackendSpec,
-    http,
+    client::{self, session::SessionKeys},
     listen::{self, ConnectionLimits},
-    session::SessionKeys,
+    servers::BackendSpec,
 };
 use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 
@@ -80,7 +79,7 @@ pub struct Limits {
     #[command(flatten)]
     pub auth: AuthArgs,
     /// Largest MCP request body accepted (bytes); larger ones get 413 and a JSON-RPC error.
-    #[arg(long, default_value_t = http::MAX_BODY_BYTES)]
+    #[arg(long, default_value_t = client::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Open connections at most; one more is answered 503 and closed.
     #[arg(long, default_value_t = ConnectionLimits::default().max_connections)]
@@ -114,14 +113,16 @@ impl Default for Limits {
     fn default() -> Self {
         let connections = ConnectionLimits::default();
         Self {
-            max_body_bytes: http::MAX_BODY_BYTES,
+            max_body_bytes: client::MAX_BODY_BYTES,
             max_connections: connections.max_connections,
             max_connections_per_peer: connections.max_connections_per_peer,
             header_timeout: hangar_api::Duration::from_millis(connections.header_timeout.as_millis() as u64),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             closed_surface: false,
-            session_lifetime: hangar_api::Duration::from_secs(hangar_gateway::session::SESSION_LIFETIME.as_secs()),
+            session_lifetime: hangar_api::Duration::from_secs(
+                hangar_gateway::client::session::SESSION_LIFETIME.as_secs(),
+            ),
             auth: AuthArgs { auth_group_claim: "groups".into(), ..Default::default() },
         }
     }
@@ -136,7 +137,7 @@ pub async fn serve_until_ctrl_c(
     limits: Limits,
 ) -> anyhow::Result<()> {
     let sessions = SessionKeys::from_env().with_lifetime(limits.session_lifetime.as_std());
-    let mut state = http::AppState::new(gateway, sessions, registry, api_key);
+    let mut state = client::AppState::new(gateway, sessions, registry, api_key);
     state.max_body_bytes = limits.max_body_bytes;
     state.open_surface = !limits.closed_surface;
     state.auth = limits.auth.verifier()?;
@@ -152,7 +153,7 @@ pub async fn serve_until_ctrl_c(
         // retried on demand (an unknown kid).
         tokio::spawn(auth.keep_keys_fresh());
     }
-    state.origins = hangar_gateway::origin::OriginPolicy {
+    state.origins = hangar_gateway::client::origin::OriginPolicy {
         loopback_listener: listener.local_addr()?.ip().is_loopback(),
         allowed_origins: limits.allowed_origins,
         allowed_hosts: limits.allowed_hosts,
@@ -163,7 +164,7 @@ pub async fn serve_until_ctrl_c(
         header_timeout: limits.header_timeout.as_std(),
         ..Default::default()
     };
-    listen::serve(listener, http::router(Arc::new(state)), connections, stop_signal()).await;
+    listen::serve(listener, client::router(Arc::new(state)), connections, stop_signal()).await;
     tracing::info!("stopped; stopping servers");
     Ok(())
 }

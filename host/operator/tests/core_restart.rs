@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use hangar_gateway::{Gateway, http, session::SessionKeys};
+use hangar_gateway::{
+    Gateway,
+    client::{self, session::SessionKeys},
+};
 use hangar_operator::{core::CoreClient, metrics::Metrics, server, workload::Settings};
 use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 use kube::client::Body;
@@ -20,10 +23,10 @@ async fn start_core(addr: &str) -> (std::net::SocketAddr, tokio::task::JoinHandl
     let plugins =
         PluginRuntime::new(RuntimeConfig { cache_dir: Some(cache), ..Default::default() }, &registry).unwrap();
     let gateway = Gateway::new(plugins, &registry).unwrap();
-    let state = Arc::new(http::AppState::new(gateway, SessionKeys::with_key(b"k"), registry, Some(KEY.into())));
+    let state = Arc::new(client::AppState::new(gateway, SessionKeys::with_key(b"k"), registry, Some(KEY.into())));
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let bound = listener.local_addr().unwrap();
-    (bound, tokio::spawn(async move { axum::serve(listener, http::router(state)).await.unwrap() }))
+    (bound, tokio::spawn(async move { axum::serve(listener, client::router(state)).await.unwrap() }))
 }
 
 fn remote_server() -> hangar_api::MCPServer {

@@ -2,9 +2,12 @@
 //! async runtime's workers. A plugin that burns its whole deadline, or reaches WASI's synchronous
 //! plumbing (which would `block_on` inside the runtime and panic a worker), costs these threads
 //! and its own callers, never `/healthz` or other servers' I/O. Each plugin may occupy at most
-//! [`PERMITS_PER_PLUGIN`] of them at once, so one slow plugin cannot take them all. The threads
-//! run below the async workers' priority: on a machine with few cores a plugin that burns its
-//! whole deadline on every call must not take CPU time from the workers that serve everyone.
+//! [`PERMITS_PER_PLUGIN`] of them at once, so one slow plugin cannot take them all. Users'
+//! plugins run on threads below the async workers' priority: on a machine with few cores a plugin
+//! that burns its whole deadline on every call must not take CPU time from the workers that serve
+//! everyone. The built-in plugins (the host's own code, on every call's path) run on threads of
+//! their own at the workers' priority, so a saturated machine does not starve the default policy
+//! into refusing calls.
 
 use std::{
     panic::AssertUnwindSafe,
@@ -16,49 +19,70 @@ use tokio::sync::Semaphore;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Threads for plugin calls. More than the two cores: calls are short, and a slow plugin must
-/// leave threads for the others.
+/// Threads for users' plugin calls. More than the two cores: calls are short, and a slow plugin
+/// must leave threads for the others.
 pub(crate) const THREADS: usize = 4;
+/// Threads for the built-in plugins' calls.
+const BUILTIN_THREADS: usize = 2;
+/// How long a built-in's caller may wait for one of its permits. Its calls are the host's own
+/// and short, so a queue is a burst of calls (500 clients at once), not a stuck plugin: it is
+/// served, not refused after a user plugin's wall-clock cap.
+pub(crate) const BUILTIN_WAIT: Duration = Duration::from_secs(10);
 /// Calls of one plugin running or queued at once; callers beyond it wait (asynchronously).
 pub(crate) const PERMITS_PER_PLUGIN: usize = 2;
 
 pub(crate) struct Executor {
+    /// Users' plugins, at a lower priority.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The built-in plugins, at the workers' priority.
+    builtin_jobs: Mutex<Option<mpsc::Sender<Job>>>,
 }
 
 impl Executor {
     pub(crate) fn new() -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for n in 0..THREADS {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("hangar-plugin-{n}"))
-                .spawn(move || {
-                    lower_priority();
-                    loop {
-                        let job = match rx.lock().unwrap().recv() {
-                            Ok(job) => job,
-                            Err(_) => break, // the runtime is gone
-                        };
-                        // A panic in host code around a call must not take the thread with it;
-                        // the caller sees its channel closed and falls back.
-                        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
-                    }
-                })
-                .expect("spawning a plugin thread");
+        Self {
+            jobs: Mutex::new(Some(threads("hangar-plugin", THREADS, true))),
+            builtin_jobs: Mutex::new(Some(threads("hangar-builtin", BUILTIN_THREADS, false))),
         }
-        Self { jobs: Mutex::new(Some(tx)) }
     }
 
-    fn submit(&self, job: Job) -> bool {
-        self.jobs.lock().unwrap().as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    fn submit(&self, job: Job, builtin: bool) -> bool {
+        let jobs = if builtin { &self.builtin_jobs } else { &self.jobs };
+        jobs.lock().unwrap().as_ref().is_some_and(|tx| tx.send(job).is_ok())
     }
 
     /// Stops the threads once the queued jobs are done.
     pub(crate) fn shutdown(&self) {
         self.jobs.lock().unwrap().take();
+        self.builtin_jobs.lock().unwrap().take();
     }
+}
+
+/// `count` threads named `name-N` taking jobs from the returned sender until it is dropped.
+fn threads(name: &str, count: usize, lowered: bool) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for n in 0..count {
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("{name}-{n}"))
+            .spawn(move || {
+                if lowered {
+                    lower_priority();
+                }
+                loop {
+                    let job = match rx.lock().unwrap().recv() {
+                        Ok(job) => job,
+                        Err(_) => break, // the runtime is gone
+                    };
+                    // A panic in host code around a call must not take the thread with it;
+                    // the caller sees its channel closed and falls back.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                }
+            })
+            .expect("spawning a plugin thread");
+    }
+    tx
 }
 
 /// The nice value of plugin threads (the async workers keep 0): under contention the kernel
@@ -84,11 +108,13 @@ pub(crate) enum NotRun {
     Stopped,
 }
 
-/// Runs `job` on the executor once one of `permits` is free (waiting at most `wait`).
+/// Runs `job` on the executor (the built-ins' threads when `builtin`) once one of `permits` is
+/// free (waiting at most `wait`).
 pub(crate) async fn run<R: Send + 'static>(
     executor: &Executor,
     permits: &Arc<Semaphore>,
     wait: Duration,
+    builtin: bool,
     job: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, NotRun> {
     let permit = match tokio::time::timeout(wait, permits.clone().acquire_owned()).await {
@@ -96,11 +122,14 @@ pub(crate) async fn run<R: Send + 'static>(
         _ => return Err(NotRun::Busy(wait)),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let submitted = executor.submit(Box::new(move || {
-        let result = job();
-        drop(permit);
-        let _ = tx.send(result);
-    }));
+    let submitted = executor.submit(
+        Box::new(move || {
+            let result = job();
+            drop(permit);
+            let _ = tx.send(result);
+        }),
+        builtin,
+    );
     if !submitted {
         return Err(NotRun::Stopped);
     }

@@ -282,8 +282,12 @@ impl<W: World> Handle<W> {
             });
         }
         let (deadline, _) = self.runtime.inner.config.limits(W::KIND);
-        let wait = deadline * crate::host::WALL_FACTOR;
-        match executor::run(&self.runtime.inner.executor, &self.permits, wait, job).await {
+        let builtin = self.version().is_some_and(|v| matches!(v.origin, crate::Origin::Builtin));
+        let wait = match builtin {
+            true => executor::BUILTIN_WAIT,
+            false => deadline * crate::host::WALL_FACTOR,
+        };
+        match executor::run(&self.runtime.inner.executor, &self.permits, wait, builtin, job).await {
             Ok(r) => Ok(r),
             Err(NotRun::Busy(waited)) => Err(self.counted(
                 Fault::Overloaded,

@@ -6,8 +6,11 @@ use serde_json::{Value, json};
 
 use hangar_plugin_runtime::{Call, Decision};
 
-use super::{CallContext, CallError, Gateway, ServerEntry, Target, catalog, rate_limited, unavailable};
-use crate::protocol::{RpcError, code};
+use super::{catalog, rate_limited};
+use crate::{
+    gateway::{CallContext, CallError, Gateway, ServerEntry, entry::Target, unavailable},
+    protocol::{RpcError, code},
+};
 
 /// Pages of one list a backend may return before the rest is left out.
 const MAX_PAGES: usize = 50;
@@ -156,8 +159,9 @@ impl Gateway {
                 return Ok(target);
             }
         }
+        // SEP-2164: an unknown resource is invalid params (-32602), with the URI in data.
         Err(RpcError::new(
-            -32002,
+            code::INVALID_PARAMS,
             format!("resource {uri:?} is not offered by any server (see resources/list and resources/templates/list)"),
         )
         .with_data(json!({"uri": uri})))

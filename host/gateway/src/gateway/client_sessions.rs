@@ -1,6 +1,6 @@
 //! The sessions handshake-era clients hold at handshake-era HTTP backends, on this replica.
 //!
-//! A client's session id is constant-size (see `session.rs`) and names no backend session: a
+//! A client's session id is constant-size (see `client/session.rs`) and names no backend session: a
 //! backend session is opened the first time the client calls a tool of that server through this
 //! replica, reused for its later calls, and closed (HTTP DELETE at the backend) when the client
 //! ends its session. Another replica that receives the same (signed) id serves it with backend
@@ -13,7 +13,7 @@ use std::{
     time::Instant,
 };
 
-use crate::session::SESSION_LIFETIME;
+use crate::protocol::SESSION_LIFETIME;
 
 /// Most client sessions with backend sessions kept at once; the least recently used one is
 /// ended (its backend sessions closed) to make room.

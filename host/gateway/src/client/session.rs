@@ -14,9 +14,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-/// How long a session id is good for; then its client gets 404 and initializes again, as the
-/// spec has clients do when a server ends a session.
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+pub use crate::protocol::SESSION_LIFETIME;
 
 /// Characters of the base64url body (28 bytes), then the capabilities character.
 const BODY_CHARS: usize = 38;
@@ -130,6 +128,17 @@ impl ClientCapabilities {
             "roots/list" => self.roots,
             _ => false,
         }
+    }
+
+    /// As a client declares them (`capabilities` of `initialize`, `clientCapabilities` of `_meta`).
+    pub fn to_declared(self) -> serde_json::Value {
+        let mut declared = serde_json::Map::new();
+        for (name, has) in [("sampling", self.sampling), ("elicitation", self.elicitation), ("roots", self.roots)] {
+            if has {
+                declared.insert(name.into(), serde_json::json!({}));
+            }
+        }
+        declared.into()
     }
 
     fn to_char(self) -> char {

@@ -21,10 +21,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_stream::{StreamExt, wrappers::BroadcastStream};
 
+use super::AppState;
 use crate::{
-    backend::BackendSpec,
     gateway::{GroupMember, RegisterError, Removal},
-    http::AppState,
+    servers::BackendSpec,
 };
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -151,7 +151,7 @@ async fn put_server(
         )
     })?;
     let secrets = &registration.secrets;
-    let headers = crate::gateway::remote_headers(&registration.spec, |i, wanted| {
+    let headers = crate::servers::remote_headers(&registration.spec, |i, wanted| {
         secrets.iter().find(|s| s.name == wanted.name && s.key == wanted.key).map(|s| s.value.clone()).ok_or_else(|| {
             format!(
                 "spec.headers[{i}].valueFrom.secretKeyRef: no value for Secret {:?} key {:?} in the registration (the operator reads it; does the Secret exist in {namespace}?)",

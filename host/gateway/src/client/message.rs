@@ -1,0 +1,548 @@
+//! One JSON-RPC message from a client, in either revision, turned into a call of the gateway
+//! and its answer (plain JSON, or an event stream once the server sends something first).
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use hangar_plugin_runtime::Caller;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::StreamExt;
+
+use super::{
+    AppState, SESSION_HEADER, VERSION_HEADER, Verified, json_response,
+    parked::{CallFuture, PARKED_PREFIX, Parked, park, refusal, resume},
+    relay::{ClientRequests, PROGRESS_QUEUE, Unregister},
+    rpc_error,
+    session::ClientCapabilities,
+    subscriptions::listen,
+};
+use crate::{
+    families::dispatch,
+    gateway::CallContext,
+    protocol::{self, MODERN_VERSION, RpcError, code},
+    servers::{CallRelay, Relay},
+};
+
+/// One JSON-RPC message: a request, a notification, or a client's answer to a server's request.
+pub(super) async fn post_message(
+    state: Arc<AppState>,
+    headers: &HeaderMap,
+    mut message: Value,
+    verified: &Verified,
+) -> Response {
+    let null = Value::Null;
+    let Some(object) = message.as_object_mut() else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &null,
+            RpcError::new(
+                code::INVALID_REQUEST,
+                "a JSON-RPC message is an object (or, in 2025-03-26, an array of them)",
+            ),
+        );
+    };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        let id = object.get("id").unwrap_or(&null);
+        return rpc_error(StatusCode::BAD_REQUEST, id, RpcError::new(code::INVALID_REQUEST, "jsonrpc must be \"2.0\""));
+    }
+    let id = object.get("id").cloned();
+    if id.is_none()
+        && let Some(version) = headers.get(VERSION_HEADER).map(|v| v.to_str().unwrap_or("?"))
+        && !protocol::is_supported(version)
+    {
+        return rpc_error(StatusCode::BAD_REQUEST, &null, RpcError::unsupported_version(version));
+    }
+    let Some(method) = object.get("method").and_then(Value::as_str).map(str::to_string) else {
+        return answer_from_client(&state, headers, object);
+    };
+    let Some(id) = id else {
+        return notification(&state, headers, &method, object, verified);
+    };
+    if !(id.is_string() || id.is_i64() || id.is_u64()) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &null,
+            RpcError::new(code::INVALID_REQUEST, "id must be a string or an integer"),
+        );
+    }
+    // Taken, not copied: the arguments travel on as they are (no copy per request).
+    let params = object.remove("params").unwrap_or_else(|| json!({}));
+    let modern = match revision(headers, &method, &params) {
+        Ok(modern) => modern,
+        Err((status, error)) => return rpc_error(status, &id, error),
+    };
+    if modern && REMOVED_IN_STATELESS.contains(&method.as_str()) {
+        let why = format!("{method} is not part of {MODERN_VERSION} (removed with sessions); see server/discover");
+        return rpc_error(StatusCode::NOT_FOUND, &id, RpcError::new(code::METHOD_NOT_FOUND, why));
+    }
+    if method == "initialize" {
+        return initialize(&state, &id, &params, verified);
+    }
+    if modern && method == "subscriptions/listen" {
+        return listen(&state, &id, &params);
+    }
+    // A 2026-07-28 client's retry of a call parked for its input.
+    if modern
+        && method == "tools/call"
+        && let Some(token) = params.get("requestState").and_then(Value::as_str)
+        && token.starts_with(PARKED_PREFIX)
+    {
+        return resume(&state, &id, token, &params, verified).await;
+    }
+    let session = match modern {
+        true => None,
+        false => match handshake_session(&state, headers, verified) {
+            Ok(session) => Some(session),
+            Err((status, error)) => return rpc_error(status, &id, error),
+        },
+    };
+    let request = Request { id, method, params, session, modern };
+    handle(state, headers, request, verified).await
+}
+
+/// The client's answer to a server's request relayed during one of its calls.
+fn answer_from_client(state: &AppState, headers: &HeaderMap, object: &mut serde_json::Map<String, Value>) -> Response {
+    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let key = (session.to_string(), object.get("id").and_then(Value::as_str).unwrap_or_default().to_string());
+    tracing::debug!(id = key.1, "a client's answer to a server's request");
+    let Some(waiting) = state.client_requests.lock().unwrap().remove(&key) else {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            &Value::Null,
+            RpcError::new(code::INVALID_REQUEST, "no request of this session with that id is waiting for an answer"),
+        );
+    };
+    let answer = match object.get("error") {
+        Some(e) => Err(RpcError::from_json(e)),
+        None => Ok(object.remove("result").unwrap_or_default()),
+    };
+    let _ = waiting.send(answer);
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// A notification: `notifications/cancelled` stops a handshake session's request; the rest
+/// need nothing of the gateway. One in a session that is not (or no longer) genuine is refused
+/// like a request.
+fn notification(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    object: &serde_json::Map<String, Value>,
+    verified: &Verified,
+) -> Response {
+    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+    if let Some(session) = session
+        && !state.session_usable(session, verified)
+    {
+        return rpc_error(StatusCode::NOT_FOUND, &Value::Null, session_not_found());
+    }
+    if method == "notifications/cancelled"
+        && let Some(session) = session
+    {
+        let request = object.get("params").and_then(|p| p.get("requestId")).map(Value::to_string).unwrap_or_default();
+        if let Some(cancel) = state.in_flight.lock().unwrap().get(&(session.to_string(), request)) {
+            cancel.notify_one();
+        }
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+fn session_not_found() -> RpcError {
+    RpcError::new(
+        code::SESSION_NOT_FOUND,
+        "unknown, expired, ended, forged or another caller's Mcp-Session-Id: initialize a new session",
+    )
+}
+
+/// A request refused before it reaches the gateway: the HTTP status and the JSON-RPC error.
+type Refused = (StatusCode, RpcError);
+
+/// A handshake client's `initialize`: a signed session id bound to its caller. Backend sessions
+/// are opened on the client's first call to each server, not here.
+fn initialize(state: &AppState, id: &Value, params: &Value, verified: &Verified) -> Response {
+    let requested = params.get("protocolVersion").and_then(Value::as_str);
+    let version = protocol::negotiate_handshake(requested);
+    let declared = params.get("capabilities").cloned().unwrap_or_default();
+    let session = state.sessions.issue(ClientCapabilities::from_declared(&declared), verified.subject());
+    let result = json!({
+        "protocolVersion": version,
+        "capabilities": protocol::capabilities(false),
+        "serverInfo": protocol::server_info(),
+        "instructions": "Hangar: the tools of many MCP servers, named <server>__<tool>.",
+    });
+    let mut response = json_response(StatusCode::OK, protocol::response(id, result));
+    if let Ok(value) = HeaderValue::from_str(&session) {
+        response.headers_mut().insert(SESSION_HEADER, value);
+    }
+    response
+}
+
+/// Methods of the handshake revisions that 2026-07-28 removed: 404 and -32601 there.
+const REMOVED_IN_STATELESS: [&str; 5] =
+    ["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"];
+
+/// Which revision a request speaks: true for the stateless one, false for a handshake session's.
+/// Without a session, a request that names 2026-07-28 (or an unknown version) in its header or
+/// `_meta` is stateless and held to its rules: `_meta` with protocolVersion and
+/// clientCapabilities, the header (when sent) naming the same version; refusals are 400.
+fn revision(headers: &HeaderMap, method: &str, params: &Value) -> Result<bool, Refused> {
+    let header = headers.get(VERSION_HEADER).map(|v| v.to_str().unwrap_or("?"));
+    if headers.contains_key(SESSION_HEADER) {
+        return match header {
+            Some(h) if !protocol::is_supported(h) => Err((StatusCode::BAD_REQUEST, RpcError::unsupported_version(h))),
+            _ => Ok(false),
+        };
+    }
+    let bad_request = |code, message: String| Err((StatusCode::BAD_REQUEST, RpcError::new(code, message)));
+    let version = protocol::requested_modern_version(params);
+    match (header, version) {
+        // No version named anywhere: handshake traffic (missing its session), or a bare probe.
+        (None, None) => return Ok(method == "server/discover"),
+        (Some(h), None) if protocol::HANDSHAKE_VERSIONS.contains(&h) => return Ok(false),
+        (Some(h), None) if h != MODERN_VERSION => {
+            return Err((StatusCode::BAD_REQUEST, RpcError::unsupported_stateless_version(h)));
+        }
+        (Some(_), None) => return bad_request(code::INVALID_PARAMS, missing_meta(protocol::META_PROTOCOL_VERSION)),
+        // Clients send the header; one that does not is served by its `_meta` alone.
+        (Some(h), Some(v)) if h != v => {
+            return bad_request(
+                code::HEADER_MISMATCH,
+                format!("MCP-Protocol-Version header {h:?} and _meta protocolVersion {v:?} disagree"),
+            );
+        }
+        (_, Some(MODERN_VERSION)) => {}
+        (_, Some(other)) => return Err((StatusCode::BAD_REQUEST, RpcError::unsupported_stateless_version(other))),
+    }
+    if params["_meta"].get(protocol::META_CLIENT_CAPABILITIES).is_none_or(Value::is_null) {
+        return bad_request(code::INVALID_PARAMS, missing_meta(protocol::META_CLIENT_CAPABILITIES));
+    }
+    Ok(true)
+}
+
+fn missing_meta(key: &str) -> String {
+    format!("params._meta[{key:?}]: required in every {MODERN_VERSION} request without a session")
+}
+
+/// A handshake request's session: present, genuine, and not ended by its client.
+fn handshake_session(state: &AppState, headers: &HeaderMap, verified: &Verified) -> Result<String, Refused> {
+    match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+        None => Err((
+            StatusCode::BAD_REQUEST,
+            RpcError::new(
+                code::INVALID_REQUEST,
+                "missing Mcp-Session-Id: call initialize first, or send _meta with protocolVersion 2026-07-28",
+            ),
+        )),
+        Some(session) if !state.session_usable(session, verified) => Err((StatusCode::NOT_FOUND, session_not_found())),
+        Some(session) => Ok(session.to_string()),
+    }
+}
+
+/// A request that reaches the gateway, in the client's revision.
+struct Request {
+    id: Value,
+    method: String,
+    params: Value,
+    /// The handshake session (None in the stateless revision).
+    session: Option<String>,
+    modern: bool,
+}
+
+/// The call behind a request, and what it may relay toward the client while it runs.
+struct Call {
+    future: CallFuture,
+    relays: mpsc::UnboundedReceiver<Relay>,
+    capabilities: ClientCapabilities,
+    cancelled: Arc<Notify>,
+    /// Held for its Drop: the request leaves the cancellable set when the call ends.
+    _unregister: Unregister,
+    /// The verified subject that started the call (None without OAuth).
+    owner: Option<String>,
+    accepts_events: bool,
+}
+
+/// Starts the gateway's call for a request; answers it as plain JSON unless the server sends
+/// something toward the client first, and then as an event stream.
+async fn handle(state: Arc<AppState>, headers: &HeaderMap, request: Request, verified: &Verified) -> Response {
+    let mut request = request;
+    let mut call = start_call(&state, headers, &mut request, verified);
+    let id = &request.id;
+    let first = loop {
+        tokio::select! {
+            outcome = &mut call.future => {
+                return match outcome {
+                    Ok(result) => json_response(StatusCode::OK, protocol::response(id, result)),
+                    Err(e) => rpc_error(error_status(request.modern, &e), id, e),
+                };
+            }
+            _ = call.cancelled.notified() => return rpc_error(StatusCode::OK, id, cancelled_error()),
+            Some(relay) = call.relays.recv() => match relay {
+                Relay::Request { method, params, answer } if request.modern => {
+                    match refusal(true, None, call.capabilities, &method) {
+                        Some(why) => {
+                            let _ = answer.send(Err(RpcError::new(code::METHOD_NOT_FOUND, why)));
+                        }
+                        None => {
+                            let result = park(&state, call.parked(), &method, params, answer);
+                            return json_response(StatusCode::OK, protocol::response(id, result));
+                        }
+                    }
+                }
+                // A client that takes no event stream gets no notifications.
+                Relay::Notification(_) if !call.accepts_events => {}
+                relay => break relay,
+            },
+        }
+    };
+    stream_answer(state, headers, request, call, first)
+}
+
+/// The HTTP status of an error answer: 200 in the handshake revisions; in 2026-07-28 an unknown
+/// method is 404 and a capability the client did not declare 400, as its transport says.
+fn error_status(modern: bool, error: &RpcError) -> StatusCode {
+    match error.code {
+        code::METHOD_NOT_FOUND if modern => StatusCode::NOT_FOUND,
+        code::MISSING_CLIENT_CAPABILITY if modern => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    }
+}
+
+fn cancelled_error() -> RpcError {
+    RpcError::new(code::REQUEST_CANCELLED, "request cancelled by the client")
+}
+
+impl Call {
+    /// The call parked for a 2026-07-28 client's input.
+    fn parked(self) -> Parked {
+        Parked {
+            call: self.future,
+            relays: self.relays,
+            answers: HashMap::new(),
+            capabilities: self.capabilities,
+            owner: self.owner,
+        }
+    }
+}
+
+/// The gateway's call for a request: who calls, which member a session is pinned to, what the
+/// client can be asked and hear, and how it is cancelled.
+fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request, verified: &Verified) -> Call {
+    let Request { id, method, params, session, modern } = request;
+    let modern = *modern;
+    let caller = match &verified.0 {
+        Some(caller) => caller.clone(),
+        None => Caller::unverified(
+            params
+                .get("_meta")
+                .and_then(|m| m.get(protocol::META_CLIENT_INFO))
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        ),
+    };
+    // Handshake sessions are pinned to a group member chosen from their (signed) id.
+    let pin = session.as_deref().map(session_pin);
+    let meta = forwarded_meta(params, session.as_deref().map(|s| state.sessions.capabilities(s)));
+    let mut ctx = CallContext { caller, pin, relay: None, session: session.clone(), meta };
+
+    // A handshake client may cancel by `notifications/cancelled`; any client by going away
+    // (which drops the call, and the backend hears `notifications/cancelled`).
+    let cancel_key = session.as_ref().map(|s| (s.clone(), id.to_string()));
+    let cancelled = Arc::new(Notify::new());
+    if let Some(key) = &cancel_key {
+        state.in_flight.lock().unwrap().insert(key.clone(), cancelled.clone());
+    }
+    let unregister = Unregister { state: state.clone(), key: cancel_key };
+
+    // What the server sends toward the client during the call (progress, log messages, its
+    // requests) needs an event stream: answered as plain JSON unless some of it arrives first.
+    let accepts_events =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let (relay_tx, relays) = mpsc::unbounded_channel::<Relay>();
+    let capabilities = match session {
+        Some(s) => state.sessions.capabilities(s),
+        // A stateless client declares its capabilities on every request.
+        None => ClientCapabilities::from_declared(
+            params.get("_meta").and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES)).unwrap_or(&Value::Null),
+        ),
+    };
+    let meta = params.get("_meta");
+    let progress_token = meta.and_then(|m| m.get("progressToken")).cloned();
+    // What may come back during the call: a stateless client hears only what it asked for
+    // (progress by its token, log messages by its logLevel, requests by its capabilities).
+    let relayed = match modern {
+        true => {
+            progress_token.is_some()
+                || capabilities != ClientCapabilities::default()
+                || meta.is_some_and(|m| m.get(protocol::META_LOG_LEVEL).is_some())
+        }
+        false => accepts_events,
+    };
+    if relayed && method == "tools/call" {
+        ctx.relay = Some(CallRelay { progress_token, sink: relay_tx });
+    }
+    let gateway = state.gateway.clone();
+    // Taken, not copied: the arguments travel on as they are.
+    let (method, params) = (method.clone(), std::mem::take(params));
+    let future: CallFuture = Box::pin(async move {
+        let outcome = match (method.as_str(), modern) {
+            ("server/discover", _) => Ok(discover()),
+            ("ping", false) => Ok(json!({})),
+            _ => dispatch(&gateway, &method, params, &ctx).await,
+        };
+        outcome.map(|result| finish(&method, result, modern))
+    });
+    let owner = verified.subject().map(str::to_string);
+    Call { future, relays, capabilities, cancelled, _unregister: unregister, owner, accepts_events }
+}
+
+/// What of a request's `_meta` goes on to the server: all but the progress token (the server
+/// gets one of Hangar's own); a handshake client's capabilities, declared at `initialize`, in
+/// the stateless revision's key, for servers that speak it.
+fn forwarded_meta(params: &Value, session: Option<ClientCapabilities>) -> serde_json::Map<String, Value> {
+    let mut meta = params.get("_meta").and_then(Value::as_object).cloned().unwrap_or_default();
+    meta.remove("progressToken");
+    if let Some(capabilities) = session {
+        meta.insert(protocol::META_CLIENT_CAPABILITIES.into(), capabilities.to_declared());
+    }
+    meta
+}
+
+/// From the first relay on, answers as an event stream: what the server sends, then the answer.
+/// What the client has not read yet is bounded: notifications beyond it are dropped (they are
+/// advisory), requests and the answer wait for room.
+fn stream_answer(state: Arc<AppState>, headers: &HeaderMap, request: Request, call: Call, first: Relay) -> Response {
+    let (out_tx, out_rx) = mpsc::channel::<Value>(PROGRESS_QUEUE);
+    let streams = state.answer_streams.clone();
+    let accepts_events = call.accepts_events;
+    let resumable_session = request
+        .session
+        .clone()
+        .filter(|_| headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()) == Some(protocol::LATEST_HANDSHAKE));
+    tokio::spawn(relay_until_answered(state, request, call, first, out_tx));
+    // 2025-11-25 asks for event ids and a priming event, so that a dropped connection can resume.
+    let out_rx = match (resumable_session, accepts_events) {
+        (Some(session), true) => match streams.start(&session, out_rx) {
+            Ok(events) => {
+                return axum::response::sse::Sse::new(events.map(Ok::<_, std::convert::Infallible>)).into_response();
+            }
+            Err(out_rx) => out_rx,
+        },
+        _ => out_rx,
+    };
+    let events = tokio_stream::wrappers::ReceiverStream::new(out_rx).map(|m| {
+        Ok::<_, std::convert::Infallible>(axum::response::sse::Event::default().event("message").data(m.to_string()))
+    });
+    axum::response::sse::Sse::new(events).into_response()
+}
+
+/// Sends what the server relays toward the client, then the call's answer, on `out`.
+async fn relay_until_answered(
+    state: Arc<AppState>,
+    request: Request,
+    mut call: Call,
+    first: Relay,
+    out: mpsc::Sender<Value>,
+) {
+    let Request { id, session, modern, .. } = request;
+    let mut client_requests = ClientRequests { state: state.clone(), session, ids: Vec::new() };
+    let mut pending = Some(first);
+    let message = loop {
+        if let Some(relay) = pending.take() {
+            let sent = match relay {
+                Relay::Notification(n) => {
+                    let _ = out.try_send(n);
+                    true
+                }
+                Relay::Request { method, params, answer }
+                    if modern && refusal(modern, None, call.capabilities, &method).is_none() =>
+                {
+                    // 2026-07-28: the answer ends the stream as `input_required`; the call waits.
+                    let result = park(&state, call.parked(), &method, params, answer);
+                    let _ = out.send(protocol::response(&id, result)).await;
+                    return;
+                }
+                Relay::Request { method, params, answer } => {
+                    client_requests.send(&out, modern, call.capabilities, &method, params, answer).await
+                }
+            };
+            if !sent {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            Some(relay) = call.relays.recv() => pending = Some(relay),
+            outcome = &mut call.future => break match outcome {
+                Ok(result) => protocol::response(&id, result),
+                Err(e) => protocol::error_response(&id, &e),
+            },
+            _ = call.cancelled.notified() => break protocol::error_response(&id, &cancelled_error()),
+            // The client went away: dropping the call cancels it at the server.
+            _ = out.closed() => return,
+        }
+    };
+    // What the server sent just before its answer goes out before the answer.
+    while let Ok(relay) = call.relays.try_recv() {
+        if let Relay::Notification(n) = relay {
+            let _ = out.try_send(n);
+        }
+    }
+    let _ = out.send(message).await;
+}
+
+/// A stable number from a session id: the same on every core replica.
+fn session_pin(session: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(session.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// The stateless revision's `server/discover`: Hangar's own revision, capabilities and info.
+fn discover() -> Value {
+    json!({
+        "supportedVersions": [MODERN_VERSION],
+        "capabilities": protocol::capabilities(true),
+        "instructions": "Hangar: the tools of many MCP servers, named <server>__<tool>.",
+        "_meta": {protocol::META_SERVER_INFO: protocol::server_info()},
+    })
+}
+
+/// Results of these methods are cacheable in the stateless revision, which then requires
+/// `ttlMs` and `cacheScope`; the gateway's lists change as servers come and go: no caching.
+const CACHEABLE: [&str; 6] =
+    ["server/discover", "tools/list", "resources/list", "resources/templates/list", "prompts/list", "resources/read"];
+
+/// Shapes a result for the client's revision: the stateless revision requires `resultType`
+/// (and cache hints on lists); the handshake revisions know nothing of them or of a backend's
+/// server info.
+fn finish(method: &str, mut result: Value, modern: bool) -> Value {
+    if let Some(object) = result.as_object_mut() {
+        // A backend's server info must not pass for Hangar's; Hangar's own (discover) stays.
+        if method != "server/discover"
+            && let Some(Value::Object(meta)) = object.get_mut("_meta")
+        {
+            meta.remove(protocol::META_SERVER_INFO);
+            if meta.is_empty() {
+                object.remove("_meta");
+            }
+        }
+        if modern {
+            object.insert("resultType".into(), "complete".into());
+            if CACHEABLE.contains(&method) {
+                object.insert("ttlMs".into(), 0.into());
+                object.insert("cacheScope".into(), "private".into());
+            }
+        } else {
+            for key in ["resultType", "ttlMs", "cacheScope"] {
+                object.remove(key);
+            }
+        }
+    }
+    result
+}

@@ -1,0 +1,378 @@
+//! Routing: which target a client's name means (prefixes, unprefixed names, clashes) and the
+//! path of a `tools/call` through policy, rate limit, strategy, failover, breaker and the
+//! backend. Knows no protocol revision and no HTTP.
+
+pub mod catalog;
+mod offerings;
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use hangar_api::State;
+use hangar_plugin_runtime::{Call, Decision, MemberState, PickRequest};
+use serde_json::{Value, json};
+
+use crate::{
+    gateway::{
+        CallContext, CallError, Gateway, SEPARATOR, UNLISTED_TOOL,
+        entry::{GroupEntry, ServerEntry, Target},
+        unavailable,
+    },
+    protocol::{RpcError, code},
+    servers::BackendError,
+};
+
+/// Waits while members of a group are starting, until one serves: at most the longest of their
+/// `startupTimeout`s. Whether one serves.
+async fn first_started(members: &[Option<Arc<ServerEntry>>]) -> bool {
+    let members: Vec<&Arc<ServerEntry>> = members.iter().flatten().collect();
+    let starting = || members.iter().filter(|s| s.state() == State::Initializing);
+    let Some(within) = starting().map(|s| s.spec.startup_timeout.as_std()).max() else { return false };
+    tracing::debug!(within = ?within, "no member serves yet; waiting for one that is starting");
+    let deadline = Instant::now() + within;
+    loop {
+        if members.iter().any(|s| s.serving()) {
+            return true;
+        }
+        if starting().next().is_none() || Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The MCP error for a request over its server's rate limit.
+pub(crate) fn rate_limited(server: &str, exhausted: &crate::gateway::ratelimit::Exhausted) -> RpcError {
+    RpcError::new(
+        code::RATE_LIMITED,
+        format!(
+            "rate limit of server {server:?} reached (spec.tools.rateLimit); retry in {:.1}s",
+            exhausted.retry_after.as_secs_f64()
+        ),
+    )
+    .with_data(json!({"server": server, "retryAfterMs": exhausted.retry_after.as_millis() as u64}))
+}
+
+impl Gateway {
+    /// What clients see: every server not hidden inside a group, and every group.
+    pub(crate) fn targets(&self) -> Vec<Target> {
+        let servers = self.servers.read().unwrap().clone();
+        let groups = self.groups.read().unwrap().clone();
+        let hidden: Vec<(&String, &String)> = groups
+            .values()
+            .filter(|g| !g.spec.expose_members)
+            .flat_map(|g| g.members.iter().map(move |m| (&g.namespace, &m.name)))
+            .collect();
+        let mut out: Vec<Target> = servers
+            .values()
+            .filter(|s| !hidden.contains(&(&s.namespace, &s.name)))
+            .map(|s| Target::Server(s.clone()))
+            .collect();
+        out.extend(groups.into_values().map(|g| {
+            let members = g.members.iter().filter_map(|m| self.member(&g, &m.name)).collect();
+            Target::Group(g, members)
+        }));
+        out
+    }
+
+    pub(crate) fn unprefixed(&self, target: &Target) -> bool {
+        self.unprefixed || target.unprefixed()
+    }
+
+    /// The target a client's name means, and the item's name there: `<target>__<item>`, or an
+    /// item an unprefixed target lists as it is (`listed(target)` says which it lists).
+    pub(crate) async fn resolve<F, Fut>(
+        &self,
+        kind: &str,
+        qualified: &str,
+        listed: F,
+    ) -> Result<(Target, String), RpcError>
+    where
+        F: Fn(Target) -> Fut,
+        Fut: std::future::Future<Output = Vec<Value>>,
+    {
+        if self.unprefixed {
+            // The bridge's one server decides itself about every name (its policy says why not).
+            let server = self.servers.read().unwrap().values().next().cloned();
+            let server = server.ok_or_else(|| unavailable("no server configured"))?;
+            return Ok((Target::Server(server), qualified.to_string()));
+        }
+        if let Some((name, item)) = qualified.split_once(SEPARATOR) {
+            // Looked up by name: a call costs the same however many servers there are.
+            let group = self.groups.read().unwrap().get(name).cloned();
+            if let Some(group) = group {
+                let members = group.members.iter().filter_map(|m| self.member(&group, &m.name)).collect();
+                return Ok((Target::Group(group, members), item.to_string()));
+            }
+            let server = self.server(name);
+            if let Some(server) = &server
+                && self.hiding_group(server).is_none()
+            {
+                return Ok((Target::Server(server.clone()), item.to_string()));
+            }
+            if let Some(server) = server
+                && let Some(group) = self.hiding_group(&server)
+            {
+                return Err(RpcError::new(
+                    code::INVALID_PARAMS,
+                    format!(
+                        "unknown {kind} {qualified:?}: server {name:?} is a member of group {group:?}; call {group}{SEPARATOR}{item} (or set the group's spec.exposeMembers)"
+                    ),
+                ));
+            }
+        }
+        let mut listing_it = Vec::new();
+        for target in self.targets().into_iter().filter(|t| self.unprefixed(t)) {
+            if listed(target.clone()).await.iter().any(|i| i["name"] == qualified) {
+                listing_it.push(target);
+            }
+        }
+        let names: Vec<&str> = listing_it.iter().map(Target::name).collect();
+        let chosen = catalog::resolve_unprefixed(kind, qualified, &names)
+            .map_err(|e| RpcError::new(code::INVALID_PARAMS, e))?
+            .to_string();
+        let target = listing_it.into_iter().find(|t| t.name() == chosen).expect("one of them");
+        Ok((target, qualified.to_string()))
+    }
+
+    /// Tools and prompts of every target under the names clients use; clashes are logged.
+    pub(crate) fn expose(&self, kind: &str, listings: Vec<(Target, Vec<Value>)>) -> Vec<Value> {
+        let (items, clashes) = catalog::expose(
+            listings
+                .iter()
+                .map(|(t, items)| catalog::Listing {
+                    target: t.name(),
+                    unprefixed: self.unprefixed(t),
+                    items: items.clone(),
+                })
+                .collect(),
+        );
+        for (name, owners) in clashes {
+            tracing::warn!(
+                kind,
+                name,
+                targets = owners.join(", "),
+                "unprefixed name clash: listed under each target's prefixed name only"
+            );
+        }
+        items
+    }
+
+    /// Every tool a client may see: each server's (filtered by its policy) and each group's
+    /// (once, under the group's name); servers inside a group are reached through the group.
+    pub async fn list_tools(&self, ctx: &CallContext) -> Vec<Value> {
+        let mut listings = Vec::new();
+        for target in self.targets() {
+            let tools = target.tools(&ctx.caller).await;
+            listings.push((target, tools));
+        }
+        self.expose("tool", listings)
+    }
+
+    /// Routes `tools/call` for an aggregated tool name.
+    pub async fn call_tool(&self, qualified: &str, arguments: Value, ctx: &CallContext) -> Result<Value, CallError> {
+        let (target, tool) = self
+            .resolve("tool", qualified, |t| async move { t.tools(&ctx.caller).await })
+            .await
+            .map_err(CallError::Refused)?;
+        match target {
+            Target::Group(group, _) => self.call_group(&group, &tool, arguments, ctx).await,
+            Target::Server(server) => self.call_server(&server, &tool, arguments, ctx).await,
+        }
+    }
+
+    pub(crate) async fn call_group(
+        &self,
+        group: &GroupEntry,
+        tool: &str,
+        arguments: Value,
+        ctx: &CallContext,
+    ) -> Result<Value, CallError> {
+        let sequence = group.sequence.fetch_add(1, Ordering::Relaxed);
+        let failover = &group.spec.failover;
+        let attempts = if failover.enabled { 1 + failover.max_retries.max(0) as u32 } else { 1 };
+        let mut tried: Vec<u32> = Vec::new();
+        let mut last = None;
+        for attempt in 0..attempts {
+            // Every configured member has a place in the lists; one not registered yet is unhealthy.
+            let servers: Vec<Option<Arc<ServerEntry>>> =
+                group.members.iter().map(|m| self.member(group, &m.name)).collect();
+            let mut healthy: Vec<bool> = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.serving())).collect();
+            // With no member serving but some still starting (the first start, or a restart
+            // after a crash), the call waits for the first one ready, as a cold start would.
+            if !healthy.contains(&true) && attempt == 0 && first_started(&servers).await {
+                healthy = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.serving())).collect();
+            }
+            // With no member serving, cold (on-demand) members may be started.
+            if !healthy.contains(&true) {
+                healthy = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.state() == State::Cold)).collect();
+            }
+            // A session stays on the member its id points at while that member serves; the
+            // choice is a pure function of the (signed) id, so every core replica makes it alike.
+            let pinned =
+                ctx.pin.filter(|_| attempt == 0 && !servers.is_empty()).map(|p| (p % servers.len() as u64) as u32);
+            let index = match pinned.filter(|&i| healthy[i as usize]) {
+                Some(i) => i,
+                None => {
+                    let states = servers.iter().zip(&healthy).enumerate().map(|(i, (s, &healthy))| MemberState {
+                        healthy,
+                        tried: tried.contains(&(i as u32)),
+                        in_flight: s.as_ref().map_or(0, |s| s.in_flight.load(Ordering::Relaxed)),
+                        latency_avg_us: s.as_ref().map_or(0, |s| s.latency_avg_us.load(Ordering::Relaxed)),
+                        consecutive_failures: s.as_ref().map_or(0, |s| s.failures.load(Ordering::Relaxed)),
+                    });
+                    let request = PickRequest {
+                        tool: tool.to_string(),
+                        sequence,
+                        random: rand::random(),
+                        attempt,
+                        members: states.collect(),
+                    };
+                    let pick = group.strategy.pick_off_worker(request).await;
+                    let plugin = if pick.fault.is_some() { "round-robin (fallback)" } else { group.strategy.name() };
+                    let Some(i) = pick.index else { break };
+                    let member = &group.members[i as usize].name;
+                    self.metrics.picks.with_label_values(&[&group.name, plugin, member]).inc();
+                    tracing::debug!(group = %group.name, plugin, member = %member, tool, attempt, "member picked");
+                    i
+                }
+            };
+            // A pick is always of a healthy, so registered, member.
+            let Some(member) = servers[index as usize].clone() else { break };
+            tried.push(index);
+            match self.call_server(&member, tool, arguments.clone(), ctx).await {
+                Err(CallError::Backend(e)) if e.is_transient() => {
+                    tracing::warn!(group = %group.name, member = %member.name, error = %e, "member failed; trying another");
+                    last = Some(CallError::Backend(e));
+                    tokio::time::sleep(failover.retry_delay.as_std()).await;
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            CallError::Refused(unavailable(&format!("no healthy member in group {:?}", group.name)))
+        }))
+    }
+
+    pub(crate) async fn call_server(
+        &self,
+        server: &ServerEntry,
+        tool: &str,
+        arguments: Value,
+        ctx: &CallContext,
+    ) -> Result<Value, CallError> {
+        // Tool names come from clients: only listed ones become metric labels (a client naming
+        // 50,000 tools must not grow /metrics); the rest count under one label.
+        let listed = server.tools.read().unwrap().iter().any(|t| t["name"] == tool);
+        let tool_label = if listed { tool } else { UNLISTED_TOOL };
+        let labels = |outcome: &str| [server.name.clone(), tool_label.to_string(), outcome.to_string()];
+        let call = Call {
+            server: server.name.clone(),
+            tool: tool.to_string(),
+            caller: ctx.caller.clone(),
+            argument_bytes: arguments.to_string().len() as u32,
+        };
+        let buckets = match server.decide(call).await {
+            Decision::Deny(why) => {
+                self.metrics.denied.with_label_values(&[&server.name, tool_label]).inc();
+                self.metrics.calls.with_label_values(&labels("denied")).inc();
+                return Err(CallError::Refused(
+                    RpcError::new(code::DENIED, why).with_data(json!({"server": server.name, "tool": tool})),
+                ));
+            }
+            Decision::Allow(buckets) => buckets,
+        };
+        let limits: Vec<(String, u32, u32)> =
+            buckets.into_iter().map(|b| (b.key, b.requests_per_minute, b.burst)).collect();
+        if let Err(exhausted) = self.limiter.take(&limits) {
+            self.metrics.rate_limited.with_label_values(&[&server.name]).inc();
+            self.metrics.calls.with_label_values(&labels("rate_limited")).inc();
+            return Err(CallError::Refused(rate_limited(&server.name, &exhausted)));
+        }
+        if let Err(retry_after) = server.breaker.admit() {
+            self.metrics.calls.with_label_values(&labels("breaker_open")).inc();
+            return Err(CallError::Backend(BackendError::Unavailable(format!(
+                "the circuit breaker of server {:?} is open after {} failed calls in a row; next try in {:.1}s",
+                server.name,
+                server.spec.circuit_breaker.failure_threshold,
+                retry_after.as_secs_f64()
+            ))));
+        }
+        // From here the call is in flight: a call held for a wake-up is activity too, or the
+        // operator would see the server idle and scale it straight back to zero.
+        let in_flight = server.begin();
+        // A cluster's on-demand server that is not up is woken by every call, also after a start
+        // that failed (Dead): its pod may have been slow, or was scaled away since.
+        let asleep = server.spec.on_demand() && server.backend.is_remote() && !server.backend.is_live();
+        if server.state() == State::Cold || asleep {
+            let _ = self.events_out.send(json!({"type": "wake", "namespace": server.namespace, "server": server.name}));
+            if server.backend.is_remote() {
+                // The operator scales it up; hold the call until it answers, or startupTimeout.
+                let startup = server.spec.startup_timeout.as_std();
+                if !server.backend.wait_until_connected(startup).await {
+                    server.start_failed.store(true, Ordering::Relaxed);
+                    self.metrics.calls.with_label_values(&labels("error")).inc();
+                    return Err(CallError::Backend(BackendError::NotReady(format!(
+                        "server {} did not become ready within spec.startupTimeout ({startup:?}); see its pods",
+                        server.name
+                    ))));
+                }
+            }
+        }
+        let started = Instant::now();
+        let startup = server.spec.startup_timeout.as_std();
+        let mut meta = ctx.meta.clone();
+        if let Some(token) = ctx.relay.as_ref().and_then(|r| r.progress_token.clone()) {
+            meta.insert("progressToken".into(), token);
+        }
+        let mut params = json!({"name": tool, "arguments": arguments});
+        if !meta.is_empty() {
+            params["_meta"] = Value::Object(meta);
+        }
+        let result = server
+            .backend
+            .request_for(
+                "tools/call",
+                params,
+                startup,
+                server.spec.call_timeout.as_std(),
+                ctx.relay.as_ref(),
+                self.backend_session(ctx.session.as_deref(), server).await.as_deref(),
+            )
+            .await;
+        drop(in_flight);
+        match &result {
+            Err(e) if e.is_server_down() => server.breaker.record(false),
+            Err(BackendError::Timeout(_)) => server.breaker.no_verdict(),
+            _ => server.breaker.record(true),
+        }
+        match &result {
+            Err(BackendError::NotReady(_)) => server.start_failed.store(true, Ordering::Relaxed),
+            // Only a server that is connected now has recovered.
+            _ if server.backend.is_live() => server.start_failed.store(false, Ordering::Relaxed),
+            _ => {}
+        }
+        let elapsed = started.elapsed();
+        self.metrics.latency.with_label_values(&[&server.name]).observe(elapsed.as_secs_f64());
+        let micros = elapsed.as_micros() as u64;
+        let old = server.latency_avg_us.load(Ordering::Relaxed);
+        server.latency_avg_us.store(if old == 0 { micros } else { (old * 7 + micros) / 8 }, Ordering::Relaxed);
+        match result {
+            Ok(result) => {
+                server.failures.store(0, Ordering::Relaxed);
+                let outcome = if result.get("isError") == Some(&Value::Bool(true)) { "tool_error" } else { "ok" };
+                self.metrics.calls.with_label_values(&labels(outcome)).inc();
+                Ok(result)
+            }
+            Err(e) => {
+                if e.is_transient() {
+                    server.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                self.metrics.calls.with_label_values(&labels("error")).inc();
+                Err(CallError::Backend(e))
+            }
+        }
+    }
+}
