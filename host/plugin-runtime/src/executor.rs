@@ -139,3 +139,33 @@ pub(crate) async fn run<R: Send + 'static>(
 pub(crate) fn permits() -> Arc<Semaphore> {
     Arc::new(Semaphore::new(PERMITS_PER_PLUGIN))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The calling thread's name and nice value.
+    fn where_am_i() -> (String, i32) {
+        let name = std::thread::current().name().unwrap_or_default().to_string();
+        // SAFETY: a plain system call about the calling thread.
+        let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t) };
+        (name, nice)
+    }
+
+    #[tokio::test]
+    async fn users_plugins_run_below_the_workers_and_the_built_ins_beside_them() {
+        let executor = Executor::new();
+        let wait = Duration::from_secs(30);
+        let permits = permits();
+        let user = run(&executor, &permits, wait, false, where_am_i).await.ok().unwrap();
+        let builtin = run(&executor, &permits, wait, true, where_am_i).await.ok().unwrap();
+        assert!(user.0.starts_with("hangar-plugin-"), "{user:?}");
+        assert!(builtin.0.starts_with("hangar-builtin-"), "{builtin:?}");
+        if cfg!(target_os = "linux") {
+            let own = where_am_i().1;
+            assert_eq!(user.1, own + PLUGIN_NICE, "a user's plugin thread is lowered");
+            assert_eq!(builtin.1, own, "a built-in's thread keeps the workers' priority");
+        }
+        executor.shutdown();
+    }
+}

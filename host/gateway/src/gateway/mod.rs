@@ -207,43 +207,7 @@ impl Gateway {
         if self.server(name).is_some_and(|s| s.spec == spec && s.backend_spec == backend) {
             return Ok(());
         }
-        let tools = spec.tools.clone().unwrap_or_default();
-        let mut config = vec![("server".to_string(), name.to_string())];
-        config.extend(tools.allow_list.iter().map(|t| ("allow".to_string(), t.clone())));
-        config.extend(tools.deny_list.iter().map(|t| ("deny".to_string(), t.clone())));
-        if let Some(rl) = &tools.rate_limit {
-            config.push(("requests-per-minute".into(), rl.requests_per_minute.to_string()));
-            config.push(("burst".into(), rl.effective_burst().to_string()));
-        }
-        if !tools.callers.is_empty() {
-            let rules = serde_json::to_string(&tools.callers).expect("caller rules serialize");
-            config.push(("callers".into(), rules));
-        }
-        if let Some(key) = tools.policy_config.keys().find(|k| hangar_api::DERIVED_POLICY_KEYS.contains(&k.as_str())) {
-            return Err(RegisterError::Invalid(format!(
-                "spec.tools.policyConfig: key {key:?} is set by Hangar from the manifest: use allowList, denyList, rateLimit and callers"
-            )));
-        }
-        let policy_name = tools.policy.as_deref().unwrap_or(hangar_builtin_plugins::DEFAULT_POLICY);
-        // The floor is the manifest's own rules, before the plugin's extra settings join them.
-        let floor = (policy_name != hangar_builtin_plugins::DEFAULT_POLICY)
-            .then(|| ToolPolicy::from_config(&config))
-            .transpose()
-            .map_err(|e| RegisterError::Invalid(format!("spec.tools: {e}")))?;
-        let offerings = (!tools.callers.is_empty())
-            .then(|| ToolPolicy::from_config(&config))
-            .transpose()
-            .map_err(|e| RegisterError::Invalid(format!("spec.tools: {e}")))?;
-        config.extend(tools.policy_config.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let pin = tools.policy_sha256.as_deref();
-        // A built-in that refuses its configuration is the manifest's mistake: refused here,
-        // naming it. A custom plugin may be fixed by a new file: kept, calls refused meanwhile.
-        let policy = if self.is_builtin(policy_name, WorldKind::Policy) {
-            PolicyPlugin::new(&self.plugins, policy_name, config, pin, tools.fail_open)
-                .map_err(|e| RegisterError::Invalid(format!("spec.tools.policy: {e}")))?
-        } else {
-            PolicyPlugin::resilient(&self.plugins, policy_name, config, pin, tools.fail_open)
-        };
+        let (policy, floor, offerings) = self.server_policy(name, &spec)?;
         // An on-demand server is started once to learn its tools, then stopped: Cold.
         let entry = Arc::new(ServerEntry {
             namespace: namespace.to_string(),
@@ -290,6 +254,53 @@ impl Gateway {
             }
         });
         Ok(())
+    }
+
+    /// A server's policy from its manifest (`spec.tools`): the plugin with its configuration,
+    /// the floor a custom plugin cannot widen, and the rules for its other offerings.
+    fn server_policy(
+        &self,
+        name: &str,
+        spec: &MCPServerSpec,
+    ) -> Result<(PolicyPlugin, Option<ToolPolicy>, Option<ToolPolicy>), RegisterError> {
+        let tools = spec.tools.clone().unwrap_or_default();
+        let mut config = vec![("server".to_string(), name.to_string())];
+        config.extend(tools.allow_list.iter().map(|t| ("allow".to_string(), t.clone())));
+        config.extend(tools.deny_list.iter().map(|t| ("deny".to_string(), t.clone())));
+        if let Some(rl) = &tools.rate_limit {
+            config.push(("requests-per-minute".into(), rl.requests_per_minute.to_string()));
+            config.push(("burst".into(), rl.effective_burst().to_string()));
+        }
+        if !tools.callers.is_empty() {
+            let rules = serde_json::to_string(&tools.callers).expect("caller rules serialize");
+            config.push(("callers".into(), rules));
+        }
+        if let Some(key) = tools.policy_config.keys().find(|k| hangar_api::DERIVED_POLICY_KEYS.contains(&k.as_str())) {
+            return Err(RegisterError::Invalid(format!(
+                "spec.tools.policyConfig: key {key:?} is set by Hangar from the manifest: use allowList, denyList, rateLimit and callers"
+            )));
+        }
+        let policy_name = tools.policy.as_deref().unwrap_or(hangar_builtin_plugins::DEFAULT_POLICY);
+        let rules = |wanted: bool| {
+            wanted
+                .then(|| ToolPolicy::from_config(&config))
+                .transpose()
+                .map_err(|e| RegisterError::Invalid(format!("spec.tools: {e}")))
+        };
+        // The floor is the manifest's own rules, before the plugin's extra settings join them.
+        let floor = rules(policy_name != hangar_builtin_plugins::DEFAULT_POLICY)?;
+        let offerings = rules(!tools.callers.is_empty())?;
+        config.extend(tools.policy_config.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let pin = tools.policy_sha256.as_deref();
+        // A built-in that refuses its configuration is the manifest's mistake: refused here,
+        // naming it. A custom plugin may be fixed by a new file: kept, calls refused meanwhile.
+        let policy = if self.is_builtin(policy_name, WorldKind::Policy) {
+            PolicyPlugin::new(&self.plugins, policy_name, config, pin, tools.fail_open)
+                .map_err(|e| RegisterError::Invalid(format!("spec.tools.policy: {e}")))?
+        } else {
+            PolicyPlugin::resilient(&self.plugins, policy_name, config, pin, tools.fail_open)
+        };
+        Ok((policy, floor, offerings))
     }
 
     /// Removes `namespace/name`; a server of that name from another namespace is left alone.

@@ -199,16 +199,7 @@ impl Gateway {
             // Every configured member has a place in the lists; one not registered yet is unhealthy.
             let servers: Vec<Option<Arc<ServerEntry>>> =
                 group.members.iter().map(|m| self.member(group, &m.name)).collect();
-            let mut healthy: Vec<bool> = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.serving())).collect();
-            // With no member serving but some still starting (the first start, or a restart
-            // after a crash), the call waits for the first one ready, as a cold start would.
-            if !healthy.contains(&true) && attempt == 0 && first_started(&servers).await {
-                healthy = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.serving())).collect();
-            }
-            // With no member serving, cold (on-demand) members may be started.
-            if !healthy.contains(&true) {
-                healthy = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.state() == State::Cold)).collect();
-            }
+            let healthy = eligible(&servers, attempt).await;
             // A session stays on the member its id points at while that member serves; the
             // choice is a pure function of the (signed) id, so every core replica makes it alike.
             let pinned =
@@ -216,26 +207,15 @@ impl Gateway {
             let index = match pinned.filter(|&i| healthy[i as usize]) {
                 Some(i) => i,
                 None => {
-                    let states = servers.iter().zip(&healthy).enumerate().map(|(i, (s, &healthy))| MemberState {
-                        healthy,
-                        tried: tried.contains(&(i as u32)),
-                        in_flight: s.as_ref().map_or(0, |s| s.in_flight.load(Ordering::Relaxed)),
-                        latency_avg_us: s.as_ref().map_or(0, |s| s.latency_avg_us.load(Ordering::Relaxed)),
-                        consecutive_failures: s.as_ref().map_or(0, |s| s.failures.load(Ordering::Relaxed)),
-                    });
+                    let states = member_states(&servers, &healthy, &tried);
                     let request = PickRequest {
                         tool: tool.to_string(),
                         sequence,
                         random: rand::random(),
                         attempt,
-                        members: states.collect(),
+                        members: states,
                     };
-                    let pick = group.strategy.pick_off_worker(request).await;
-                    let plugin = if pick.fault.is_some() { "round-robin (fallback)" } else { group.strategy.name() };
-                    let Some(i) = pick.index else { break };
-                    let member = &group.members[i as usize].name;
-                    self.metrics.picks.with_label_values(&[&group.name, plugin, member]).inc();
-                    tracing::debug!(group = %group.name, plugin, member = %member, tool, attempt, "member picked");
+                    let Some(i) = self.pick(group, request).await else { break };
                     i
                 }
             };
@@ -256,6 +236,18 @@ impl Gateway {
         }))
     }
 
+    /// The strategy's pick (its fallback's when it faults), counted and logged.
+    async fn pick(&self, group: &GroupEntry, request: PickRequest) -> Option<u32> {
+        let (tool, attempt) = (request.tool.clone(), request.attempt);
+        let pick = group.strategy.pick_off_worker(request).await;
+        let plugin = if pick.fault.is_some() { "round-robin (fallback)" } else { group.strategy.name() };
+        let i = pick.index?;
+        let member = &group.members[i as usize].name;
+        self.metrics.picks.with_label_values(&[&group.name, plugin, member]).inc();
+        tracing::debug!(group = %group.name, plugin, member = %member, tool, attempt, "member picked");
+        Some(i)
+    }
+
     pub(crate) async fn call_server(
         &self,
         server: &ServerEntry,
@@ -266,94 +258,25 @@ impl Gateway {
         // Tool names come from clients: only listed ones become metric labels (a client naming
         // 50,000 tools must not grow /metrics); the rest count under one label.
         let listed = server.tools.read().unwrap().iter().any(|t| t["name"] == tool);
-        let tool_label = if listed { tool } else { UNLISTED_TOOL };
-        let labels = |outcome: &str| [server.name.clone(), tool_label.to_string(), outcome.to_string()];
-        let call = Call {
-            server: server.name.clone(),
-            tool: tool.to_string(),
-            caller: ctx.caller.clone(),
-            argument_bytes: arguments.to_string().len() as u32,
+        let count = |outcome: &str| {
+            let tool_label = if listed { tool } else { UNLISTED_TOOL };
+            self.metrics.calls.with_label_values(&[&server.name, tool_label, outcome]).inc();
         };
-        let buckets = match server.decide(call).await {
-            Decision::Deny(why) => {
-                self.metrics.denied.with_label_values(&[&server.name, tool_label]).inc();
-                self.metrics.calls.with_label_values(&labels("denied")).inc();
-                return Err(CallError::Refused(
-                    RpcError::new(code::DENIED, why).with_data(json!({"server": server.name, "tool": tool})),
-                ));
-            }
-            Decision::Allow(buckets) => buckets,
-        };
-        let limits: Vec<(String, u32, u32)> =
-            buckets.into_iter().map(|b| (b.key, b.requests_per_minute, b.burst)).collect();
-        if let Err(exhausted) = self.limiter.take(&limits) {
-            self.metrics.rate_limited.with_label_values(&[&server.name]).inc();
-            self.metrics.calls.with_label_values(&labels("rate_limited")).inc();
-            return Err(CallError::Refused(rate_limited(&server.name, &exhausted)));
-        }
-        if let Err(retry_after) = server.breaker.admit() {
-            self.metrics.calls.with_label_values(&labels("breaker_open")).inc();
-            return Err(CallError::Backend(BackendError::Unavailable(format!(
-                "the circuit breaker of server {:?} is open after {} failed calls in a row; next try in {:.1}s",
-                server.name,
-                server.spec.circuit_breaker.failure_threshold,
-                retry_after.as_secs_f64()
-            ))));
+        if let Err((outcome, refusal)) = self.admit(server, tool, listed, &arguments, ctx).await {
+            count(outcome);
+            return Err(refusal);
         }
         // From here the call is in flight: a call held for a wake-up is activity too, or the
         // operator would see the server idle and scale it straight back to zero.
         let in_flight = server.begin();
-        // A cluster's on-demand server that is not up is woken by every call, also after a start
-        // that failed (Dead): its pod may have been slow, or was scaled away since.
-        let asleep = server.spec.on_demand() && server.backend.is_remote() && !server.backend.is_live();
-        if server.state() == State::Cold || asleep {
-            let _ = self.events_out.send(json!({"type": "wake", "namespace": server.namespace, "server": server.name}));
-            if server.backend.is_remote() {
-                // The operator scales it up; hold the call until it answers, or startupTimeout.
-                let startup = server.spec.startup_timeout.as_std();
-                if !server.backend.wait_until_connected(startup).await {
-                    server.start_failed.store(true, Ordering::Relaxed);
-                    self.metrics.calls.with_label_values(&labels("error")).inc();
-                    return Err(CallError::Backend(BackendError::NotReady(format!(
-                        "server {} did not become ready within spec.startupTimeout ({startup:?}); see its pods",
-                        server.name
-                    ))));
-                }
-            }
+        if let Err(e) = self.wake(server).await {
+            count("error");
+            return Err(CallError::Backend(e));
         }
         let started = Instant::now();
-        let startup = server.spec.startup_timeout.as_std();
-        let mut meta = ctx.meta.clone();
-        if let Some(token) = ctx.relay.as_ref().and_then(|r| r.progress_token.clone()) {
-            meta.insert("progressToken".into(), token);
-        }
-        let mut params = json!({"name": tool, "arguments": arguments});
-        if !meta.is_empty() {
-            params["_meta"] = Value::Object(meta);
-        }
-        let result = server
-            .backend
-            .request_for(
-                "tools/call",
-                params,
-                startup,
-                server.spec.call_timeout.as_std(),
-                ctx.relay.as_ref(),
-                self.backend_session(ctx.session.as_deref(), server).await.as_deref(),
-            )
-            .await;
+        let result = self.send(server, tool, arguments, ctx).await;
         drop(in_flight);
-        match &result {
-            Err(e) if e.is_server_down() => server.breaker.record(false),
-            Err(BackendError::Timeout(_)) => server.breaker.no_verdict(),
-            _ => server.breaker.record(true),
-        }
-        match &result {
-            Err(BackendError::NotReady(_)) => server.start_failed.store(true, Ordering::Relaxed),
-            // Only a server that is connected now has recovered.
-            _ if server.backend.is_live() => server.start_failed.store(false, Ordering::Relaxed),
-            _ => {}
-        }
+        record(server, &result);
         let elapsed = started.elapsed();
         self.metrics.latency.with_label_values(&[&server.name]).observe(elapsed.as_secs_f64());
         let micros = elapsed.as_micros() as u64;
@@ -362,17 +285,148 @@ impl Gateway {
         match result {
             Ok(result) => {
                 server.failures.store(0, Ordering::Relaxed);
-                let outcome = if result.get("isError") == Some(&Value::Bool(true)) { "tool_error" } else { "ok" };
-                self.metrics.calls.with_label_values(&labels(outcome)).inc();
+                count(if result.get("isError") == Some(&Value::Bool(true)) { "tool_error" } else { "ok" });
                 Ok(result)
             }
             Err(e) => {
                 if e.is_transient() {
                     server.failures.fetch_add(1, Ordering::Relaxed);
                 }
-                self.metrics.calls.with_label_values(&labels("error")).inc();
+                count("error");
                 Err(CallError::Backend(e))
             }
         }
     }
+
+    /// Whether the call may go to the server: its policy, its rate limit and its breaker; a
+    /// refusal names the outcome it is counted as.
+    async fn admit(
+        &self,
+        server: &ServerEntry,
+        tool: &str,
+        listed: bool,
+        arguments: &Value,
+        ctx: &CallContext,
+    ) -> Result<(), (&'static str, CallError)> {
+        let call = Call {
+            server: server.name.clone(),
+            tool: tool.to_string(),
+            caller: ctx.caller.clone(),
+            argument_bytes: arguments.to_string().len() as u32,
+        };
+        let buckets = match server.decide(call).await {
+            Decision::Deny(why) => {
+                let tool_label = if listed { tool } else { UNLISTED_TOOL };
+                self.metrics.denied.with_label_values(&[&server.name, tool_label]).inc();
+                let data = json!({"server": server.name, "tool": tool});
+                return Err(("denied", CallError::Refused(RpcError::new(code::DENIED, why).with_data(data))));
+            }
+            Decision::Allow(buckets) => buckets,
+        };
+        let limits: Vec<(String, u32, u32)> =
+            buckets.into_iter().map(|b| (b.key, b.requests_per_minute, b.burst)).collect();
+        if let Err(exhausted) = self.limiter.take(&limits) {
+            self.metrics.rate_limited.with_label_values(&[&server.name]).inc();
+            return Err(("rate_limited", CallError::Refused(rate_limited(&server.name, &exhausted))));
+        }
+        if let Err(retry_after) = server.breaker.admit() {
+            let why = format!(
+                "the circuit breaker of server {:?} is open after {} failed calls in a row; next try in {:.1}s",
+                server.name,
+                server.spec.circuit_breaker.failure_threshold,
+                retry_after.as_secs_f64()
+            );
+            return Err(("breaker_open", CallError::Backend(BackendError::Unavailable(why))));
+        }
+        Ok(())
+    }
+
+    /// Wakes a server that is not up: a cluster's on-demand server is woken by every call, also
+    /// after a start that failed (Dead), since its pod may have been slow or was scaled away; the
+    /// call is held until it answers, or `startupTimeout`. A local process starts on the call.
+    async fn wake(&self, server: &ServerEntry) -> Result<(), BackendError> {
+        let asleep = server.spec.on_demand() && server.backend.is_remote() && !server.backend.is_live();
+        if server.state() != State::Cold && !asleep {
+            return Ok(());
+        }
+        let _ = self.events_out.send(json!({"type": "wake", "namespace": server.namespace, "server": server.name}));
+        let startup = server.spec.startup_timeout.as_std();
+        if server.backend.is_remote() && !server.backend.wait_until_connected(startup).await {
+            server.start_failed.store(true, Ordering::Relaxed);
+            return Err(BackendError::NotReady(format!(
+                "server {} did not become ready within spec.startupTimeout ({startup:?}); see its pods",
+                server.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The `tools/call` itself, in the client's backend session, with the client's `_meta` and
+    /// (when it asked for progress) a progress token.
+    async fn send(
+        &self,
+        server: &ServerEntry,
+        tool: &str,
+        arguments: Value,
+        ctx: &CallContext,
+    ) -> Result<Value, BackendError> {
+        let mut meta = ctx.meta.clone();
+        if let Some(token) = ctx.relay.as_ref().and_then(|r| r.progress_token.clone()) {
+            meta.insert("progressToken".into(), token);
+        }
+        let mut params = json!({"name": tool, "arguments": arguments});
+        if !meta.is_empty() {
+            params["_meta"] = Value::Object(meta);
+        }
+        let session = self.backend_session(ctx.session.as_deref(), server).await;
+        let (startup, timeout) = (server.spec.startup_timeout.as_std(), server.spec.call_timeout.as_std());
+        server.backend.request_for("tools/call", params, startup, timeout, ctx.relay.as_ref(), session.as_deref()).await
+    }
+}
+
+/// What a call's outcome says of its server: its breaker's verdict, and whether it is up.
+fn record(server: &ServerEntry, result: &Result<Value, BackendError>) {
+    match result {
+        Err(e) if e.is_server_down() => server.breaker.record(false),
+        Err(BackendError::Timeout(_)) => server.breaker.no_verdict(),
+        _ => server.breaker.record(true),
+    }
+    match result {
+        Err(BackendError::NotReady(_)) => server.start_failed.store(true, Ordering::Relaxed),
+        // Only a server that is connected now has recovered.
+        _ if server.backend.is_live() => server.start_failed.store(false, Ordering::Relaxed),
+        _ => {}
+    }
+}
+
+/// Which members may take an attempt: those serving; on the first attempt with none serving but
+/// some still starting (a first start, or a restart after a crash), those serving once the first
+/// is ready, as a cold start would wait; with none serving at all, the cold (on-demand) ones.
+async fn eligible(servers: &[Option<Arc<ServerEntry>>], attempt: u32) -> Vec<bool> {
+    let serving = || servers.iter().map(|s| s.as_ref().is_some_and(|s| s.serving())).collect::<Vec<bool>>();
+    let mut healthy = serving();
+    if !healthy.contains(&true) && attempt == 0 && first_started(servers).await {
+        healthy = serving();
+    }
+    if !healthy.contains(&true) {
+        healthy = servers.iter().map(|s| s.as_ref().is_some_and(|s| s.state() == State::Cold)).collect();
+    }
+    healthy
+}
+
+/// What the strategy sees of each member.
+fn member_states(servers: &[Option<Arc<ServerEntry>>], healthy: &[bool], tried: &[u32]) -> Vec<MemberState> {
+    let count = |s: &Option<Arc<ServerEntry>>, f: fn(&ServerEntry) -> u64| s.as_deref().map_or(0, f);
+    servers
+        .iter()
+        .zip(healthy)
+        .enumerate()
+        .map(|(i, (s, &healthy))| MemberState {
+            healthy,
+            tried: tried.contains(&(i as u32)),
+            in_flight: count(s, |s| s.in_flight.load(Ordering::Relaxed) as u64) as u32,
+            latency_avg_us: count(s, |s| s.latency_avg_us.load(Ordering::Relaxed)),
+            consecutive_failures: count(s, |s| s.failures.load(Ordering::Relaxed) as u64) as u32,
+        })
+        .collect()
 }

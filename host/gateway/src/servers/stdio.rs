@@ -260,6 +260,51 @@ pub(super) async fn run_child(
     events: &mpsc::UnboundedSender<BackendEvent>,
 ) -> anyhow::Result<std::process::ExitStatus> {
     let name = shared.name.clone();
+    let mut child = spawn(command, env, dir)?;
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    tokio::spawn(log_stderr(name.clone(), stderr));
+    let (stdin_tx, stdin_rx) = mpsc::channel::<String>(STDIN_QUEUE);
+    tokio::spawn(write_stdin(stdin, stdin_rx));
+    let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+    let progress: ProgressRoutes = Arc::default();
+    let reader = tokio::spawn(read_stdout(
+        name.clone(),
+        stdout,
+        pending.clone(),
+        progress.clone(),
+        stdin_tx.clone(),
+        events.clone(),
+    ));
+
+    let mut live = Live { stdin: stdin_tx, pending: pending.clone(), progress: progress.clone(), era: Era::Modern };
+    let era = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(shared, &live)).await;
+    match era {
+        Ok(Ok(era)) => {
+            tracing::info!(server = %name, ?era, "server ready");
+            live.era = era;
+            shared.live.send_replace(Some(Arc::new(live)));
+        }
+        Ok(Err(e)) => tracing::warn!(server = %name, error = %e, "handshake failed"),
+        Err(_) => tracing::warn!(server = %name, "no handshake answer within {HANDSHAKE_TIMEOUT:?}"),
+    }
+    let status = tokio::select! {
+        status = child.wait() => status?,
+        _ = shared.restart.notified() => {
+            tracing::warn!(server = %name, "not answering its health checks: killing it");
+            child.kill().await?;
+            child.wait().await?
+        }
+    };
+    reader.abort();
+    // The reader may be stopped before it read the end of the output: fail what still waits.
+    pending.lock().unwrap().take();
+    Ok(status)
+}
+
+/// Starts the process with piped stdio, a pod's environment and death with Hangar.
+fn spawn(command: &[String], env: &[(String, String)], dir: &PathBuf) -> anyhow::Result<tokio::process::Child> {
     let (program, args) = command.split_first().ok_or_else(|| anyhow::anyhow!("spec.command is empty"))?;
     let mut command = Command::new(program);
     // Like a pod: the server gets a few variables that say where and how to run, and what its
@@ -285,7 +330,7 @@ pub(super) async fn run_child(
             Ok(())
         });
     }
-    let mut child = command
+    command
         .args(args)
         .envs(env.iter().cloned())
         .current_dir(dir)
@@ -294,94 +339,69 @@ pub(super) async fn run_child(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot start {program:?} in {}: {e}", dir.display()))?;
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
+        .map_err(|e| anyhow::anyhow!("cannot start {program:?} in {}: {e}", dir.display()))
+}
 
+/// The child's stderr → the log, under the server's name.
+async fn log_stderr(name: String, stderr: tokio::process::ChildStderr) {
     use tokio_stream::StreamExt;
-    // stderr → the log, under the server's name.
-    let log_name = name.clone();
-    tokio::spawn(async move {
-        let mut lines = lossy_lines(stderr);
-        while let Some(line) = lines.next().await {
-            match line {
-                Ok(line) => tracing::info!(server = %log_name, "{}", truncate(&line, 4096)),
-                Err(e) => tracing::warn!(server = %log_name, "stderr: {e}"),
-            }
+    let mut lines = lossy_lines(stderr);
+    while let Some(line) = lines.next().await {
+        match line {
+            Ok(line) => tracing::info!(server = %name, "{}", truncate(&line, 4096)),
+            Err(e) => tracing::warn!(server = %name, "stderr: {e}"),
         }
-    });
-
-    let (stdin_tx, mut stdin_rx) = mpsc::channel::<String>(STDIN_QUEUE);
-    tokio::spawn(async move {
-        while let Some(mut line) = stdin_rx.recv().await {
-            line.push('\n');
-            if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
-                break;
-            }
-        }
-    });
-
-    let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
-    let progress: ProgressRoutes = Arc::default();
-    let reader = {
-        let (pending, progress, stdin_tx, events, name) =
-            (pending.clone(), progress.clone(), stdin_tx.clone(), events.clone(), name.clone());
-        tokio::spawn(async move {
-            let mut lines = lossy_lines(stdout);
-            while let Some(line) = lines.next().await {
-                // A line over the cap is skipped (the codec discards up to its end); bytes that
-                // are not UTF-8 become U+FFFD: neither wedges the server.
-                let line = match line {
-                    Ok(line) => line,
-                    Err(e) => {
-                        tracing::warn!(server = %name, "skipping output: {e}");
-                        continue;
-                    }
-                };
-                let message = match parse_budget::answer(&line) {
-                    Ok(message) => message,
-                    Err(why) => {
-                        tracing::warn!(server = %name, "ignoring a line ({why}): {}", truncate(&line, 200));
-                        // An answer too large to relay fails its call now, not at its timeout.
-                        if let Some(id) = parse_budget::answer_id(&line)
-                            && let Some(tx) = pending.lock().unwrap().as_mut().and_then(|calls| calls.remove(&id))
-                        {
-                            let _ = tx.send(Err(RpcError::new(code::INTERNAL_ERROR, format!("server {name}: {why}"))));
-                        }
-                        continue;
-                    }
-                };
-                dispatch(&name, message, &pending, &progress, &stdin_tx, &events);
-            }
-            // The process closed stdout: fail every call still waiting, and every later one.
-            pending.lock().unwrap().take();
-        })
-    };
-
-    let mut live = Live { stdin: stdin_tx, pending: pending.clone(), progress: progress.clone(), era: Era::Modern };
-    let era = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(shared, &live)).await;
-    match era {
-        Ok(Ok(era)) => {
-            tracing::info!(server = %name, ?era, "server ready");
-            live.era = era;
-            shared.live.send_replace(Some(Arc::new(live)));
-        }
-        Ok(Err(e)) => tracing::warn!(server = %name, error = %e, "handshake failed"),
-        Err(_) => tracing::warn!(server = %name, "no handshake answer within {HANDSHAKE_TIMEOUT:?}"),
     }
-    let status = tokio::select! {
-        status = child.wait() => status?,
-        _ = shared.restart.notified() => {
-            tracing::warn!(server = %name, "not answering its health checks: killing it");
-            child.kill().await?;
-            child.wait().await?
+}
+
+/// Lines queued for the child → its stdin, until it stops reading.
+async fn write_stdin(mut stdin: tokio::process::ChildStdin, mut lines: mpsc::Receiver<String>) {
+    while let Some(mut line) = lines.recv().await {
+        line.push('\n');
+        if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+            break;
         }
-    };
-    reader.abort();
-    // The reader may be stopped before it read the end of the output: fail what still waits.
+    }
+}
+
+/// The child's stdout, a JSON-RPC message a line, → the calls waiting and the relays. A line
+/// over the cap is skipped (the codec discards up to its end); bytes that are not UTF-8 become
+/// U+FFFD: neither wedges the server.
+async fn read_stdout(
+    name: String,
+    stdout: tokio::process::ChildStdout,
+    pending: Pending,
+    progress: ProgressRoutes,
+    stdin: mpsc::Sender<String>,
+    events: mpsc::UnboundedSender<BackendEvent>,
+) {
+    use tokio_stream::StreamExt;
+    let mut lines = lossy_lines(stdout);
+    while let Some(line) = lines.next().await {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::warn!(server = %name, "skipping output: {e}");
+                continue;
+            }
+        };
+        let message = match parse_budget::answer(&line) {
+            Ok(message) => message,
+            Err(why) => {
+                tracing::warn!(server = %name, "ignoring a line ({why}): {}", truncate(&line, 200));
+                // An answer too large to relay fails its call now, not at its timeout.
+                if let Some(id) = parse_budget::answer_id(&line)
+                    && let Some(tx) = pending.lock().unwrap().as_mut().and_then(|calls| calls.remove(&id))
+                {
+                    let _ = tx.send(Err(RpcError::new(code::INTERNAL_ERROR, format!("server {name}: {why}"))));
+                }
+                continue;
+            }
+        };
+        dispatch(&name, message, &pending, &progress, &stdin, &events);
+    }
+    // The process closed stdout: fail every call still waiting, and every later one.
     pending.lock().unwrap().take();
-    Ok(status)
 }
 
 /// Lines of a child's output as text: at most [`MAX_LINE_BYTES`] each (the rest of a longer
