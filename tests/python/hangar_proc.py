@@ -87,6 +87,22 @@ class Hangar:
         self.log.close()
 
 
+def stateless_headers(body) -> dict:
+    """The headers a 2026-07-28 request carries beside its body (SEP-2243): its version, its method
+    and, for tools/call, prompts/get and resources/read, the tool, prompt or URI it names."""
+    if not isinstance(body, dict) or "method" not in body:
+        return {}
+    params = body.get("params") or {}
+    version = (params.get("_meta") or {}).get("io.modelcontextprotocol/protocolVersion")
+    if version is None:
+        return {}
+    headers = {"mcp-protocol-version": version, "mcp-method": body["method"]}
+    key = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}.get(body["method"])
+    if key and key in params:
+        headers["mcp-name"] = params[key]
+    return headers
+
+
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
     """Polls until predicate() is truthy (bounded), returning its value."""
     deadline = time.monotonic() + timeout

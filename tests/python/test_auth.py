@@ -28,7 +28,7 @@ from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuth
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import REPO
-from hangar_proc import EVERYTHING, PYTHON, Hangar, notes_server, wait_for
+from hangar_proc import EVERYTHING, PYTHON, Hangar, notes_server, stateless_headers, wait_for
 from test_gateway import free_port, start  # noqa: F401 - start is a fixture
 
 OIDC = REPO / "tests" / "oidc"
@@ -146,7 +146,8 @@ async def list_and_call(client: Client, tool: str = "everything__echo") -> tuple
 
 def post(url: str, token: str | None, body: dict) -> tuple[int, dict, dict]:
     """A raw POST to /mcp: (status, headers, JSON body)."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               **stateless_headers(body)}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)

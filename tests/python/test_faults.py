@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mcp import Client
 
-from hangar_proc import PYTHON, notes_server, wait_for
+from hangar_proc import PYTHON, notes_server, stateless_headers, wait_for
 from test_gateway import call, mcp_error, metric, start, wait_tools  # noqa: F401 (start is a fixture)
 
 SERVERS = Path(__file__).parent / "servers"
@@ -188,7 +188,7 @@ def test_a_stopped_child_gets_a_bounded_queue_then_is_killed_and_restarted(start
     body = {"jsonrpc": "2.0", "method": "tools/call", "params": {
         "name": "notes__word_count", "arguments": {"text": text},
         "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}}
-    headers = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"}
+    headers = {**stateless_headers(body), "accept": "application/json, text/event-stream"}
 
     async def flood():
         limits = httpx2.Limits(max_connections=400, max_keepalive_connections=400)
@@ -308,7 +308,8 @@ def test_large_requests_and_answers_at_once_keep_core_under_the_charts_memory_li
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                            "params": {"name": tool, "arguments": arguments, "_meta": meta}}).encode()
         request = urllib.request.Request(h.url, data=body, headers={
-            "Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+            **stateless_headers(json.loads(body))})
         try:
             with urllib.request.urlopen(request, timeout=180) as r:
                 return r.status, r.read()

@@ -16,7 +16,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from hangar_proc import EVERYTHING, NOTES, PYTHON, Hangar, everything_server, notes_server, wait_for
+from hangar_proc import EVERYTHING, NOTES, PYTHON, Hangar, everything_server, notes_server, stateless_headers, wait_for
 
 
 @pytest.fixture
@@ -187,7 +187,9 @@ def parse_body(text: bytes, content_type: str) -> dict:
 
 def post(url: str, body, headers: dict | None = None) -> tuple[int, dict, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="POST", headers={"content-type": "application/json", "accept": "application/json, text/event-stream", **(headers or {})})
+    req = urllib.request.Request(url, data=data, method="POST", headers={
+        "content-type": "application/json", "accept": "application/json, text/event-stream",
+        **stateless_headers(body), **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, dict(r.headers), parse_body(r.read(), r.headers.get("content-type", ""))

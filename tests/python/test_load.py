@@ -9,7 +9,7 @@ import time
 
 import httpx2
 
-from hangar_proc import notes_server, wait_for
+from hangar_proc import notes_server, stateless_headers, wait_for
 from test_gateway import metric, start, wait_tools  # noqa: F401 (start is a fixture)
 
 CLIENTS = 500
@@ -41,7 +41,7 @@ async def client(http, url: str, index: int, deadline: float, outcomes: dict):
         body = {**CALL, "id": index * 100 + i}
         outcomes["sent"] = outcomes.get("sent", 0) + 1
         try:
-            r = await http.post(url, json=body, headers={"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"})
+            r = await http.post(url, json=body, headers={**stateless_headers(body), "accept": "application/json, text/event-stream"})
             answer = r.json()
         except Exception as e:  # noqa: BLE001 (a lost call is what this test looks for)
             outcomes.setdefault("lost", []).append(repr(e))

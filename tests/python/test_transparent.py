@@ -14,7 +14,7 @@ import urllib.request
 import mcp.types as t
 from mcp import Client
 
-from hangar_proc import Hangar, everything_server, notes_server, wait_for
+from hangar_proc import Hangar, everything_server, notes_server, stateless_headers, wait_for
 from test_conformance import CONFORMANCE, NODE, reference  # noqa: F401 (the fixture)
 from test_gateway import mcp_error, names
 
@@ -201,7 +201,8 @@ def initialize(url: str, version: str) -> str:
 
 def post(url: str, headers: dict, message: dict | list = INITIALIZE) -> int:
     request = urllib.request.Request(url, data=json.dumps(message).encode(), method="POST", headers={
-        "content-type": "application/json", "accept": "application/json, text/event-stream", **headers})
+        "content-type": "application/json", "accept": "application/json, text/event-stream",
+        **stateless_headers(message), **headers})
     try:
         return urllib.request.urlopen(request, timeout=10).status
     except urllib.error.HTTPError as e:

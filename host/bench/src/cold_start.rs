@@ -93,6 +93,9 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Vec<Figure>> {
         let answer: Value = client
             .post(&url)
             .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", format!("{name}__word_count"))
             .json(&body)
             .timeout(Duration::from_secs(60))
             .send()

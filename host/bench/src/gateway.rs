@@ -56,6 +56,9 @@ async fn load(url: &str, tool: &str, clients: usize, calls: usize) -> Run {
                     let response: Value = client
                         .post(&url)
                         .header("accept", "application/json, text/event-stream")
+                        .header("mcp-protocol-version", "2026-07-28")
+                        .header("mcp-method", "tools/call")
+                        .header("mcp-name", body["params"]["name"].as_str().unwrap_or_default())
                         .json(&*body)
                         .send()
                         .await

@@ -146,6 +146,9 @@ async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
     let call = tokio::spawn(async move {
         reqwest::Client::new()
             .post(url)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "sleepy__echo")
             .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
                 "name": "sleepy__echo", "arguments": {"text": "awake"},
                 "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}}))

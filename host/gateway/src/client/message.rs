@@ -207,7 +207,12 @@ fn revision(headers: &HeaderMap, method: &str, params: &Value) -> Result<bool, R
             return Err((StatusCode::BAD_REQUEST, RpcError::unsupported_stateless_version(h)));
         }
         (Some(_), None) => return bad_request(code::INVALID_PARAMS, missing_meta(protocol::META_PROTOCOL_VERSION)),
-        // Clients send the header; one that does not is served by its `_meta` alone.
+        (None, Some(v)) => {
+            return bad_request(
+                code::HEADER_MISMATCH,
+                format!("missing MCP-Protocol-Version header: a request naming {v:?} in _meta names it there too"),
+            );
+        }
         (Some(h), Some(v)) if h != v => {
             return bad_request(
                 code::HEADER_MISMATCH,
@@ -220,7 +225,44 @@ fn revision(headers: &HeaderMap, method: &str, params: &Value) -> Result<bool, R
     if params["_meta"].get(protocol::META_CLIENT_CAPABILITIES).is_none_or(Value::is_null) {
         return bad_request(code::INVALID_PARAMS, missing_meta(protocol::META_CLIENT_CAPABILITIES));
     }
+    standard_headers(headers, method, params)?;
     Ok(true)
+}
+
+/// SEP-2243: a stateless request names its method in `Mcp-Method`, and the tool, prompt or URI
+/// of `tools/call`, `prompts/get` and `resources/read` in `Mcp-Name`, so that what sits in front
+/// can route without reading the body; both must agree with the body (values compared
+/// case-sensitively after trimming whitespace, `=?base64?…?=` decoded).
+fn standard_headers(headers: &HeaderMap, method: &str, params: &Value) -> Result<(), Refused> {
+    let value = |name: &str| {
+        headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).trim_matches([' ', '\t']).to_string())
+    };
+    let mismatch = |why: String| Err((StatusCode::BAD_REQUEST, RpcError::new(code::HEADER_MISMATCH, why)));
+    let given = value("mcp-method");
+    if given.as_deref() != Some(method) {
+        return mismatch(format!("Mcp-Method header {given:?} does not name the body's method {method:?}"));
+    }
+    let key = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" => "uri",
+        _ => return Ok(()),
+    };
+    let Some(named) = params.get(key).and_then(Value::as_str) else { return Ok(()) };
+    let given = value("mcp-name").map(|v| decoded_header_value(&v));
+    if given.as_deref() != Some(named) {
+        return mismatch(format!("Mcp-Name header {given:?} does not name params.{key} {named:?}"));
+    }
+    Ok(())
+}
+
+/// A header value as sent: `=?base64?…?=` carries what is not printable ASCII.
+fn decoded_header_value(value: &str) -> String {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let encoded = value.strip_prefix("=?base64?").and_then(|rest| rest.strip_suffix("?="));
+    match encoded.and_then(|e| STANDARD.decode(e).ok()).and_then(|bytes| String::from_utf8(bytes).ok()) {
+        Some(decoded) => decoded,
+        None => value.to_string(),
+    }
 }
 
 fn missing_meta(key: &str) -> String {
@@ -545,4 +587,29 @@ fn finish(method: &str, mut result: Value, modern: bool) -> Value {
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (axum::http::HeaderName::from_static(k), HeaderValue::from_str(v).unwrap())).collect()
+    }
+
+    #[test]
+    fn the_standard_headers_must_agree_with_the_body() {
+        let call = json!({"name": "notes__add", "arguments": {}});
+        let ok = |h: &[(&'static str, &str)]| standard_headers(&headers(h), "tools/call", &call).is_ok();
+        assert!(ok(&[("mcp-method", "tools/call"), ("mcp-name", "notes__add")]));
+        assert!(ok(&[("mcp-method", " tools/call\t"), ("mcp-name", "  notes__add  ")]), "whitespace is trimmed");
+        assert!(ok(&[("mcp-method", "tools/call"), ("mcp-name", "=?base64?bm90ZXNfX2FkZA==?=")]), "base64 is decoded");
+        assert!(!ok(&[("mcp-method", "tools/call")]), "a named tool needs Mcp-Name");
+        assert!(!ok(&[("mcp-method", "TOOLS/CALL"), ("mcp-name", "notes__add")]), "values are case-sensitive");
+        assert!(!ok(&[("mcp-method", "tools/call"), ("mcp-name", "notes__other")]));
+        assert!(!ok(&[("mcp-name", "notes__add")]), "Mcp-Method is required");
+        let refused = standard_headers(&headers(&[]), "tools/list", &json!({})).unwrap_err();
+        assert_eq!((refused.0, refused.1.code), (StatusCode::BAD_REQUEST, code::HEADER_MISMATCH));
+        assert!(standard_headers(&headers(&[("mcp-method", "tools/list")]), "tools/list", &json!({})).is_ok());
+    }
 }
