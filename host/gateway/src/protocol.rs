@@ -143,6 +143,16 @@ pub fn requested_modern_version(params: &Value) -> Option<&str> {
     params.get("_meta").and_then(|m| m.get(META_PROTOCOL_VERSION)).and_then(Value::as_str)
 }
 
+/// The parameter a method names its tool, prompt or resource by, which the stateless revision
+/// repeats in the `Mcp-Name` header.
+pub fn named_param(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    }
+}
+
 /// Whether a revision is spoken here.
 pub fn is_supported(version: &str) -> bool {
     version == MODERN_VERSION || HANDSHAKE_VERSIONS.contains(&version)

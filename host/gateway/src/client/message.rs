@@ -188,7 +188,8 @@ const REMOVED_IN_STATELESS: [&str; 5] =
 /// Which revision a request speaks: true for the stateless one, false for a handshake session's.
 /// Without a session, a request that names 2026-07-28 (or an unknown version) in its header or
 /// `_meta` is stateless and held to its rules: `_meta` with protocolVersion and
-/// clientCapabilities, the header (when sent) naming the same version; refusals are 400.
+/// clientCapabilities, the version, method and name headers agreeing with the body; refusals
+/// are 400.
 fn revision(headers: &HeaderMap, method: &str, params: &Value) -> Result<bool, Refused> {
     let header = headers.get(VERSION_HEADER).map(|v| v.to_str().unwrap_or("?"));
     if headers.contains_key(SESSION_HEADER) {
@@ -242,11 +243,7 @@ fn standard_headers(headers: &HeaderMap, method: &str, params: &Value) -> Result
     if given.as_deref() != Some(method) {
         return mismatch(format!("Mcp-Method header {given:?} does not name the body's method {method:?}"));
     }
-    let key = match method {
-        "tools/call" | "prompts/get" => "name",
-        "resources/read" => "uri",
-        _ => return Ok(()),
-    };
+    let Some(key) = protocol::named_param(method) else { return Ok(()) };
     let Some(named) = params.get(key).and_then(Value::as_str) else { return Ok(()) };
     let given = value("mcp-name").map(|v| decoded_header_value(&v));
     if given.as_deref() != Some(named) {
@@ -309,8 +306,7 @@ struct Call {
 
 /// Starts the gateway's call for a request; answers it as plain JSON unless the server sends
 /// something toward the client first, and then as an event stream.
-async fn handle(state: Arc<AppState>, headers: &HeaderMap, request: Request, verified: &Verified) -> Response {
-    let mut request = request;
+async fn handle(state: Arc<AppState>, headers: &HeaderMap, mut request: Request, verified: &Verified) -> Response {
     let mut call = start_call(&state, headers, &mut request, verified);
     let id = &request.id;
     let first = loop {
@@ -388,7 +384,14 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
     };
     // Handshake sessions are pinned to a group member chosen from their (signed) id.
     let pin = session.as_deref().map(session_pin);
-    let meta = forwarded_meta(params, session.as_deref().map(|s| state.sessions.capabilities(s)));
+    let capabilities = match session {
+        Some(s) => state.sessions.capabilities(s),
+        // A stateless client declares its capabilities on every request.
+        None => ClientCapabilities::from_declared(
+            params.get("_meta").and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES)).unwrap_or(&Value::Null),
+        ),
+    };
+    let meta = forwarded_meta(params, session.is_some().then_some(capabilities));
     let mut ctx = CallContext { caller, pin, relay: None, session: session.clone(), meta };
 
     // A handshake client may cancel by `notifications/cancelled`; any client by going away
@@ -405,13 +408,6 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
     let accepts_events =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
     let (relay_tx, relays) = mpsc::unbounded_channel::<Relay>();
-    let capabilities = match session {
-        Some(s) => state.sessions.capabilities(s),
-        // A stateless client declares its capabilities on every request.
-        None => ClientCapabilities::from_declared(
-            params.get("_meta").and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES)).unwrap_or(&Value::Null),
-        ),
-    };
     let meta = params.get("_meta");
     let progress_token = meta.and_then(|m| m.get("progressToken")).cloned();
     // What may come back during the call: a stateless client hears only what it asked for

@@ -207,15 +207,10 @@ impl Gateway {
             let index = match pinned.filter(|&i| healthy[i as usize]) {
                 Some(i) => i,
                 None => {
-                    let states = member_states(&servers, &healthy, &tried);
-                    let request = PickRequest {
-                        tool: tool.to_string(),
-                        sequence,
-                        random: rand::random(),
-                        attempt,
-                        members: states,
-                    };
-                    let Some(i) = self.pick(group, request).await else { break };
+                    let members = member_states(&servers, &healthy, &tried);
+                    let request =
+                        PickRequest { tool: tool.to_string(), sequence, random: rand::random(), attempt, members };
+                    let Some(i) = self.pick(group, tool, request).await else { break };
                     i
                 }
             };
@@ -237,8 +232,8 @@ impl Gateway {
     }
 
     /// The strategy's pick (its fallback's when it faults), counted and logged.
-    async fn pick(&self, group: &GroupEntry, request: PickRequest) -> Option<u32> {
-        let (tool, attempt) = (request.tool.clone(), request.attempt);
+    async fn pick(&self, group: &GroupEntry, tool: &str, request: PickRequest) -> Option<u32> {
+        let attempt = request.attempt;
         let pick = group.strategy.pick_off_worker(request).await;
         let plugin = if pick.fault.is_some() { "round-robin (fallback)" } else { group.strategy.name() };
         let i = pick.index?;
@@ -416,7 +411,6 @@ async fn eligible(servers: &[Option<Arc<ServerEntry>>], attempt: u32) -> Vec<boo
 
 /// What the strategy sees of each member.
 fn member_states(servers: &[Option<Arc<ServerEntry>>], healthy: &[bool], tried: &[u32]) -> Vec<MemberState> {
-    let count = |s: &Option<Arc<ServerEntry>>, f: fn(&ServerEntry) -> u64| s.as_deref().map_or(0, f);
     servers
         .iter()
         .zip(healthy)
@@ -424,9 +418,9 @@ fn member_states(servers: &[Option<Arc<ServerEntry>>], healthy: &[bool], tried: 
         .map(|(i, (s, &healthy))| MemberState {
             healthy,
             tried: tried.contains(&(i as u32)),
-            in_flight: count(s, |s| s.in_flight.load(Ordering::Relaxed) as u64) as u32,
-            latency_avg_us: count(s, |s| s.latency_avg_us.load(Ordering::Relaxed)),
-            consecutive_failures: count(s, |s| s.failures.load(Ordering::Relaxed) as u64) as u32,
+            in_flight: s.as_ref().map_or(0, |s| s.in_flight.load(Ordering::Relaxed)),
+            latency_avg_us: s.as_ref().map_or(0, |s| s.latency_avg_us.load(Ordering::Relaxed)),
+            consecutive_failures: s.as_ref().map_or(0, |s| s.failures.load(Ordering::Relaxed)),
         })
         .collect()
 }

@@ -199,11 +199,7 @@ impl HttpBackend {
         if let Ok(m) = method.parse() {
             h.insert("mcp-method", m);
         }
-        let name = match method {
-            "tools/call" | "prompts/get" => params.get("name"),
-            "resources/read" => params.get("uri"),
-            _ => None,
-        };
+        let name = protocol::named_param(method).and_then(|key| params.get(key));
         if let Some(n) = name.and_then(Value::as_str).and_then(|n| n.parse().ok()) {
             h.insert("mcp-name", n);
         }
