@@ -10,7 +10,7 @@ use std::{
 use sha2::{Digest, Sha256};
 
 /// (plugin name, crate file stem, world)
-const PLUGINS: [(&str, &str, &str); 8] = [
+const PLUGINS: [(&str, &str, &str); 9] = [
     ("round-robin", "hangar_plugin_round_robin", "strategy"),
     ("least-connections", "hangar_plugin_least_connections", "strategy"),
     ("random", "hangar_plugin_random", "strategy"),
@@ -19,6 +19,7 @@ const PLUGINS: [(&str, &str, &str); 8] = [
     ("policy", "hangar_plugin_policy", "policy"),
     ("configmap", "hangar_plugin_configmap", "discovery"),
     ("namespace", "hangar_plugin_namespace", "discovery"),
+    ("ranker", "hangar_plugin_ranker", "ranker"),
 ];
 
 fn main() {
@@ -36,6 +37,7 @@ fn main() {
         "policy",
         "configmap",
         "namespace",
+        "ranker",
     ] {
         inputs.push(plugins.join(dir).join("src"));
         inputs.push(plugins.join(dir).join("Cargo.toml"));

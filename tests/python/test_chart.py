@@ -321,3 +321,17 @@ def test_core_flags_for_sessions_connections_and_the_surface(chart):
     assert {"--closed-surface", "--session-lifetime=30m", "--max-connections-per-peer=64"} <= set(closed)
     with pytest.raises(Exception):
         render(chart, {"core": {"sessionLifetime": "a day"}})
+
+
+def test_core_flags_for_tool_search(chart):
+    args = lambda values=None: container(render(chart, values), "mcp-hangar-core")["args"]
+    default = args()
+    assert "--tool-search=off" in default and "--tool-search-max-tools=40" in default
+    assert not any(a.startswith(("--tool-search-pinned", "--tool-search-ranker")) for a in default)
+    on = args({"core": {"toolSearch": {"mode": "auto", "maxTools": 60, "pinned": ["github__create_issue", "time__*"],
+                                       "ranker": "my-ranker"}}})
+    assert {"--tool-search=auto", "--tool-search-max-tools=60", "--tool-search-pinned=github__create_issue,time__*",
+            "--tool-search-ranker=my-ranker"} <= set(on)
+    for bad in ({"mode": "sometimes"}, {"maxTools": 0}, {"pinned": ["a,b"]}):
+        with pytest.raises(Exception):
+            render(chart, {"core": {"toolSearch": bad}})

@@ -1,7 +1,7 @@
 //! Hangar's performance report: `cargo run --release -p hangar-bench` measures every figure
 //! beside its baseline in the same run and writes `docs/performance.md` and
 //! `docs/latency-vs-concurrency.svg`. `--quick` runs fewer calls (for a smoke check);
-//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing; `--auth-only` the token-check figures. Every load loop is bounded in count and time.
+//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing; `--auth-only` the token-check figures; `--search-only` measures tool search and puts its section in place in the report. Every load loop is bounded in count and time.
 
 mod auth;
 mod cold_start;
@@ -9,6 +9,7 @@ mod gateway;
 mod hot_reload;
 mod operator;
 mod plugins;
+mod search;
 
 use std::{
     fmt::Write as _,
@@ -59,6 +60,29 @@ pub struct Scale {
     pub repeats: usize,
 }
 
+const SEARCH_TITLE: &str = "Tool search: quality beside plain BM25, speed and size over 10,000 tools";
+
+/// `md` with the section titled `title` replaced by (or, if absent, followed by) `body`.
+fn with_section(md: &str, title: &str, body: &str) -> String {
+    let heading = format!("## {title}\n");
+    let section = format!("{heading}\n{body}\n");
+    match md.find(&heading) {
+        Some(start) => {
+            let rest = &md[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map(|e| start + heading.len() + e + 1)
+                .or_else(|| rest.find("\nRSS at the end").map(|e| start + heading.len() + e + 1))
+                .unwrap_or(md.len());
+            format!("{}{section}{}", &md[..start], &md[end..])
+        }
+        None => match md.find("RSS at the end") {
+            Some(at) => format!("{}{section}{}", &md[..at], &md[at..]),
+            None => format!("{md}\n{section}"),
+        },
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -81,6 +105,16 @@ fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--auth-only") {
         for f in auth::run(&scale)? {
             println!("{}: {} ({} {}, {:.2}x)", f.what, f.measured, f.baseline_name, f.baseline, f.ratio);
+        }
+        return Ok(());
+    }
+    if args.iter().any(|a| a == "--search-only") {
+        // The tool-search section alone: printed, and put in place in an existing report.
+        let section = search::run(&scale)?;
+        print!("{section}");
+        let report = out.join("performance.md");
+        if let Ok(md) = std::fs::read_to_string(&report) {
+            std::fs::write(&report, with_section(&md, SEARCH_TITLE, &section))?;
         }
         return Ok(());
     }
@@ -148,6 +182,8 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    eprintln!("== tool search");
+    let _ = write!(md, "## {SEARCH_TITLE}\n\n{}\n", search::run(&scale)?);
     let _ = writeln!(md, "RSS at the end of the run: {rss_now:.1} MiB.");
     std::fs::write(out.join("performance.md"), &md)?;
     print!("{md}");

@@ -1,5 +1,5 @@
 //! Hangar's built-in plugins (round-robin, least-connections, random, failover,
-//! weighted-round-robin, policy, configmap, namespace) as WebAssembly component bytes. They are
+//! weighted-round-robin, policy, configmap, namespace, ranker) as WebAssembly component bytes. They are
 //! built from `plugins/` by this crate's build script and loaded through the same runtime path
 //! as a user's plugin.
 
@@ -8,7 +8,7 @@
 pub struct Builtin {
     /// The name resources use to refer to it.
     pub name: &'static str,
-    /// The WIT world it implements: `strategy`, `policy` or `discovery`.
+    /// The WIT world it implements: `strategy`, `policy`, `discovery` or `ranker`.
     pub world: &'static str,
     pub bytes: &'static [u8],
 }
@@ -31,13 +31,16 @@ pub fn strategy_plugin_name(strategy: &str) -> &str {
 /// The default tool policy's name.
 pub const DEFAULT_POLICY: &str = "policy";
 
+/// The default tool-search ranker's name.
+pub const DEFAULT_RANKER: &str = "ranker";
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_builtin_is_an_embedded_component() {
-        assert_eq!(BUILTINS.len(), 8);
+        assert_eq!(BUILTINS.len(), 9);
         for b in BUILTINS {
             // Component binary: magic, then layer 1 (component) version 0x0d.
             assert_eq!(&b.bytes[..4], b"\0asm", "{}", b.name);

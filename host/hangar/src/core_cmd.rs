@@ -8,6 +8,7 @@ use hangar_api::MCPServerSpec;
 use hangar_gateway::{
     Gateway,
     client::{self, session::SessionKeys},
+    gateway::tool_search,
     listen::{self, ConnectionLimits},
     servers::BackendSpec,
 };
@@ -78,6 +79,8 @@ impl AuthArgs {
 pub struct Limits {
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub tool_search: ToolSearchArgs,
     /// Largest MCP request body accepted (bytes); larger ones get 413 and a JSON-RPC error.
     #[arg(long, default_value_t = client::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -109,6 +112,42 @@ pub struct Limits {
     pub closed_surface: bool,
 }
 
+/// Tool search: `search_tools` and `call_tool` on the endpoint, for catalogues too large to list.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ToolSearchArgs {
+    /// off: every tool is listed (default); on: tools/list shows search_tools, call_tool and the
+    /// pinned tools only; auto: as on for a caller who may see more than --tool-search-max-tools.
+    #[arg(long = "tool-search", value_name = "MODE", default_value = "off", value_parser = ["off", "on", "auto"])]
+    pub mode: String,
+    /// In auto mode, search when a caller's catalogue has more tools than this.
+    #[arg(long = "tool-search-max-tools", value_name = "N", default_value_t = 40)]
+    pub max_tools: usize,
+    /// Tools listed beside the search tools, by the name clients see (globs; comma-separated or repeated).
+    #[arg(long = "tool-search-pinned", value_name = "GLOB", value_delimiter = ',')]
+    pub pinned: Vec<String>,
+    /// The ranker plugin that orders the results (a plugin of the ranker world, WIT 0.3.0).
+    #[arg(long = "tool-search-ranker", value_name = "PLUGIN", default_value = hangar_builtin_plugins::DEFAULT_RANKER)]
+    pub ranker: String,
+}
+
+impl Default for ToolSearchArgs {
+    fn default() -> Self {
+        let settings = tool_search::Settings::default();
+        Self { mode: "off".into(), max_tools: settings.max_tools, pinned: settings.pinned, ranker: settings.ranker }
+    }
+}
+
+impl ToolSearchArgs {
+    pub fn settings(&self) -> anyhow::Result<tool_search::Settings> {
+        Ok(tool_search::Settings {
+            mode: self.mode.parse().map_err(|e: String| anyhow::anyhow!("--tool-search: {e}"))?,
+            max_tools: self.max_tools,
+            pinned: self.pinned.clone(),
+            ranker: self.ranker.clone(),
+        })
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         let connections = ConnectionLimits::default();
@@ -120,6 +159,7 @@ impl Default for Limits {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             closed_surface: false,
+            tool_search: ToolSearchArgs::default(),
             session_lifetime: hangar_api::Duration::from_secs(
                 hangar_gateway::client::session::SESSION_LIFETIME.as_secs(),
             ),
@@ -136,6 +176,7 @@ pub async fn serve_until_ctrl_c(
     api_key: Option<String>,
     limits: Limits,
 ) -> anyhow::Result<()> {
+    gateway.configure_tool_search(limits.tool_search.settings()?);
     let sessions = SessionKeys::from_env().with_lifetime(limits.session_lifetime.as_std());
     let mut state = client::AppState::new(gateway, sessions, registry, api_key);
     state.max_body_bytes = limits.max_body_bytes;

@@ -11,7 +11,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use hangar_plugin_runtime::{
     Call, Caller, Decision, DiscoveryPlugin, Document, MemberInfo, MemberState, Origin, PickRequest, PluginRuntime,
-    PluginVersion, PolicyPlugin, RuntimeConfig, SourceKind, StrategyPlugin, WIT_VERSION, WorldKind,
+    PluginVersion, PolicyPlugin, RankQuery, RankerPlugin, RuntimeConfig, SourceKind, StrategyPlugin, WIT_VERSION,
+    WorldKind,
 };
 
 #[derive(Subcommand)]
@@ -154,7 +155,7 @@ fn test(runtime: &PluginRuntime, file: &Path, config: &[String], scenario: Scena
     };
     println!("digest  sha256:{}", version.digest);
     println!("world   {} ({}@{})", version.world.as_str(), version.world.export_interface(), version.abi.version());
-    if version.abi.version() != WIT_VERSION {
+    if version.abi.version() != version.world.wit_version() {
         println!(
             "note    built against an older WIT; this Hangar adapts it (rebuild against hangar:plugins@{WIT_VERSION})"
         );
@@ -164,6 +165,7 @@ fn test(runtime: &PluginRuntime, file: &Path, config: &[String], scenario: Scena
         WorldKind::Strategy => test_strategy(runtime, &version, config, &scenario),
         WorldKind::Policy => test_policy(runtime, &version, config, &scenario.tools),
         WorldKind::Discovery => test_discovery(runtime, &version),
+        WorldKind::Ranker => test_ranker(runtime, &version, config, scenario.calls),
     };
     println!("result: {}", if ok { "ok" } else { "FAILED" });
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -251,6 +253,60 @@ fn test_strategy(
         }
         let (p50, p99) = percentiles(&mut times);
         println!("{scenario:<24} {:<34} {:>10} {:>10}", picks.join(" "), fmt(p50), fmt(p99));
+    }
+    ok
+}
+
+/// A few tools of real servers and queries in other words than theirs; each query's ranking is
+/// printed with the time an expand and a rank took together.
+fn test_ranker(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(String, String)>, calls: u32) -> bool {
+    use hangar_plugin_algorithms::search::tokenize;
+    let plugin = match RankerPlugin::new(runtime, &version.name, config) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("error: {e}");
+            return false;
+        }
+    };
+    let tools = [
+        ("filesystem", "read_text_file", "Read the complete contents of a file from the file system as text."),
+        ("filesystem", "list_directory", "Get a detailed listing of all files and directories in a specified path."),
+        ("github", "create_issue", "Create a new issue in a GitHub repository"),
+        ("time", "get_current_time", "Get current time in a specific timezones"),
+    ];
+    let index = hangar_tool_search::Index::build(
+        tools.iter().map(|(s, n, d)| (s.to_string(), serde_json::json!({"name": n, "description": d}))),
+    );
+    let visible = vec![true; index.len()];
+    println!("{:<34} {:<44} {:>10} {:>10}", "QUERY", "RANKED", "p50", "p99");
+    let mut ok = true;
+    for text in ["show what is in a folder", "open a ticket for a bug", "what hour is it in Tokyo", "book a flight"] {
+        let words = tokenize(text);
+        let run = || -> Result<Vec<String>, hangar_plugin_runtime::PluginError> {
+            let terms = plugin.try_expand(&words)?;
+            let found = index.retrieve(words.len(), &terms, &visible, 50);
+            let (ids, candidates): (Vec<u32>, Vec<_>) = found.candidates.into_iter().unzip();
+            let query = RankQuery { text: text.to_string(), words: words.clone(), idf: found.idf };
+            let ranked = plugin.try_rank(&query, &candidates)?;
+            Ok(ranked.iter().map(|(c, _)| index.doc(ids[*c as usize]).name.clone()).collect())
+        };
+        let ranked = match run() {
+            Ok(r) => r,
+            Err(e) => {
+                println!("{text:<34} error: {e}");
+                ok = false;
+                continue;
+            }
+        };
+        let mut times = Vec::with_capacity(calls as usize);
+        for _ in 0..calls {
+            let started = Instant::now();
+            let _ = run();
+            times.push(started.elapsed());
+        }
+        let (p50, p99) = percentiles(&mut times);
+        let shown = if ranked.is_empty() { "(none fits)".to_string() } else { ranked.join(" ") };
+        println!("{text:<34} {shown:<44} {:>10} {:>10}", fmt(p50), fmt(p99));
     }
     ok
 }

@@ -99,3 +99,23 @@ fn list_shows_builtins_and_directory_plugins_with_digests() {
     assert!(text.lines().any(|l| l.starts_with("my-failover") && l.contains("my-failover.wasm")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("policy ") && l.contains(" policy ")), "{text}");
 }
+
+#[test]
+fn test_runs_a_ranker_on_sample_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let ranker = hangar_builtin_plugins::BUILTINS.iter().find(|b| b.name == "ranker").unwrap();
+    let file = dir.path().join("my-ranker.wasm");
+    std::fs::write(&file, ranker.bytes).unwrap();
+    let out = hangar(&["plugin", "test", file.to_str().unwrap(), "--calls", "20"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("world   ranker (hangar:plugins/tool-ranker@0.3.0)"), "{text}");
+    assert!(!text.contains("older WIT"), "{text}");
+    let line = |query: &str| text.lines().find(|l| l.starts_with(query)).unwrap_or_default().to_string();
+    assert!(line("show what is in a folder").contains("filesystem/list_directory"), "{text}");
+    assert!(line("open a ticket for a bug").contains("github/create_issue"), "{text}");
+    assert!(line("book a flight").contains("(none fits)"), "{text}");
+    // A configuration the ranker refuses is an error naming the key.
+    let out = hangar(&["plugin", "test", file.to_str().unwrap(), "--config", "colour=blue"]);
+    assert!(!out.status.success() && stdout(&out).contains("colour"), "{}", stdout(&out));
+}

@@ -1,5 +1,6 @@
 //! Host bindings generated from `wit/` (the current `hangar:plugins@0.2.0`), one module per
-//! world, and from `wit/v0.1.0/` for plugins built against the previous version.
+//! world, from `wit/v0.3.0/` for the ranker world new in 0.3.0, and from `wit/v0.1.0/` for
+//! plugins built against the previous version.
 
 pub mod strategy {
     wasmtime::component::bindgen!({ path: "../../wit", world: "strategy", additional_derives: [PartialEq, Eq] });
@@ -18,6 +19,12 @@ pub mod policy {
 pub mod discovery {
     wasmtime::component::bindgen!({ path: "../../wit", world: "discovery", additional_derives: [PartialEq, Eq] });
     pub use hangar::plugins::types::{Document, ParseError, ServerDefinition, SourceKind};
+}
+
+/// `hangar:plugins@0.3.0`'s new world (`wit/v0.3.0/`).
+pub mod ranker {
+    wasmtime::component::bindgen!({ path: "../../wit/v0.3.0", world: "ranker" });
+    pub use hangar::plugins::search_types::{Candidate, Fields, Query};
 }
 
 /// `hangar:plugins@0.1.0`: the same worlds, before members moved into `configure` and the caller

@@ -44,8 +44,10 @@ pub use error::{Fault, PluginError};
 pub use hangar_plugin_algorithms::strategy::MemberInfo;
 pub use health::{BENCH_AFTER, BENCH_FOR};
 pub use metrics::PluginMetrics;
-pub use plugins::{DiscoveryError, DiscoveryPlugin, Pick, PolicyPlugin, StrategyPlugin, round_robin_fallback};
-pub use world::{Abi, MemberState, PickRequest, WIT_VERSION, WorldKind};
+pub use plugins::{
+    DiscoveryError, DiscoveryPlugin, Pick, PolicyPlugin, RankQuery, RankerPlugin, StrategyPlugin, round_robin_fallback,
+};
+pub use world::{Abi, MemberState, PickRequest, RANKER_WIT_VERSION, WIT_VERSION, WorldKind};
 
 use crate::{cache::CompileCache, host::HostState};
 
@@ -517,12 +519,12 @@ fn world_of(
         let interface = kind.export_interface();
         if let Some(export) = exports.iter().find(|e| e.split('@').next() == Some(interface)) {
             let version = export.split_once('@').map(|(_, v)| v).unwrap_or("");
-            return match Abi::from_version(version) {
+            return match Abi::from_version(version).filter(|abi| kind.exists_in(*abi)) {
                 Some(abi) => Ok((kind, abi)),
                 None => Err(PluginError::IncompatibleVersion {
                     name: name.to_string(),
                     found: format!("hangar:plugins@{version}"),
-                    expected: WIT_VERSION,
+                    expected: kind.wit_version(),
                 }),
             };
         }

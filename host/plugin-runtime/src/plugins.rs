@@ -1,11 +1,14 @@
-//! The typed faces of the three worlds, each with the fallback DESIGN.md gives it: a strategy
+//! The typed faces of the worlds, each with the fallback DESIGN.md gives it: a strategy
 //! that fails falls back to round robin over healthy members; a policy that fails denies (fails
 //! closed) unless the resource says fail open; a discovery parser's failure is returned so the
-//! source keeps its last good set.
+//! source keeps its last good set; a ranker that fails is replaced by the built-in ranking.
 
 use std::sync::Arc;
 
-use hangar_plugin_algorithms::strategy::{self as algorithms, MemberSet, bits};
+use hangar_plugin_algorithms::{
+    search,
+    strategy::{self as algorithms, MemberSet, bits},
+};
 
 use crate::{
     Call, Caller, Decision, Document, MemberInfo, PickRequest, PluginError, PluginRuntime, PluginVersion,
@@ -13,7 +16,7 @@ use crate::{
     error::Fault,
     handle::Handle,
     plugin_use::PluginUse,
-    world::{DiscoveryWorld, PolicyWorld, StrategyConfig, StrategyWorld},
+    world::{DiscoveryWorld, PolicyWorld, RankerWorld, StrategyConfig, StrategyWorld},
 };
 
 /// Bounds on answers that travel on: to a client (deny reasons), into the rate limiter, or into
@@ -307,4 +310,137 @@ impl DiscoveryPlugin {
         self.0.succeeded();
         Ok(servers)
     }
+}
+
+/// The tool-search ranker; clones share one pool of instances.
+#[derive(Clone)]
+pub struct RankerPlugin(Arc<PluginUse<RankerWorld>>);
+
+/// A query as the ranker sees it: its text, content words and each word's rarity.
+#[derive(Clone, Debug, Default)]
+pub struct RankQuery {
+    pub text: String,
+    pub words: Vec<String>,
+    pub idf: Vec<f32>,
+}
+
+impl RankerPlugin {
+    /// Fails when the plugin cannot be bound now (`hangar plugin test`).
+    pub fn new(runtime: &PluginRuntime, name: &str, config: Vec<(String, String)>) -> Result<Self, PluginError> {
+        Ok(Self(Arc::new(PluginUse::new(runtime, name, config, None)?)))
+    }
+
+    /// As the gateway keeps it: never fails; while the plugin cannot be bound, or when it
+    /// faults, the built-in ranking answers (the fault is logged and counted by the runtime).
+    pub fn resilient(runtime: &PluginRuntime, name: &str, config: Vec<(String, String)>) -> Self {
+        Self(Arc::new(PluginUse::resilient(runtime, name, config, None)))
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    /// The terms to look up for the query's words, and the fault if the built-in ones stand in.
+    pub async fn expand(&self, words: Vec<String>) -> (Vec<search::Term>, Option<PluginError>) {
+        let (plugin, asked) = (self.clone(), words.clone());
+        match self.0.offload(move || plugin.try_expand(&asked)).await.and_then(|r| r) {
+            Ok(terms) => (terms, None),
+            Err(e) => (search::DomainWords::default().expand(&words), Some(e)),
+        }
+    }
+
+    /// The plugin's terms for the words, checked.
+    pub fn try_expand(&self, words: &[String]) -> Result<Vec<search::Term>, PluginError> {
+        let handle = self.0.handle()?;
+        let terms = handle.call(|store, b| b.hangar_plugins_tool_ranker().call_expand(&mut *store, words))?;
+        if terms.len() > search::MAX_TERMS || terms.iter().any(|t| t.stands_for as usize >= words.len()) {
+            return Err(handle.counted(
+                Fault::BadAnswer,
+                format!(
+                    "expanded {} words into {} terms (at most {}, each standing for one of the words)",
+                    words.len(),
+                    terms.len(),
+                    search::MAX_TERMS
+                ),
+            ));
+        }
+        handle.succeeded();
+        Ok(terms
+            .into_iter()
+            .map(|t| search::Term { word: t.word, stands_for: t.stands_for, weight: t.weight })
+            .collect())
+    }
+
+    /// `(candidate index, score)` best first, only the candidates that fit; and the fault if the
+    /// built-in ranking stands in.
+    pub async fn rank(
+        &self,
+        query: RankQuery,
+        candidates: Vec<search::Candidate>,
+    ) -> (Vec<(u32, f32)>, Option<PluginError>) {
+        let candidates = Arc::new(candidates);
+        let (plugin, asked, job_candidates) = (self.clone(), query.clone(), candidates.clone());
+        match self.0.offload(move || plugin.try_rank(&asked, &job_candidates)).await.and_then(|r| r) {
+            Ok(ranked) => (ranked, None),
+            Err(e) => {
+                let words = search::DomainWords::default();
+                (words.rank(&query.words, &query.idf, &candidates, &search::Tuning::default()), Some(e))
+            }
+        }
+    }
+
+    /// The plugin's ranking, checked.
+    pub fn try_rank(
+        &self,
+        query: &RankQuery,
+        candidates: &[search::Candidate],
+    ) -> Result<Vec<(u32, f32)>, PluginError> {
+        use crate::bindings::ranker as wit;
+        let handle = self.0.handle()?;
+        let wit_query = wit::Query { text: query.text.clone(), words: query.words.clone(), idf: query.idf.clone() };
+        let wit_candidates: Vec<wit::Candidate> = candidates
+            .iter()
+            .map(|c| wit::Candidate {
+                name: c.name.clone(),
+                lexical_score: c.lexical_score,
+                matched: c.matched.iter().map(|&b| fields(b)).collect(),
+            })
+            .collect();
+        let ranked = handle
+            .call(|store, b| b.hangar_plugins_tool_ranker().call_rank(&mut *store, &wit_query, &wit_candidates))?;
+        let mut seen = vec![false; candidates.len()];
+        for r in &ranked {
+            match seen.get_mut(r.candidate as usize) {
+                Some(s) if !*s && r.score.is_finite() => *s = true,
+                _ => {
+                    return Err(handle.counted(
+                        Fault::BadAnswer,
+                        format!(
+                            "ranked candidate {} of {} (each at most once, with a finite score)",
+                            r.candidate,
+                            candidates.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        handle.succeeded();
+        Ok(ranked.into_iter().map(|r| (r.candidate, r.score)).collect())
+    }
+}
+
+/// [`search::field`] bits as the WIT's `fields` flags.
+fn fields(bits: u8) -> crate::bindings::ranker::Fields {
+    use crate::bindings::ranker::Fields;
+    use search::field;
+    [
+        (field::NAME, Fields::NAME),
+        (field::TITLE, Fields::TITLE),
+        (field::DESCRIPTION, Fields::DESCRIPTION),
+        (field::PARAMETERS, Fields::PARAMETERS),
+        (field::SERVER, Fields::SERVER),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| bits & bit != 0)
+    .fold(Fields::empty(), |all, (_, flag)| all | flag)
 }

@@ -226,7 +226,11 @@ fn configmap_parser_reads_providers() {
 fn a_restart_loads_compiled_artifacts_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let first = runtime_in(dir.path());
-    assert_eq!(first.metrics().compilations.get(), 8, "a cold cache compiles every built-in once");
+    assert_eq!(
+        first.metrics().compilations.get(),
+        hangar_builtin_plugins::BUILTINS.len() as u64,
+        "a cold cache compiles every built-in once"
+    );
     let second = runtime_in(dir.path());
     assert_eq!(second.metrics().compilations.get(), 0, "a restart must not recompile");
     let c = group(&[("a", true, 0, 0, 1), ("b", true, 0, 0, 1)]);
@@ -321,4 +325,34 @@ async fn a_plugin_that_keeps_faulting_is_benched_and_a_new_version_unbenches_it(
     assert_eq!(rt.metrics().breaker.with_label_values(&["flaky"]).get(), 0, "a new version starts clean");
     let pick = strategy.pick_off_worker(c.request(1, 0, vec![])).await;
     assert_eq!((pick.index, pick.fault), (Some(0), None), "failover: the member of priority 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_ranker_is_a_0_3_0_component_and_a_missing_one_falls_back() {
+    use hangar_plugin_algorithms::search::{Candidate, field, tokenize};
+    let (rt, _dir) = runtime();
+    let version = rt.current("ranker").expect("the built-in ranker is installed");
+    assert_eq!((version.world, version.abi.version()), (WorldKind::Ranker, RANKER_WIT_VERSION));
+    let ranker = RankerPlugin::resilient(&rt, "ranker", vec![("synonyms".into(), "invoice=bill".into())]);
+    let words = tokenize("pay a bill");
+    let (terms, fault) = ranker.expand(words.clone()).await;
+    assert!(fault.is_none(), "{fault:?}");
+    assert!(terms.iter().any(|t| t.word == "invoic" && t.stands_for == 1), "the configured synonym: {terms:?}");
+    let candidates = vec![
+        Candidate { name: "a__pay_invoice".into(), lexical_score: 2.0, matched: vec![field::NAME, field::NAME] },
+        Candidate { name: "b__refund".into(), lexical_score: 1.0, matched: vec![field::DESCRIPTION, 0] },
+    ];
+    let query = RankQuery { text: "pay a bill".into(), words: words.clone(), idf: vec![1.0, 2.0] };
+    let (ranked, fault) = ranker.rank(query.clone(), candidates.clone()).await;
+    assert!(fault.is_none());
+    assert_eq!(ranked.iter().map(|r| r.0).collect::<Vec<_>>(), [0], "the refund covers too little of the query");
+    // A ranker the runtime does not have: the built-in ranking answers, and says why.
+    let missing = RankerPlugin::resilient(&rt, "no-such-ranker", vec![]);
+    let (fallback, fault) = missing.rank(query, candidates).await;
+    assert_eq!(fallback.iter().map(|r| r.0).collect::<Vec<_>>(), [0]);
+    assert_eq!(fault.expect("not loaded").reason(), "PluginNotFound");
+    // A strategy is no ranker.
+    let strategy = hangar_builtin_plugins::BUILTINS.iter().find(|b| b.name == "round-robin").unwrap().bytes;
+    rt.install(rt.compile("not-a-ranker", strategy, Origin::Builtin).unwrap());
+    assert!(RankerPlugin::new(&rt, "not-a-ranker", vec![]).is_err());
 }

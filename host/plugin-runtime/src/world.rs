@@ -1,5 +1,6 @@
-//! The three plugin worlds: how each is recognised in a component, instantiated, configured and
-//! called, in the current WIT version and in the previous one (0.1.0), which the host adapts:
+//! The plugin worlds: how each is recognised in a component, instantiated, configured and
+//! called. The strategy, policy and discovery worlds in the current WIT version (0.2.0) and in the
+//! previous one (0.1.0); the ranker world, new in 0.3.0, in that. The host adapts 0.1.0:
 //! a 0.1.0 strategy gets its members back as `candidate` records on every pick, a 0.1.0 policy
 //! gets the caller's subject as its `caller` string.
 
@@ -8,7 +9,7 @@ use wasmtime::Store;
 
 use crate::{
     PluginVersion,
-    bindings::{discovery, policy, strategy, v0_1_0},
+    bindings::{discovery, policy, ranker, strategy, v0_1_0},
     host::HostState,
 };
 
@@ -18,6 +19,9 @@ pub type PluginConfig = Vec<(String, String)>;
 /// The WIT package version this host speaks; plugins are built against it.
 pub const WIT_VERSION: &str = "0.2.0";
 
+/// The WIT package version of the ranker world (new in it; the other worlds did not change).
+pub const RANKER_WIT_VERSION: &str = "0.3.0";
+
 /// The versions of `hangar:plugins` whose plugins this host loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Abi {
@@ -25,6 +29,8 @@ pub enum Abi {
     Current,
     /// `hangar:plugins@0.1.0`, adapted call by call.
     V0_1_0,
+    /// `hangar:plugins@0.3.0`: so far only its new `ranker` world is loaded.
+    V0_3_0,
 }
 
 impl Abi {
@@ -32,6 +38,7 @@ impl Abi {
         match version {
             WIT_VERSION => Some(Abi::Current),
             "0.1.0" => Some(Abi::V0_1_0),
+            RANKER_WIT_VERSION => Some(Abi::V0_3_0),
             _ => None,
         }
     }
@@ -40,6 +47,7 @@ impl Abi {
         match self {
             Abi::Current => WIT_VERSION,
             Abi::V0_1_0 => "0.1.0",
+            Abi::V0_3_0 => RANKER_WIT_VERSION,
         }
     }
 }
@@ -49,16 +57,18 @@ pub enum WorldKind {
     Strategy,
     Policy,
     Discovery,
+    Ranker,
 }
 
 impl WorldKind {
-    pub const ALL: [WorldKind; 3] = [WorldKind::Strategy, WorldKind::Policy, WorldKind::Discovery];
+    pub const ALL: [WorldKind; 4] = [WorldKind::Strategy, WorldKind::Policy, WorldKind::Discovery, WorldKind::Ranker];
 
     pub fn as_str(self) -> &'static str {
         match self {
             WorldKind::Strategy => "strategy",
             WorldKind::Policy => "policy",
             WorldKind::Discovery => "discovery",
+            WorldKind::Ranker => "ranker",
         }
     }
 
@@ -68,7 +78,18 @@ impl WorldKind {
             WorldKind::Strategy => "hangar:plugins/load-balancer",
             WorldKind::Policy => "hangar:plugins/tool-policy",
             WorldKind::Discovery => "hangar:plugins/source-parser",
+            WorldKind::Ranker => "hangar:plugins/tool-ranker",
         }
+    }
+
+    /// The WIT versions in which the world exists: the ranker only from 0.3.0, the others up to 0.2.0.
+    pub fn exists_in(self, abi: Abi) -> bool {
+        (self == WorldKind::Ranker) == (abi == Abi::V0_3_0)
+    }
+
+    /// The newest WIT version of the world, to build a plugin against.
+    pub fn wit_version(self) -> &'static str {
+        if self == WorldKind::Ranker { RANKER_WIT_VERSION } else { WIT_VERSION }
     }
 }
 
@@ -87,9 +108,16 @@ pub(crate) trait World: Send + Sync + 'static {
     ) -> wasmtime::Result<Result<(), String>>;
 }
 
+/// A world asked for in a WIT version that does not have it ([`WorldKind::exists_in`] keeps
+/// such components from loading, so this is a second line).
+fn absent<T>(kind: WorldKind, abi: Abi) -> wasmtime::Result<T> {
+    wasmtime::bail!("the {} world does not exist in hangar:plugins@{}", kind.as_str(), abi.version())
+}
+
 pub(crate) struct StrategyWorld;
 pub(crate) struct PolicyWorld;
 pub(crate) struct DiscoveryWorld;
+pub(crate) struct RankerWorld;
 
 /// A group's configuration of its strategy: its members (their fixed facts) and
 /// `spec.strategyConfig`.
@@ -143,6 +171,7 @@ impl World for StrategyWorld {
             Abi::V0_1_0 => {
                 StrategyBindings::V0_1_0(v0_1_0::strategy::StrategyPre::new(version.pre.clone())?.instantiate(store)?)
             }
+            Abi::V0_3_0 => return absent(Self::KIND, version.abi),
         })
     }
     fn configure(
@@ -252,6 +281,7 @@ impl World for PolicyWorld {
             Abi::V0_1_0 => {
                 PolicyBindings::V0_1_0(v0_1_0::policy::PolicyPre::new(version.pre.clone())?.instantiate(store)?)
             }
+            Abi::V0_3_0 => return absent(Self::KIND, version.abi),
         })
     }
     fn configure(
@@ -329,6 +359,7 @@ impl World for DiscoveryWorld {
             Abi::V0_1_0 => DiscoveryBindings::V0_1_0(
                 v0_1_0::discovery::DiscoveryPre::new(version.pre.clone())?.instantiate(store)?,
             ),
+            Abi::V0_3_0 => return absent(Self::KIND, version.abi),
         })
     }
     fn configure(_: &mut Store<HostState>, _: &mut Self::Bindings, _: &()) -> wasmtime::Result<Result<(), String>> {
@@ -377,5 +408,25 @@ impl DiscoveryBindings {
                     .map_err(|e| discovery::ParseError { origin: e.origin, message: e.message }))
             }
         }
+    }
+}
+
+/// The ranker's configuration is its `config` list.
+impl World for RankerWorld {
+    const KIND: WorldKind = WorldKind::Ranker;
+    type Config = PluginConfig;
+    type Bindings = ranker::Ranker;
+    fn instantiate(store: &mut Store<HostState>, version: &PluginVersion) -> wasmtime::Result<Self::Bindings> {
+        match version.abi {
+            Abi::V0_3_0 => ranker::RankerPre::new(version.pre.clone())?.instantiate(store),
+            abi => absent(Self::KIND, abi),
+        }
+    }
+    fn configure(
+        store: &mut Store<HostState>,
+        b: &mut Self::Bindings,
+        config: &PluginConfig,
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.hangar_plugins_tool_ranker().call_configure(store, config)
     }
 }

@@ -1,6 +1,8 @@
 //! The method families: what each MCP method asks of the gateway, with no protocol revision
 //! and no HTTP in sight.
 
+pub mod search;
+
 use serde_json::{Value, json};
 
 use crate::{
@@ -17,13 +19,13 @@ pub async fn dispatch(
     ctx: &CallContext,
 ) -> Result<Value, RpcError> {
     match method {
-        "tools/list" => Ok(json!({"tools": gateway.list_tools(ctx).await})),
+        "tools/list" => Ok(json!({"tools": search::list_tools(gateway, ctx).await})),
         "tools/call" => {
             let arguments = params.get_mut("arguments").map(Value::take).unwrap_or_else(|| json!({}));
             let name = params.get("name").and_then(Value::as_str).ok_or_else(|| {
                 RpcError::new(code::INVALID_PARAMS, "params.name: required (the tool to call, as listed by tools/list)")
             })?;
-            gateway.call_tool(name, arguments, ctx).await.map_err(|e| e.to_rpc())
+            search::call_tool(gateway, name, arguments, ctx).await
         }
         "prompts/list" => Ok(gateway.list_prompts(ctx).await),
         "prompts/get" => gateway.get_prompt(params, ctx).await,

@@ -98,7 +98,8 @@ impl ServerEntry {
             .map(str::to_string)
             .collect();
         let (allowed, _) = self.policy.filter_tools_off_worker(names, caller.clone()).await;
-        tools.into_iter().filter(|t| t["name"].as_str().is_some_and(|n| allowed.iter().any(|a| a == n))).collect()
+        let allowed: std::collections::HashSet<String> = allowed.into_iter().collect();
+        tools.into_iter().filter(|t| t["name"].as_str().is_some_and(|n| allowed.contains(n))).collect()
     }
 
     /// The policy's decision, within the manifest's floor: a denial there stands whatever the

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 pub mod client_sessions;
 pub mod entry;
 pub mod ratelimit;
+pub mod tool_search;
 
 use ratelimit::RateLimiter;
 
@@ -54,6 +55,8 @@ pub struct Gateway {
     /// What the operator follows (`GET /api/v1/events`): state changes and wake-ups.
     pub events_out: broadcast::Sender<Value>,
     pub(crate) client_sessions: client_sessions::ClientSessions,
+    /// Tool search's settings, index and ranker.
+    pub tool_search: tool_search::ToolSearch,
 }
 
 /// Who calls and how: the caller's identity for the policy, the session's group-member pin, and
@@ -146,6 +149,7 @@ impl Gateway {
             subscriptions: Mutex::default(),
             events_out: broadcast::channel(256).0,
             client_sessions: Default::default(),
+            tool_search: tool_search::ToolSearch::new(registry)?,
         });
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
@@ -155,6 +159,13 @@ impl Gateway {
             }
         });
         Ok(gateway)
+    }
+
+    /// Tool search's settings (`--tool-search*`); the ranker is bound on the first search.
+    pub fn configure_tool_search(&self, settings: tool_search::Settings) {
+        tracing::info!(mode = ?settings.mode, max_tools = settings.max_tools, pinned = ?settings.pinned, ranker = %settings.ranker, "tool search");
+        self.tool_search.set(settings);
+        self.tools_changed();
     }
 
     /// Starts (or replaces) a server. `base_dir` resolves relative paths of local commands.
@@ -426,6 +437,7 @@ impl Gateway {
     }
 
     pub(crate) fn tools_changed(&self) {
+        self.tool_search.catalogue_changed();
         let _ = self.notices.send(crate::protocol::notification("notifications/tools/list_changed", json!({})));
     }
 

@@ -1,7 +1,7 @@
 //! Names as clients see them. Tools and prompts of a server (or group) are listed as
 //! `<name>__<item>`, or as the server gave them when it is `unprefixed` and no other target lists
 //! the same name that way (a clash keeps every side under its prefixed name only; none shadows
-//! another). Resource URIs are never renamed: a read goes to the target that lists the URI or a
+//! another; nor do Hangar's own tools, whose names are reserved while they are listed). Resource URIs are never renamed: a read goes to the target that lists the URI or a
 //! template matching it.
 
 use std::collections::BTreeMap;
@@ -18,9 +18,9 @@ pub struct Listing<'a> {
 }
 
 /// The aggregated list: every item renamed for the client, with the clashes found (item name →
-/// the targets that wanted it unprefixed).
-pub fn expose(listings: Vec<Listing<'_>>) -> (Vec<Value>, BTreeMap<String, Vec<String>>) {
-    let clashes = clashes(&listings);
+/// the targets that wanted it unprefixed). `reserved` names are Hangar's own (its search tools).
+pub fn expose(listings: Vec<Listing<'_>>, reserved: &[&str]) -> (Vec<Value>, BTreeMap<String, Vec<String>>) {
+    let clashes = clashes(&listings, reserved);
     let mut out = Vec::new();
     for listing in listings {
         for mut item in listing.items {
@@ -35,8 +35,8 @@ pub fn expose(listings: Vec<Listing<'_>>) -> (Vec<Value>, BTreeMap<String, Vec<S
 }
 
 /// Names that more than one target wants unprefixed, or that an unprefixed target lists and
-/// another target's prefixed name equals.
-fn clashes(listings: &[Listing<'_>]) -> BTreeMap<String, Vec<String>> {
+/// another target's prefixed name equals, or that Hangar reserves.
+fn clashes(listings: &[Listing<'_>], reserved: &[&str]) -> BTreeMap<String, Vec<String>> {
     let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for l in listings.iter().filter(|l| l.unprefixed) {
         for name in l.items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)) {
@@ -49,6 +49,11 @@ fn clashes(listings: &[Listing<'_>]) -> BTreeMap<String, Vec<String>> {
             if let Some(owners) = wanted.get_mut(&full) {
                 owners.push(l.target.to_string());
             }
+        }
+    }
+    for name in reserved {
+        if let Some(owners) = wanted.get_mut(*name) {
+            owners.push("hangar".to_string());
         }
     }
     wanted.retain(|_, owners| owners.len() > 1);
@@ -109,20 +114,30 @@ mod tests {
 
     #[test]
     fn unprefixed_targets_keep_names_unless_they_clash() {
-        let (items, clashes) = expose(vec![
-            listing("a", true, &["read", "write"]),
-            listing("b", true, &["read", "other"]),
-            listing("c", false, &["read"]),
-        ]);
+        let (items, clashes) = expose(
+            vec![
+                listing("a", true, &["read", "write"]),
+                listing("b", true, &["read", "other"]),
+                listing("c", false, &["read"]),
+            ],
+            &[],
+        );
         assert_eq!(names(&items), ["a__read", "write", "b__read", "other", "c__read"]);
         assert_eq!(clashes["read"], ["a", "b"]);
     }
 
     #[test]
     fn an_unprefixed_name_equal_to_a_prefixed_one_clashes() {
-        let (items, clashes) = expose(vec![listing("a", true, &["c__x"]), listing("c", false, &["x"])]);
+        let (items, clashes) = expose(vec![listing("a", true, &["c__x"]), listing("c", false, &["x"])], &[]);
         assert_eq!(names(&items), ["a__c__x", "c__x"]);
         assert_eq!(clashes["c__x"], ["a", "c"]);
+    }
+
+    #[test]
+    fn a_reserved_name_keeps_a_servers_tool_prefixed() {
+        let (items, clashes) = expose(vec![listing("a", true, &["search_tools", "x"])], &["search_tools"]);
+        assert_eq!(names(&items), ["a__search_tools", "x"]);
+        assert_eq!(clashes["search_tools"], ["a", "hangar"]);
     }
 
     #[test]

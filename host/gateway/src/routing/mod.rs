@@ -18,7 +18,7 @@ use crate::{
     gateway::{
         CallContext, CallError, Gateway, SEPARATOR, UNLISTED_TOOL,
         entry::{GroupEntry, ServerEntry, Target},
-        unavailable,
+        tool_search, unavailable,
     },
     protocol::{RpcError, code},
     servers::BackendError,
@@ -139,6 +139,11 @@ impl Gateway {
 
     /// Tools and prompts of every target under the names clients use; clashes are logged.
     pub(crate) fn expose(&self, kind: &str, listings: Vec<(Target, Vec<Value>)>) -> Vec<Value> {
+        let reserved: &[&str] = if kind == "tool" && self.tool_search.enabled() {
+            &[tool_search::SEARCH_TOOL, tool_search::CALL_TOOL]
+        } else {
+            &[]
+        };
         let (items, clashes) = catalog::expose(
             listings
                 .iter()
@@ -148,6 +153,7 @@ impl Gateway {
                     items: items.clone(),
                 })
                 .collect(),
+            reserved,
         );
         for (name, owners) in clashes {
             tracing::warn!(
@@ -163,12 +169,28 @@ impl Gateway {
     /// Every tool a client may see: each server's (filtered by its policy) and each group's
     /// (once, under the group's name); servers inside a group are reached through the group.
     pub async fn list_tools(&self, ctx: &CallContext) -> Vec<Value> {
+        self.expose("tool", self.visible_listings(ctx).await)
+    }
+
+    /// Every tool of every target, whoever may see it, with the name of the target that lists it
+    /// (what tool search indexes).
+    pub(crate) fn catalogue(&self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for target in self.targets() {
+            let tools = target.servers().iter().map(|s| s.tools.read().unwrap().clone()).find(|t| !t.is_empty());
+            out.extend(tools.unwrap_or_default().into_iter().map(|t| (target.name().to_string(), t)));
+        }
+        out
+    }
+
+    /// Each target's tools that this caller may see, as the targets list them.
+    pub(crate) async fn visible_listings(&self, ctx: &CallContext) -> Vec<(Target, Vec<Value>)> {
         let mut listings = Vec::new();
         for target in self.targets() {
             let tools = target.tools(&ctx.caller).await;
             listings.push((target, tools));
         }
-        self.expose("tool", listings)
+        listings
     }
 
     /// Routes `tools/call` for an aggregated tool name.
