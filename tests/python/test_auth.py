@@ -123,10 +123,11 @@ spec:
 def protected(start, provider):
     """`hangar run` protected by the provider (serving the reference server with caller rules)."""
 
-    def _start(files: dict[str, str] | None = None, env: dict | None = None) -> Hangar:
+    def _start(files: dict[str, str] | None = None, env: dict | None = None, more: list[str] = ()) -> Hangar:
+        """`more`: flags beside the OAuth ones."""
         port = free_port()
         flags = ["--auth-issuer", provider.issuer, "--auth-audience", f"http://127.0.0.1:{port}/mcp",
-                 "--auth-required-scopes", "mcp:tools"]
+                 "--auth-required-scopes", "mcp:tools", *more]
         return start(files or {"everything.yaml": EVERYTHING_FOR_CALLERS}, env, flags=flags, listen=f"127.0.0.1:{port}")
 
     return _start

@@ -329,9 +329,9 @@ def test_core_flags_for_tool_search(chart):
     assert "--tool-search=off" in default and "--tool-search-max-tools=40" in default
     assert not any(a.startswith(("--tool-search-pinned", "--tool-search-ranker")) for a in default)
     on = args({"core": {"toolSearch": {"mode": "auto", "maxTools": 60, "pinned": ["github__create_issue", "time__*"],
-                                       "ranker": "my-ranker"}}})
+                                       "ranker": "my-ranker", "synonyms": "invoice=bill"}}})
     assert {"--tool-search=auto", "--tool-search-max-tools=60", "--tool-search-pinned=github__create_issue,time__*",
-            "--tool-search-ranker=my-ranker"} <= set(on)
+            "--tool-search-ranker=my-ranker", "--tool-search-synonyms=invoice=bill"} <= set(on)
     for bad in ({"mode": "sometimes"}, {"maxTools": 0}, {"pinned": ["a,b"]}):
         with pytest.raises(Exception):
             render(chart, {"core": {"toolSearch": bad}})

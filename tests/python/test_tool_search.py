@@ -13,9 +13,9 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from conftest import REPO
-from hangar_proc import PYTHON, Hangar, everything_server, notes_server, wait_for
-from test_auth import EVERYTHING_FOR_CALLERS, bearer_client, provider  # noqa: F401 - provider is a fixture
-from test_gateway import free_port, mcp_error, start  # noqa: F401 - start is a fixture
+from hangar_proc import PYTHON, Hangar, everything_server, hangar_bin, notes_server, wait_for
+from test_auth import EVERYTHING_FOR_CALLERS, bearer_client, protected, provider  # noqa: F401 - fixtures
+from test_gateway import mcp_error, start  # noqa: F401 - start is a fixture
 
 NODE = REPO / "tests" / "conformance" / "node_modules" / ".bin" / "node"
 TS_SEARCH = REPO / "tests" / "conformance" / "search-client.mjs"
@@ -76,6 +76,25 @@ def test_search_on_lists_the_search_tools_and_pinned_ones_and_finds_and_calls(st
     assert "hangar_tool_search_duration_seconds_count 2" in text
 
 
+def test_the_surface_stays_while_servers_come_and_the_index_follows_them(start):
+    h = start({"everything.yaml": everything_server()}, flags=search_flags("on"))
+    wait_for(lambda: 'hangar_server_state{server="everything",state="Ready"} 1' in metrics_text(h), timeout=60)
+
+    async def look():
+        async with Client(h.url) as c:
+            names = [t.name for t in (await c.list_tools()).tools]
+            found = await search(c, "count the words of a text")
+            return names, [t["name"] for t in found.structured_content["tools"]]
+
+    before, found_before = asyncio.run(look())
+    assert before == SURFACE and "notes__word_count" not in found_before, (before, found_before)
+    (h.folder / "notes.yaml").write_text(notes_server("notes"))
+    wait_for(lambda: servers_ready(h), timeout=60)
+    after, found_after = wait_for(lambda: (r := asyncio.run(look()))[1][:1] == ["notes__word_count"] and r, timeout=30)
+    # The pinned notes__add_* now exists and is listed; the search tools are where they were.
+    assert after == SURFACE + ["notes__add_note"], after
+
+
 def test_search_off_changes_nothing_and_auto_searches_only_large_catalogues(start):
     off = start(SERVERS)
     small = start(SERVERS, flags=search_flags("auto", max_tools=100))
@@ -95,6 +114,23 @@ def test_search_off_changes_nothing_and_auto_searches_only_large_catalogues(star
 
     error = mcp_error(search_when_off())
     assert "search_tools" in str(error), error
+
+
+def test_a_domains_own_words_reach_the_ranker_and_bad_ones_are_refused_at_start(start, tmp_path):
+    h = start(SERVERS, flags=search_flags("on") + ["--tool-search-synonyms", "tally=count;jot=note"])
+    wait_for(lambda: servers_ready(h), timeout=60)
+
+    async def run():
+        async with Client(h.url) as c:
+            return [[t["name"] for t in (await search(c, q)).structured_content["tools"]]
+                    for q in ("tally the words in a text", "jot this down")]
+
+    tally, jot = asyncio.run(run())
+    assert tally[0] == "notes__word_count" and jot[0] == "notes__add_note", (tally, jot)
+    bad = subprocess.run([hangar_bin(), "run", str(tmp_path), "--listen", "127.0.0.1:0", "--tool-search", "on",
+                          "--tool-search-synonyms", "tally"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--tool-search-synonyms" in bad.stderr and "word=other,words" in bad.stderr, bad.stderr
 
 
 def test_bad_arguments_get_tool_errors_that_name_the_argument(start):
@@ -158,13 +194,10 @@ spec:
     assert [t["name"] for t in ours.structured_content["tools"]] == ["clash__search_tools"]
 
 
-def test_two_callers_find_only_what_they_may_call(start, provider):
+def test_two_callers_find_only_what_they_may_call(protected, provider):
     """ops may call echo, get-sum and get-tiny-image; readers echo only: a reader's search never
     shows get-sum, not even scored, and calling it through call_tool is refused."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/mcp"
-    auth = ["--auth-issuer", provider.issuer, "--auth-audience", url, "--auth-required-scopes", "mcp:tools"]
-    h = start({"everything.yaml": EVERYTHING_FOR_CALLERS}, flags=auth + search_flags("on"), listen=f"127.0.0.1:{port}")
+    h = protected({"everything.yaml": EVERYTHING_FOR_CALLERS}, more=search_flags("on"))
     ops, readers = provider.token("agent-ops", h.url), provider.token("agent-readers", h.url)
     wait_for(lambda: 'hangar_server_state{server="everything",state="Ready"} 1' in metrics_text(h), timeout=60)
 

@@ -128,22 +128,37 @@ pub struct ToolSearchArgs {
     /// The ranker plugin that orders the results (a plugin of the ranker world, WIT 0.3.0).
     #[arg(long = "tool-search-ranker", value_name = "PLUGIN", default_value = hangar_builtin_plugins::DEFAULT_RANKER)]
     pub ranker: String,
+    /// The ranker's `synonyms`: a domain's own words, `word=other,words;word2=...` (the built-in
+    /// ranker adds them to its defaults).
+    #[arg(long = "tool-search-synonyms", value_name = "WORDS")]
+    pub synonyms: Option<String>,
 }
 
 impl Default for ToolSearchArgs {
     fn default() -> Self {
         let settings = tool_search::Settings::default();
-        Self { mode: "off".into(), max_tools: settings.max_tools, pinned: settings.pinned, ranker: settings.ranker }
+        Self {
+            mode: "off".into(),
+            max_tools: settings.max_tools,
+            pinned: settings.pinned,
+            ranker: settings.ranker,
+            synonyms: None,
+        }
     }
 }
 
 impl ToolSearchArgs {
     pub fn settings(&self) -> anyhow::Result<tool_search::Settings> {
+        if let Some(synonyms) = &self.synonyms {
+            hangar_plugin_algorithms::search::DomainWords::configured(synonyms)
+                .map_err(|e| anyhow::anyhow!("--tool-search-synonyms: {e}"))?;
+        }
         Ok(tool_search::Settings {
             mode: self.mode.parse().map_err(|e: String| anyhow::anyhow!("--tool-search: {e}"))?,
             max_tools: self.max_tools,
             pinned: self.pinned.clone(),
             ranker: self.ranker.clone(),
+            ranker_config: self.synonyms.iter().map(|s| ("synonyms".to_string(), s.clone())).collect(),
         })
     }
 }
@@ -230,6 +245,7 @@ pub fn core(
     limits: Limits,
 ) -> anyhow::Result<ExitCode> {
     let key = api_key(api_key_file.as_ref())?;
+    limits.tool_search.settings()?;
     if key.is_none() {
         tracing::warn!("no API key (HANGAR_API_KEY or --api-key-file): the admin API refuses every call");
     }

@@ -47,6 +47,8 @@ fn namespace_of(meta: &kube::api::ObjectMeta) -> String {
 }
 
 pub fn run(dir: PathBuf, listen: SocketAddr, limits: crate::core_cmd::Limits) -> anyhow::Result<ExitCode> {
+    // Flags are checked before anything starts.
+    limits.tool_search.settings()?;
     let dir = dir.canonicalize().with_context(|| format!("{}: no such folder", dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(serve(dir, listen, limits))

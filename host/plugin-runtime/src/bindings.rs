@@ -25,6 +25,8 @@ pub mod discovery {
 pub mod ranker {
     wasmtime::component::bindgen!({ path: "../../wit/v0.3.0", world: "ranker" });
     pub use hangar::plugins::search_types::{Candidate, Fields, Query};
+
+    hangar_plugin_algorithms::impl_field_bits!(Fields);
 }
 
 /// `hangar:plugins@0.1.0`: the same worlds, before members moved into `configure` and the caller

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use hangar_plugin_algorithms::{
-    search,
+    search::{self, FieldBits},
     strategy::{self as algorithms, MemberSet, bits},
 };
 
@@ -403,7 +403,7 @@ impl RankerPlugin {
             .map(|c| wit::Candidate {
                 name: c.name.clone(),
                 lexical_score: c.lexical_score,
-                matched: c.matched.iter().map(|&b| fields(b)).collect(),
+                matched: c.matched.iter().map(|&b| wit::Fields::from_field_bits(b)).collect(),
             })
             .collect();
         let ranked = handle
@@ -427,20 +427,4 @@ impl RankerPlugin {
         handle.succeeded();
         Ok(ranked.into_iter().map(|r| (r.candidate, r.score)).collect())
     }
-}
-
-/// [`search::field`] bits as the WIT's `fields` flags.
-fn fields(bits: u8) -> crate::bindings::ranker::Fields {
-    use crate::bindings::ranker::Fields;
-    use search::field;
-    [
-        (field::NAME, Fields::NAME),
-        (field::TITLE, Fields::TITLE),
-        (field::DESCRIPTION, Fields::DESCRIPTION),
-        (field::PARAMETERS, Fields::PARAMETERS),
-        (field::SERVER, Fields::SERVER),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| bits & bit != 0)
-    .fold(Fields::empty(), |all, (_, flag)| all | flag)
 }

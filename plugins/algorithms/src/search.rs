@@ -329,6 +329,44 @@ pub mod field {
     pub const SERVER: u8 = 16;
 }
 
+/// The [`field`] bits as a WIT `fields` flags type (each side's generated type: the plugin's, the
+/// host's); [`impl_field_bits!`](crate::impl_field_bits) writes the impl.
+pub trait FieldBits: Sized {
+    fn from_field_bits(bits: u8) -> Self;
+    fn field_bits(&self) -> u8;
+}
+
+/// Implements [`FieldBits`] for a type with the WIT `fields` flags.
+#[macro_export]
+macro_rules! impl_field_bits {
+    ($fields:ty) => {
+        impl $crate::search::FieldBits for $fields {
+            fn from_field_bits(bits: u8) -> Self {
+                Self::table()
+                    .into_iter()
+                    .filter(|(bit, _)| bits & bit != 0)
+                    .fold(<$fields>::empty(), |all, (_, flag)| all | flag)
+            }
+            fn field_bits(&self) -> u8 {
+                Self::table().into_iter().filter(|(_, flag)| self.contains(*flag)).fold(0, |all, (bit, _)| all | bit)
+            }
+        }
+
+        impl $fields {
+            fn table() -> [(u8, $fields); 5] {
+                use $crate::search::field;
+                [
+                    (field::NAME, <$fields>::NAME),
+                    (field::TITLE, <$fields>::TITLE),
+                    (field::DESCRIPTION, <$fields>::DESCRIPTION),
+                    (field::PARAMETERS, <$fields>::PARAMETERS),
+                    (field::SERVER, <$fields>::SERVER),
+                ]
+            }
+        }
+    };
+}
+
 /// A tool the index found, as the ranker sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use exports::hangar::plugins::tool_ranker::{Candidate, Guest, Query, Ranked, Term};
 use hangar::plugins::search_types::Fields;
-use hangar_plugin_algorithms::search::{self, DomainWords, Tuning, field};
+use hangar_plugin_algorithms::search::{self, DomainWords, FieldBits, Tuning};
 
 thread_local! {
     static WORDS: RefCell<DomainWords> = RefCell::new(DomainWords::default());
@@ -41,7 +41,7 @@ impl Guest for Plugin {
             .map(|c| search::Candidate {
                 name: c.name,
                 lexical_score: c.lexical_score,
-                matched: c.matched.into_iter().map(bits).collect(),
+                matched: c.matched.iter().map(FieldBits::field_bits).collect(),
             })
             .collect();
         WORDS
@@ -52,17 +52,6 @@ impl Guest for Plugin {
     }
 }
 
-fn bits(f: Fields) -> u8 {
-    [
-        (Fields::NAME, field::NAME),
-        (Fields::TITLE, field::TITLE),
-        (Fields::DESCRIPTION, field::DESCRIPTION),
-        (Fields::PARAMETERS, field::PARAMETERS),
-        (Fields::SERVER, field::SERVER),
-    ]
-    .into_iter()
-    .filter(|(flag, _)| f.contains(*flag))
-    .fold(0, |acc, (_, bit)| acc | bit)
-}
+hangar_plugin_algorithms::impl_field_bits!(Fields);
 
 export!(Plugin);

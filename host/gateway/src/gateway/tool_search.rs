@@ -50,8 +50,9 @@ pub struct Settings {
     pub max_tools: usize,
     /// Tools (names as callers see them, globs allowed) listed beside the search tools.
     pub pinned: Vec<String>,
-    /// The ranker plugin's name.
+    /// The ranker plugin's name and configuration.
     pub ranker: String,
+    pub ranker_config: Vec<(String, String)>,
 }
 
 impl Default for Settings {
@@ -61,6 +62,7 @@ impl Default for Settings {
             max_tools: 40,
             pinned: Vec::new(),
             ranker: hangar_builtin_plugins::DEFAULT_RANKER.to_string(),
+            ranker_config: Vec::new(),
         }
     }
 }
@@ -131,8 +133,8 @@ impl ToolSearch {
 
     pub(crate) fn ranker(&self, plugins: &PluginRuntime) -> &RankerPlugin {
         self.ranker.get_or_init(|| {
-            let name = self.settings.read().unwrap().ranker.clone();
-            RankerPlugin::resilient(plugins, &name, Vec::new())
+            let settings = self.settings();
+            RankerPlugin::resilient(plugins, &settings.ranker, settings.ranker_config)
         })
     }
 
