@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
     }
     if args.iter().any(|a| a == "--search-only") {
         // The tool-search section alone: printed, and put in place in an existing report.
-        let section = search::run(&scale)?;
+        let section = search::run(&scale, &runtime)?;
         print!("{section}");
         let report = out.join("performance.md");
         if let Ok(md) = std::fs::read_to_string(&report) {
@@ -183,7 +183,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     eprintln!("== tool search");
-    let _ = write!(md, "## {SEARCH_TITLE}\n\n{}\n", search::run(&scale)?);
+    let _ = write!(md, "## {SEARCH_TITLE}\n\n{}\n", search::run(&scale, &runtime)?);
     let _ = writeln!(md, "RSS at the end of the run: {rss_now:.1} MiB.");
     std::fs::write(out.join("performance.md"), &md)?;
     print!("{md}");

@@ -270,8 +270,9 @@ impl PluginRuntime {
         self.inner.installs.fetch_add(1, Ordering::Release);
     }
 
-    /// How many versions were installed so far (of any plugin).
-    pub(crate) fn installs(&self) -> u64 {
+    /// How many versions were installed so far (of any plugin): what was decided with plugins
+    /// before may be decided otherwise once it changes.
+    pub fn installs(&self) -> u64 {
         self.inner.installs.load(Ordering::Acquire)
     }
 

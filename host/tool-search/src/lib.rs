@@ -32,6 +32,65 @@ pub struct Doc {
     length: f32,
 }
 
+/// From this many tools, the build tokenizes on two threads.
+const PARALLEL_FROM: usize = 2_000;
+
+/// Tools tokenized: their words numbered in order of appearance, and per tool each word's
+/// (number, fields, weighted frequency).
+#[derive(Default)]
+struct Words {
+    words: Vec<Box<str>>,
+    docs: Vec<Vec<(u32, u8, f32)>>,
+}
+
+impl Words {
+    fn of(tools: &[(String, Value)], weights: &[(u8, f32)]) -> Self {
+        let mut numbers: FxHashMap<Box<str>, u32> = FxHashMap::default();
+        let mut out = Words::default();
+        // (word, field, weight) of one tool, merged per word after a sort.
+        let mut seen: Vec<(u32, u8, f32)> = Vec::new();
+        for (server, tool) in tools {
+            let text = |key: &str| tool.get(key).and_then(Value::as_str).unwrap_or_default();
+            seen.clear();
+            let mut add = |bits: u8, text: &str| {
+                let weight = weights.iter().find(|(b, _)| *b == bits).map_or(1.0, |(_, w)| *w);
+                for_each_word(text, |word| {
+                    let number = match numbers.get(word) {
+                        Some(n) => *n,
+                        None => {
+                            let n = out.words.len() as u32;
+                            numbers.insert(word.into(), n);
+                            out.words.push(word.into());
+                            n
+                        }
+                    };
+                    seen.push((number, bits, weight));
+                });
+            };
+            add(field::NAME, text("name"));
+            add(field::TITLE, text("title"));
+            add(field::DESCRIPTION, text("description"));
+            if let Some(properties) = tool.pointer("/inputSchema/properties").and_then(Value::as_object) {
+                for (parameter, schema) in properties {
+                    add(field::PARAMETERS, parameter);
+                    add(field::PARAMETERS, schema.get("description").and_then(Value::as_str).unwrap_or_default());
+                }
+            }
+            add(field::SERVER, server);
+            seen.sort_unstable_by_key(|(word, _, _)| *word);
+            out.docs.push(
+                seen.chunk_by(|a, b| a.0 == b.0)
+                    .map(|group| {
+                        let fields = group.iter().fold(0, |all, (_, f, _)| all | f);
+                        (group[0].0, fields, group.iter().map(|(_, _, w)| w).sum())
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+}
+
 /// A posting: a word in one tool, with where it is and how often (weighted).
 #[derive(Clone, Copy, Debug)]
 struct Posting {
@@ -43,7 +102,8 @@ struct Posting {
 #[derive(Debug, Default)]
 pub struct Index {
     docs: Vec<Doc>,
-    by_name: FxHashMap<String, u32>,
+    /// Server → its tools' names → their numbers.
+    by_name: FxHashMap<Box<str>, FxHashMap<Box<str>, u32>>,
     /// Each word's number, and its postings by that number.
     words: FxHashMap<Box<str>, u32>,
     postings: Vec<Vec<Posting>>,
@@ -69,44 +129,37 @@ impl Index {
 
     /// As [`Self::build`], with other field weights (all 1.0: plain BM25 over the whole text).
     pub fn build_weighted(tools: impl IntoIterator<Item = (String, Value)>, weights: &[(u8, f32)]) -> Self {
-        let tools = tools.into_iter();
+        let tools: Vec<(String, Value)> =
+            tools.into_iter().filter(|(_, t)| t.get("name").is_some_and(Value::is_string)).collect();
+        // Tokenizing is most of the work: a large catalogue is split in two, one half per core.
+        let (first, second) = if tools.len() >= PARALLEL_FROM {
+            let (a, b) = tools.split_at(tools.len() / 2);
+            std::thread::scope(|scope| {
+                let second = scope.spawn(|| Words::of(b, weights));
+                (Words::of(a, weights), second.join().expect("tokenizing does not panic"))
+            })
+        } else {
+            (Words::of(&tools, weights), Words::default())
+        };
         let mut index = Index::default();
-        index.docs.reserve(tools.size_hint().0);
-        index.by_name.reserve(tools.size_hint().0);
+        index.docs.reserve(tools.len());
+        let mut docs = tools.into_iter();
         let mut total = 0.0;
-        // (word, field, weight) of one tool, merged per word after a sort.
-        let mut seen: Vec<(u32, u8, f32)> = Vec::new();
-        for (server, tool) in tools {
-            let Some(own_name) = tool.get("name").and_then(Value::as_str) else { continue };
-            let name = key(&server, own_name);
-            let doc = index.docs.len() as u32;
-            let text = |key: &str| tool.get(key).and_then(Value::as_str).unwrap_or_default();
-            seen.clear();
-            let mut add = |bits: u8, text: &str| {
-                let weight = weights.iter().find(|(b, _)| *b == bits).map_or(1.0, |(_, w)| *w);
-                for_each_word(text, |word| seen.push((index.word_id(word), bits, weight)));
-            };
-            add(field::NAME, own_name);
-            add(field::TITLE, text("title"));
-            add(field::DESCRIPTION, text("description"));
-            if let Some(properties) = tool.pointer("/inputSchema/properties").and_then(Value::as_object) {
-                for (parameter, schema) in properties {
-                    add(field::PARAMETERS, parameter);
-                    add(field::PARAMETERS, schema.get("description").and_then(Value::as_str).unwrap_or_default());
+        for part in [first, second] {
+            let numbers: Vec<u32> = part.words.iter().map(|w| index.word_id(w)).collect();
+            for entries in part.docs {
+                let (server, tool) = docs.next().expect("a tool per tokenized one");
+                let own_name = tool["name"].as_str().unwrap_or_default();
+                let doc = index.docs.len() as u32;
+                let mut length = 0.0;
+                for (word, fields, weighted_tf) in entries {
+                    length += weighted_tf;
+                    index.postings[numbers[word as usize] as usize].push(Posting { doc, fields, weighted_tf });
                 }
+                total += length;
+                index.by_name.entry(server.as_str().into()).or_default().insert(own_name.into(), doc);
+                index.docs.push(Doc { name: key(&server, own_name), tool, length });
             }
-            add(field::SERVER, &server);
-            seen.sort_unstable_by_key(|(word, _, _)| *word);
-            let mut length = 0.0;
-            for group in seen.chunk_by(|a, b| a.0 == b.0) {
-                let fields = group.iter().fold(0, |all, (_, f, _)| all | f);
-                let weighted_tf: f32 = group.iter().map(|(_, _, w)| w).sum();
-                length += weighted_tf;
-                index.postings[group[0].0 as usize].push(Posting { doc, fields, weighted_tf });
-            }
-            total += length;
-            index.by_name.insert(name.clone(), doc);
-            index.docs.push(Doc { name, tool, length });
         }
         index.average_length = if index.docs.is_empty() { 1.0 } else { total / index.docs.len() as f32 };
         index
@@ -135,9 +188,9 @@ impl Index {
         &self.docs[id as usize]
     }
 
-    /// The tool of a [`key`].
-    pub fn id_of(&self, key: &str) -> Option<u32> {
-        self.by_name.get(key).copied()
+    /// The number of `server`'s tool `tool`.
+    pub fn id_of(&self, server: &str, tool: &str) -> Option<u32> {
+        self.by_name.get(server)?.get(tool).copied()
     }
 
     /// Approximate heap bytes the index holds (for the bench's size table).
@@ -146,7 +199,7 @@ impl Index {
         let words: usize = self.words.keys().map(|w| w.len() + 24).sum();
         let postings: usize =
             self.postings.iter().map(|p| 24 + p.capacity() * size_of::<Posting>()).sum::<usize>() + words;
-        docs + postings + self.by_name.len() * 48
+        docs + postings + self.docs.len() * 48
     }
 
     /// The best `limit` tools for `terms` (standing for `words` query words) among the visible

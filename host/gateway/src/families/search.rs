@@ -5,17 +5,17 @@
 //! caller's visible tools only. Nothing is kept per session, so a search and the call after it
 //! work without one and on any replica.
 
-use std::{collections::HashMap, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use hangar_plugin_algorithms::{glob, search::tokenize};
 use hangar_plugin_runtime::RankQuery;
-use hangar_tool_search::{Index, key};
+use hangar_tool_search::Index;
 use serde_json::{Value, json};
 
 use crate::{
     gateway::{
         CallContext, CallError, Gateway,
-        tool_search::{CALL_TOOL, Mode, SEARCH_TOOL},
+        tool_search::{CALL_TOOL, Mode, SEARCH_TOOL, VisibleTools},
     },
     protocol::{RpcError, code},
 };
@@ -29,20 +29,50 @@ const DEFAULT_RESULTS: u64 = 5;
 /// `tools/list`: every visible tool, or (search on, or auto with more than `max_tools`) the
 /// search tools and the pinned ones, a surface that stays the same as servers come and go.
 pub async fn list_tools(gateway: &Gateway, ctx: &CallContext) -> Vec<Value> {
-    let tools = gateway.list_tools(ctx).await;
     let settings = gateway.tool_search.settings();
-    let searching = match settings.mode {
-        Mode::Off => false,
-        Mode::On => true,
-        Mode::Auto => tools.len() > settings.max_tools,
-    };
-    if !searching {
-        return tools;
+    if settings.mode == Mode::Off {
+        return gateway.list_tools(ctx).await;
     }
-    let pinned = tools
-        .into_iter()
-        .filter(|t| t["name"].as_str().is_some_and(|name| settings.pinned.iter().any(|p| glob::matches(p, name))));
+    let visible = visible(gateway, ctx).await;
+    if settings.mode == Mode::Auto && visible.names.len() <= settings.max_tools {
+        return gateway.list_tools(ctx).await;
+    }
+    let pinned = (0..visible.names.len())
+        .filter(|&i| settings.pinned.iter().any(|p| glob::matches(p, &visible.names[i])))
+        .filter_map(|i| visible.definition(i));
     [search_tool_definition(), call_tool_definition()].into_iter().chain(pinned).collect()
+}
+
+/// The tools the caller may see, as [`VisibleTools`]: decided again only when the catalogue or a
+/// plugin changed since this caller last asked (names only are gathered; the definitions are the
+/// index's, copied only for what is answered).
+async fn visible(gateway: &Gateway, ctx: &CallContext) -> Arc<VisibleTools> {
+    let caller = &ctx.caller;
+    let fingerprint =
+        format!("{}|{}|{}|{:?}|{:?}", caller.verified, caller.subject, caller.client_id, caller.scopes, caller.groups);
+    let installs = gateway.plugins.installs();
+    if let Some(kept) = gateway.tool_search.visible_of(&fingerprint, installs) {
+        return kept;
+    }
+    let generation = gateway.tool_search.generation();
+    let listings = gateway.visible_names(ctx).await;
+    let index = gateway.tool_search.index(|| Index::build(gateway.catalogue()));
+    let ids: Vec<Option<u32>> =
+        listings.iter().flat_map(|(target, names)| names.iter().map(|n| index.id_of(target.name(), n))).collect();
+    let named: Vec<(&_, Vec<&str>)> =
+        listings.iter().map(|(t, names)| (t, names.iter().map(String::as_str).collect())).collect();
+    let names = gateway.expose_names("tool", &named);
+    let mut seen = vec![false; index.len()];
+    let mut position = HashMap::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        if let Some(id) = *id {
+            seen[id as usize] = true;
+            position.insert(id, i);
+        }
+    }
+    let visible = Arc::new(VisibleTools { index, names, ids, seen, position });
+    gateway.tool_search.keep_visible(fingerprint, generation, installs, visible.clone());
+    visible
 }
 
 /// `tools/call`: Hangar's search tools while search is on, else the named tool through routing.
@@ -109,32 +139,16 @@ async fn search(gateway: &Gateway, arguments: &Value, ctx: &CallContext) -> Resu
         },
     };
 
-    // What the caller may see, under the names it sees them by.
-    let listings = gateway.visible_listings(ctx).await;
-    let keys: Vec<String> = listings
-        .iter()
-        .flat_map(|(target, tools)| tools.iter().filter_map(|t| t["name"].as_str()).map(|n| key(target.name(), n)))
-        .collect();
-    let exposed = gateway.expose("tool", listings);
-    let index = gateway.tool_search.index(|| Index::build(gateway.catalogue()));
-    let mut visible = vec![false; index.len()];
-    let mut exposed_of: HashMap<u32, usize> = HashMap::with_capacity(keys.len());
-    for (i, k) in keys.iter().enumerate() {
-        if let Some(id) = index.id_of(k) {
-            visible[id as usize] = true;
-            exposed_of.insert(id, i);
-        }
-    }
-
+    let visible = visible(gateway, ctx).await;
     let words = tokenize(query);
     let ranker = gateway.tool_search.ranker(&gateway.plugins);
     let (terms, _) = ranker.expand(words.clone()).await;
-    let retrieved = index.retrieve(words.len(), &terms, &visible, CANDIDATES);
+    let retrieved = visible.index.retrieve(words.len(), &terms, &visible.seen, CANDIDATES);
     let (ids, candidates): (Vec<u32>, Vec<_>) = retrieved
         .candidates
         .into_iter()
         .map(|(id, mut c)| {
-            c.name = exposed[exposed_of[&id]]["name"].as_str().unwrap_or_default().to_string();
+            c.name = visible.names[visible.position[&id]].clone();
             (id, c)
         })
         .unzip();
@@ -145,9 +159,14 @@ async fn search(gateway: &Gateway, arguments: &Value, ctx: &CallContext) -> Resu
         .into_iter()
         .take(limit as usize)
         .map(|(candidate, score)| {
-            let tool = &exposed[exposed_of[&ids[candidate as usize]]];
-            let mut answer = json!({"name": tool["name"], "description": tool.get("description").cloned().unwrap_or(json!("")),
-                "inputSchema": tool.get("inputSchema").cloned().unwrap_or(json!({"type": "object"})), "score": score});
+            let id = ids[candidate as usize];
+            let tool = &visible.index.doc(id).tool;
+            let mut answer = json!({
+                "name": visible.names[visible.position[&id]],
+                "description": tool.get("description").cloned().unwrap_or(json!("")),
+                "inputSchema": tool.get("inputSchema").cloned().unwrap_or(json!({"type": "object"})),
+                "score": score,
+            });
             if let Some(title) = tool.get("title") {
                 answer["title"] = title.clone();
             }

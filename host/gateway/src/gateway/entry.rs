@@ -89,17 +89,25 @@ impl ServerEntry {
     /// The server's tools that its policy shows this caller (and the manifest's floor, with a
     /// custom policy).
     pub(crate) async fn visible_tools(&self, caller: &Caller) -> Vec<Value> {
-        let tools = self.tools.read().unwrap().clone();
+        let allowed: std::collections::HashSet<String> = self.visible_tool_names(caller).await.into_iter().collect();
+        let tools = self.tools.read().unwrap();
+        tools.iter().filter(|t| t["name"].as_str().is_some_and(|n| allowed.contains(n))).cloned().collect()
+    }
+
+    /// The names of [`Self::visible_tools`], without copying the definitions (a search over
+    /// thousands of tools asks this of every server).
+    pub(crate) async fn visible_tool_names(&self, caller: &Caller) -> Vec<String> {
         let view = caller.view();
-        let names: Vec<String> = tools
+        let names: Vec<String> = self
+            .tools
+            .read()
+            .unwrap()
             .iter()
             .filter_map(|t| t["name"].as_str())
             .filter(|n| self.floor.as_ref().is_none_or(|f| f.visible(n, &view)))
             .map(str::to_string)
             .collect();
-        let (allowed, _) = self.policy.filter_tools_off_worker(names, caller.clone()).await;
-        let allowed: std::collections::HashSet<String> = allowed.into_iter().collect();
-        tools.into_iter().filter(|t| t["name"].as_str().is_some_and(|n| allowed.contains(n))).collect()
+        self.policy.filter_tools_off_worker(names, caller.clone()).await.0
     }
 
     /// The policy's decision, within the manifest's floor: a denial there stands whatever the
@@ -336,6 +344,17 @@ impl Target {
     /// member that serves.
     pub(crate) fn serving(&self) -> Option<&Arc<ServerEntry>> {
         self.servers().iter().find(|s| s.serving())
+    }
+
+    /// The names of [`Self::tools`].
+    pub(crate) async fn tool_names(&self, caller: &Caller) -> Vec<String> {
+        for server in self.servers() {
+            let names = server.visible_tool_names(caller).await;
+            if !names.is_empty() {
+                return names;
+            }
+        }
+        Vec::new()
     }
 
     /// The target's tools as its policy shows them; a group's members serve the same tools, so

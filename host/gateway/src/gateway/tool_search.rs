@@ -16,6 +16,7 @@ use std::{
 use hangar_plugin_runtime::{PluginRuntime, RankerPlugin};
 use hangar_tool_search::Index;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use serde_json::Value;
 
 /// When `tools/list` offers search instead of the whole catalogue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,6 +78,33 @@ const RESULTS_KEPT_FOR: Duration = Duration::from_secs(600);
 /// Callers whose last results are kept at most (the oldest go first).
 const MOST_CALLERS_KEPT: usize = 10_000;
 
+/// The tools a caller may see, by the names it sees them under, and where each is in the index.
+pub struct VisibleTools {
+    pub index: Arc<Index>,
+    pub names: Vec<String>,
+    /// Parallel to `names`.
+    pub ids: Vec<Option<u32>>,
+    /// Per index entry: whether the caller may see it.
+    pub seen: Vec<bool>,
+    /// Index entry → its position in `names`.
+    pub position: HashMap<u32, usize>,
+}
+
+impl VisibleTools {
+    /// The definition of the `i`th visible tool, under the name the caller sees.
+    pub fn definition(&self, i: usize) -> Option<Value> {
+        let mut tool = self.index.doc(self.ids[i]?).tool.clone();
+        tool["name"] = Value::String(self.names[i].clone());
+        Some(tool)
+    }
+}
+
+/// Visible tools with the catalogue generation and plugin installs they were decided at.
+type DecidedVisible = (u64, u64, Arc<VisibleTools>);
+
+/// Callers whose visible tools are kept at most (all are dropped when it is reached).
+const MOST_CALLERS_SEEN: usize = 1024;
+
 pub struct ToolSearch {
     settings: RwLock<Settings>,
     /// Bumped whenever a tool list changes; the index is rebuilt on the next search.
@@ -84,6 +112,9 @@ pub struct ToolSearch {
     index: Mutex<Option<(u64, Arc<Index>)>>,
     ranker: OnceLock<RankerPlugin>,
     last_results: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+    /// Per caller: its visible tools, with the catalogue generation and plugin installs they
+    /// were decided at (the policies are pure functions of the caller, the tools and the plugin).
+    visible: Mutex<HashMap<String, DecidedVisible>>,
     pub metrics: SearchMetrics,
 }
 
@@ -95,6 +126,7 @@ impl ToolSearch {
             index: Mutex::default(),
             ranker: OnceLock::new(),
             last_results: Mutex::default(),
+            visible: Mutex::default(),
             metrics: SearchMetrics::new(registry)?,
         })
     }
@@ -129,6 +161,26 @@ impl ToolSearch {
                 index
             }
         }
+    }
+
+    /// A caller's visible tools as decided at this catalogue and these plugins, if they were.
+    pub(crate) fn visible_of(&self, caller: &str, installs: u64) -> Option<Arc<VisibleTools>> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        let kept = self.visible.lock().unwrap();
+        kept.get(caller).filter(|(g, i, _)| (*g, *i) == (generation, installs)).map(|(_, _, v)| v.clone())
+    }
+
+    /// Keeps a caller's visible tools, decided at `generation` and `installs`.
+    pub(crate) fn keep_visible(&self, caller: String, generation: u64, installs: u64, visible: Arc<VisibleTools>) {
+        let mut kept = self.visible.lock().unwrap();
+        if kept.len() >= MOST_CALLERS_SEEN {
+            kept.clear();
+        }
+        kept.insert(caller, (generation, installs, visible));
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     pub(crate) fn ranker(&self, plugins: &PluginRuntime) -> &RankerPlugin {

@@ -6,29 +6,28 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use crate::gateway::SEPARATOR;
 
-/// One target's items (tools or prompts, each with a `name`) as the target lists them.
+/// One target's item names (tools or prompts) as the target lists them.
 pub struct Listing<'a> {
     pub target: &'a str,
     pub unprefixed: bool,
-    pub items: Vec<Value>,
+    pub names: Vec<&'a str>,
 }
 
-/// The aggregated list: every item renamed for the client, with the clashes found (item name →
-/// the targets that wanted it unprefixed). `reserved` names are Hangar's own (its search tools).
-pub fn expose(listings: Vec<Listing<'_>>, reserved: &[&str]) -> (Vec<Value>, BTreeMap<String, Vec<String>>) {
-    let clashes = clashes(&listings, reserved);
+/// Every listed name as clients see it, in the listings' order, with the clashes found (item
+/// name → the targets that wanted it unprefixed). `reserved` names are Hangar's own (its search
+/// tools).
+pub fn expose(listings: &[Listing<'_>], reserved: &[&str]) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
+    let clashes = clashes(listings, reserved);
     let mut out = Vec::new();
     for listing in listings {
-        for mut item in listing.items {
-            let Some(name) = item.get("name").and_then(Value::as_str) else { continue };
-            if !listing.unprefixed || clashes.contains_key(name) {
-                item["name"] = Value::String(format!("{}{SEPARATOR}{name}", listing.target));
-            }
-            out.push(item);
+        for name in &listing.names {
+            out.push(if !listing.unprefixed || clashes.contains_key(*name) {
+                format!("{}{SEPARATOR}{name}", listing.target)
+            } else {
+                name.to_string()
+            });
         }
     }
     (out, clashes)
@@ -39,15 +38,17 @@ pub fn expose(listings: Vec<Listing<'_>>, reserved: &[&str]) -> (Vec<Value>, BTr
 fn clashes(listings: &[Listing<'_>], reserved: &[&str]) -> BTreeMap<String, Vec<String>> {
     let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for l in listings.iter().filter(|l| l.unprefixed) {
-        for name in l.items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)) {
+        for name in &l.names {
             wanted.entry(name.to_string()).or_default().push(l.target.to_string());
         }
     }
-    for l in listings.iter().filter(|l| !l.unprefixed) {
-        for name in l.items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)) {
-            let full = format!("{}{SEPARATOR}{name}", l.target);
-            if let Some(owners) = wanted.get_mut(&full) {
-                owners.push(l.target.to_string());
+    if !wanted.is_empty() {
+        for l in listings.iter().filter(|l| !l.unprefixed) {
+            for name in &l.names {
+                let full = format!("{}{SEPARATOR}{name}", l.target);
+                if let Some(owners) = wanted.get_mut(&full) {
+                    owners.push(l.target.to_string());
+                }
             }
         }
     }
@@ -100,43 +101,37 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
-    fn listing<'a>(target: &'a str, unprefixed: bool, names: &[&str]) -> Listing<'a> {
-        Listing { target, unprefixed, items: names.iter().map(|n| json!({"name": n})).collect() }
-    }
-
-    fn names(items: &[Value]) -> Vec<&str> {
-        items.iter().map(|i| i["name"].as_str().unwrap()).collect()
+    fn listing<'a>(target: &'a str, unprefixed: bool, names: &[&'a str]) -> Listing<'a> {
+        Listing { target, unprefixed, names: names.to_vec() }
     }
 
     #[test]
     fn unprefixed_targets_keep_names_unless_they_clash() {
-        let (items, clashes) = expose(
-            vec![
+        let (names, clashes) = expose(
+            &[
                 listing("a", true, &["read", "write"]),
                 listing("b", true, &["read", "other"]),
                 listing("c", false, &["read"]),
             ],
             &[],
         );
-        assert_eq!(names(&items), ["a__read", "write", "b__read", "other", "c__read"]);
+        assert_eq!(names, ["a__read", "write", "b__read", "other", "c__read"]);
         assert_eq!(clashes["read"], ["a", "b"]);
     }
 
     #[test]
     fn an_unprefixed_name_equal_to_a_prefixed_one_clashes() {
-        let (items, clashes) = expose(vec![listing("a", true, &["c__x"]), listing("c", false, &["x"])], &[]);
-        assert_eq!(names(&items), ["a__c__x", "c__x"]);
+        let (names, clashes) = expose(&[listing("a", true, &["c__x"]), listing("c", false, &["x"])], &[]);
+        assert_eq!(names, ["a__c__x", "c__x"]);
         assert_eq!(clashes["c__x"], ["a", "c"]);
     }
 
     #[test]
     fn a_reserved_name_keeps_a_servers_tool_prefixed() {
-        let (items, clashes) = expose(vec![listing("a", true, &["search_tools", "x"])], &["search_tools"]);
-        assert_eq!(names(&items), ["a__search_tools", "x"]);
+        let (names, clashes) = expose(&[listing("a", true, &["search_tools", "x"])], &["search_tools"]);
+        assert_eq!(names, ["a__search_tools", "x"]);
         assert_eq!(clashes["search_tools"], ["a", "hangar"]);
     }
 

@@ -139,22 +139,35 @@ impl Gateway {
 
     /// Tools and prompts of every target under the names clients use; clashes are logged.
     pub(crate) fn expose(&self, kind: &str, listings: Vec<(Target, Vec<Value>)>) -> Vec<Value> {
+        let named: Vec<(&Target, Vec<&str>)> =
+            listings.iter().map(|(t, items)| (t, items.iter().filter_map(|i| i["name"].as_str()).collect())).collect();
+        let mut names = self.expose_names(kind, &named).into_iter();
+        let mut out = Vec::new();
+        for (_, items) in listings {
+            for mut item in items.into_iter().filter(|i| i["name"].is_string()) {
+                item["name"] = Value::String(names.next().expect("a name per item"));
+                out.push(item);
+            }
+        }
+        out
+    }
+
+    /// [`Self::expose`] of names alone: each target's item names as clients see them, in order.
+    pub(crate) fn expose_names(&self, kind: &str, listings: &[(&Target, Vec<&str>)]) -> Vec<String> {
         let reserved: &[&str] = if kind == "tool" && self.tool_search.enabled() {
             &[tool_search::SEARCH_TOOL, tool_search::CALL_TOOL]
         } else {
             &[]
         };
-        let (items, clashes) = catalog::expose(
-            listings
-                .iter()
-                .map(|(t, items)| catalog::Listing {
-                    target: t.name(),
-                    unprefixed: self.unprefixed(t),
-                    items: items.clone(),
-                })
-                .collect(),
-            reserved,
-        );
+        let listings: Vec<catalog::Listing> = listings
+            .iter()
+            .map(|(t, names)| catalog::Listing {
+                target: t.name(),
+                unprefixed: self.unprefixed(t),
+                names: names.clone(),
+            })
+            .collect();
+        let (names, clashes) = catalog::expose(&listings, reserved);
         for (name, owners) in clashes {
             tracing::warn!(
                 kind,
@@ -163,7 +176,7 @@ impl Gateway {
                 "unprefixed name clash: listed under each target's prefixed name only"
             );
         }
-        items
+        names
     }
 
     /// Every tool a client may see: each server's (filtered by its policy) and each group's
@@ -189,6 +202,16 @@ impl Gateway {
         for target in self.targets() {
             let tools = target.tools(&ctx.caller).await;
             listings.push((target, tools));
+        }
+        listings
+    }
+
+    /// The names of each target's tools that this caller may see (no definitions copied).
+    pub(crate) async fn visible_names(&self, ctx: &CallContext) -> Vec<(Target, Vec<String>)> {
+        let mut listings = Vec::new();
+        for target in self.targets() {
+            let names = target.tool_names(&ctx.caller).await;
+            listings.push((target, names));
         }
         listings
     }
