@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
-    BackendError, BackendEvent, Era, initialize_params,
+    AfterDiscover, BackendError, BackendEvent, Era, after_failed_discover, initialize_params,
     relay::{Answerer, CallRelay, EventSink, owner, relay_from_server},
     speaks_modern,
     sse::{event_end, parse_event},
@@ -155,18 +155,29 @@ impl HttpBackend {
             return Ok(());
         }
         let discover =
-            self.post("server/discover", json!({"_meta": protocol::modern_meta()}), &Era::Modern, None, None).await;
-        let state = match discover {
+            || self.post("server/discover", json!({"_meta": protocol::modern_meta()}), &Era::Modern, None, None);
+        let mut discovered = discover().await;
+        if let Err(e) = &discovered
+            && after_failed_discover(e) == AfterDiscover::DiscoverAgain
+        {
+            discovered = discover().await;
+        }
+        let state = match discovered {
             Ok((result, _)) if speaks_modern(&result) => HttpState { era: Era::Modern, session: None },
             // Anything else (an error, an old server's 4xx, no modern version) → the handshake.
-            _ => {
-                let handshake = Era::Handshake(protocol::LATEST_HANDSHAKE.into());
-                let (result, session) = self.post("initialize", initialize_params(), &handshake, None, None).await?;
-                let version = result
-                    .get("protocolVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or(protocol::LATEST_HANDSHAKE)
-                    .to_string();
+            other => {
+                let offered = match &other {
+                    Err(e) => after_failed_discover(e),
+                    Ok(_) => AfterDiscover::Initialize(protocol::LATEST_HANDSHAKE),
+                };
+                let asked = match offered {
+                    AfterDiscover::Initialize(version) => version,
+                    AfterDiscover::DiscoverAgain => protocol::LATEST_HANDSHAKE,
+                };
+                let handshake = Era::Handshake(asked.into());
+                let (result, session) =
+                    self.post("initialize", initialize_params(asked), &handshake, None, None).await?;
+                let version = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(asked).to_string();
                 let era = Era::Handshake(version);
                 self.notify("notifications/initialized", &era, session.as_deref()).await;
                 HttpState { era, session }

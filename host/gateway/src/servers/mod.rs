@@ -206,7 +206,8 @@ impl Backend {
         if era == Era::Modern {
             return None;
         }
-        let (_, session) = b.post("initialize", initialize_params(), &era, None, None).await.ok()?;
+        let (_, session) =
+            b.post("initialize", initialize_params(protocol::LATEST_HANDSHAKE), &era, None, None).await.ok()?;
         let session = session?;
         b.notify("notifications/initialized", &era, Some(&session)).await;
         Some(session)
@@ -328,9 +329,40 @@ pub(super) fn speaks_modern(discover: &Value) -> bool {
     discover.get("supportedVersions").and_then(Value::as_array).is_some_and(|v| v.iter().any(|v| v == MODERN_VERSION))
 }
 
-pub(super) fn initialize_params() -> Value {
+/// What a backend does after `server/discover` failed.
+#[derive(Debug, PartialEq)]
+pub(super) enum AfterDiscover {
+    /// The server refused the version (-32022) but lists the stateless revision among those it
+    /// supports: ask again, once.
+    DiscoverAgain,
+    /// Initialize with this handshake version: the newest the server lists, or Hangar's newest.
+    Initialize(&'static str),
+}
+
+pub(super) fn after_failed_discover(error: &BackendError) -> AfterDiscover {
+    if let BackendError::Rpc(e) = error
+        && e.code == protocol::code::UNSUPPORTED_PROTOCOL_VERSION
+    {
+        let supported: Vec<&str> = e
+            .data
+            .as_ref()
+            .and_then(|d| d.get("supported"))
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if supported.contains(&MODERN_VERSION) {
+            return AfterDiscover::DiscoverAgain;
+        }
+        if let Some(version) = protocol::HANDSHAKE_VERSIONS.iter().rev().find(|v| supported.contains(v)) {
+            return AfterDiscover::Initialize(version);
+        }
+    }
+    AfterDiscover::Initialize(protocol::LATEST_HANDSHAKE)
+}
+
+pub(super) fn initialize_params(version: &str) -> Value {
     json!({
-        "protocolVersion": protocol::LATEST_HANDSHAKE,
+        "protocolVersion": version,
         "capabilities": protocol::relayed_capabilities(),
         "clientInfo": protocol::server_info(),
     })
