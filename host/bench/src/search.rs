@@ -27,16 +27,9 @@ use crate::{Scale, format_duration, percentiles};
 
 /// A search as Hangar makes it: the ranker's terms, the index's candidates, the ranker's order.
 fn search(index: &Index, ranker: &RankerPlugin, visible: &[bool], text: &str) -> Vec<String> {
-    let words = tokenize(text);
-    let terms = ranker.try_expand(&words).expect("the built-in ranker expands");
-    let found = index.retrieve(words.len(), &terms, visible, 50);
-    if found.candidates.is_empty() {
-        return Vec::new();
-    }
-    let (ids, candidates): (Vec<u32>, Vec<_>) = found.candidates.into_iter().unzip();
-    let query = RankQuery { text: text.to_string(), words, idf: found.idf };
-    let ranked = ranker.try_rank(&query, &candidates).expect("the built-in ranker ranks");
-    ranked.iter().map(|(c, _)| index.doc(ids[*c as usize]).name.clone()).collect()
+    let rank =
+        |words, idf, candidates: &[_]| ranker.try_rank(&RankQuery { text: text.to_string(), words, idf }, candidates);
+    index.search(text, visible, |words| ranker.try_expand(words), rank).expect("the built-in ranker answers")
 }
 
 /// Plain BM25: the query's own words over each tool's whole text, best score first; no answer

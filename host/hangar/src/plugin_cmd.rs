@@ -260,7 +260,6 @@ fn test_strategy(
 /// A few tools of real servers and queries in other words than theirs; each query's ranking is
 /// printed with the time an expand and a rank took together.
 fn test_ranker(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(String, String)>, calls: u32) -> bool {
-    use hangar_plugin_algorithms::search::tokenize;
     let plugin = match RankerPlugin::new(runtime, &version.name, config) {
         Ok(p) => p,
         Err(e) => {
@@ -281,14 +280,11 @@ fn test_ranker(runtime: &PluginRuntime, version: &PluginVersion, config: Vec<(St
     println!("{:<34} {:<44} {:>10} {:>10}", "QUERY", "RANKED", "p50", "p99");
     let mut ok = true;
     for text in ["show what is in a folder", "open a ticket for a bug", "what hour is it in Tokyo", "book a flight"] {
-        let words = tokenize(text);
-        let run = || -> Result<Vec<String>, hangar_plugin_runtime::PluginError> {
-            let terms = plugin.try_expand(&words)?;
-            let found = index.retrieve(words.len(), &terms, &visible, 50);
-            let (ids, candidates): (Vec<u32>, Vec<_>) = found.candidates.into_iter().unzip();
-            let query = RankQuery { text: text.to_string(), words: words.clone(), idf: found.idf };
-            let ranked = plugin.try_rank(&query, &candidates)?;
-            Ok(ranked.iter().map(|(c, _)| index.doc(ids[*c as usize]).name.clone()).collect())
+        let run = || {
+            let rank = |words, idf, candidates: &[_]| {
+                plugin.try_rank(&RankQuery { text: text.to_string(), words, idf }, candidates)
+            };
+            index.search(text, &visible, |words| plugin.try_expand(words), rank)
         };
         let ranked = match run() {
             Ok(r) => r,

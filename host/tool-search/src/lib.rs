@@ -32,6 +32,9 @@ pub struct Doc {
     length: f32,
 }
 
+/// Tools the index hands the ranker per search.
+pub const CANDIDATES: usize = 50;
+
 /// From this many tools, the build tokenizes on two threads.
 const PARALLEL_FROM: usize = 2_000;
 
@@ -200,6 +203,28 @@ impl Index {
         let postings: usize =
             self.postings.iter().map(|p| 24 + p.capacity() * size_of::<Posting>()).sum::<usize>() + words;
         docs + postings + self.docs.len() * 48
+    }
+
+    /// A search as Hangar makes one, with the ranker's two steps given: the query's words, the
+    /// terms `expand` makes of them, the best [`CANDIDATES`] among the visible tools, the order
+    /// `rank` gives them (`rank(words, idf, candidates)`, not asked when there are none). The
+    /// [`key`]s of the answer, best first.
+    pub fn search<E>(
+        &self,
+        text: &str,
+        visible: &[bool],
+        expand: impl FnOnce(&[String]) -> Result<Vec<Term>, E>,
+        rank: impl FnOnce(Vec<String>, Vec<f32>, &[Candidate]) -> Result<Vec<(u32, f32)>, E>,
+    ) -> Result<Vec<String>, E> {
+        let words = tokenize(text);
+        let terms = expand(&words)?;
+        let found = self.retrieve(words.len(), &terms, visible, CANDIDATES);
+        if found.candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, candidates): (Vec<u32>, Vec<Candidate>) = found.candidates.into_iter().unzip();
+        let ranked = rank(words, found.idf, &candidates)?;
+        Ok(ranked.iter().map(|(c, _)| self.doc(ids[*c as usize]).name.clone()).collect())
     }
 
     /// The best `limit` tools for `terms` (standing for `words` query words) among the visible

@@ -4,7 +4,7 @@
 //! 5 % of the others answered with none. `hangar-bench` reports the same figures through the
 //! plugin, beside plain BM25.
 
-use hangar_plugin_algorithms::search::{DomainWords, Tuning, tokenize};
+use hangar_plugin_algorithms::search::{DomainWords, Tuning};
 use hangar_tool_search::{
     Index,
     evaluation::{EvaluationSet, default_dir},
@@ -17,11 +17,13 @@ fn the_built_in_ranking_meets_the_aims_on_the_evaluation_set() {
     let domain = DomainWords::default();
     let visible = vec![true; index.len()];
     let quality = set.judge(|text| {
-        let words = tokenize(text);
-        let found = index.retrieve(words.len(), &domain.expand(&words), &visible, 50);
-        let (ids, candidates): (Vec<u32>, Vec<_>) = found.candidates.into_iter().unzip();
-        let ranked = domain.rank(&words, &found.idf, &candidates, &Tuning::default());
-        ranked.iter().map(|(c, _)| index.doc(ids[*c as usize]).name.clone()).collect()
+        let found = index.search(
+            text,
+            &visible,
+            |words| Ok::<_, ()>(domain.expand(words)),
+            |words, idf, candidates| Ok(domain.rank(&words, &idf, candidates, &Tuning::default())),
+        );
+        found.unwrap()
     });
     let report = format!(
         "top-1 {:.2}, recall@5 {:.2}, no-answer empty {:.2}, false empties {:.2}\n{}",

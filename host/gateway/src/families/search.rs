@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use hangar_plugin_algorithms::{glob, search::tokenize};
 use hangar_plugin_runtime::RankQuery;
-use hangar_tool_search::Index;
+use hangar_tool_search::{CANDIDATES, Index};
 use serde_json::{Value, json};
 
 use crate::{
@@ -20,8 +20,6 @@ use crate::{
     protocol::{RpcError, code},
 };
 
-/// Tools the index hands the ranker per search.
-const CANDIDATES: usize = 50;
 /// Results of one search at most, and by default.
 const MOST_RESULTS: u64 = 50;
 const DEFAULT_RESULTS: u64 = 5;
@@ -81,10 +79,10 @@ pub async fn call_tool(gateway: &Gateway, name: &str, arguments: Value, ctx: &Ca
         match name {
             SEARCH_TOOL => return Ok(search(gateway, &arguments, ctx).await.unwrap_or_else(|why| tool_error(&why))),
             CALL_TOOL => return call_found(gateway, arguments, ctx).await,
-            _ => {}
+            // Only while search is on can a call follow a search (and the recall metric asks).
+            _ => gateway.tool_search.called(&caller_key(ctx), name),
         }
     }
-    gateway.tool_search.called(&caller_key(ctx), name);
     gateway.call_tool(name, arguments, ctx).await.map_err(|e| e.to_rpc())
 }
 

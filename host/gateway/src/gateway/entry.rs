@@ -86,16 +86,16 @@ impl ServerEntry {
         }
     }
 
-    /// The server's tools that its policy shows this caller (and the manifest's floor, with a
-    /// custom policy).
-    pub(crate) async fn visible_tools(&self, caller: &Caller) -> Vec<Value> {
-        let allowed: std::collections::HashSet<String> = self.visible_tool_names(caller).await.into_iter().collect();
+    /// The definitions of these of the server's tools, in the server's order.
+    fn tools_named(&self, names: &[String]) -> Vec<Value> {
+        let names: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
         let tools = self.tools.read().unwrap();
-        tools.iter().filter(|t| t["name"].as_str().is_some_and(|n| allowed.contains(n))).cloned().collect()
+        tools.iter().filter(|t| t["name"].as_str().is_some_and(|n| names.contains(n))).cloned().collect()
     }
 
-    /// The names of [`Self::visible_tools`], without copying the definitions (a search over
-    /// thousands of tools asks this of every server).
+    /// The names of the server's tools that its policy shows this caller (and the manifest's
+    /// floor, with a custom policy); a search over thousands of tools asks this of every server,
+    /// so no definition is copied.
     pub(crate) async fn visible_tool_names(&self, caller: &Caller) -> Vec<String> {
         let view = caller.view();
         let names: Vec<String> = self
@@ -348,24 +348,26 @@ impl Target {
 
     /// The names of [`Self::tools`].
     pub(crate) async fn tool_names(&self, caller: &Caller) -> Vec<String> {
+        self.listing_server(caller).await.map(|(_, names)| names).unwrap_or_default()
+    }
+
+    /// The first server of the target that shows this caller any tool, and their names.
+    async fn listing_server(&self, caller: &Caller) -> Option<(&Arc<ServerEntry>, Vec<String>)> {
         for server in self.servers() {
             let names = server.visible_tool_names(caller).await;
             if !names.is_empty() {
-                return names;
+                return Some((server, names));
             }
         }
-        Vec::new()
+        None
     }
 
     /// The target's tools as its policy shows them; a group's members serve the same tools, so
     /// those of the first member that has any.
     pub(crate) async fn tools(&self, caller: &Caller) -> Vec<Value> {
-        for server in self.servers() {
-            let tools = server.visible_tools(caller).await;
-            if !tools.is_empty() {
-                return tools;
-            }
+        match self.listing_server(caller).await {
+            Some((server, names)) => server.tools_named(&names),
+            None => Vec::new(),
         }
-        Vec::new()
     }
 }

@@ -15,9 +15,8 @@ use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
-    AfterDiscover, BackendError, BackendEvent, Era, after_failed_discover, initialize_params,
+    BackendError, BackendEvent, Era, discover, initialize_params,
     relay::{Answerer, CallRelay, EventSink, owner, relay_from_server},
-    speaks_modern,
     sse::{event_end, parse_event},
     truncate, with_era_meta,
 };
@@ -154,26 +153,14 @@ impl HttpBackend {
         if self.state.lock().unwrap().is_some() {
             return Ok(());
         }
-        let discover =
-            || self.post("server/discover", json!({"_meta": protocol::modern_meta()}), &Era::Modern, None, None);
-        let mut discovered = discover().await;
-        if let Err(e) = &discovered
-            && after_failed_discover(e) == AfterDiscover::DiscoverAgain
-        {
-            discovered = discover().await;
-        }
-        let state = match discovered {
-            Ok((result, _)) if speaks_modern(&result) => HttpState { era: Era::Modern, session: None },
+        let modern_meta = json!({"_meta": protocol::modern_meta()});
+        let probe =
+            || async { self.post("server/discover", modern_meta.clone(), &Era::Modern, None, None).await.map(|r| r.0) };
+        let state = match discover(probe).await {
+            Ok(None) => HttpState { era: Era::Modern, session: None },
             // Anything else (an error, an old server's 4xx, no modern version) → the handshake.
             other => {
-                let offered = match &other {
-                    Err(e) => after_failed_discover(e),
-                    Ok(_) => AfterDiscover::Initialize(protocol::LATEST_HANDSHAKE),
-                };
-                let asked = match offered {
-                    AfterDiscover::Initialize(version) => version,
-                    AfterDiscover::DiscoverAgain => protocol::LATEST_HANDSHAKE,
-                };
+                let asked = other.ok().flatten().unwrap_or(protocol::LATEST_HANDSHAKE);
                 let handshake = Era::Handshake(asked.into());
                 let (result, session) =
                     self.post("initialize", initialize_params(asked), &handshake, None, None).await?;

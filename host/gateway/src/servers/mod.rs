@@ -325,13 +325,13 @@ pub(super) fn with_era_meta(era: &Era, mut params: Value) -> Value {
 }
 
 /// Whether a `server/discover` result says the server speaks the stateless revision.
-pub(super) fn speaks_modern(discover: &Value) -> bool {
+fn speaks_modern(discover: &Value) -> bool {
     discover.get("supportedVersions").and_then(Value::as_array).is_some_and(|v| v.iter().any(|v| v == MODERN_VERSION))
 }
 
 /// What a backend does after `server/discover` failed.
 #[derive(Debug, PartialEq)]
-pub(super) enum AfterDiscover {
+enum AfterDiscover {
     /// The server refused the version (-32022) but lists the stateless revision among those it
     /// supports: ask again, once.
     DiscoverAgain,
@@ -339,7 +339,7 @@ pub(super) enum AfterDiscover {
     Initialize(&'static str),
 }
 
-pub(super) fn after_failed_discover(error: &BackendError) -> AfterDiscover {
+fn after_failed_discover(error: &BackendError) -> AfterDiscover {
     if let BackendError::Rpc(e) = error
         && e.code == protocol::code::UNSUPPORTED_PROTOCOL_VERSION
     {
@@ -358,6 +358,32 @@ pub(super) fn after_failed_discover(error: &BackendError) -> AfterDiscover {
         }
     }
     AfterDiscover::Initialize(protocol::LATEST_HANDSHAKE)
+}
+
+/// The revision a server speaks, by `server/discover` (sent by `send`; again, once, when the
+/// server refused the version but lists the stateless revision): `Ok(None)` for the stateless
+/// one, `Ok(Some(version))` for the handshake version to initialize with (the newest the server
+/// listed, else Hangar's newest), `Err` when the probe got no JSON-RPC answer at all.
+pub(super) async fn discover<F, Fut>(send: F) -> Result<Option<&'static str>, BackendError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, BackendError>>,
+{
+    let mut discovered = send().await;
+    if let Err(e) = &discovered
+        && after_failed_discover(e) == AfterDiscover::DiscoverAgain
+    {
+        discovered = send().await;
+    }
+    match discovered {
+        Ok(result) if speaks_modern(&result) => Ok(None),
+        Ok(_) => Ok(Some(protocol::LATEST_HANDSHAKE)),
+        Err(e @ BackendError::Rpc(_)) => Ok(Some(match after_failed_discover(&e) {
+            AfterDiscover::Initialize(version) => version,
+            AfterDiscover::DiscoverAgain => protocol::LATEST_HANDSHAKE,
+        })),
+        Err(e) => Err(e),
+    }
 }
 
 pub(super) fn initialize_params(version: &str) -> Value {

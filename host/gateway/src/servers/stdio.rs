@@ -21,9 +21,9 @@ use tokio::{
 };
 
 use super::{
-    AfterDiscover, BackendError, BackendEvent, Era, after_failed_discover, initialize_params,
+    BackendError, BackendEvent, Era, discover, initialize_params,
     relay::{CallRelay, Relay, RelaySink, answer_unowned, client_answer, owner, relay_request},
-    speaks_modern, truncate,
+    truncate,
 };
 use crate::{
     parse_budget,
@@ -453,22 +453,9 @@ pub(super) fn finish(mut line: Vec<u8>, skipped: usize) -> Result<String, String
 /// stateless revision); anything but a modern answer falls back to `initialize`, with the
 /// newest handshake version the server listed if it listed any.
 pub(super) async fn handshake(shared: &StdioShared, live: &Live) -> Result<Era, BackendError> {
-    let discover = || call(shared, live, "server/discover", json!({"_meta": protocol::modern_meta()}), None);
-    let mut discovered = discover().await;
-    if let Err(e) = &discovered
-        && after_failed_discover(e) == AfterDiscover::DiscoverAgain
-    {
-        discovered = discover().await;
-    }
-    let asked = match discovered {
-        Ok(result) if speaks_modern(&result) => return Ok(Era::Modern),
-        Ok(_) => protocol::LATEST_HANDSHAKE,
-        Err(e @ BackendError::Rpc(_)) => match after_failed_discover(&e) {
-            AfterDiscover::Initialize(version) => version,
-            AfterDiscover::DiscoverAgain => protocol::LATEST_HANDSHAKE,
-        },
-        Err(e) => return Err(e),
-    };
+    let modern_meta = json!({"_meta": protocol::modern_meta()});
+    let probe = || call(shared, live, "server/discover", modern_meta.clone(), None);
+    let Some(asked) = discover(probe).await? else { return Ok(Era::Modern) };
     let result = call(shared, live, "initialize", initialize_params(asked), None).await?;
     let version = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(asked).to_string();
     let _ = live.stdin.try_send(protocol::notification("notifications/initialized", json!({})).to_string());
