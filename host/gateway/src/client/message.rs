@@ -23,6 +23,7 @@ use super::{
 use crate::{
     families::dispatch,
     gateway::CallContext,
+    param_headers,
     protocol::{self, MODERN_VERSION, RpcError, code},
     servers::{CallRelay, Relay},
 };
@@ -344,7 +345,7 @@ async fn handle(state: Arc<AppState>, headers: &HeaderMap, mut request: Request,
 fn error_status(modern: bool, error: &RpcError) -> StatusCode {
     match error.code {
         code::METHOD_NOT_FOUND if modern => StatusCode::NOT_FOUND,
-        code::MISSING_CLIENT_CAPABILITY if modern => StatusCode::BAD_REQUEST,
+        code::MISSING_CLIENT_CAPABILITY | code::HEADER_MISMATCH if modern => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     }
 }
@@ -392,7 +393,31 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
         ),
     };
     let meta = forwarded_meta(params, session.is_some().then_some(capabilities));
-    let mut ctx = CallContext { caller, pin, relay: None, session: session.clone(), meta };
+    // A stateless client's answers to a server's `input_required` go back to that server.
+    let input = match modern {
+        true => ["inputResponses", "requestState"]
+            .into_iter()
+            .filter_map(|key| params.get(key).map(|v| (key.to_string(), v.clone())))
+            .collect(),
+        false => serde_json::Map::new(),
+    };
+    let param_headers = (modern && method == "tools/call").then(|| {
+        headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with(param_headers::PREFIX))
+            .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect()
+    });
+    let mut ctx = CallContext {
+        caller,
+        pin,
+        relay: None,
+        session: session.clone(),
+        meta,
+        stateless: modern,
+        input,
+        param_headers,
+    };
 
     // A handshake client may cancel by `notifications/cancelled`; any client by going away
     // (which drops the call, and the backend hears `notifications/cancelled`).
@@ -571,8 +596,9 @@ fn finish(method: &str, mut result: Value, modern: bool) -> Value {
             }
         }
         if modern {
-            object.insert("resultType".into(), "complete".into());
-            if CACHEABLE.contains(&method) {
+            // A server's `input_required` goes back as it is: only a complete result is cached.
+            let result_type = object.entry("resultType").or_insert_with(|| "complete".into());
+            if result_type == "complete" && CACHEABLE.contains(&method) {
                 object.insert("ttlMs".into(), 0.into());
                 object.insert("cacheScope".into(), "private".into());
             }

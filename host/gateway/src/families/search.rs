@@ -101,6 +101,8 @@ async fn call_found(gateway: &Gateway, mut arguments: Value, ctx: &CallContext) 
         Some(_) => return Ok(tool_error("arguments.arguments: must be an object, the found tool's arguments")),
     };
     gateway.tool_search.called(&caller_key(ctx), &name);
+    // The client's Mcp-Param headers belong to call_tool's own arguments, not the found tool's.
+    let ctx = &CallContext { param_headers: None, ..ctx.clone() };
     match gateway.call_tool(&name, inner, ctx).await {
         Err(CallError::Refused(e)) if e.code == code::INVALID_PARAMS => {
             Ok(tool_error(&format!("arguments.name: {}", e.message)))

@@ -362,6 +362,16 @@ impl Target {
         None
     }
 
+    /// The properties a tool of this target mirrors into `Mcp-Param-*` headers (none when its
+    /// declarations are invalid: such a tool is not listed).
+    pub(crate) fn param_designations(&self, tool: &str) -> Vec<crate::param_headers::Designation> {
+        let read = |s: &Arc<ServerEntry>| {
+            let tools = s.tools.read().unwrap();
+            tools.iter().find(|t| t["name"] == tool).map(|t| crate::param_headers::designations(&t["inputSchema"]))
+        };
+        self.servers().iter().find_map(read).and_then(Result::ok).unwrap_or_default()
+    }
+
     /// The target's tools as its policy shows them; a group's members serve the same tools, so
     /// those of the first member that has any.
     pub(crate) async fn tools(&self, caller: &Caller) -> Vec<Value> {

@@ -72,6 +72,21 @@ pub struct CallContext {
     /// The client's request `_meta` to pass on to the server (trace context, its capabilities);
     /// the backend edge shapes it for the server's revision.
     pub meta: serde_json::Map<String, Value>,
+    /// The client speaks the stateless revision (2026-07-28).
+    pub stateless: bool,
+    /// A stateless client's retry after `input_required`: its `inputResponses` and the server's
+    /// `requestState`, passed on with the call.
+    pub input: serde_json::Map<String, Value>,
+    /// A stateless client's `Mcp-Param-*` headers on a direct `tools/call` (lowercase name, value):
+    /// checked against the tool's `x-mcp-header` declarations.
+    pub param_headers: Option<Vec<(String, String)>>,
+}
+
+impl CallContext {
+    /// The client as the backend edge needs it, with its backend `session` there.
+    pub(crate) fn on_behalf<'a>(&'a self, session: Option<&'a str>) -> crate::servers::OnBehalf<'a> {
+        crate::servers::OnBehalf { relay: self.relay.as_ref(), session, stateless: self.stateless }
+    }
 }
 
 /// A `tools/call` that did not produce a tool result.
@@ -582,7 +597,16 @@ impl Gateway {
         drop(listing);
         match listed {
             Ok(result) => {
-                let tools = result.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
+                let mut tools = result.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
+                // A tool whose x-mcp-header declarations are invalid cannot be called as the
+                // revision says: clients must leave it out (SEP-2243).
+                tools.retain(|tool| match crate::param_headers::designations(&tool["inputSchema"]) {
+                    Ok(_) => true,
+                    Err(why) => {
+                        tracing::warn!(server = name, tool = %tool["name"], "tool left out: inputSchema.{why}");
+                        false
+                    }
+                });
                 tracing::info!(server = name, tools = tools.len(), "tools listed");
                 *server.tools.write().unwrap() = tools;
                 server.start_failed.store(false, Ordering::Relaxed);

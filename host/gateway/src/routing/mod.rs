@@ -222,6 +222,15 @@ impl Gateway {
             .resolve("tool", qualified, |t| async move { t.tools(&ctx.caller).await })
             .await
             .map_err(CallError::Refused)?;
+        if let Some(sent) = &ctx.param_headers {
+            let designations = target.param_designations(&tool);
+            crate::param_headers::check(&designations, &arguments, sent).map_err(|why| {
+                CallError::Refused(
+                    RpcError::new(code::HEADER_MISMATCH, format!("the request headers and body disagree: {why}"))
+                        .with_data(json!({"tool": qualified})),
+                )
+            })?;
+        }
         match target {
             Target::Group(group, _) => self.call_group(&group, &tool, arguments, ctx).await,
             Target::Server(server) => self.call_server(&server, &tool, arguments, ctx).await,
@@ -418,9 +427,12 @@ impl Gateway {
         if !meta.is_empty() {
             params["_meta"] = Value::Object(meta);
         }
+        for (key, value) in &ctx.input {
+            params[key.as_str()] = value.clone();
+        }
         let session = self.backend_session(ctx.session.as_deref(), server).await;
         let (startup, timeout) = (server.spec.startup_timeout.as_std(), server.spec.call_timeout.as_std());
-        server.backend.request_for("tools/call", params, startup, timeout, ctx.relay.as_ref(), session.as_deref()).await
+        server.backend.request_for("tools/call", params, startup, timeout, ctx.on_behalf(session.as_deref())).await
     }
 }
 

@@ -36,8 +36,7 @@ impl Gateway {
                 params,
                 server.spec.startup_timeout.as_std(),
                 server.spec.call_timeout.as_std(),
-                None,
-                session.as_deref(),
+                crate::servers::OnBehalf { relay: None, ..ctx.on_behalf(session.as_deref()) },
             )
             .await
             .map_err(|e| CallError::Backend(e).to_rpc())

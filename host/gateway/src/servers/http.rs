@@ -15,12 +15,13 @@ use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
-    BackendError, BackendEvent, Era, discover, initialize_params,
+    BackendError, BackendEvent, Era, Revision, discover, initialize_params,
     relay::{Answerer, CallRelay, EventSink, owner, relay_from_server},
     sse::{event_end, parse_event},
     truncate, with_era_meta,
 };
 use crate::{
+    param_headers::{self, Designation},
     parse_budget,
     protocol::{self, MODERN_VERSION, RpcError, code},
 };
@@ -55,8 +56,33 @@ pub(super) async fn follow_session_stream(
 }
 
 pub(super) struct HttpState {
+    /// The revision the core's own requests use.
     pub(super) era: Era,
     pub(super) session: Option<String>,
+    /// Whether a stateless server also speaks a handshake revision: handshake clients then get
+    /// sessions of their own in it, so their conversation with it is theirs (the server's
+    /// requests, subscriptions), as if they spoke to it directly.
+    pub(super) also: AlsoHandshake,
+}
+
+/// A handshake revision beside the stateless one. `server/discover` lists stateless revisions
+/// only (the handshake is negotiated by `initialize`), so unless it lists one, the first
+/// handshake client's session is the probe.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum AlsoHandshake {
+    Unknown,
+    Speaks(String),
+    No,
+}
+
+impl HttpState {
+    /// The revision of a handshake client's own session here.
+    pub(super) fn client_era(&self) -> Era {
+        match (&self.era, &self.also) {
+            (Era::Modern, AlsoHandshake::Speaks(version)) => Era::Handshake(version.clone()),
+            (era, _) => era.clone(),
+        }
+    }
 }
 
 pub struct HttpBackend {
@@ -71,6 +97,9 @@ pub struct HttpBackend {
     pub(super) events: EventSink,
     /// Sends the server the answers to its requests (built once: every stream shares it).
     pub(super) answer_server: Answerer,
+    /// Tool → the arguments its calls mirror into `Mcp-Param-*` headers, from the server's
+    /// tools/list (the stateless revision's custom headers).
+    pub(super) param_headers: Mutex<HashMap<String, Vec<Designation>>>,
 }
 
 impl HttpBackend {
@@ -97,6 +126,7 @@ impl HttpBackend {
             state: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             streams: Mutex::default(),
+            param_headers: Mutex::default(),
             events: (name.to_string(), events),
         }
     }
@@ -110,14 +140,14 @@ impl HttpBackend {
         relay: Option<&CallRelay>,
     ) -> Result<Value, BackendError> {
         self.connect().await?;
-        let (era, shared) = {
+        let (era, shared, own_era) = {
             let state = self.state.lock().unwrap();
             let s = state.as_ref().expect("connected");
-            (s.era.clone(), s.session.clone())
+            (s.era.clone(), s.session.clone(), s.client_era())
         };
         if let Some(own) = own {
-            let _listening = self.listen(method, own, false, &era, relay).await;
-            match self.post(method, with_era_meta(&era, params.clone()), &era, Some(own), relay).await {
+            let _listening = self.listen(method, own, false, &own_era, relay).await;
+            match self.post(method, with_era_meta(&own_era, params.clone()), &own_era, Some(own), relay).await {
                 Err(BackendError::SessionLost(_)) => {
                     tracing::warn!(server = %self.name, "the client's backend session has expired; using the core's own");
                 }
@@ -157,17 +187,24 @@ impl HttpBackend {
         let probe =
             || async { self.post("server/discover", modern_meta.clone(), &Era::Modern, None, None).await.map(|r| r.0) };
         let state = match discover(probe).await {
-            Ok(None) => HttpState { era: Era::Modern, session: None },
+            Ok(Revision::Stateless { also }) => HttpState {
+                era: Era::Modern,
+                session: None,
+                also: also.map_or(AlsoHandshake::Unknown, |v| AlsoHandshake::Speaks(v.into())),
+            },
             // Anything else (an error, an old server's 4xx, no modern version) → the handshake.
             other => {
-                let asked = other.ok().flatten().unwrap_or(protocol::LATEST_HANDSHAKE);
+                let asked = match other {
+                    Ok(Revision::Handshake(version)) => version,
+                    _ => protocol::LATEST_HANDSHAKE,
+                };
                 let handshake = Era::Handshake(asked.into());
                 let (result, session) =
                     self.post("initialize", initialize_params(asked), &handshake, None, None).await?;
                 let version = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(asked).to_string();
                 let era = Era::Handshake(version);
                 self.notify("notifications/initialized", &era, session.as_deref()).await;
-                HttpState { era, session }
+                HttpState { era, session, also: AlsoHandshake::No }
             }
         };
         *self.state.lock().unwrap() = Some(state);
@@ -204,7 +241,37 @@ impl HttpBackend {
         if let Some(s) = session.and_then(|s| s.parse().ok()) {
             h.insert("mcp-session-id", s);
         }
+        if method == "tools/call"
+            && *era == Era::Modern
+            && let Some(tool) = params.get("name").and_then(Value::as_str)
+            && let Some(designations) = self.param_headers.lock().unwrap().get(tool)
+        {
+            for (name, value) in param_headers::headers(designations, &params["arguments"]) {
+                if let (Ok(name), Ok(value)) =
+                    (reqwest::header::HeaderName::try_from(name), reqwest::header::HeaderValue::try_from(value))
+                {
+                    h.insert(name, value);
+                }
+            }
+        }
         h
+    }
+
+    /// Keeps which arguments each listed tool mirrors into headers.
+    fn learn_param_headers(&self, listed: &Value) {
+        let Some(tools) = listed.get("tools").and_then(Value::as_array) else { return };
+        let mut known = self.param_headers.lock().unwrap();
+        for tool in tools {
+            let (Some(name), Ok(designations)) =
+                (tool["name"].as_str(), param_headers::designations(&tool["inputSchema"]))
+            else {
+                continue;
+            };
+            match designations.is_empty() {
+                true => known.remove(name),
+                false => known.insert(name.to_string(), designations),
+            };
+        }
     }
 
     pub(super) async fn notify(&self, method: &str, era: &Era, session: Option<&str>) {
@@ -274,7 +341,13 @@ impl HttpBackend {
         };
         match message {
             Some(m) if m.get("error").is_some() => Err(BackendError::Rpc(RpcError::from_json(&m["error"]))),
-            Some(m) if status.is_success() => Ok((m.get("result").cloned().unwrap_or(Value::Null), new_session)),
+            Some(m) if status.is_success() => {
+                let result = m.get("result").cloned().unwrap_or(Value::Null);
+                if method == "tools/list" {
+                    self.learn_param_headers(&result);
+                }
+                Ok((result, new_session))
+            }
             _ if status.is_server_error() || status == reqwest::StatusCode::NOT_FOUND => {
                 Err(unavailable(format!("HTTP {status}")))
             }

@@ -13,7 +13,7 @@ mod stdio;
 pub use relay::{CallRelay, Relay, RelaySink};
 pub use spec::{backend_spec, check_endpoint, remote_headers};
 
-use http::HttpBackend;
+use http::{AlsoHandshake, HttpBackend};
 use relay::relay_request;
 use stdio::{StdioBackend, call};
 
@@ -82,6 +82,17 @@ pub struct BackendEvent {
     pub params: Value,
 }
 
+/// The client a request is sent for, as the backend edge needs to know it.
+#[derive(Clone, Copy, Default)]
+pub struct OnBehalf<'a> {
+    /// Where what the server sends toward the client during a call goes.
+    pub relay: Option<&'a CallRelay>,
+    /// The client's own backend session (a handshake client at a server that has them).
+    pub session: Option<&'a str>,
+    /// The client speaks the stateless revision: it answers `input_required` itself.
+    pub stateless: bool,
+}
+
 pub enum Backend {
     Stdio(StdioBackend),
     Http(Box<HttpBackend>),
@@ -109,27 +120,28 @@ impl Backend {
         ready_within: Duration,
         answer_within: Duration,
     ) -> Result<Value, BackendError> {
-        self.request_for(method, params, ready_within, answer_within, None, None).await
+        self.request_for(method, params, ready_within, answer_within, OnBehalf::default()).await
     }
 
-    /// [`Self::request`] on a client's behalf: what the server sends toward the client during
-    /// the call goes to `relay`, in the client's backend `session` when it has one. Dropping the
-    /// future cancels the call at the server.
+    /// [`Self::request`] on a client's behalf (see [`OnBehalf`]). Dropping the future cancels
+    /// the call at the server.
     pub async fn request_for(
         &self,
         method: &str,
         params: Value,
         ready_within: Duration,
         answer_within: Duration,
-        relay: Option<&CallRelay>,
-        session: Option<&str>,
+        client: OnBehalf<'_>,
     ) -> Result<Value, BackendError> {
-        // A 2026-07-28 server asks the client through `input_required` results: its requests go
-        // to the client like any server's, and the call is sent again with the answers.
-        let again = (relay.is_some() && self.speaks_modern()).then(|| params.clone());
+        let OnBehalf { relay, session, stateless } = client;
+        // A 2026-07-28 server asks through `input_required` results. A stateless client answers
+        // them itself: the result goes back as the server gave it (its keys, its requestState),
+        // and the retry comes as a call of its own. For a handshake client, Hangar asks it as any
+        // server would, and sends the call again with the answers.
+        let again = (relay.is_some() && !stateless && self.speaks_modern()).then(|| params.clone());
         let mut result = self.request_once(method, params, ready_within, answer_within, relay, session).await?;
         for _ in 0..MAX_INPUT_ROUNDS {
-            if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+            if stateless || result.get("resultType").and_then(Value::as_str) != Some("input_required") {
                 return Ok(result);
             }
             let (Some(relay), Some(base)) = (relay, again.as_ref()) else { break };
@@ -137,7 +149,7 @@ impl Backend {
             let requests = result.get("inputRequests").and_then(Value::as_object).cloned().unwrap_or_default();
             for (key, request) in requests {
                 let method = request.get("method").and_then(Value::as_str).unwrap_or_default();
-                let params = request.get("params").cloned().unwrap_or_default();
+                let params = request.get("params").filter(|p| p.is_object()).cloned().unwrap_or_else(|| json!({}));
                 match relay_request(relay, method, params).await {
                     Ok(Ok(answer)) => responses.insert(key, answer),
                     Ok(Err(e)) => return Err(BackendError::Rpc(e)),
@@ -198,17 +210,44 @@ impl Backend {
         }
     }
 
-    /// A session of its own at a handshake-era HTTP server, for one client; None for other kinds.
+    /// A session of its own at an HTTP server that speaks a handshake revision (only, or beside
+    /// the stateless one), for one handshake client; None for other kinds.
     pub async fn open_session(&self) -> Option<String> {
         let Backend::Http(b) = self else { return None };
         b.connect().await.ok()?;
-        let era = b.state.lock().unwrap().as_ref().map(|s| s.era.clone())?;
-        if era == Era::Modern {
-            return None;
-        }
-        let (_, session) =
-            b.post("initialize", initialize_params(protocol::LATEST_HANDSHAKE), &era, None, None).await.ok()?;
-        let session = session?;
+        let (era, also) = b.state.lock().unwrap().as_ref().map(|s| (s.era.clone(), s.also.clone()))?;
+        // The version the core's handshake settled on, the one a dual server listed, or (probing
+        // a stateless server) Hangar's newest.
+        let asked = match (&era, &also) {
+            (Era::Handshake(version), _) | (Era::Modern, AlsoHandshake::Speaks(version)) => version.clone(),
+            (Era::Modern, AlsoHandshake::Unknown) => protocol::LATEST_HANDSHAKE.to_string(),
+            (Era::Modern, AlsoHandshake::No) => return None,
+        };
+        let handshake = Era::Handshake(asked.clone());
+        let opened = b.post("initialize", initialize_params(&asked), &handshake, None, None).await;
+        let session = match opened {
+            Ok((result, Some(session))) => {
+                let version = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(&asked).to_string();
+                if let Some(state) = b.state.lock().unwrap().as_mut()
+                    && state.era == Era::Modern
+                {
+                    state.also = AlsoHandshake::Speaks(version);
+                }
+                session
+            }
+            // Not reached: ask again with the next client.
+            Err(e) if e.is_transient() => return None,
+            // Refused (or no session): a stateless server only.
+            _ => {
+                if let Some(state) = b.state.lock().unwrap().as_mut()
+                    && state.also == AlsoHandshake::Unknown
+                {
+                    state.also = AlsoHandshake::No;
+                }
+                return None;
+            }
+        };
+        let era = b.state.lock().unwrap().as_ref().map(http::HttpState::client_era)?;
         b.notify("notifications/initialized", &era, Some(&session)).await;
         Some(session)
     }
@@ -216,7 +255,7 @@ impl Backend {
     /// Ends a session [`Self::open_session`] opened (HTTP DELETE with its id); best effort.
     pub async fn close_session(&self, session: &str) {
         let Backend::Http(b) = self else { return };
-        let Some(era) = b.state.lock().unwrap().as_ref().map(|s| s.era.clone()) else { return };
+        let Some(era) = b.state.lock().unwrap().as_ref().map(http::HttpState::client_era) else { return };
         b.streams.lock().unwrap().remove(session);
         let headers = b.headers("", &Value::Null, &era, Some(session));
         let _ = b.client.delete(&b.endpoint).headers(headers).send().await;
@@ -360,11 +399,21 @@ fn after_failed_discover(error: &BackendError) -> AfterDiscover {
     AfterDiscover::Initialize(protocol::LATEST_HANDSHAKE)
 }
 
+/// What `server/discover` said a server speaks.
+#[derive(Debug, PartialEq)]
+pub(super) enum Revision {
+    /// The stateless revision; `also` the newest handshake version it lists beside it (a
+    /// dual-revision server), which handshake clients get a session of their own in.
+    Stateless { also: Option<&'static str> },
+    /// Only the handshake: initialize with this version.
+    Handshake(&'static str),
+}
+
 /// The revision a server speaks, by `server/discover` (sent by `send`; again, once, when the
-/// server refused the version but lists the stateless revision): `Ok(None)` for the stateless
-/// one, `Ok(Some(version))` for the handshake version to initialize with (the newest the server
-/// listed, else Hangar's newest), `Err` when the probe got no JSON-RPC answer at all.
-pub(super) async fn discover<F, Fut>(send: F) -> Result<Option<&'static str>, BackendError>
+/// server refused the version but lists the stateless revision): the stateless one (and any
+/// handshake version beside it), or the handshake version to initialize with (the newest the
+/// server listed, else Hangar's newest); `Err` when the probe got no JSON-RPC answer at all.
+pub(super) async fn discover<F, Fut>(send: F) -> Result<Revision, BackendError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Value, BackendError>>,
@@ -376,14 +425,20 @@ where
         discovered = send().await;
     }
     match discovered {
-        Ok(result) if speaks_modern(&result) => Ok(None),
-        Ok(_) => Ok(Some(protocol::LATEST_HANDSHAKE)),
-        Err(e @ BackendError::Rpc(_)) => Ok(Some(match after_failed_discover(&e) {
+        Ok(result) if speaks_modern(&result) => Ok(Revision::Stateless { also: newest_handshake(&result) }),
+        Ok(_) => Ok(Revision::Handshake(protocol::LATEST_HANDSHAKE)),
+        Err(e @ BackendError::Rpc(_)) => Ok(Revision::Handshake(match after_failed_discover(&e) {
             AfterDiscover::Initialize(version) => version,
             AfterDiscover::DiscoverAgain => protocol::LATEST_HANDSHAKE,
         })),
         Err(e) => Err(e),
     }
+}
+
+/// The newest handshake version a `server/discover` result lists.
+fn newest_handshake(discover: &Value) -> Option<&'static str> {
+    let listed = discover.get("supportedVersions").and_then(Value::as_array)?;
+    protocol::HANDSHAKE_VERSIONS.iter().rev().find(|v| listed.iter().any(|l| l == **v)).copied()
 }
 
 pub(super) fn initialize_params(version: &str) -> Value {

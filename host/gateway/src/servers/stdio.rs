@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use super::{
-    BackendError, BackendEvent, Era, discover, initialize_params,
+    BackendError, BackendEvent, Era, Revision, discover, initialize_params,
     relay::{CallRelay, Relay, RelaySink, answer_unowned, client_answer, owner, relay_request},
     truncate,
 };
@@ -455,7 +455,11 @@ pub(super) fn finish(mut line: Vec<u8>, skipped: usize) -> Result<String, String
 pub(super) async fn handshake(shared: &StdioShared, live: &Live) -> Result<Era, BackendError> {
     let modern_meta = json!({"_meta": protocol::modern_meta()});
     let probe = || call(shared, live, "server/discover", modern_meta.clone(), None);
-    let Some(asked) = discover(probe).await? else { return Ok(Era::Modern) };
+    // One process, one conversation: a dual-revision server is spoken to in the stateless one.
+    let asked = match discover(probe).await? {
+        Revision::Stateless { .. } => return Ok(Era::Modern),
+        Revision::Handshake(asked) => asked,
+    };
     let result = call(shared, live, "initialize", initialize_params(asked), None).await?;
     let version = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(asked).to_string();
     let _ = live.stdin.try_send(protocol::notification("notifications/initialized", json!({})).to_string());
