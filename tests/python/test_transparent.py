@@ -13,6 +13,7 @@ import urllib.request
 
 import mcp.types as t
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from hangar_proc import Hangar, everything_server, notes_server, stateless_headers, wait_for
 from test_conformance import CONFORMANCE, NODE, reference  # noqa: F401 (the fixture)
@@ -83,7 +84,8 @@ async def _read(url, uri):
         await c.read_resource(uri)
 
 
-def test_servers_requests_reach_the_calling_client_and_its_answers_the_server(reference, tmp_path):  # noqa: F811
+def test_servers_requests_reach_the_calling_client_and_its_answers_the_server(reference, tmp_path, request):  # noqa: F811
+    dual = request.node.callspec.params["reference"] == "dual-server.mjs"
     h = start(tmp_path / "run", {"reference.yaml": remote("reference", reference, ", unprefixed: true")})
     try:
         wait_for(lambda: "test_sampling" in names(h.url), timeout=60)
@@ -128,14 +130,22 @@ def test_servers_requests_reach_the_calling_client_and_its_answers_the_server(re
 
         async def without_capability(mode):
             async with Client(h.url, mode=mode) as c:
-                return (await c.call_tool("test_sampling", {"prompt": "q"})).content[0].text
+                try:
+                    return (await c.call_tool("test_sampling", {"prompt": "q"})).content[0].text
+                except MCPError as e:
+                    return f"error {e.code}: {e}"
 
         # A client that cannot answer gets the server a clear error at once, not a 60 s hang.
         text = asyncio.run(asyncio.wait_for(without_capability("legacy"), 30))
         assert "did not declare the capability sampling/createMessage" in text, text
         text = asyncio.run(asyncio.wait_for(without_capability("auto"), 30))
-        # (a stateless call that declared nothing gets no relay: the server hears so at once)
-        assert "sampling/createMessage is not available here" in text, text
+        if dual:
+            # A stateless server judges the client's own capabilities (passed on, not Hangar's):
+            # it refuses to ask what the client cannot answer (-32021).
+            assert text.startswith("error -32021") and "sampling" in text, text
+        else:
+            # (a stateless call that declared nothing gets no relay: the server hears so at once)
+            assert "sampling/createMessage is not available here" in text, text
 
         # A 2026-07-28 client is asked through input_required results; its retry carries the answers.
         async def stateless():
@@ -152,8 +162,11 @@ def test_servers_requests_reach_the_calling_client_and_its_answers_the_server(re
         # None of it counted against the server.
         metrics = urllib.request.urlopen(f"{h.base}/metrics", timeout=10).read().decode()
         assert 'hangar_calls_total{outcome="ok",server="reference",tool="test_sampling"} 4' in metrics
-        assert 'hangar_calls_total{outcome="error",server="reference"' not in metrics, [
-            line for line in metrics.splitlines() if "hangar_calls_total" in line]
+        # (the dual server's -32021 is its answer, an error of that call; the server stays healthy)
+        errors = [line for line in metrics.splitlines() if line.startswith('hangar_calls_total{outcome="error"')]
+        assert errors == (['hangar_calls_total{outcome="error",server="reference",tool="test_sampling"} 1'] if dual
+                          else []), errors
+        assert 'hangar_breaker_state{server="reference"} 0' in metrics
     finally:
         h.stop()
 

@@ -14,10 +14,10 @@ use tokio_stream::StreamExt;
 
 use super::{
     AppState, SESSION_HEADER, VERSION_HEADER, Verified, json_response,
-    parked::{CallFuture, PARKED_PREFIX, Parked, park, refusal, resume},
+    parked::{CallFuture, PARKED_PREFIX, Parked, UNKNOWN_STATE, park, refusal, resume},
     relay::{ClientRequests, PROGRESS_QUEUE, Unregister},
     rpc_error,
-    session::ClientCapabilities,
+    session::{BOUND_STATE, ClientCapabilities},
     subscriptions::listen,
 };
 use crate::{
@@ -71,7 +71,7 @@ pub(super) async fn post_message(
         );
     }
     // Taken, not copied: the arguments travel on as they are (no copy per request).
-    let params = object.remove("params").unwrap_or_else(|| json!({}));
+    let mut params = object.remove("params").unwrap_or_else(|| json!({}));
     let modern = match revision(headers, &method, &params) {
         Ok(modern) => modern,
         Err((status, error)) => return rpc_error(status, &id, error),
@@ -93,6 +93,17 @@ pub(super) async fn post_message(
         && token.starts_with(PARKED_PREFIX)
     {
         return resume(&state, &id, token, &params, verified).await;
+    }
+    // A retry after a server's `input_required`: its state goes back to the server only from
+    // the caller it was given to.
+    if modern
+        && let Some(bound) = params.get("requestState").and_then(Value::as_str)
+        && bound.starts_with(BOUND_STATE)
+    {
+        let Some(server_state) = state.sessions.unbind_state(bound, verified.subject()).map(str::to_string) else {
+            return rpc_error(StatusCode::OK, &id, RpcError::new(code::INVALID_PARAMS, UNKNOWN_STATE));
+        };
+        params["requestState"] = Value::String(server_state);
     }
     let session = match modern {
         true => None,
@@ -460,6 +471,18 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
         outcome.map(|result| finish(&method, result, modern))
     });
     let owner = verified.subject().map(str::to_string);
+    // A server's `requestState` reaches a stateless client bound to it (see `unbind_state`).
+    let (keys, caller) = (state.clone(), owner.clone());
+    let future: CallFuture = Box::pin(async move {
+        let mut result = future.await?;
+        if let Some(server_state) = result.get_mut("requestState")
+            && let Some(raw) = server_state.as_str()
+            && modern
+        {
+            *server_state = Value::String(keys.sessions.bind_state(raw, caller.as_deref()));
+        }
+        Ok(result)
+    });
     Call { future, relays, capabilities, cancelled, _unregister: unregister, owner, accepts_events }
 }
 

@@ -41,6 +41,9 @@ pub struct Parked {
     pub(super) owner: Option<String>,
 }
 
+/// The answer to a `requestState` that is not this caller's to use (another's, expired, forged).
+pub(super) const UNKNOWN_STATE: &str = "params.requestState: unknown or expired; call the tool again without it";
+
 /// How `requestState` values of Hangar's own begin.
 pub(super) const PARKED_PREFIX: &str = "hangar.";
 /// Calls waiting for their clients' input at once, and how long one waits.
@@ -99,14 +102,7 @@ pub(super) async fn resume(
         }
     };
     let Some(mut parked) = taken else {
-        return rpc_error(
-            StatusCode::OK,
-            id,
-            RpcError::new(
-                code::INVALID_PARAMS,
-                "params.requestState: unknown or expired; call the tool again without it",
-            ),
-        );
+        return rpc_error(StatusCode::OK, id, RpcError::new(code::INVALID_PARAMS, UNKNOWN_STATE));
     };
     let responses = params.get("inputResponses").and_then(Value::as_object);
     for (key, answer) in parked.answers.drain() {

@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 
 pub use crate::protocol::SESSION_LIFETIME;
 
+/// How a server's `requestState` bound to its caller begins.
+pub const BOUND_STATE: &str = "hangar:";
+
 /// Characters of the base64url body (28 bytes), then the capabilities character.
 const BODY_CHARS: usize = 38;
 
@@ -80,6 +83,31 @@ impl SessionKeys {
         let Some(raw) = id.get(..BODY_CHARS).and_then(|b| URL_SAFE_NO_PAD.decode(b).ok()) else { return false };
         let expires = u32::from_be_bytes(raw[16..20].try_into().expect("28 bytes"));
         u64::from(expires) > now() && raw[20..28] == subject_tag(subject)
+    }
+
+    /// A server's `requestState` as a stateless client gets it: bound to the verified subject it
+    /// was given to (`hangar:<signature>:<the server's state>`), so that only that caller's retry
+    /// reaches the server with it, on any replica sharing the key.
+    pub fn bind_state(&self, state: &str, subject: Option<&str>) -> String {
+        format!("{BOUND_STATE}{}:{state}", self.sign_state(state, subject))
+    }
+
+    /// The server's `requestState` inside a bound one, if `subject` is the caller it was given to.
+    pub fn unbind_state<'a>(&self, bound: &'a str, subject: Option<&str>) -> Option<&'a str> {
+        let (signature, state) = bound.strip_prefix(BOUND_STATE)?.split_once(':')?;
+        let expected = self.sign_state(state, subject);
+        // Compared in constant time: the signature is what an attacker would guess.
+        let same = signature.len() == expected.len()
+            && signature.bytes().zip(expected.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0;
+        same.then_some(state)
+    }
+
+    fn sign_state(&self, state: &str, subject: Option<&str>) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(b"requestState\0");
+        mac.update(&subject_tag(subject));
+        mac.update(state.as_bytes());
+        URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..18])
     }
 
     /// The signature alone.
@@ -155,6 +183,20 @@ impl ClientCapabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bound_request_state_comes_back_only_for_its_caller_and_key() {
+        let keys = SessionKeys::with_key(b"one");
+        let bound = keys.bind_state("server:state:with:colons", Some("alice"));
+        assert!(bound.starts_with(BOUND_STATE));
+        assert_eq!(keys.unbind_state(&bound, Some("alice")), Some("server:state:with:colons"));
+        assert_eq!(keys.unbind_state(&bound, Some("bob")), None);
+        assert_eq!(keys.unbind_state(&bound, None), None);
+        assert_eq!(SessionKeys::with_key(b"two").unbind_state(&bound, Some("alice")), None);
+        let tampered = bound.replace("colons", "commas");
+        assert_eq!(keys.unbind_state(&tampered, Some("alice")), None);
+        assert_eq!(keys.unbind_state("server-state", Some("alice")), None);
+    }
 
     #[test]
     fn ids_verify_with_the_same_key_only() {
