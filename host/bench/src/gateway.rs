@@ -34,6 +34,10 @@ pub struct Run {
     pub p50: Duration,
     pub p99: Duration,
     pub per_second: f64,
+    /// The process's CPU time and allocations per call over the run (client, gateway and echo
+    /// server together; the gateway's share is through it minus direct).
+    pub cpu_per_call: Duration,
+    pub allocations_per_call: f64,
 }
 
 /// `clients` tasks calling `url` until `calls` are done or 10 s have passed.
@@ -41,6 +45,7 @@ async fn load(url: &str, tool: &str, clients: usize, calls: usize) -> Run {
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
     let body = Arc::new(call_body(tool));
     let per_client = calls.div_ceil(clients);
+    let (cpu_before, allocations_before) = (crate::cpu_time(), crate::allocations());
     let started = Instant::now();
     let deadline = started + Duration::from_secs(10);
     let tasks: Vec<_> = (0..clients)
@@ -79,8 +84,10 @@ async fn load(url: &str, tool: &str, clients: usize, calls: usize) -> Run {
     }
     let elapsed = started.elapsed();
     let count = times.len();
+    let cpu_per_call = (crate::cpu_time() - cpu_before) / count.max(1) as u32;
+    let allocations_per_call = (crate::allocations() - allocations_before) as f64 / count.max(1) as f64;
     let (p50, p99) = percentiles(times);
-    Run { p50, p99, per_second: count as f64 / elapsed.as_secs_f64() }
+    Run { p50, p99, per_second: count as f64 / elapsed.as_secs_f64(), cpu_per_call, allocations_per_call }
 }
 
 /// (clients, direct, via) for the plot.
@@ -128,6 +135,24 @@ pub async fn run(scale: &Scale) -> anyhow::Result<(Vec<Figure>, Curve)> {
             baseline: format!("{:.0} calls/s", d.per_second),
             ratio: v.per_second / d.per_second.max(1e-9),
         });
+        if clients == 1 || clients == 200 {
+            let plural = if clients == 1 { "" } else { "s" };
+            let added = v.cpu_per_call.saturating_sub(d.cpu_per_call);
+            figures.push(Figure {
+                what: format!("CPU per call added by the gateway, {clients} client{plural} (through it minus direct)"),
+                measured: format_duration(added),
+                baseline_name: "direct (bench client and echo server)".into(),
+                baseline: format_duration(d.cpu_per_call),
+                ratio: added.as_secs_f64() / d.cpu_per_call.as_secs_f64().max(1e-9),
+            });
+            figures.push(Figure {
+                what: format!("allocations per call added by the gateway, {clients} client{plural}"),
+                measured: format!("{:.0}", v.allocations_per_call - d.allocations_per_call),
+                baseline_name: "direct (bench client and echo server)".into(),
+                baseline: format!("{:.0}", d.allocations_per_call),
+                ratio: (v.allocations_per_call - d.allocations_per_call) / d.allocations_per_call.max(1e-9),
+            });
+        }
         curve.push((clients, d, v));
     }
     Ok((figures, curve))

@@ -1,7 +1,7 @@
 //! Hangar's performance report: `cargo run --release -p hangar-bench` measures every figure
 //! beside its baseline in the same run and writes `docs/performance.md` and
 //! `docs/latency-vs-concurrency.svg`. `--quick` runs fewer calls (for a smoke check);
-//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing; `--auth-only` the token-check figures; `--search-only` measures tool search and puts its section in place in the report. Every load loop is bounded in count and time.
+//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing; `--auth-only` the token-check figures; `--gateway-only` the tools/call figures; `--search-only` measures tool search and puts its section in place in the report. Every load loop is bounded in count and time.
 
 mod auth;
 mod cold_start;
@@ -45,6 +45,46 @@ pub fn format_duration(d: Duration) -> String {
     } else {
         format!("{:.1} ms", ns / 1e6)
     }
+}
+
+/// Every allocation of this process is counted: a figure's allocations are the difference of
+/// two readings (the gateway's per call: through it minus direct, the same load).
+struct Counting;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations so far (allocs and reallocs) in this process.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// CPU time this process has used (user and system, all threads).
+pub fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Resident set size of this process now and at its peak, in MiB.
@@ -115,6 +155,14 @@ fn main() -> anyhow::Result<()> {
         let report = out.join("performance.md");
         if let Ok(md) = std::fs::read_to_string(&report) {
             std::fs::write(&report, with_section(&md, SEARCH_TITLE, &section))?;
+        }
+        return Ok(());
+    }
+    if args.iter().any(|a| a == "--gateway-only") {
+        // The tools/call section alone, printed only (for profiling the gateway's path).
+        let (figures, _) = runtime.block_on(gateway::run(&scale))?;
+        for f in figures {
+            println!("{}: {} ({} {}, {:.2}x)", f.what, f.measured, f.baseline_name, f.baseline, f.ratio);
         }
         return Ok(());
     }
