@@ -24,12 +24,9 @@ import {
   localhostAllowedHostnames,
 } from '@modelcontextprotocol/server';
 import { z } from 'zod';
+import { ANSWERS, CAPABILITIES, CONTENTS, FORMS, MESSAGES, sleep, text } from './fixtures.mjs';
 
 const port = Number(process.argv[2] ?? 3000);
-const PNG = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==';
-const WAV = 'UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=';
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const text = (t) => ({ content: [{ type: 'text', text: t }] });
 const CAPABILITIES_KEY = 'io.modelcontextprotocol/clientCapabilities';
 
 // requestState is attacker-controlled on the way back: sealed with the SDK's HMAC codec, whose
@@ -98,35 +95,14 @@ function build() {
   const server = new McpServer(
     { name: 'hangar-conformance-dual', version: '1.0.0' },
     {
-      capabilities: {
-        tools: { listChanged: true },
-        resources: { subscribe: true, listChanged: true },
-        prompts: { listChanged: true },
-        logging: {},
-        completions: {},
-      },
+      capabilities: CAPABILITIES,
       requestState: { verify: stateCodec.verify },
     },
   );
 
-  server.registerTool('test_simple_text', { description: 'Answers one text block' }, async () =>
-    text('This is a simple text response for testing.'));
-  server.registerTool('test_image_content', { description: 'Answers a PNG image' }, async () => ({
-    content: [{ type: 'image', data: PNG, mimeType: 'image/png' }],
-  }));
-  server.registerTool('test_audio_content', { description: 'Answers a WAV clip' }, async () => ({
-    content: [{ type: 'audio', data: WAV, mimeType: 'audio/wav' }],
-  }));
-  server.registerTool('test_embedded_resource', { description: 'Answers an embedded resource' }, async () => ({
-    content: [{ type: 'resource', resource: { uri: 'test://embedded-resource', mimeType: 'text/plain', text: 'This is an embedded resource content.' } }],
-  }));
-  server.registerTool('test_multiple_content_types', { description: 'Answers text, image and resource' }, async () => ({
-    content: [
-      { type: 'text', text: 'Multiple content types test:' },
-      { type: 'image', data: PNG, mimeType: 'image/png' },
-      { type: 'resource', resource: { uri: 'test://mixed-content-resource', mimeType: 'application/json', text: '{"test":"data","value":123}' } },
-    ],
-  }));
+  for (const [name, { description, answer }] of Object.entries(ANSWERS)) {
+    server.registerTool(name, { description }, async () => answer);
+  }
   server.registerTool('test_tool_with_logging', { description: 'Logs three messages while it runs' }, async (ctx) => {
     for (const step of ['Tool execution started', 'Tool processing data', 'Tool execution completed']) {
       await ctx.mcpReq.notify({ method: 'notifications/message', params: { level: 'info', data: step } });
@@ -182,37 +158,11 @@ function build() {
     }
   };
   server.registerTool('test_elicitation', { description: 'Asks the user for input', inputSchema: z.object({ message: z.string() }) }, async ({ message }, ctx) =>
-    elicit(ctx, message, { type: 'object', properties: { response: { type: 'string', description: "User's response" } }, required: ['response'] }, 'User response'));
+    elicit(ctx, message, FORMS.response, 'User response'));
   server.registerTool('test_elicitation_sep1034_defaults', { description: 'Elicits with defaults (SEP-1034)' }, async (ctx) =>
-    elicit(ctx, 'Please review and update the form fields with defaults', {
-      type: 'object',
-      properties: {
-        name: { type: 'string', description: 'User name', default: 'John Doe' },
-        age: { type: 'integer', description: 'User age', default: 30 },
-        score: { type: 'number', description: 'User score', default: 95.5 },
-        status: { type: 'string', description: 'User status', enum: ['active', 'inactive', 'pending'], default: 'active' },
-        verified: { type: 'boolean', description: 'Verification status', default: true },
-      },
-      required: [],
-    }, 'Elicitation completed'));
+    elicit(ctx, FORMS.defaults.message, FORMS.defaults.requestedSchema, 'Elicitation completed'));
   server.registerTool('test_elicitation_sep1330_enums', { description: 'Elicits every enum form (SEP-1330)' }, async (ctx) =>
-    elicit(ctx, 'Please select options from the enum fields', {
-      type: 'object',
-      properties: {
-        untitledSingle: { type: 'string', description: 'Select one option', enum: ['option1', 'option2', 'option3'] },
-        titledSingle: {
-          type: 'string', description: 'Select one option with titles',
-          oneOf: [{ const: 'value1', title: 'First Option' }, { const: 'value2', title: 'Second Option' }, { const: 'value3', title: 'Third Option' }],
-        },
-        legacyEnum: { type: 'string', description: 'Select one option (legacy)', enum: ['opt1', 'opt2', 'opt3'], enumNames: ['Option One', 'Option Two', 'Option Three'] },
-        untitledMulti: { type: 'array', description: 'Select multiple options', minItems: 1, maxItems: 3, items: { type: 'string', enum: ['option1', 'option2', 'option3'] } },
-        titledMulti: {
-          type: 'array', description: 'Select multiple options with titles', minItems: 1, maxItems: 3,
-          items: { anyOf: [{ const: 'value1', title: 'First Choice' }, { const: 'value2', title: 'Second Choice' }, { const: 'value3', title: 'Third Choice' }] },
-        },
-      },
-      required: [],
-    }, 'Elicitation completed'));
+    elicit(ctx, FORMS.enums.message, FORMS.enums.requestedSchema, 'Elicitation completed'));
   server.registerTool('json_schema_2020_12_tool', {
     description: 'Tool with JSON Schema 2020-12 features',
     inputSchema: fromJsonSchema(SCHEMA_2020_12),
@@ -320,45 +270,23 @@ function build() {
     return text('logged');
   });
 
-  server.registerResource('static-text', 'test://static-text', { title: 'Static Text Resource', description: 'A static text resource', mimeType: 'text/plain' }, async () => ({
-    contents: [{ uri: 'test://static-text', mimeType: 'text/plain', text: 'This is the content of the static text resource.' }],
-  }));
-  server.registerResource('static-binary', 'test://static-binary', { title: 'Static Binary Resource', description: 'A PNG', mimeType: 'image/png' }, async () => ({
-    contents: [{ uri: 'test://static-binary', mimeType: 'image/png', blob: PNG }],
-  }));
+  server.registerResource('static-text', 'test://static-text', { title: 'Static Text Resource', description: 'A static text resource', mimeType: 'text/plain' }, async () => CONTENTS['test://static-text']);
+  server.registerResource('static-binary', 'test://static-binary', { title: 'Static Binary Resource', description: 'A PNG', mimeType: 'image/png' }, async () => CONTENTS['test://static-binary']);
   server.registerResource('template', new ResourceTemplate('test://template/{id}/data', { list: undefined }),
     { title: 'Resource Template', description: 'Data for an id', mimeType: 'application/json' },
-    async (uri, { id }) => ({
-      contents: [{ uri: uri.toString(), mimeType: 'application/json', text: JSON.stringify({ id, templateTest: true, data: `Data for ID: ${id}` }) }],
-    }));
-  server.registerResource('watched-resource', 'test://watched-resource', { title: 'Watched Resource', description: 'Subscribable', mimeType: 'text/plain' }, async () => ({
-    contents: [{ uri: 'test://watched-resource', mimeType: 'text/plain', text: 'Watched resource content' }],
-  }));
+    async (uri, { id }) => CONTENTS.template(uri.toString(), id));
+  server.registerResource('watched-resource', 'test://watched-resource', { title: 'Watched Resource', description: 'Subscribable', mimeType: 'text/plain' }, async () => CONTENTS['test://watched-resource']);
 
-  server.registerPrompt('test_simple_prompt', { title: 'Simple Test Prompt', description: 'No arguments' }, async () => ({
-    messages: [{ role: 'user', content: { type: 'text', text: 'This is a simple prompt for testing.' } }],
-  }));
+  server.registerPrompt('test_simple_prompt', { title: 'Simple Test Prompt', description: 'No arguments' }, async () => MESSAGES.test_simple_prompt());
   server.registerPrompt('test_prompt_with_arguments', {
     title: 'Prompt With Arguments', description: 'Two required arguments',
     argsSchema: z.object({ arg1: z.string().describe('First test argument'), arg2: z.string().describe('Second test argument') }),
-  }, async ({ arg1, arg2 }) => ({
-    messages: [{ role: 'user', content: { type: 'text', text: `Prompt with arguments: arg1='${arg1}', arg2='${arg2}'` } }],
-  }));
+  }, async (args) => MESSAGES.test_prompt_with_arguments(args));
   server.registerPrompt('test_prompt_with_embedded_resource', {
     title: 'Prompt With Embedded Resource', description: 'Embeds the resource named',
     argsSchema: z.object({ resourceUri: z.string().describe('URI of the resource to embed') }),
-  }, async ({ resourceUri }) => ({
-    messages: [
-      { role: 'user', content: { type: 'resource', resource: { uri: resourceUri, mimeType: 'text/plain', text: 'Embedded resource content for testing.' } } },
-      { role: 'user', content: { type: 'text', text: 'Please process the embedded resource above.' } },
-    ],
-  }));
-  server.registerPrompt('test_prompt_with_image', { title: 'Prompt With Image', description: 'Carries an image' }, async () => ({
-    messages: [
-      { role: 'user', content: { type: 'image', data: PNG, mimeType: 'image/png' } },
-      { role: 'user', content: { type: 'text', text: 'Please analyze the image above.' } },
-    ],
-  }));
+  }, async (args) => MESSAGES.test_prompt_with_embedded_resource(args));
+  server.registerPrompt('test_prompt_with_image', { title: 'Prompt With Image', description: 'Carries an image' }, async () => MESSAGES.test_prompt_with_image());
   server.registerPrompt('test_input_required_result_prompt', { title: 'Prompt that asks first', description: 'Asks for context' }, async (ctx) => {
     const context = accepted(answers(ctx).user_context, 'context');
     if (!context) {

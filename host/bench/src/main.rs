@@ -1,7 +1,7 @@
 //! Hangar's performance report: `cargo run --release -p hangar-bench` measures every figure
 //! beside its baseline in the same run and writes `docs/performance.md` and
 //! `docs/latency-vs-concurrency.svg`. `--quick` runs fewer calls (for a smoke check);
-//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing; `--auth-only` the token-check figures; `--gateway-only` the tools/call figures; `--search-only` measures tool search and puts its section in place in the report. Every load loop is bounded in count and time.
+//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing; `--auth-only` the token-check figures; `--gateway-only` measures the tools/call figures and puts their section in place; `--search-only` measures tool search and puts its section in place in the report. Every load loop is bounded in count and time.
 
 mod auth;
 mod cold_start;
@@ -100,6 +100,21 @@ pub struct Scale {
     pub repeats: usize,
 }
 
+const GATEWAY_TITLE: &str = "`tools/call` through the gateway vs sent directly to the server";
+const GATEWAY_PLOT: &str =
+    "![p50 latency vs concurrent clients, direct and through the gateway](latency-vs-concurrency.svg)\n";
+
+/// A section's figures as a table.
+fn table(figures: &[Figure]) -> String {
+    let mut md =
+        String::from("| figure | measured | baseline | baseline value | ratio |\n| --- | --- | --- | --- | --- |\n");
+    for f in figures {
+        let _ =
+            writeln!(md, "| {} | {} | {} | {} | {:.2}× |", f.what, f.measured, f.baseline_name, f.baseline, f.ratio);
+    }
+    md
+}
+
 const SEARCH_TITLE: &str = "Tool search: quality beside plain BM25, speed and size over 10,000 tools";
 
 /// `md` with the section titled `title` replaced by (or, if absent, followed by) `body`.
@@ -159,10 +174,14 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if args.iter().any(|a| a == "--gateway-only") {
-        // The tools/call section alone, printed only (for profiling the gateway's path).
-        let (figures, _) = runtime.block_on(gateway::run(&scale))?;
-        for f in figures {
-            println!("{}: {} ({} {}, {:.2}x)", f.what, f.measured, f.baseline_name, f.baseline, f.ratio);
+        // The tools/call section alone: printed, and put in place in an existing report.
+        let (figures, curve) = runtime.block_on(gateway::run(&scale))?;
+        let section = format!("{}\n{GATEWAY_PLOT}", table(&figures));
+        print!("{section}");
+        let report = out.join("performance.md");
+        if let Ok(md) = std::fs::read_to_string(&report) {
+            std::fs::write(&report, with_section(&md, GATEWAY_TITLE, &section))?;
+            gateway::plot(&curve, &out.join("latency-vs-concurrency.svg"))?;
         }
         return Ok(());
     }
@@ -179,7 +198,7 @@ fn main() -> anyhow::Result<()> {
     sections.push(("Access-token check per `/mcp` request (`--auth-issuer`)", auth::run(&scale)?));
     eprintln!("== gateway tools/call vs direct");
     let (figures, curve) = runtime.block_on(gateway::run(&scale))?;
-    sections.push(("`tools/call` through the gateway vs sent directly to the server", figures));
+    sections.push((GATEWAY_TITLE, figures));
     eprintln!("== cold start vs the backend's own start");
     sections
         .push(("Cold start (`replicas: 0`) vs the backend's own start", runtime.block_on(cold_start::run(&scale))?));
@@ -212,22 +231,9 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     for (title, figures) in &sections {
-        let _ = writeln!(
-            md,
-            "## {title}\n\n| figure | measured | baseline | baseline value | ratio |\n| --- | --- | --- | --- | --- |"
-        );
-        for f in figures {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {:.2}× |",
-                f.what, f.measured, f.baseline_name, f.baseline, f.ratio
-            );
-        }
-        md.push('\n');
-        if title.starts_with("`tools/call`") {
-            md.push_str(
-                "![p50 latency vs concurrent clients, direct and through the gateway](latency-vs-concurrency.svg)\n\n",
-            );
+        let _ = writeln!(md, "## {title}\n\n{}", table(figures));
+        if *title == GATEWAY_TITLE {
+            let _ = writeln!(md, "{GATEWAY_PLOT}");
         }
     }
     eprintln!("== tool search");

@@ -125,12 +125,17 @@ pub fn notification(method: &str, params: Value) -> Value {
 
 /// `_meta` for a request in the stateless revision, as Hangar sends it to backends.
 pub fn modern_meta() -> Value {
+    MODERN_META.clone()
+}
+
+/// Built once: every request to a stateless server takes what the client's `_meta` lacks from it.
+pub static MODERN_META: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
     json!({
         META_PROTOCOL_VERSION: MODERN_VERSION,
         META_CLIENT_CAPABILITIES: relayed_capabilities(),
         META_CLIENT_INFO: {"name": "hangar", "version": env!("CARGO_PKG_VERSION")},
     })
-}
+});
 
 /// What Hangar declares to servers: the requests it relays to the client of the call (which may
 /// still refuse them, with a clear error).

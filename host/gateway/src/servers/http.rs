@@ -88,6 +88,8 @@ impl HttpState {
 pub struct HttpBackend {
     pub(super) name: String,
     pub(super) endpoint: String,
+    /// The endpoint parsed once (checked at registration), not on every request.
+    pub(super) url: reqwest::Url,
     pub(super) client: reqwest::Client,
     pub(super) next_id: AtomicU64,
     pub(super) state: Mutex<Option<HttpState>>,
@@ -120,6 +122,9 @@ impl HttpBackend {
         Self {
             name: name.to_string(),
             answer_server: answerer(client.clone(), endpoint.clone(), name.to_string()),
+            // Never fails for a registered endpoint; an unparsable one fails each request instead.
+            url: reqwest::Url::parse(&endpoint)
+                .unwrap_or_else(|_| reqwest::Url::parse("http://invalid.invalid/").expect("a URL")),
             endpoint,
             client,
             next_id: AtomicU64::new(1),
@@ -221,7 +226,7 @@ impl HttpBackend {
         session: Option<&str>,
     ) -> reqwest::header::HeaderMap {
         let mut h = reqwest::header::HeaderMap::new();
-        h.insert("accept", "application/json, text/event-stream".parse().unwrap());
+        h.insert("accept", reqwest::header::HeaderValue::from_static("application/json, text/event-stream"));
         let version = match era {
             Era::Modern => MODERN_VERSION.to_string(),
             Era::Handshake(v) => v.clone(),
@@ -278,7 +283,7 @@ impl HttpBackend {
         let body = protocol::notification(method, json!({}));
         let _ = self
             .client
-            .post(&self.endpoint)
+            .post(self.url.clone())
             .headers(self.headers(method, &body["params"], era, session))
             .json(&body)
             .send()
@@ -304,7 +309,7 @@ impl HttpBackend {
         let unavailable = |e: String| BackendError::Unavailable(format!("server {} unavailable: {e}", self.name));
         let response = self
             .client
-            .post(&self.endpoint)
+            .post(self.url.clone())
             .headers(headers.clone())
             .json(&body)
             .send()
@@ -341,8 +346,8 @@ impl HttpBackend {
         };
         match message {
             Some(m) if m.get("error").is_some() => Err(BackendError::Rpc(RpcError::from_json(&m["error"]))),
-            Some(m) if status.is_success() => {
-                let result = m.get("result").cloned().unwrap_or(Value::Null);
+            Some(mut m) if status.is_success() => {
+                let result = m.get_mut("result").map(Value::take).unwrap_or(Value::Null);
                 if method == "tools/list" {
                     self.learn_param_headers(&result);
                 }
@@ -414,7 +419,7 @@ impl HttpBackend {
                 let mut headers = self.headers("", &Value::Null, era, Some(session));
                 headers.remove("mcp-method");
                 headers.insert("accept", "text/event-stream".parse().unwrap());
-                let get = self.client.get(&self.endpoint).headers(headers.clone()).send();
+                let get = self.client.get(self.url.clone()).headers(headers.clone()).send();
                 let response = tokio::time::timeout(Duration::from_secs(5), get).await.ok()?.ok()?;
                 let offered = response.status().is_success() && is_event_stream(&response);
                 let stream = Arc::new(SessionStream {

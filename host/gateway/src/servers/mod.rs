@@ -342,9 +342,11 @@ pub(super) fn with_era_meta(era: &Era, mut params: Value) -> Value {
                 params = json!({});
             }
             let meta = params.as_object_mut().unwrap().entry("_meta").or_insert_with(|| json!({}));
-            if let (Some(meta), Value::Object(ours)) = (meta.as_object_mut(), protocol::modern_meta()) {
+            if let (Some(meta), Value::Object(ours)) = (meta.as_object_mut(), &*protocol::MODERN_META) {
                 for (k, v) in ours {
-                    meta.entry(k).or_insert(v);
+                    if !meta.contains_key(k) {
+                        meta.insert(k.clone(), v.clone());
+                    }
                 }
                 meta.insert(protocol::META_PROTOCOL_VERSION.into(), MODERN_VERSION.into());
             }
