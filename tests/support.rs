@@ -125,23 +125,43 @@ pub async fn serve_mcp(router: axum::Router) -> String {
 pub fn echo_mcp_router() -> axum::Router {
     use axum::{Json, routing::post};
     use serde_json::{Value, json};
-    async fn mcp(Json(request): Json<Value>) -> Json<Value> {
+    async fn mcp(Json(request): Json<Value>) -> axum::response::Response {
+        use axum::response::IntoResponse;
         let id = request["id"].clone();
+        // `stream`: `count` progress notifications on an event stream, then the result.
+        if request["params"]["name"] == "stream" {
+            let token = request["params"]["_meta"]["progressToken"].clone();
+            let count = request["params"]["arguments"]["count"].as_u64().unwrap_or(0);
+            let mut body = String::new();
+            for progress in 0..count {
+                let event = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                    "params": {"progressToken": token, "progress": progress, "total": count}});
+                body.push_str(&format!("event: message\ndata: {event}\n\n"));
+            }
+            let result = json!({"jsonrpc": "2.0", "id": id, "result": {
+                "content": [{"type": "text", "text": "streamed"}], "isError": false, "resultType": "complete"}});
+            body.push_str(&format!("event: message\ndata: {result}\n\n"));
+            return ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], body).into_response();
+        }
+        Json(answer(request, id)).into_response()
+    }
+    fn answer(request: Value, id: Value) -> Value {
         let cache = json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "private"});
         let mut result = match request["method"].as_str().unwrap_or_default() {
             "server/discover" => json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}}),
-            "tools/list" => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}),
+            "tools/list" => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}},
+                {"name": "stream", "inputSchema": {"type": "object"}}]}),
             "tools/call" => {
                 let text = request["params"]["arguments"]["text"].clone();
-                return Json(json!({"jsonrpc": "2.0", "id": id, "result": {
-                    "content": [{"type": "text", "text": text}], "isError": false, "resultType": "complete"}}));
+                return json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "content": [{"type": "text", "text": text}], "isError": false, "resultType": "complete"}});
             }
-            _ => return Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "not found"}})),
+            _ => return json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "not found"}}),
         };
         if let (Some(r), Value::Object(c)) = (result.as_object_mut(), cache) {
             r.extend(c);
         }
-        Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+        json!({"jsonrpc": "2.0", "id": id, "result": result})
     }
     axum::Router::new().route("/mcp", post(mcp))
 }

@@ -90,6 +90,61 @@ async fn load(url: &str, tool: &str, clients: usize, calls: usize) -> Run {
     Run { p50, p99, per_second: count as f64 / elapsed.as_secs_f64(), cpu_per_call, allocations_per_call }
 }
 
+/// Events per streamed call in the streamed-events figure (within what the gateway buffers for
+/// a client that has not read yet, 64, beyond which progress is dropped).
+const EVENTS: u64 = 50;
+
+/// Allocations of the whole process per call of `tool` on `url` (one client, `calls` calls), the
+/// call asking for progress: `stream` answers `EVENTS` progress notifications on an event stream
+/// before its result, `echo` a plain JSON result.
+async fn allocations_per_call(url: &str, tool: &str, calls: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": tool, "arguments": {"text": "hello", "count": EVENTS},
+        "_meta": {"progressToken": 7, "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    }});
+    let before = crate::allocations();
+    for _ in 0..calls {
+        let text = client
+            .post(url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let progress = text.matches("notifications/progress").count() as u64;
+        assert!(text.contains("\"result\""), "{text}");
+        assert!(progress == EVENTS || !tool.ends_with("stream"), "{progress} events: {text}");
+    }
+    (crate::allocations() - before) as f64 / calls as f64
+}
+
+/// The gateway's allocations per progress event it relays: (through it minus direct, for a
+/// streamed call) minus (the same for a plain call), per event.
+async fn allocations_per_event(direct: &str, via: &str) -> Figure {
+    let calls = 200;
+    let direct_plain = allocations_per_call(direct, "echo", calls).await;
+    let via_plain = allocations_per_call(via, "echo__echo", calls).await;
+    let direct_stream = allocations_per_call(direct, "stream", calls).await;
+    let via_stream = allocations_per_call(via, "echo__stream", calls).await;
+    let per_event = ((via_stream - direct_stream) - (via_plain - direct_plain)) / EVENTS as f64;
+    let baseline = (direct_stream - direct_plain) / EVENTS as f64;
+    Figure {
+        what: format!("allocations per streamed progress event added by the gateway ({EVENTS} per call)"),
+        measured: format!("{per_event:.1}"),
+        baseline_name: "direct (bench client and echo server), per event".into(),
+        baseline: format!("{baseline:.1}"),
+        ratio: per_event / baseline.max(1e-9),
+    }
+}
+
 /// (clients, direct, via) for the plot.
 pub type Curve = Vec<(usize, Run, Run)>;
 
@@ -155,6 +210,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<(Vec<Figure>, Curve)> {
         }
         curve.push((clients, d, v));
     }
+    figures.push(allocations_per_event(&direct, &via).await);
     Ok((figures, curve))
 }
 

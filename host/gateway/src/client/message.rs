@@ -324,6 +324,14 @@ async fn handle(state: Arc<AppState>, headers: &HeaderMap, mut request: Request,
     let first = loop {
         tokio::select! {
             outcome = &mut call.future => {
+                // A server that streamed its notifications and answer at once: they were queued
+                // while the call was polled, and go out before the answer, on an event stream.
+                if call.accepts_events
+                    && let Ok(relay) = call.relays.try_recv()
+                {
+                    call.future = Box::pin(std::future::ready(outcome));
+                    break relay;
+                }
                 return match outcome {
                     Ok(result) => json_response(StatusCode::OK, protocol::response(id, result)),
                     Err(e) => rpc_error(error_status(request.modern, &e), id, e),
