@@ -386,11 +386,15 @@ impl Call {
     }
 }
 
-/// The gateway's call for a request: who calls, which member a session is pinned to, what the
-/// client can be asked and hear, and how it is cancelled.
-fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request, verified: &Verified) -> Call {
-    let Request { id, method, params, session, modern } = request;
-    let modern = *modern;
+/// Who calls and what of the client's request goes on with the call: the gateway's context for
+/// it, and what the client can be asked.
+fn call_context(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &Request,
+    verified: &Verified,
+) -> (CallContext, ClientCapabilities) {
+    let Request { method, params, session, modern, .. } = request;
     let caller = match &verified.0 {
         Some(caller) => caller.clone(),
         None => Caller::unverified(
@@ -402,8 +406,6 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
                 .unwrap_or_default(),
         ),
     };
-    // Handshake sessions are pinned to a group member chosen from their (signed) id.
-    let pin = session.as_deref().map(session_pin);
     let capabilities = match session {
         Some(s) => state.sessions.capabilities(s),
         // A stateless client declares its capabilities on every request.
@@ -411,7 +413,6 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
             params.get("_meta").and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES)).unwrap_or(&Value::Null),
         ),
     };
-    let meta = forwarded_meta(params, session.is_some().then_some(capabilities));
     // A stateless client's answers to a server's `input_required` go back to that server.
     let input = match modern {
         true => ["inputResponses", "requestState"]
@@ -420,23 +421,33 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
             .collect(),
         false => serde_json::Map::new(),
     };
-    let param_headers = (modern && method == "tools/call").then(|| {
+    let param_headers = (*modern && method == "tools/call").then(|| {
         headers
             .iter()
             .filter(|(name, _)| name.as_str().starts_with(param_headers::PREFIX))
             .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
             .collect()
     });
-    let mut ctx = CallContext {
+    let ctx = CallContext {
         caller,
-        pin,
+        // Handshake sessions are pinned to a group member chosen from their (signed) id.
+        pin: session.as_deref().map(session_pin),
         relay: None,
         session: session.clone(),
-        meta,
-        stateless: modern,
+        meta: forwarded_meta(params, session.is_some().then_some(capabilities)),
+        stateless: *modern,
         input,
         param_headers,
     };
+    (ctx, capabilities)
+}
+
+/// The gateway's call for a request: its context, where what the server sends during it goes,
+/// and how it is cancelled.
+fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request, verified: &Verified) -> Call {
+    let (mut ctx, capabilities) = call_context(state, headers, request, verified);
+    let Request { id, method, params, session, modern } = request;
+    let modern = *modern;
 
     // A handshake client may cancel by `notifications/cancelled`; any client by going away
     // (which drops the call, and the backend hears `notifications/cancelled`).
@@ -467,27 +478,23 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
     if relayed && method == "tools/call" {
         ctx.relay = Some(CallRelay { progress_token, sink: relay_tx });
     }
-    let gateway = state.gateway.clone();
+    let owner = verified.subject().map(str::to_string);
+    let (state, caller) = (state.clone(), owner.clone());
     // Taken, not copied: the arguments travel on as they are.
     let (method, params) = (method.clone(), std::mem::take(params));
     let future: CallFuture = Box::pin(async move {
         let outcome = match (method.as_str(), modern) {
             ("server/discover", _) => Ok(discover()),
             ("ping", false) => Ok(json!({})),
-            _ => dispatch(&gateway, &method, params, &ctx).await,
+            _ => dispatch(&state.gateway, &method, params, &ctx).await,
         };
-        outcome.map(|result| finish(&method, result, modern))
-    });
-    let owner = verified.subject().map(str::to_string);
-    // A server's `requestState` reaches a stateless client bound to it (see `unbind_state`).
-    let (keys, caller) = (state.clone(), owner.clone());
-    let future: CallFuture = Box::pin(async move {
-        let mut result = future.await?;
+        let mut result = finish(&method, outcome?, modern);
+        // A server's `requestState` reaches a stateless client bound to it (see `unbind_state`).
         if let Some(server_state) = result.get_mut("requestState")
             && let Some(raw) = server_state.as_str()
             && modern
         {
-            *server_state = Value::String(keys.sessions.bind_state(raw, caller.as_deref()));
+            *server_state = Value::String(state.sessions.bind_state(raw, caller.as_deref()));
         }
         Ok(result)
     });
