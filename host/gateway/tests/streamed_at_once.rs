@@ -3,35 +3,17 @@
 //! stream — not a plain JSON answer with the notifications lost. Through the gateway's real HTTP
 //! router, with the echo server's `stream` tool.
 
+mod common;
+
 use std::sync::Arc;
 
-use hangar_gateway::{
-    Gateway,
-    client::{self, session::SessionKeys},
-    servers::BackendSpec,
-};
-use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
+use hangar_gateway::client::{self, session::SessionKeys};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_sent_with_the_answer_all_reach_the_client_first() {
     let echo = hangar_tests::serve_mcp(hangar_tests::echo_mcp_router()).await;
-    let registry = prometheus::Registry::new();
-    let cache = tempfile::tempdir().unwrap();
-    let plugins =
-        PluginRuntime::new(RuntimeConfig { cache_dir: Some(cache.path().into()), ..Default::default() }, &registry)
-            .unwrap();
-    let gateway = Gateway::new(plugins, &registry).unwrap();
-    let spec =
-        serde_json::from_value(json!({"mode": "remote", "endpoint": echo, "healthCheck": {"enabled": false}})).unwrap();
-    gateway
-        .upsert_server_at(
-            "default",
-            "echo",
-            spec,
-            BackendSpec::Http { endpoint: echo.clone(), headers: Default::default() },
-        )
-        .unwrap();
+    let (gateway, registry, _cache) = common::gateway_with("echo", &echo);
     let state = Arc::new(client::AppState::new(gateway, SessionKeys::with_key(b"test"), registry, None));
     let url = hangar_tests::serve_mcp(client::router(state)).await;
     let client = reqwest::Client::new();

@@ -4,11 +4,11 @@
 //! does), else `initialize` with the newest handshake version listed — instead of falling back to
 //! its own newest handshake.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use axum::{Json, http::StatusCode, response::IntoResponse, routing::post};
-use hangar_gateway::{Gateway, servers::BackendSpec};
-use hangar_plugin_runtime::{PluginRuntime, RuntimeConfig};
 use serde_json::{Value, json};
 
 /// A server that refuses its first request with -32022 listing `supported`, then answers:
@@ -58,17 +58,7 @@ fn refusing_server(supported: &'static [&'static str], seen: Arc<Mutex<Vec<(Stri
 async fn listed_through_gateway(supported: &'static [&'static str]) -> (Vec<Value>, Vec<(String, String)>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let endpoint = hangar_tests::serve_mcp(refusing_server(supported, seen.clone())).await;
-    let registry = prometheus::Registry::new();
-    let cache = tempfile::tempdir().unwrap();
-    let plugins =
-        PluginRuntime::new(RuntimeConfig { cache_dir: Some(cache.path().into()), ..Default::default() }, &registry)
-            .unwrap();
-    let gateway = Gateway::new(plugins, &registry).unwrap();
-    let spec =
-        serde_json::from_value(json!({"mode": "remote", "endpoint": endpoint, "healthCheck": {"enabled": false}}))
-            .unwrap();
-    let backend = BackendSpec::Http { endpoint: endpoint.clone(), headers: Default::default() };
-    gateway.upsert_server_at("default", "refusing", spec, backend).unwrap();
+    let (gateway, _registry, _cache) = common::gateway_with("refusing", &endpoint);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let tools = gateway.list_tools(&Default::default()).await;
