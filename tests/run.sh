@@ -69,6 +69,10 @@ cargo test --workspace --locked
 # once per go.mod/go.sum into ~/.cache/hangar/cluster (about 8 minutes of 2 cores when cold).
 phase "control plane (tests/cluster/build.sh)"
 bash tests/cluster/build.sh
+# Jaeger, Prometheus and promtool from the Go module proxy, cached the same way (about 11 minutes
+# of 2 cores when cold).
+phase "jaeger, prometheus (tests/observability/build.sh)"
+bash tests/observability/build.sh
 report_phases
 trap - EXIT
 echo "== pytest (its time is on its summary line)"

@@ -9,6 +9,7 @@ mod core_cmd;
 mod operator_cmd;
 mod plugin_cmd;
 mod run_cmd;
+mod telemetry;
 
 #[derive(Parser)]
 #[command(name = "hangar", version, about = "MCP servers as Kubernetes resources, behind one MCP endpoint")]
@@ -107,18 +108,13 @@ fn main() -> ExitCode {
         Command::Validate { paths } => Ok(validate(&paths)),
         Command::Plugin { command } => plugin_cmd::run(command),
         Command::Run { dir, listen, limits, log } => {
-            log.init();
-            run_cmd::run(dir, listen, limits)
+            log.init("hangar").and_then(|_exporter| run_cmd::run(dir, listen, limits))
         }
         Command::Core { listen, api_key_file, plugin_dir, limits, log } => {
-            log.init();
-            core_cmd::core(listen, api_key_file, plugin_dir, limits)
+            log.init("hangar-core").and_then(|_exporter| core_cmd::core(listen, api_key_file, plugin_dir, limits))
         }
         Command::InstallBridge { path } => install_bridge(&path),
-        Command::Operator(args) => {
-            args.log.init();
-            operator_cmd::operator(args)
-        }
+        Command::Operator(args) => args.log.init("hangar-operator").and_then(|_exporter| operator_cmd::operator(args)),
         Command::Rbac { guide_rules } => {
             let role = serde_json::json!({
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -129,10 +125,9 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { paths, hangar_image } => render(&paths, hangar_image),
-        Command::Bridge { listen, allow, deny, command } => {
-            Logging::default().init();
-            core_cmd::bridge(listen, allow, deny, command)
-        }
+        Command::Bridge { listen, allow, deny, command } => Logging::default()
+            .init("hangar-bridge")
+            .and_then(|_exporter| core_cmd::bridge(listen, allow, deny, command)),
     };
     match result {
         Ok(code) => code,
@@ -173,7 +168,8 @@ fn install_bridge(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Logging of the long-running commands: lines on stderr, human-readable or JSON.
+/// Logging of the long-running commands: lines on stderr, human-readable or JSON; traces when
+/// the OTEL_* variables configure an exporter; the audit log when asked for.
 #[derive(clap::Args)]
 pub struct Logging {
     /// Least severe level logged: error, warn, info, debug or trace (RUST_LOG, when set, wins).
@@ -182,27 +178,30 @@ pub struct Logging {
     /// human or json (one object a line, for log collectors).
     #[arg(long, default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
+    /// Write the audit log (one JSON object a line per decision: calls allowed, denied, rate
+    /// limited or failed; admin API writes; plugins; discovery) to `stdout` or this file.
+    #[arg(long, value_name = "stdout|FILE", env = "HANGAR_AUDIT")]
+    audit: Option<String>,
+    /// Put a SHA-256 of each call's arguments into its audit record (never the values).
+    #[arg(long, requires = "audit")]
+    audit_hash_arguments: bool,
 }
 
 impl Default for Logging {
     fn default() -> Self {
-        Self { log_level: "info".into(), log_format: "human".into() }
+        Self { log_level: "info".into(), log_format: "human".into(), audit: None, audit_hash_arguments: false }
     }
 }
 
 impl Logging {
-    pub fn init(&self) {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&self.log_level));
-        // Colour only for a person at a terminal: a log file or a pipe gets plain text, and
-        // NO_COLOR (any value) turns colour off everywhere.
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-        if self.log_format == "json" {
-            builder.json().init();
-        } else {
-            builder.init();
+    /// Installs the log, the trace exporter (kept alive by what this returns) and the audit log.
+    pub fn init(&self, service: &str) -> anyhow::Result<Option<telemetry::Exporter>> {
+        let exporter = telemetry::init(&self.log_level, self.log_format == "json", service)?;
+        if let Some(destination) = &self.audit {
+            hangar_telemetry::audit::open(destination, self.audit_hash_arguments)
+                .with_context(|| format!("--audit {destination}: cannot open it for appending"))?;
         }
+        Ok(exporter)
     }
 }
 

@@ -32,7 +32,7 @@ pub const MANAGER: &str = "hangar-discovery";
 const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
 pub async fn reconcile(source: Arc<MCPDiscoverySource>, ctx: Arc<Context>) -> Result<Action, Error> {
-    measured(&ctx, "MCPDiscoverySource", apply(&source, &ctx)).await
+    measured(&ctx, "MCPDiscoverySource", &*source, apply(&source, &ctx)).await
 }
 
 pub fn error_policy(source: Arc<MCPDiscoverySource>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -171,7 +171,11 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
         Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
             .patch(&server.name_any(), &params, &Patch::Apply(server))
             .await?;
-        names.insert(format!("{ns}/{}", server.name_any()));
+        let key = format!("{ns}/{}", server.name_any());
+        if !previous.discovered.contains(&key) {
+            audit_discovery("created", &namespace, &name, &key);
+        }
+        names.insert(key);
     }
     if source.spec.mode == DiscoveryMode::Authoritative {
         // Owned means this source, in this namespace: a same-named source elsewhere owns others.
@@ -192,6 +196,7 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
             Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
                 .delete(&server.name_any(), &DeleteParams::default())
                 .await?;
+            audit_discovery("deleted", &namespace, &name, &key);
         }
     }
     let refused_count = found.refused.len() as i32;
@@ -224,6 +229,19 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
     };
     write_status(source, ctx, &previous, status).await?;
     Ok(requeue)
+}
+
+/// A discovered MCPServer created or deleted, in the audit log.
+fn audit_discovery(decision: &'static str, namespace: &str, source: &str, server: &str) {
+    if hangar_telemetry::audit::enabled() {
+        hangar_telemetry::audit::log(hangar_telemetry::audit::Record {
+            event: "discovery",
+            decision,
+            request: Some(format!("MCPDiscoverySource {namespace}/{source}")),
+            server: Some(server.to_string()),
+            ..Default::default()
+        });
+    }
 }
 
 /// What one read of a source yields: the servers to apply, the documents that could not be

@@ -21,7 +21,7 @@ use crate::server::{Context, Error, FINALIZER, RESYNC, condition_of, measured};
 const PLUGIN_RESOLVED: &str = "PluginResolved";
 
 pub async fn reconcile(group: Arc<MCPServerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    measured(&ctx, "MCPServerGroup", async {
+    measured(&ctx, "MCPServerGroup", &*group.clone(), async {
         let namespace = group.namespace().ok_or_else(|| Error::NoNamespace(group.name_any()))?;
         let api = Api::<MCPServerGroup>::namespaced(ctx.client.clone(), &namespace);
         finalizer(&api, FINALIZER, group, |event| async {

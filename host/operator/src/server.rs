@@ -102,7 +102,7 @@ impl Error {
 }
 
 pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
-    measured(&ctx, "MCPServer", async {
+    measured(&ctx, "MCPServer", &*server.clone(), async {
         let namespace = server.namespace().ok_or_else(|| Error::NoNamespace(server.name_any()))?;
         let api = Api::<MCPServer>::namespaced(ctx.client.clone(), &namespace);
         finalizer(&api, FINALIZER, server, |event| async {
@@ -117,16 +117,31 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     .await
 }
 
-/// Runs one reconcile of `kind`, timed into `mcp_operator_reconcile_duration_seconds` and
-/// counted by result into `mcp_operator_reconcile_total` (every reconciler goes through here).
+/// Runs one reconcile of `kind` for `object` (`namespace/name`), timed into
+/// `mcp_operator_reconcile_duration_seconds`, counted by result into
+/// `mcp_operator_reconcile_total` and traced as a span (every reconciler goes through here).
 pub async fn measured(
     ctx: &Context,
     kind: &str,
+    object: &impl ResourceExt,
     reconcile: impl std::future::Future<Output = Result<Action, Error>>,
 ) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        target: hangar_telemetry::SPANS,
+        "reconcile",
+        otel.name = %format_args!("reconcile {kind}"),
+        k8s.namespace.name = object.namespace().unwrap_or_default(),
+        hangar.object = %object.name_any(),
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
     let timer = ctx.metrics.reconcile_duration.with_label_values(&[kind]).start_timer();
-    let result = reconcile.await;
+    let result = tracing::Instrument::instrument(reconcile, span.clone()).await;
     let label = result.as_ref().map_or_else(Error::metric_label, |_| "ok");
+    if label != "ok" {
+        span.record("error.type", label);
+        span.record("otel.status_code", "ERROR");
+    }
     ctx.metrics.reconciles.with_label_values(&[kind, label]).inc();
     timer.observe_duration();
     result

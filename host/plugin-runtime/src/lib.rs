@@ -51,6 +51,20 @@ pub use world::{Abi, MemberState, PickRequest, RANKER_WIT_VERSION, WIT_VERSION, 
 
 use crate::{cache::CompileCache, host::HostState};
 
+/// A plugin's record in the audit log.
+fn audit_plugin(decision: &'static str, plugin: &str, world: Option<WorldKind>, reason: Option<String>) {
+    if hangar_telemetry::audit::enabled() {
+        hangar_telemetry::audit::log(hangar_telemetry::audit::Record {
+            event: "plugin",
+            decision,
+            reason,
+            plugin: Some(plugin.to_string()),
+            world: world.map(|w| w.as_str().to_string()),
+            ..Default::default()
+        });
+    }
+}
+
 /// Limits and places; the defaults are the documented ones.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
@@ -317,6 +331,7 @@ impl PluginRuntime {
 
     pub(crate) fn report(&self, plugin: &str, world: WorldKind, fault: Fault, message: String) {
         tracing::warn!(plugin, world = world.as_str(), fault = fault.as_str(), "{message}");
+        audit_plugin("fault", plugin, Some(world), Some(format!("{}: {message}", fault.as_str())));
         self.keep_report(plugin, message);
     }
 
@@ -354,6 +369,7 @@ impl PluginRuntime {
                 Ok(false) => {}
                 Err(e) => {
                     self.inner.metrics.reloads.with_label_values(&[&name, "error"]).inc();
+                    audit_plugin("refused", &name, None, Some(e.to_string()));
                     self.report_file(&name, format!("{}: {e}; the previous version keeps serving", path.display()));
                 }
             }
@@ -416,6 +432,7 @@ impl PluginRuntime {
             wit = version.abi.version(),
             "plugin loaded"
         );
+        audit_plugin("loaded", name, Some(version.world), Some(format!("sha256 {}", version.digest)));
         self.install(version);
         self.inner.metrics.reloads.with_label_values(&[name, "ok"]).inc();
         Ok(true)

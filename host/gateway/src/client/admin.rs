@@ -34,6 +34,39 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/groups", get(list_groups))
         .route("/api/v1/groups/{namespace}/{name}", axum::routing::put(put_group).delete(delete_group))
         .route("/api/v1/events", get(events))
+        .layer(axum::middleware::from_fn(audit_writes))
+}
+
+/// Every write (PUT, DELETE) goes into the audit log, accepted or refused, with the key's
+/// fingerprint when the key was right.
+async fn audit_writes(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    if !hangar_telemetry::audit::enabled() || !matches!(method.as_str(), "PUT" | "DELETE") {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_string();
+    let key = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(hangar_telemetry::audit::key_fingerprint);
+    let response = next.run(request).await;
+    let status = response.status();
+    // /api/v1/{servers|groups}/{namespace}/{name}
+    let mut parts = path.trim_start_matches("/api/v1/").splitn(3, '/');
+    let (kind, object) = (parts.next().unwrap_or_default(), parts.collect::<Vec<_>>().join("/"));
+    hangar_telemetry::audit::log(hangar_telemetry::audit::Record {
+        event: "admin",
+        decision: if status.is_success() { "accepted" } else { "refused" },
+        reason: (!status.is_success()).then(|| format!("HTTP {status}")),
+        admin_key: key.filter(|_| status != StatusCode::UNAUTHORIZED),
+        request: Some(format!("{method} {path}")),
+        server: (kind == "servers").then(|| object.clone()),
+        group: (kind == "groups").then_some(object),
+        ..Default::default()
+    });
+    response
 }
 
 /// The admin API's description, unauthenticated (served unless the surface is closed).

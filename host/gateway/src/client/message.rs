@@ -18,6 +18,7 @@ use super::{
     relay::{ClientRequests, PROGRESS_QUEUE, Unregister},
     rpc_error,
     session::{BOUND_STATE, ClientCapabilities},
+    spans,
     subscriptions::listen,
 };
 use crate::{
@@ -479,15 +480,17 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
         ctx.relay = Some(CallRelay { progress_token, sink: relay_tx });
     }
     let owner = verified.subject().map(str::to_string);
+    let span = spans::request(headers, method, id, params, modern);
     let (state, caller) = (state.clone(), owner.clone());
     // Taken, not copied: the arguments travel on as they are.
     let (method, params) = (method.clone(), std::mem::take(params));
-    let future: CallFuture = Box::pin(async move {
+    let future = async move {
         let outcome = match (method.as_str(), modern) {
             ("server/discover", _) => Ok(discover()),
             ("ping", false) => Ok(json!({})),
             _ => dispatch(&state.gateway, &method, params, &ctx).await,
         };
+        spans::outcome(&tracing::Span::current(), &outcome);
         let mut result = finish(&method, outcome?, modern);
         // A server's `requestState` reaches a stateless client bound to it (see `unbind_state`).
         if let Some(server_state) = result.get_mut("requestState")
@@ -497,7 +500,9 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
             *server_state = Value::String(state.sessions.bind_state(raw, caller.as_deref()));
         }
         Ok(result)
-    });
+    };
+    // The span lives as long as the call (across a stateless client's rounds, or a stream).
+    let future: CallFuture = Box::pin(tracing::Instrument::instrument(future, span));
     Call { future, relays, capabilities, cancelled, _unregister: unregister, owner, accepts_events }
 }
 

@@ -11,6 +11,7 @@ mod parked;
 mod post;
 mod relay;
 pub mod session;
+mod spans;
 mod subscriptions;
 
 pub use parked::Parked;

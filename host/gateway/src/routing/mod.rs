@@ -11,8 +11,10 @@ use std::{
 };
 
 use hangar_api::State;
-use hangar_plugin_runtime::{Call, Decision, MemberState, PickRequest};
+use hangar_plugin_runtime::{Call, Caller, Decision, MemberState, PickRequest};
+use hangar_telemetry::{SPANS, audit};
 use serde_json::{Value, json};
+use tracing::{Instrument, field::Empty};
 
 use crate::{
     gateway::{
@@ -233,7 +235,7 @@ impl Gateway {
         }
         match target {
             Target::Group(group, _) => self.call_group(&group, &tool, arguments, ctx).await,
-            Target::Server(server) => self.call_server(&server, &tool, arguments, ctx).await,
+            Target::Server(server) => self.call_server(&server, None, &tool, arguments, ctx).await,
         }
     }
 
@@ -271,7 +273,7 @@ impl Gateway {
             // A pick is always of a healthy, so registered, member.
             let Some(member) = servers[index as usize].clone() else { break };
             tried.push(index);
-            match self.call_server(&member, tool, arguments.clone(), ctx).await {
+            match self.call_server(&member, Some(&group.name), tool, arguments.clone(), ctx).await {
                 Err(CallError::Backend(e)) if e.is_transient() => {
                     tracing::warn!(group = %group.name, member = %member.name, error = %e, "member failed; trying another");
                     last = Some(CallError::Backend(e));
@@ -285,21 +287,39 @@ impl Gateway {
         }))
     }
 
-    /// The strategy's pick (its fallback's when it faults), counted and logged.
+    /// The strategy's pick (its fallback's when it faults), counted, logged and traced.
     async fn pick(&self, group: &GroupEntry, tool: &str, request: PickRequest) -> Option<u32> {
         let attempt = request.attempt;
-        let pick = group.strategy.pick_off_worker(request).await;
+        let span = tracing::info_span!(
+            target: SPANS,
+            "pick",
+            hangar.group = %group.name,
+            hangar.attempt = attempt,
+            hangar.plugin = Empty,
+            hangar.member = Empty,
+            otel.status_code = Empty,
+            error.type = Empty,
+        );
+        let pick = group.strategy.pick_off_worker(request).instrument(span.clone()).await;
         let plugin = if pick.fault.is_some() { "round-robin (fallback)" } else { group.strategy.name() };
+        span.record("hangar.plugin", plugin);
+        if pick.fault.is_some() {
+            span.record("error.type", "plugin_fault");
+            span.record("otel.status_code", "ERROR");
+        }
         let i = pick.index?;
         let member = &group.members[i as usize].name;
+        span.record("hangar.member", member.as_str());
         self.metrics.picks.with_label_values(&[&group.name, plugin, member]).inc();
         tracing::debug!(group = %group.name, plugin, member = %member, tool, attempt, "member picked");
         Some(i)
     }
 
+    /// One attempt of a call at one server (of `group`, when a group's member).
     pub(crate) async fn call_server(
         &self,
         server: &ServerEntry,
+        group: Option<&str>,
         tool: &str,
         arguments: Value,
         ctx: &CallContext,
@@ -311,19 +331,67 @@ impl Gateway {
             let tool_label = if listed { tool } else { UNLISTED_TOOL };
             self.metrics.calls.with_label_values(&[&server.name, tool_label, outcome]).inc();
         };
-        if let Err((outcome, refusal)) = self.admit(server, tool, listed, &arguments, ctx).await {
+        let digest = audit::arguments_digest(&arguments);
+        let record_audit = |decision, outcome, reason: Option<String>, duration: Option<Duration>| {
+            if !audit::enabled() {
+                return;
+            }
+            audit::log(audit::Record {
+                event: "tools/call",
+                decision,
+                outcome,
+                reason,
+                caller: Some(audit_caller(&ctx.caller)),
+                server: Some(server.name.clone()),
+                group: group.map(str::to_string),
+                tool: Some(tool.to_string()),
+                duration_ms: duration.map(|d| d.as_secs_f64() * 1000.0),
+                arguments_sha256: digest.clone(),
+                ..Default::default()
+            })
+        };
+        let policy = tracing::info_span!(
+            target: SPANS,
+            "policy",
+            hangar.server = %server.name,
+            hangar.decision = Empty,
+            otel.status_code = Empty,
+            error.type = Empty,
+        );
+        let admitted = self.admit(server, tool, listed, &arguments, ctx).instrument(policy.clone()).await;
+        if let Err((outcome, refusal)) = admitted {
+            policy.record("hangar.decision", outcome);
+            policy.record("error.type", outcome);
+            policy.record("otel.status_code", "ERROR");
             count(outcome);
+            let decision = if outcome == "breaker_open" { "unavailable" } else { outcome };
+            record_audit(decision, None, Some(refusal.to_rpc().message), None);
             return Err(refusal);
         }
+        policy.record("hangar.decision", "allowed");
+        drop(policy);
         // From here the call is in flight: a call held for a wake-up is activity too, or the
         // operator would see the server idle and scale it straight back to zero.
         let in_flight = server.begin();
         if let Err(e) = self.wake(server).await {
             count("error");
+            record_audit("allowed", Some("error"), Some(e.to_string()), None);
             return Err(CallError::Backend(e));
         }
+        let attempt = tracing::info_span!(
+            target: SPANS,
+            "attempt",
+            otel.name = %format_args!("tools/call {tool}"),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            mcp.method.name = "tools/call",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = tool,
+            hangar.server = %server.name,
+            error.type = Empty,
+        );
         let started = Instant::now();
-        let result = self.send(server, tool, arguments, ctx).await;
+        let result = self.send(server, tool, arguments, ctx).instrument(attempt.clone()).await;
         drop(in_flight);
         record(server, &result);
         let elapsed = started.elapsed();
@@ -334,14 +402,23 @@ impl Gateway {
         match result {
             Ok(result) => {
                 server.failures.store(0, Ordering::Relaxed);
-                count(if result.get("isError") == Some(&Value::Bool(true)) { "tool_error" } else { "ok" });
+                let outcome = if result.get("isError") == Some(&Value::Bool(true)) { "tool_error" } else { "ok" };
+                if outcome == "tool_error" {
+                    attempt.record("error.type", "tool_error");
+                    attempt.record("otel.status_code", "ERROR");
+                }
+                count(outcome);
+                record_audit("allowed", Some(outcome), None, Some(elapsed));
                 Ok(result)
             }
             Err(e) => {
                 if e.is_transient() {
                     server.failures.fetch_add(1, Ordering::Relaxed);
                 }
+                attempt.record("error.type", e.kind());
+                attempt.record("otel.status_code", "ERROR");
                 count("error");
+                record_audit("allowed", Some("error"), Some(e.to_string()), Some(elapsed));
                 Err(CallError::Backend(e))
             }
         }
@@ -400,7 +477,8 @@ impl Gateway {
         }
         let _ = self.events_out.send(json!({"type": "wake", "namespace": server.namespace, "server": server.name}));
         let startup = server.spec.startup_timeout.as_std();
-        if server.backend.is_remote() && !server.backend.wait_until_connected(startup).await {
+        let span = tracing::info_span!(target: SPANS, "cold start", hangar.server = %server.name);
+        if server.backend.is_remote() && !server.backend.wait_until_connected(startup).instrument(span).await {
             server.start_failed.store(true, Ordering::Relaxed);
             return Err(BackendError::NotReady(format!(
                 "server {} did not become ready within spec.startupTimeout ({startup:?}); see its pods",
@@ -433,6 +511,16 @@ impl Gateway {
         let session = self.backend_session(ctx.session.as_deref(), server).await;
         let (startup, timeout) = (server.spec.startup_timeout.as_std(), server.spec.call_timeout.as_std());
         server.backend.request_for("tools/call", params, startup, timeout, ctx.on_behalf(session.as_deref())).await
+    }
+}
+
+/// The caller as the audit log names it.
+fn audit_caller(caller: &Caller) -> audit::Caller {
+    audit::Caller {
+        sub: caller.subject.clone(),
+        client: caller.client_id.clone(),
+        groups: caller.groups.clone(),
+        verified: caller.verified,
     }
 }
 

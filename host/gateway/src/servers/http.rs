@@ -246,6 +246,14 @@ impl HttpBackend {
         if let Some(s) = session.and_then(|s| s.parse().ok()) {
             h.insert("mcp-session-id", s);
         }
+        // The trace context `_meta` carries, as W3C headers too (for servers traced at HTTP).
+        if let Some(meta) = params.get("_meta") {
+            for key in hangar_telemetry::trace_context::KEYS {
+                if let Some(v) = meta.get(key).and_then(Value::as_str).and_then(|v| v.parse().ok()) {
+                    h.insert(key, v);
+                }
+            }
+        }
         if method == "tools/call"
             && *era == Era::Modern
             && let Some(tool) = params.get("name").and_then(Value::as_str)

@@ -44,6 +44,17 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// Its kind, as traces name it (`error.type`): a JSON-RPC error's code, else a word.
+    pub fn kind(&self) -> String {
+        match self {
+            BackendError::Unavailable(_) => "unavailable".into(),
+            BackendError::Timeout(_) => "timeout".into(),
+            BackendError::NotReady(_) => "not_ready".into(),
+            BackendError::SessionLost(_) => "session_lost".into(),
+            BackendError::Rpc(e) => e.code.to_string(),
+        }
+    }
+
     /// Whether trying another member could help (connection errors, timeouts, 5xx).
     pub fn is_transient(&self) -> bool {
         !matches!(self, BackendError::Rpc(_))
@@ -188,6 +199,10 @@ impl Backend {
         relay: Option<&CallRelay>,
         session: Option<&str>,
     ) -> Result<Value, BackendError> {
+        // With traces exported, the server's spans join the client's trace under Hangar's: in
+        // `_meta`, where 2026-07-28 carries trace context (and SDKs read it in every revision).
+        let mut params = params;
+        hangar_telemetry::trace_context::into_params(&mut params);
         match self {
             Backend::Stdio(b) => {
                 let live = b.ready(ready_within).await?;

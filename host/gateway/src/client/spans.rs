@@ -1,0 +1,78 @@
+//! The span of each request a client sends, after OpenTelemetry's conventions for MCP (a
+//! server span named `{method} {target}`, `mcp.*`, `gen_ai.*`, `jsonrpc.request.id`,
+//! `error.type`), continuing the client's trace. Spans of [`hangar_telemetry::SPANS`] exist
+//! only while traces are exported; otherwise these are disabled spans and cost nothing.
+
+use axum::http::HeaderMap;
+use hangar_telemetry::{SPANS, trace_context};
+use serde_json::Value;
+use tracing::field::Empty;
+
+use crate::protocol::{self, MODERN_VERSION, RpcError};
+
+/// The request's span, its parent the client's trace context (`_meta` or headers).
+pub(super) fn request(headers: &HeaderMap, method: &str, id: &Value, params: &Value, modern: bool) -> tracing::Span {
+    let target = protocol::named_param(method).and_then(|key| params.get(key)).and_then(Value::as_str);
+    let version = match modern {
+        true => MODERN_VERSION,
+        false => headers.get(super::VERSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default(),
+    };
+    let span = tracing::info_span!(
+        target: SPANS,
+        "mcp.request",
+        otel.name = %format_args!("{method}{}{}", if target.is_some() { " " } else { "" }, target.unwrap_or_default()),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        mcp.method.name = method,
+        mcp.protocol.version = version,
+        mcp.session.id = Empty,
+        jsonrpc.request.id = %id,
+        gen_ai.operation.name = Empty,
+        gen_ai.tool.name = Empty,
+        gen_ai.prompt.name = Empty,
+        mcp.resource.uri = Empty,
+        error.type = Empty,
+        rpc.response.status_code = Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    // The session id lets its holder act in the session: a digest tells sessions apart.
+    if let Some(session) = headers.get(super::SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+        span.record("mcp.session.id", hangar_telemetry::audit::key_fingerprint(session));
+    }
+    match (method, target) {
+        ("tools/call", Some(tool)) => {
+            span.record("gen_ai.operation.name", "execute_tool");
+            span.record("gen_ai.tool.name", tool);
+        }
+        ("prompts/get", Some(prompt)) => {
+            span.record("gen_ai.prompt.name", prompt);
+        }
+        ("resources/read", Some(uri)) => {
+            span.record("mcp.resource.uri", uri);
+        }
+        _ => {}
+    }
+    trace_context::continue_client_trace(&span, headers, params.get("_meta").and_then(Value::as_object));
+    span
+}
+
+/// What the request came to: an error's code, or a tool result that is an error.
+pub(super) fn outcome(span: &tracing::Span, outcome: &Result<Value, RpcError>) {
+    if span.is_disabled() {
+        return;
+    }
+    match outcome {
+        Err(e) => {
+            span.record("error.type", e.code.to_string());
+            span.record("rpc.response.status_code", e.code.to_string());
+            span.record("otel.status_code", "ERROR");
+        }
+        Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => {
+            span.record("error.type", "tool_error");
+            span.record("otel.status_code", "ERROR");
+        }
+        Ok(_) => {}
+    }
+}

@@ -1,0 +1,11 @@
+//! What Hangar tells operators about each call, apart from metrics: the W3C trace context it
+//! continues from a client and passes on to servers (spans are plain `tracing` spans of the
+//! target [`SPANS`]; the binary decides whether they are exported), and the audit log.
+//! Builds without an exporter: only the `hangar` binary links the OTLP SDK.
+
+pub mod audit;
+pub mod trace_context;
+
+/// The `tracing` target of the spans that become OpenTelemetry spans. The human log leaves it
+/// out, so with no exporter configured no subscriber wants them and they cost a relaxed load.
+pub const SPANS: &str = "hangar_trace";
