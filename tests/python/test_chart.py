@@ -48,6 +48,10 @@ resources:
 ALL_ON = {
     "serviceMonitor": {"enabled": True},
     "prometheusRule": {"enabled": True},
+    "grafanaDashboard": {"enabled": True},
+    "telemetry": {"otlp": {"endpoint": "http://otel-collector.observability:4317", "protocol": "grpc"},
+                  "sampler": "parentbased_traceidratio", "samplerArg": "0.25"},
+    "audit": {"enabled": True, "hashArguments": True},
     "networkPolicy": {"enabled": True, "isolation": "full"},
     "imagePullSecrets": [{"name": "registry"}],
     "core": {"replicas": 2},
@@ -259,6 +263,31 @@ def test_everything_on(chart):
     assert env_of(container(docs, "mcp-hangar-core"))["HANGAR_SESSION_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "session-key"
 
 
+def test_traces_audit_and_the_dashboard_are_off_by_default_and_configured_when_asked(chart):
+    docs = render(chart)
+    for deployment in ("mcp-hangar-core", "mcp-hangar-operator"):
+        env = env_of(container(docs, deployment))
+        assert not [n for n in env if n.startswith("OTEL_")] and "HANGAR_AUDIT" not in env
+    assert not [d for d in find(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+
+    docs = render(chart, ALL_ON)
+    for deployment, service in (("mcp-hangar-core", "hangar-core"), ("mcp-hangar-operator", "hangar-operator")):
+        env = {n: e.get("value") for n, e in env_of(container(docs, deployment)).items()}
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc" and env["OTEL_SERVICE_NAME"] == service
+        assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio" and env["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+        assert env["OTEL_RESOURCE_ATTRIBUTES"] == "k8s.namespace.name=mcp-system" and env["HANGAR_AUDIT"] == "stdout"
+    assert "--audit-hash-arguments" in container(docs, "mcp-hangar-core")["args"]
+    (dashboard,) = [d for d in find(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    panels = json.loads(dashboard["data"]["mcp-hangar.json"])["panels"]
+    assert json.loads((CHART / "dashboards" / "hangar.json").read_text())["panels"] == panels
+    # The flags are hangar's own: core and the operator accept them as rendered.
+    for command in ("core", "operator"):
+        out = subprocess.run([hangar_bin(), command, "--help"], capture_output=True, text=True, check=True).stdout
+        assert "--audit <stdout|FILE>" in out and "--audit-hash-arguments" in out and "HANGAR_AUDIT" in out
+
+
 def test_core_auth_values_become_cores_flags(chart):
     assert not [a for a in container(render(chart), "mcp-hangar-core")["args"] if a.startswith("--auth")]
     auth = {"issuer": "https://login.example.com/realms/mcp", "audience": "https://mcp.example.com/mcp",
@@ -284,6 +313,8 @@ def test_core_auth_values_become_cores_flags(chart):
         ({"hangar": {"url": "mcp-hangar-core:8080"}}, "/hangar/url"),
         ({"networkPolicy": {"isolation": "everything"}}, "/networkPolicy/isolation"),
         ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
+        ({"telemetry": {"otlp": {"protocol": "http/json"}}}, "/telemetry/otlp/protocol"),
+        ({"telemetry": {"otlp": {"endpoint": "otel:4317"}}}, "/telemetry/otlp/endpoint"),
     ],
 )
 def test_the_schema_rejects_bad_values_with_helms_error(chart, values, message):

@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -578,7 +579,8 @@ def test_a_configmap_source_creates_owned_servers_and_prunes_only_its_own(crds, 
         "metadata": {"name": "config-old", "namespace": "cm-home",
                      "labels": {"mcp-hangar.io/discovered-by": "config", "mcp-hangar.io/discovered-by-namespace": "elsewhere"}},
         "spec": {"mode": "remote", "endpoint": "http://old/mcp"}})
-    operator = Operator(crds, tmp_path, "configmap-check")
+    audit = tmp_path / "audit.log"
+    operator = Operator(crds, tmp_path, "configmap-check", args=["--audit", str(audit)])
     try:
         names = lambda: sorted(s["metadata"]["name"] for s in json.loads(
             crds("get", "mcpservers", "-n", "cm-home", "-o", "json").stdout)["items"])
@@ -587,6 +589,11 @@ def test_a_configmap_source_creates_owned_servers_and_prunes_only_its_own(crds, 
         wait_for(lambda: names() == ["config-math", "config-old"], timeout=60)
     finally:
         operator.stop()
+    # The audit log has each server created once (later syncs re-apply it unchanged) and the one pruned.
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert sorted((r["decision"], r["server"]) for r in records if r["event"] == "discovery") == [
+        ("created", "cm-home/config-fetch"), ("created", "cm-home/config-math"), ("deleted", "cm-home/config-fetch")], records
+    assert all(r["request"] == "MCPDiscoverySource cm-home/config" for r in records if r["event"] == "discovery")
 
 
 def test_a_plugin_dropped_into_the_plugins_configmap_is_used(crds, tmp_path):
@@ -622,3 +629,126 @@ def test_a_plugin_dropped_into_the_plugins_configmap_is_used(crds, tmp_path):
                  timeout=90)
     finally:
         operator.stop()
+
+
+def test_prometheus_and_jaeger_watch_core_and_the_operator_and_every_dashboard_query_has_series(crds, tmp_path):
+    """A real Prometheus scrapes `hangar core` and `hangar operator` (driving the test cluster)
+    while a short load runs: calls of a group whose strategy plugin is missing (fallback picks, a
+    plugin fault), a denied and a rate-limited call, a cold server woken at registration, calls
+    of a handshake client (backend sessions). Every query of the chart's Grafana dashboard then
+    returns series; Jaeger has the operator's reconciles and core's requests."""
+    from test_observability import Jaeger
+
+    bin_dir = Path(subprocess.run(["bash", str(REPO / "tests" / "observability" / "build.sh")],
+                                  capture_output=True, text=True, check=True).stdout.strip())
+    jaeger = Jaeger(bin_dir, tmp_path)
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    (tmp_path / "core").mkdir()
+    core = Hangar(tmp_path / "core", {"HANGAR_API_KEY": CORE_KEY, **otel}, ["core"])
+    ports = [free_port(), free_port()]
+    backends = [subprocess.Popen([str(PYTHON), str(NOTES), "--http", str(p)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL) for p in ports]
+    operator = prometheus = None
+    try:
+        for p in ports:
+            wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", p)) == 0)
+        namespaces(crds, "watched")
+        remote = lambda name, port, labels, tools=None: {
+            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+            "metadata": {"name": name, "namespace": "watched", "labels": labels},
+            "spec": {"mode": "remote", "endpoint": f"http://127.0.0.1:{port}/mcp", **({"tools": tools} if tools else {})}}
+        apply(crds, remote("notes-a", ports[0], {"app": "notes"}))
+        apply(crds, remote("notes-b", ports[1], {"app": "notes"}))
+        apply(crds, remote("guarded", ports[0], {}, {"denyList": ["add_note"], "rateLimit": {"requestsPerMinute": 2}}))
+        apply(crds, {
+            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
+            "metadata": {"name": "notes", "namespace": "watched"},
+            "spec": {"selector": {"matchLabels": {"app": "notes"}}, "strategy": "team-strategy"}})
+        apply(crds, {
+            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "cold", "namespace": "watched"},
+            "spec": {"mode": "container", "image": "ghcr.io/example/cold:1", "replicas": 0, "idleTTL": "3s",
+                     "startupTimeout": "3s", "healthCheck": {"enabled": False}}})
+        operator = Operator(crds, tmp_path, "watched-check", {**core_env(core), **otel, "OTEL_SERVICE_NAME": "hangar-operator"})
+        operator_metrics = wait_for(lambda: (m := re.search(r"metrics and probes listening address=(\S+)",
+                                                             operator.log_path.read_text())) and m.group(1))
+        server_state = lambda name: server_json(crds, "watched", name).get("status", {}).get("state")
+        wait_for(lambda: server_state("guarded") == "Ready" and server_state("notes-a") == "Ready", timeout=90)
+
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": "core", "static_configs": [{"targets": [core.base.removeprefix("http://")]}]},
+                {"job_name": "operator", "static_configs": [{"targets": [operator_metrics]}]},
+            ]}))
+        prom_port = free_port()
+        prom_log = open(tmp_path / "prometheus.log", "w")
+        prometheus = subprocess.Popen([str(bin_dir / "prometheus"), f"--config.file={config}",
+                                       f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                       f"--web.listen-address=127.0.0.1:{prom_port}"],
+                                      stdout=prom_log, stderr=subprocess.STDOUT)
+
+        def query(expr: str) -> list:
+            url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    return json.load(r)["data"]["result"]
+            except OSError:
+                return []
+
+        wait_for(lambda: len(query('up == 1')) == 2, timeout=60)
+
+        async def load():
+            async with Client(core.url, mode="legacy") as c:
+                wait = 0
+                while "notes__word_count" not in [t.name for t in (await c.list_tools()).tools] and wait < 100:
+                    await asyncio.sleep(0.3)
+                    wait += 1
+                results = [(await c.call_tool("notes__word_count", {"text": "a b"})).structured_content["result"]]
+                # A stateless client's calls are the strategy's to place (a session's stay on one member).
+                async with Client(core.url) as stateless:
+                    results += [(await stateless.call_tool("notes__word_count", {"text": "a b"})).structured_content["result"]
+                                for _ in range(4)]
+                refused = []
+                for tool, args in [("guarded__add_note", {"title": "t", "text": "x"})] + \
+                        [("guarded__word_count", {"text": "x"})] * 3:
+                    try:
+                        await c.call_tool(tool, args)
+                    except Exception as e:  # noqa: BLE001 (the denial and the rate limit)
+                        refused.append(str(e))
+                return results, refused
+
+        results, refused = asyncio.run(load())
+        assert results == [2] * 5, "the group is served (by the fallback) and calls count"
+        assert any("denyList" in r for r in refused) and any("rate limit" in r for r in refused), refused
+
+        dashboard = json.loads((REPO / "charts" / "mcp-hangar-operator" / "dashboards" / "hangar.json").read_text())
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        assert len(exprs) >= 12
+        concrete = lambda e: e.replace("$__rate_interval", "1m").replace("$__range", "10m")
+        empty = lambda: [e for e in exprs if not query(concrete(e))]
+        try:
+            wait_for(lambda: not empty(), timeout=90, interval=1)
+        except AssertionError:
+            raise AssertionError(f"dashboard queries without series: {empty()}")
+
+        # Jaeger: the operator's reconciles and core's requests arrived as spans.
+        def operations(service):
+            try:
+                with urllib.request.urlopen(f"{jaeger.query}/api/services/{service}/operations", timeout=5) as r:
+                    return set(json.load(r)["data"] or [])
+            except OSError:
+                return set()
+        wait_for(lambda: "reconcile MCPServer" in operations("hangar-operator"), timeout=60)
+        wait_for(lambda: "tools/call notes__word_count" in operations("hangar-core"), timeout=60)
+    finally:
+        if operator:
+            operator.stop()
+        if prometheus:
+            prometheus.terminate()
+            prometheus.wait(timeout=30)
+        core.stop()
+        jaeger.stop()
+        for b in backends:
+            b.kill()
+            b.wait()

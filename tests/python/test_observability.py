@@ -314,3 +314,27 @@ def test_admin_writes_and_plugins_are_audited(tmp_path):
     loaded = next(r for r in records if r["decision"] == "loaded")
     assert loaded["world"] == "strategy" and loaded["reason"].startswith("sha256 ")
     assert "trap" in next(r for r in records if r["decision"] == "fault")["reason"]
+
+
+def test_every_alert_of_the_chart_fires_and_stays_quiet_as_promtool_says(observability_bin, tmp_path):
+    """promtool's rule unit tests (tests/observability/alerts-test.yaml) against the PrometheusRule
+    the chart renders; every alert has a case where it fires and one where it must not."""
+    import yaml
+    helm = Path(subprocess.run(["bash", str(REPO / "tests" / "cluster" / "build.sh")],
+                               capture_output=True, text=True, check=True).stdout.strip()) / "helm"
+    rendered = subprocess.run([str(helm), "template", "mcp-hangar-operator", str(REPO / "charts" / "mcp-hangar-operator"),
+                               "-n", "mcp-hangar", "--kube-version", "1.33.0", "--set", "prometheusRule.enabled=true",
+                               "--show-only", "templates/prometheusrule.yaml"], capture_output=True, text=True, check=True)
+    groups = yaml.safe_load(rendered.stdout)["spec"]["groups"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    tests = REPO / "tests" / "observability" / "alerts-test.yaml"
+    shutil.copy(tests, tmp_path / "alerts-test.yaml")
+    out = subprocess.run([str(observability_bin / "promtool"), "test", "rules", "alerts-test.yaml"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+
+    alerts = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
+    cases = [c for t in yaml.safe_load(tests.read_text())["tests"] for c in t["alert_rule_test"]]
+    firing = {c["alertname"] for c in cases if c.get("exp_alerts")}
+    quiet = {c["alertname"] for c in cases if not c.get("exp_alerts")}
+    assert len(alerts) >= 5 and alerts == firing == quiet, (alerts, firing, quiet)

@@ -55,3 +55,29 @@ runAsNonRoot: true
 capabilities:
   drop: [ALL]
 {{- end -}}
+
+{{/* OpenTelemetry's standard variables for traces (none unless telemetry.otlp.endpoint is set),
+     and the audit log to stdout; `service` names the process in traces. */}}
+{{- define "hangar.telemetryEnv" -}}
+{{- $t := .root.Values.telemetry -}}
+{{- if $t.otlp.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.otlp.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $t.otlp.protocol | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ .service | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+{{- with $t.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.namespace.name=%s%s" .root.Release.Namespace (ternary "" (printf ",%s" $t.resourceAttributes) (empty $t.resourceAttributes)) | quote }}
+{{- end }}
+{{- if .root.Values.audit.enabled }}
+- name: HANGAR_AUDIT
+  value: stdout
+{{- end }}
+{{- end -}}

@@ -41,7 +41,7 @@ pub struct Run {
 }
 
 /// `clients` tasks calling `url` until `calls` are done or 10 s have passed.
-async fn load(url: &str, tool: &str, clients: usize, calls: usize) -> Run {
+pub(crate) async fn load(url: &str, tool: &str, clients: usize, calls: usize) -> Run {
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
     let body = Arc::new(call_body(tool));
     let per_client = calls.div_ceil(clients);
@@ -148,7 +148,8 @@ async fn allocations_per_event(direct: &str, via: &str) -> Figure {
 /// (clients, direct, via) for the plot.
 pub type Curve = Vec<(usize, Run, Run)>;
 
-pub async fn run(scale: &Scale) -> anyhow::Result<(Vec<Figure>, Curve)> {
+/// The echo server, and a gateway in front of it (remote server `echo`): their `/mcp` URLs.
+pub(crate) async fn echo_and_gateway() -> anyhow::Result<(String, String)> {
     let direct = serve_mcp(hangar_tests::echo_mcp_router()).await;
     let registry = prometheus::Registry::new();
     let cache = std::env::temp_dir().join("hangar-bench-cache");
@@ -166,6 +167,11 @@ pub async fn run(scale: &Scale) -> anyhow::Result<(Vec<Figure>, Curve)> {
         .map_err(anyhow::Error::msg)?;
     let state = Arc::new(client::AppState::new(gateway, SessionKeys::with_key(b"bench"), registry, None));
     let via = serve_mcp(client::router(state)).await;
+    Ok((direct, via))
+}
+
+pub async fn run(scale: &Scale) -> anyhow::Result<(Vec<Figure>, Curve)> {
+    let (direct, via) = echo_and_gateway().await?;
     // Warm both paths (connections, the gateway's backend session, the policy instance).
     load(&direct, "echo", 4, 400).await;
     load(&via, "echo__echo", 4, 400).await;

@@ -1,7 +1,7 @@
 //! Hangar's performance report: `cargo run --release -p hangar-bench` measures every figure
 //! beside its baseline in the same run and writes `docs/performance.md` and
 //! `docs/latency-vs-concurrency.svg`. `--quick` runs fewer calls (for a smoke check);
-//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing; `--auth-only` the token-check figures; `--gateway-only` measures the tools/call figures and puts their section in place; `--search-only` measures tool search and puts its section in place in the report. Every load loop is bounded in count and time.
+//! `--out DIR` writes elsewhere; `--plugins-only` prints the plugin figures and writes nothing; `--auth-only` the token-check figures; `--gateway-only` measures the tools/call figures and puts their section in place; `--search-only` measures tool search and puts its section in place in the report; `--tracing-only` the tracing section. Every load loop is bounded in count and time.
 
 mod auth;
 mod cold_start;
@@ -10,6 +10,7 @@ mod hot_reload;
 mod operator;
 mod plugins;
 mod search;
+mod tracing_cost;
 
 use std::{
     fmt::Write as _,
@@ -115,6 +116,8 @@ fn table(figures: &[Figure]) -> String {
     md
 }
 
+const TRACING_TITLE: &str = "Tracing: CPU per call with traces off and on (100 % sampled)";
+
 const SEARCH_TITLE: &str = "Tool search: quality beside plain BM25, speed and size over 10,000 tools";
 
 /// `md` with the section titled `title` replaced by (or, if absent, followed by) `body`.
@@ -139,7 +142,18 @@ fn with_section(md: &str, title: &str, body: &str) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The exporter's batches, large and frequent enough that no span of a fast load is dropped
+    // (a dropped span would not be exported, and its cost not counted).
+    // SAFETY: set before this process starts any thread.
+    unsafe {
+        std::env::set_var("OTEL_BSP_MAX_QUEUE_SIZE", "262144");
+        std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");
+        std::env::set_var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096");
+    }
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--discarding-collector") {
+        return tracing_cost::discarding_collector();
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let out = args
         .iter()
@@ -173,6 +187,16 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if args.iter().any(|a| a == "--tracing-only") {
+        // The tracing section alone: printed, and put in place in an existing report.
+        let section = table(&tracing_cost::run(&scale)?);
+        print!("{section}");
+        let report = out.join("performance.md");
+        if let Ok(md) = std::fs::read_to_string(&report) {
+            std::fs::write(&report, with_section(&md, TRACING_TITLE, &section))?;
+        }
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--gateway-only") {
         // The tools/call section alone: printed, and put in place in an existing report.
         let (figures, curve) = runtime.block_on(gateway::run(&scale))?;
@@ -199,6 +223,8 @@ fn main() -> anyhow::Result<()> {
     eprintln!("== gateway tools/call vs direct");
     let (figures, curve) = runtime.block_on(gateway::run(&scale))?;
     sections.push((GATEWAY_TITLE, figures));
+    eprintln!("== tracing off and on");
+    sections.push((TRACING_TITLE, tracing_cost::run(&scale)?));
     eprintln!("== cold start vs the backend's own start");
     sections
         .push(("Cold start (`replicas: 0`) vs the backend's own start", runtime.block_on(cold_start::run(&scale))?));

@@ -24,6 +24,44 @@ pub struct GatewayMetrics {
     /// `hangar_backend_sessions{server}`: sessions held at a handshake-era HTTP backend for
     /// clients of this replica (opened on a client's first call, closed with its session).
     pub backend_sessions: IntGaugeVec,
+    /// `hangar_cold_starts_total{server}`: wake-ups asked for a server scaled to zero (a call
+    /// held for it, or core learning its tools).
+    pub cold_starts: IntCounterVec,
+    /// `mcp_server_operation_duration_seconds{mcp_method_name, error_type}`: each client request,
+    /// after OpenTelemetry's MCP conventions (Hangar as the server).
+    pub server_operation: HistogramVec,
+    /// `mcp_client_operation_duration_seconds{mcp_method_name, server, error_type}`: each
+    /// attempt at a server (Hangar as the client).
+    pub client_operation: HistogramVec,
+}
+
+/// OpenTelemetry's advised buckets for MCP operation durations.
+const OPERATION_BUCKETS: [f64; 14] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// Method names as label values: the methods of either revision, else `other` (clients name
+/// methods; unknown ones must not grow /metrics).
+pub fn method_label(method: &str) -> &str {
+    const KNOWN: [&str; 18] = [
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "completion/complete",
+        "logging/setLevel",
+        "subscriptions/listen",
+        "tasks/get",
+        "tasks/result",
+        "tasks/cancel",
+    ];
+    if KNOWN.contains(&method) { method } else { "other" }
 }
 
 impl GatewayMetrics {
@@ -61,6 +99,26 @@ impl GatewayMetrics {
             Opts::new("hangar_backend_sessions", "Sessions held at HTTP backends for this replica's clients"),
             &["server"],
         )?;
+        let cold_starts = IntCounterVec::new(
+            Opts::new("hangar_cold_starts_total", "Wake-ups asked for servers scaled to zero"),
+            &["server"],
+        )?;
+        let server_operation = HistogramVec::new(
+            HistogramOpts::new(
+                "mcp_server_operation_duration_seconds",
+                "MCP requests of clients, as Hangar answered them",
+            )
+            .buckets(OPERATION_BUCKETS.to_vec()),
+            &["mcp_method_name", "error_type"],
+        )?;
+        let client_operation = HistogramVec::new(
+            HistogramOpts::new("mcp_client_operation_duration_seconds", "MCP requests Hangar sent to servers")
+                .buckets(OPERATION_BUCKETS.to_vec()),
+            &["mcp_method_name", "server", "error_type"],
+        )?;
+        registry.register(Box::new(cold_starts.clone()))?;
+        registry.register(Box::new(server_operation.clone()))?;
+        registry.register(Box::new(client_operation.clone()))?;
         registry.register(Box::new(backend_sessions.clone()))?;
         registry.register(Box::new(picks.clone()))?;
         registry.register(Box::new(server_state.clone()))?;
@@ -70,6 +128,19 @@ impl GatewayMetrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(denied.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
-        Ok(Self { calls, latency, denied, rate_limited, server_state, breaker_state, starts, picks, backend_sessions })
+        Ok(Self {
+            calls,
+            latency,
+            denied,
+            rate_limited,
+            server_state,
+            breaker_state,
+            starts,
+            picks,
+            backend_sessions,
+            cold_starts,
+            server_operation,
+            client_operation,
+        })
     }
 }

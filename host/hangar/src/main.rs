@@ -9,7 +9,6 @@ mod core_cmd;
 mod operator_cmd;
 mod plugin_cmd;
 mod run_cmd;
-mod telemetry;
 
 #[derive(Parser)]
 #[command(name = "hangar", version, about = "MCP servers as Kubernetes resources, behind one MCP endpoint")]
@@ -195,8 +194,8 @@ impl Default for Logging {
 
 impl Logging {
     /// Installs the log, the trace exporter (kept alive by what this returns) and the audit log.
-    pub fn init(&self, service: &str) -> anyhow::Result<Option<telemetry::Exporter>> {
-        let exporter = telemetry::init(&self.log_level, self.log_format == "json", service)?;
+    pub fn init(&self, service: &str) -> anyhow::Result<Option<hangar_telemetry::export::Exporter>> {
+        let exporter = hangar_telemetry::export::init(&self.log_level, self.log_format == "json", service)?;
         if let Some(destination) = &self.audit {
             hangar_telemetry::audit::open(destination, self.audit_hash_arguments)
                 .with_context(|| format!("--audit {destination}: cannot open it for appending"))?;

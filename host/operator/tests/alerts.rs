@@ -1,9 +1,10 @@
-//! The chart's PrometheusRule: every `expr` parses as PromQL (with promql-parser, the parser
-//! GreptimeDB uses) and names only metrics the operator exports — its own and those of the
-//! plugin runtime it runs discovery parsers in.
+//! The chart's PrometheusRule and Grafana dashboard: every `expr` parses as PromQL (with
+//! promql-parser, the parser GreptimeDB uses) and names only metrics Hangar exports — the
+//! operator's, core's, and those of the plugin runtime both run.
 
 use std::{collections::BTreeSet, path::Path};
 
+use hangar_gateway::metrics::GatewayMetrics;
 use hangar_operator::metrics::Metrics;
 use hangar_plugin_runtime::PluginMetrics;
 use prometheus::{Registry, core::Collector};
@@ -13,7 +14,20 @@ fn exported() -> BTreeSet<String> {
     let registry = Registry::new();
     let m = Metrics::new(&registry).unwrap();
     let p = PluginMetrics::new(&registry).unwrap();
-    let collectors: [&dyn Collector; 8] = [
+    let g = GatewayMetrics::new(&registry).unwrap();
+    let collectors: [&dyn Collector; 20] = [
+        &g.calls,
+        &g.latency,
+        &g.denied,
+        &g.rate_limited,
+        &g.server_state,
+        &g.breaker_state,
+        &g.starts,
+        &g.picks,
+        &g.backend_sessions,
+        &g.cold_starts,
+        &g.server_operation,
+        &g.client_operation,
         &m.reconciles,
         &m.reconcile_duration,
         &m.provider_state,
@@ -61,10 +75,31 @@ fn alert_expressions_parse_and_name_exported_metrics() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/mcp-hangar-operator/templates/prometheusrule.yaml");
     let text = std::fs::read_to_string(template).unwrap();
     let exprs: Vec<&str> = text.lines().filter_map(|l| l.trim().strip_prefix("expr: ")).collect();
-    assert_eq!(exprs.len(), 4, "the guide's two alerts, reconcile errors and plugin faults");
+    assert_eq!(exprs.len(), 5, "the guide's two alerts, reconcile errors, plugin faults, open breakers");
+    assert!(exprs.iter().all(|e| !e.contains("{{")), "expr must stay literal (no templating): {exprs:?}");
+    check(exprs.iter().map(|e| e.to_string()));
+    assert!(parser::parse("mcp_operator_provider_state{state=\"Dead\"} ==").is_err(), "the parser does reject");
+}
+
+#[test]
+fn dashboard_queries_parse_and_name_exported_metrics() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/mcp-hangar-operator/dashboards/hangar.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().replace("$__rate_interval", "1m").replace("$__range", "10m"))
+        .collect();
+    assert!(exprs.len() >= 12, "{exprs:?}");
+    check(exprs.into_iter());
+}
+
+fn check(exprs: impl Iterator<Item = String>) {
     let exported = exported();
     for expr in exprs {
-        assert!(!expr.contains("{{"), "expr must stay literal (no templating): {expr}");
+        let expr = expr.as_str();
         let parsed = parser::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
         let mut names = Vec::new();
         selected(&parsed, &mut names);
@@ -73,5 +108,4 @@ fn alert_expressions_parse_and_name_exported_metrics() {
             assert!(exported.contains(&name), "{expr}: {name} is not exported; exported: {exported:?}");
         }
     }
-    assert!(parser::parse("mcp_operator_provider_state{state=\"Dead\"} ==").is_err(), "the parser does reject");
 }

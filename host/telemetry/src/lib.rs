@@ -4,6 +4,8 @@
 //! Builds without an exporter: only the `hangar` binary links the OTLP SDK.
 
 pub mod audit;
+#[cfg(feature = "export")]
+pub mod export;
 pub mod trace_context;
 
 /// The `tracing` target of the spans that become OpenTelemetry spans. The human log leaves it

@@ -485,12 +485,19 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
     // Taken, not copied: the arguments travel on as they are.
     let (method, params) = (method.clone(), std::mem::take(params));
     let future = async move {
+        let began = std::time::Instant::now();
         let outcome = match (method.as_str(), modern) {
             ("server/discover", _) => Ok(discover()),
             ("ping", false) => Ok(json!({})),
             _ => dispatch(&state.gateway, &method, params, &ctx).await,
         };
-        spans::outcome(&tracing::Span::current(), &outcome);
+        let error_type = spans::outcome(&tracing::Span::current(), &outcome);
+        state
+            .gateway
+            .metrics
+            .server_operation
+            .with_label_values(&[crate::metrics::method_label(&method), error_type.as_str()])
+            .observe(began.elapsed().as_secs_f64());
         let mut result = finish(&method, outcome?, modern);
         // A server's `requestState` reaches a stateless client bound to it (see `unbind_state`).
         if let Some(server_state) = result.get_mut("requestState")

@@ -58,21 +58,21 @@ pub(super) fn request(headers: &HeaderMap, method: &str, id: &Value, params: &Va
     span
 }
 
-/// What the request came to: an error's code, or a tool result that is an error.
-pub(super) fn outcome(span: &tracing::Span, outcome: &Result<Value, RpcError>) {
-    if span.is_disabled() {
-        return;
-    }
-    match outcome {
-        Err(e) => {
-            span.record("error.type", e.code.to_string());
+/// What the request came to, recorded on its span: returns its `error.type` (empty for a
+/// success), a JSON-RPC code of the spec's ranges, `tool_error`, or `other`.
+pub(super) fn outcome(span: &tracing::Span, outcome: &Result<Value, RpcError>) -> String {
+    let error_type = match outcome {
+        Err(e) if (-32768..=-32000).contains(&e.code) => e.code.to_string(),
+        Err(_) => "other".to_string(),
+        Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => "tool_error".to_string(),
+        Ok(_) => return String::new(),
+    };
+    if !span.is_disabled() {
+        span.record("error.type", error_type.as_str());
+        if let Err(e) = outcome {
             span.record("rpc.response.status_code", e.code.to_string());
-            span.record("otel.status_code", "ERROR");
         }
-        Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => {
-            span.record("error.type", "tool_error");
-            span.record("otel.status_code", "ERROR");
-        }
-        Ok(_) => {}
+        span.record("otel.status_code", "ERROR");
     }
+    error_type
 }

@@ -271,6 +271,7 @@ impl Gateway {
             if entry.spec.on_demand() && entry.backend.is_remote() {
                 // Learn the tools of a cold server in a cluster: ask for a wake-up once; idleTTL
                 // scales it back to zero.
+                gateway.metrics.cold_starts.with_label_values(&[&name]).inc();
                 let _ = gateway.events_out.send(json!({"type": "wake", "namespace": entry.namespace, "server": name}));
                 entry.backend.wait_until_connected(entry.spec.startup_timeout.as_std()).await;
             }

@@ -396,6 +396,15 @@ impl Gateway {
         record(server, &result);
         let elapsed = started.elapsed();
         self.metrics.latency.with_label_values(&[&server.name]).observe(elapsed.as_secs_f64());
+        let error_type = match &result {
+            Ok(r) if r.get("isError") == Some(&Value::Bool(true)) => "tool_error".to_string(),
+            Ok(_) => String::new(),
+            Err(e) => error_label(e),
+        };
+        self.metrics
+            .client_operation
+            .with_label_values(&["tools/call", &server.name, &error_type])
+            .observe(elapsed.as_secs_f64());
         let micros = elapsed.as_micros() as u64;
         let old = server.latency_avg_us.load(Ordering::Relaxed);
         server.latency_avg_us.store(if old == 0 { micros } else { (old * 7 + micros) / 8 }, Ordering::Relaxed);
@@ -475,6 +484,7 @@ impl Gateway {
         if server.state() != State::Cold && !asleep {
             return Ok(());
         }
+        self.metrics.cold_starts.with_label_values(&[&server.name]).inc();
         let _ = self.events_out.send(json!({"type": "wake", "namespace": server.namespace, "server": server.name}));
         let startup = server.spec.startup_timeout.as_std();
         let span = tracing::info_span!(target: SPANS, "cold start", hangar.server = %server.name);
@@ -511,6 +521,15 @@ impl Gateway {
         let session = self.backend_session(ctx.session.as_deref(), server).await;
         let (startup, timeout) = (server.spec.startup_timeout.as_std(), server.spec.call_timeout.as_std());
         server.backend.request_for("tools/call", params, startup, timeout, ctx.on_behalf(session.as_deref())).await
+    }
+}
+
+/// A backend error as a label value: its kind, a JSON-RPC code of the spec's ranges, or `other`
+/// (servers choose codes; any number must not grow /metrics).
+fn error_label(e: &BackendError) -> String {
+    match e {
+        BackendError::Rpc(rpc) if !(-32768..=-32000).contains(&rpc.code) => "other".into(),
+        e => e.kind(),
     }
 }
 
