@@ -636,7 +636,8 @@ def test_prometheus_and_jaeger_watch_core_and_the_operator_and_every_dashboard_q
     while a short load runs: calls of a group whose strategy plugin is missing (fallback picks, a
     plugin fault), a denied and a rate-limited call, a cold server woken at registration, calls
     of a handshake client (backend sessions). Every query of the chart's Grafana dashboard then
-    returns series; Jaeger has the operator's reconciles and core's requests."""
+    returns series; latency buckets carry exemplars naming traces; Jaeger has the operator's
+    reconciles and core's requests."""
     from test_observability import Jaeger
 
     bin_dir = Path(subprocess.run(["bash", str(REPO / "tests" / "observability" / "build.sh")],
@@ -657,22 +658,26 @@ def test_prometheus_and_jaeger_watch_core_and_the_operator_and_every_dashboard_q
             "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
             "metadata": {"name": name, "namespace": "watched", "labels": labels},
             "spec": {"mode": "remote", "endpoint": f"http://127.0.0.1:{port}/mcp", **({"tools": tools} if tools else {})}}
-        apply(crds, remote("notes-a", ports[0], {"app": "notes"}))
-        apply(crds, remote("notes-b", ports[1], {"app": "notes"}))
-        apply(crds, remote("guarded", ports[0], {}, {"denyList": ["add_note"], "rateLimit": {"requestsPerMinute": 2}}))
+        apply(crds, remote("watch-a", ports[0], {"app": "watch"}))
+        apply(crds, remote("watch-b", ports[1], {"app": "watch"}))
+        apply(crds, remote("watch-guarded", ports[0], {}, {"denyList": ["add_note"], "rateLimit": {"requestsPerMinute": 2}}))
         apply(crds, {
             "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
-            "metadata": {"name": "notes", "namespace": "watched"},
-            "spec": {"selector": {"matchLabels": {"app": "notes"}}, "strategy": "team-strategy"}})
+            "metadata": {"name": "watch-group", "namespace": "watched"},
+            "spec": {"selector": {"matchLabels": {"app": "watch"}}, "strategy": "team-strategy"}})
         apply(crds, {
-            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "cold", "namespace": "watched"},
+            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "watch-cold", "namespace": "watched"},
             "spec": {"mode": "container", "image": "ghcr.io/example/cold:1", "replicas": 0, "idleTTL": "3s",
                      "startupTimeout": "3s", "healthCheck": {"enabled": False}}})
         operator = Operator(crds, tmp_path, "watched-check", {**core_env(core), **otel, "OTEL_SERVICE_NAME": "hangar-operator"})
         operator_metrics = wait_for(lambda: (m := re.search(r"metrics and probes listening address=(\S+)",
                                                              operator.log_path.read_text())) and m.group(1))
         server_state = lambda name: server_json(crds, "watched", name).get("status", {}).get("state")
-        wait_for(lambda: server_state("guarded") == "Ready" and server_state("notes-a") == "Ready", timeout=90)
+        try:
+            wait_for(lambda: server_state("watch-guarded") == "Ready" and server_state("watch-a") == "Ready", timeout=120)
+        except AssertionError:
+            statuses = {n: server_json(crds, "watched", n).get("status") for n in ("watch-guarded", "watch-a")}
+            raise AssertionError(f"not Ready: {statuses}; operator: {operator.log_path.read_text()[-3000:]}")
 
         config = tmp_path / "prometheus.yml"
         config.write_text(yaml.safe_dump({
@@ -685,7 +690,8 @@ def test_prometheus_and_jaeger_watch_core_and_the_operator_and_every_dashboard_q
         prom_log = open(tmp_path / "prometheus.log", "w")
         prometheus = subprocess.Popen([str(bin_dir / "prometheus"), f"--config.file={config}",
                                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                       f"--web.listen-address=127.0.0.1:{prom_port}"],
+                                       f"--web.listen-address=127.0.0.1:{prom_port}",
+                                       "--enable-feature=exemplar-storage"],
                                       stdout=prom_log, stderr=subprocess.STDOUT)
 
         def query(expr: str) -> list:
@@ -701,17 +707,17 @@ def test_prometheus_and_jaeger_watch_core_and_the_operator_and_every_dashboard_q
         async def load():
             async with Client(core.url, mode="legacy") as c:
                 wait = 0
-                while "notes__word_count" not in [t.name for t in (await c.list_tools()).tools] and wait < 100:
+                while "watch-group__word_count" not in [t.name for t in (await c.list_tools()).tools] and wait < 100:
                     await asyncio.sleep(0.3)
                     wait += 1
-                results = [(await c.call_tool("notes__word_count", {"text": "a b"})).structured_content["result"]]
+                results = [(await c.call_tool("watch-group__word_count", {"text": "a b"})).structured_content["result"]]
                 # A stateless client's calls are the strategy's to place (a session's stay on one member).
                 async with Client(core.url) as stateless:
-                    results += [(await stateless.call_tool("notes__word_count", {"text": "a b"})).structured_content["result"]
+                    results += [(await stateless.call_tool("watch-group__word_count", {"text": "a b"})).structured_content["result"]
                                 for _ in range(4)]
                 refused = []
-                for tool, args in [("guarded__add_note", {"title": "t", "text": "x"})] + \
-                        [("guarded__word_count", {"text": "x"})] * 3:
+                for tool, args in [("watch-guarded__add_note", {"title": "t", "text": "x"})] + \
+                        [("watch-guarded__word_count", {"text": "x"})] * 3:
                     try:
                         await c.call_tool(tool, args)
                     except Exception as e:  # noqa: BLE001 (the denial and the rate limit)
@@ -732,6 +738,18 @@ def test_prometheus_and_jaeger_watch_core_and_the_operator_and_every_dashboard_q
         except AssertionError:
             raise AssertionError(f"dashboard queries without series: {empty()}")
 
+        # Core answers Prometheus in OpenMetrics, with the trace ids of sampled calls as exemplars
+        # of its latency buckets; each names a trace Jaeger has.
+        def exemplars():
+            url = f"http://127.0.0.1:{prom_port}/api/v1/query_exemplars?" + urllib.parse.urlencode(
+                {"query": "mcp_server_operation_duration_seconds_bucket", "start": time.time() - 600, "end": time.time()})
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return [e for series in json.load(r)["data"] for e in series["exemplars"]]
+        found = wait_for(exemplars, timeout=60)
+        trace_id = found[0]["labels"]["trace_id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", trace_id), found[0]
+        wait_for(lambda: jaeger.trace(trace_id), timeout=30)
+
         # Jaeger: the operator's reconciles and core's requests arrived as spans.
         def operations(service):
             try:
@@ -740,7 +758,7 @@ def test_prometheus_and_jaeger_watch_core_and_the_operator_and_every_dashboard_q
             except OSError:
                 return set()
         wait_for(lambda: "reconcile MCPServer" in operations("hangar-operator"), timeout=60)
-        wait_for(lambda: "tools/call notes__word_count" in operations("hangar-core"), timeout=60)
+        wait_for(lambda: "tools/call watch-group__word_count" in operations("hangar-core"), timeout=60)
     finally:
         if operator:
             operator.stop()

@@ -9,6 +9,7 @@ pub mod families;
 pub mod gateway;
 pub mod listen;
 pub mod metrics;
+pub mod openmetrics;
 pub mod param_headers;
 pub mod parse_budget;
 pub mod protocol;

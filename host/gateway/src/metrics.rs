@@ -1,13 +1,67 @@
 //! Prometheus metrics of the gateway.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector};
+
+/// A sampled trace that landed in a histogram bucket.
+#[derive(Debug, Clone)]
+pub struct Exemplar {
+    pub trace_id: String,
+    pub value: f64,
+    /// Unix time, seconds.
+    pub at: f64,
+}
+
+/// A latency histogram that keeps, per bucket, the last exemplar: the trace id of an observation
+/// made inside an exported span (nothing is kept while tracing is off).
+#[derive(Clone)]
+pub struct TracedHistogram {
+    pub vec: HistogramVec,
+    name: String,
+    label_names: Vec<String>,
+    buckets: Vec<f64>,
+    /// By the bucket's label set (`{server="a",le="0.5"}`); bounded by the labels' own bound.
+    exemplars: Arc<Mutex<HashMap<String, Exemplar>>>,
+}
+
+impl TracedHistogram {
+    fn new(opts: HistogramOpts, labels: &[&str]) -> prometheus::Result<Self> {
+        let (name, buckets) = (opts.common_opts.name.clone(), opts.buckets.clone());
+        Ok(Self {
+            vec: HistogramVec::new(opts, labels)?,
+            name,
+            label_names: labels.iter().map(|l| l.to_string()).collect(),
+            buckets,
+            exemplars: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// Observes `value`; `trace_id` (the current trace's, when spans are exported) becomes the
+    /// bucket's exemplar.
+    pub fn observe(&self, labels: &[&str], value: f64, trace_id: Option<&str>) {
+        self.vec.with_label_values(labels).observe(value);
+        let Some(trace_id) = trace_id else { return };
+        let le = self.buckets.iter().copied().find(|&b| value <= b).unwrap_or(f64::INFINITY);
+        let mut pairs: Vec<(String, String)> =
+            self.label_names.iter().cloned().zip(labels.iter().map(|v| v.to_string())).collect();
+        pairs.sort();
+        let key = crate::openmetrics::label_set(pairs.into_iter(), Some(le));
+        let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
+        self.exemplars.lock().unwrap().insert(key, Exemplar { trace_id: trace_id.to_string(), value, at });
+    }
+}
 
 #[derive(Clone)]
 pub struct GatewayMetrics {
     /// `hangar_calls_total{server, tool, outcome}`: outcome ok, tool_error, error, denied, rate_limited.
     pub calls: IntCounterVec,
     /// `hangar_call_duration_seconds{server}`.
-    pub latency: HistogramVec,
+    pub latency: TracedHistogram,
     /// `hangar_denied_total{server, tool}`.
     pub denied: IntCounterVec,
     /// `hangar_rate_limited_total{server}`.
@@ -29,10 +83,25 @@ pub struct GatewayMetrics {
     pub cold_starts: IntCounterVec,
     /// `mcp_server_operation_duration_seconds{mcp_method_name, error_type}`: each client request,
     /// after OpenTelemetry's MCP conventions (Hangar as the server).
-    pub server_operation: HistogramVec,
+    pub server_operation: TracedHistogram,
     /// `mcp_client_operation_duration_seconds{mcp_method_name, server, error_type}`: each
     /// attempt at a server (Hangar as the client).
-    pub client_operation: HistogramVec,
+    pub client_operation: TracedHistogram,
+}
+
+impl GatewayMetrics {
+    /// The last exemplar of a histogram bucket (`name` the histogram's, `key` its label set).
+    pub fn exemplar(&self, name: &str, key: &str) -> Option<Exemplar> {
+        [&self.latency, &self.server_operation, &self.client_operation]
+            .into_iter()
+            .find(|h| h.name == name)
+            .and_then(|h| h.exemplars.lock().unwrap().get(key).cloned())
+    }
+
+    /// The histograms, as collectors (for tests that list what is exported).
+    pub fn histograms(&self) -> [&dyn Collector; 3] {
+        [&self.latency.vec, &self.server_operation.vec, &self.client_operation.vec]
+    }
 }
 
 /// OpenTelemetry's advised buckets for MCP operation durations.
@@ -70,7 +139,7 @@ impl GatewayMetrics {
             Opts::new("hangar_calls_total", "tools/call by server, tool and outcome"),
             &["server", "tool", "outcome"],
         )?;
-        let latency = HistogramVec::new(
+        let latency = TracedHistogram::new(
             HistogramOpts::new("hangar_call_duration_seconds", "Time a backend took to answer tools/call")
                 .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["server"],
@@ -103,7 +172,7 @@ impl GatewayMetrics {
             Opts::new("hangar_cold_starts_total", "Wake-ups asked for servers scaled to zero"),
             &["server"],
         )?;
-        let server_operation = HistogramVec::new(
+        let server_operation = TracedHistogram::new(
             HistogramOpts::new(
                 "mcp_server_operation_duration_seconds",
                 "MCP requests of clients, as Hangar answered them",
@@ -111,21 +180,21 @@ impl GatewayMetrics {
             .buckets(OPERATION_BUCKETS.to_vec()),
             &["mcp_method_name", "error_type"],
         )?;
-        let client_operation = HistogramVec::new(
+        let client_operation = TracedHistogram::new(
             HistogramOpts::new("mcp_client_operation_duration_seconds", "MCP requests Hangar sent to servers")
                 .buckets(OPERATION_BUCKETS.to_vec()),
             &["mcp_method_name", "server", "error_type"],
         )?;
         registry.register(Box::new(cold_starts.clone()))?;
-        registry.register(Box::new(server_operation.clone()))?;
-        registry.register(Box::new(client_operation.clone()))?;
+        registry.register(Box::new(server_operation.vec.clone()))?;
+        registry.register(Box::new(client_operation.vec.clone()))?;
         registry.register(Box::new(backend_sessions.clone()))?;
         registry.register(Box::new(picks.clone()))?;
         registry.register(Box::new(server_state.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
         registry.register(Box::new(starts.clone()))?;
         registry.register(Box::new(calls.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(latency.vec.clone()))?;
         registry.register(Box::new(denied.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         Ok(Self {

@@ -172,7 +172,11 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
             .patch(&server.name_any(), &params, &Patch::Apply(server))
             .await?;
         let key = format!("{ns}/{}", server.name_any());
-        if !previous.discovered.contains(&key) {
+        let known = ctx
+            .servers
+            .as_ref()
+            .is_some_and(|k| k.get(&ObjectRef::<MCPServer>::new(&server.name_any()).within(&ns)).is_some());
+        if !known && !previous.discovered.contains(&key) && ANNOUNCED.lock().unwrap().insert(key.clone()) {
             audit_discovery("created", &namespace, &name, &key);
         }
         names.insert(key);
@@ -196,6 +200,7 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
             Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
                 .delete(&server.name_any(), &DeleteParams::default())
                 .await?;
+            ANNOUNCED.lock().unwrap().remove(&key);
             audit_discovery("deleted", &namespace, &name, &key);
         }
     }
@@ -230,6 +235,10 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
     write_status(source, ctx, &previous, status).await?;
     Ok(requeue)
 }
+
+/// Discovered MCPServers this process recorded as created: a sync that runs again before the
+/// cache and the source's status show the new server must not record it twice.
+static ANNOUNCED: std::sync::LazyLock<std::sync::Mutex<BTreeSet<String>>> = std::sync::LazyLock::new(Default::default);
 
 /// A discovered MCPServer created or deleted, in the audit log.
 fn audit_discovery(decision: &'static str, namespace: &str, source: &str, server: &str) {

@@ -139,8 +139,7 @@ pub async fn measured(
     let result = tracing::Instrument::instrument(reconcile, span.clone()).await;
     let label = result.as_ref().map_or_else(Error::metric_label, |_| "ok");
     if label != "ok" {
-        span.record("error.type", label);
-        span.record("otel.status_code", "ERROR");
+        hangar_telemetry::failed(&span, label);
     }
     ctx.metrics.reconciles.with_label_values(&[kind, label]).inc();
     timer.observe_duration();

@@ -15,9 +15,10 @@ fn exported() -> BTreeSet<String> {
     let m = Metrics::new(&registry).unwrap();
     let p = PluginMetrics::new(&registry).unwrap();
     let g = GatewayMetrics::new(&registry).unwrap();
+    let [latency, server_operation, client_operation] = g.histograms();
     let collectors: [&dyn Collector; 20] = [
         &g.calls,
-        &g.latency,
+        latency,
         &g.denied,
         &g.rate_limited,
         &g.server_state,
@@ -26,8 +27,8 @@ fn exported() -> BTreeSet<String> {
         &g.picks,
         &g.backend_sessions,
         &g.cold_starts,
-        &g.server_operation,
-        &g.client_operation,
+        server_operation,
+        client_operation,
         &m.reconciles,
         &m.reconcile_duration,
         &m.provider_state,

@@ -11,3 +11,9 @@ pub mod trace_context;
 /// The `tracing` target of the spans that become OpenTelemetry spans. The human log leaves it
 /// out, so with no exporter configured no subscriber wants them and they cost a relaxed load.
 pub const SPANS: &str = "hangar_trace";
+
+/// Marks a span as failed, with its `error.type` (the span must declare both fields).
+pub fn failed(span: &tracing::Span, error_type: &str) {
+    span.record("error.type", error_type);
+    span.record("otel.status_code", "ERROR");
+}

@@ -492,12 +492,9 @@ fn start_call(state: &Arc<AppState>, headers: &HeaderMap, request: &mut Request,
             _ => dispatch(&state.gateway, &method, params, &ctx).await,
         };
         let error_type = spans::outcome(&tracing::Span::current(), &outcome);
-        state
-            .gateway
-            .metrics
-            .server_operation
-            .with_label_values(&[crate::metrics::method_label(&method), error_type.as_str()])
-            .observe(began.elapsed().as_secs_f64());
+        let labels = [crate::metrics::method_label(&method), error_type.as_str()];
+        let trace_id = hangar_telemetry::trace_context::trace_id();
+        state.gateway.metrics.server_operation.observe(&labels, began.elapsed().as_secs_f64(), trace_id.as_deref());
         let mut result = finish(&method, outcome?, modern);
         // A server's `requestState` reaches a stateless client bound to it (see `unbind_state`).
         if let Some(server_state) = result.get_mut("requestState")

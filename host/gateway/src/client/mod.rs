@@ -264,7 +264,13 @@ async fn delete_mcp(
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = prometheus::TextEncoder::new().encode_to_string(&state.registry.gather()).unwrap_or_default();
+/// Prometheus's text format, or OpenMetrics (with exemplars) to a scraper that asks for it.
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let families = state.registry.gather();
+    if crate::openmetrics::wanted(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())) {
+        let text = crate::openmetrics::encode(&families, Some(&state.gateway.metrics));
+        return ([(header::CONTENT_TYPE, crate::openmetrics::CONTENT_TYPE)], text).into_response();
+    }
+    let text = prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

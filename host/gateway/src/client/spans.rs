@@ -68,11 +68,10 @@ pub(super) fn outcome(span: &tracing::Span, outcome: &Result<Value, RpcError>) -
         Ok(_) => return String::new(),
     };
     if !span.is_disabled() {
-        span.record("error.type", error_type.as_str());
+        hangar_telemetry::failed(span, &error_type);
         if let Err(e) = outcome {
             span.record("rpc.response.status_code", e.code.to_string());
         }
-        span.record("otel.status_code", "ERROR");
     }
     error_type
 }

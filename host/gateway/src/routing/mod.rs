@@ -304,8 +304,7 @@ impl Gateway {
         let plugin = if pick.fault.is_some() { "round-robin (fallback)" } else { group.strategy.name() };
         span.record("hangar.plugin", plugin);
         if pick.fault.is_some() {
-            span.record("error.type", "plugin_fault");
-            span.record("otel.status_code", "ERROR");
+            hangar_telemetry::failed(&span, "plugin_fault");
         }
         let i = pick.index?;
         let member = &group.members[i as usize].name;
@@ -361,8 +360,7 @@ impl Gateway {
         let admitted = self.admit(server, tool, listed, &arguments, ctx).instrument(policy.clone()).await;
         if let Err((outcome, refusal)) = admitted {
             policy.record("hangar.decision", outcome);
-            policy.record("error.type", outcome);
-            policy.record("otel.status_code", "ERROR");
+            hangar_telemetry::failed(&policy, outcome);
             count(outcome);
             let decision = if outcome == "breaker_open" { "unavailable" } else { outcome };
             record_audit(decision, None, Some(refusal.to_rpc().message), None);
@@ -395,16 +393,15 @@ impl Gateway {
         drop(in_flight);
         record(server, &result);
         let elapsed = started.elapsed();
-        self.metrics.latency.with_label_values(&[&server.name]).observe(elapsed.as_secs_f64());
+        let trace_id = hangar_telemetry::trace_context::trace_id();
+        self.metrics.latency.observe(&[&server.name], elapsed.as_secs_f64(), trace_id.as_deref());
         let error_type = match &result {
             Ok(r) if r.get("isError") == Some(&Value::Bool(true)) => "tool_error".to_string(),
             Ok(_) => String::new(),
             Err(e) => error_label(e),
         };
-        self.metrics
-            .client_operation
-            .with_label_values(&["tools/call", &server.name, &error_type])
-            .observe(elapsed.as_secs_f64());
+        let labels = ["tools/call", server.name.as_str(), error_type.as_str()];
+        self.metrics.client_operation.observe(&labels, elapsed.as_secs_f64(), trace_id.as_deref());
         let micros = elapsed.as_micros() as u64;
         let old = server.latency_avg_us.load(Ordering::Relaxed);
         server.latency_avg_us.store(if old == 0 { micros } else { (old * 7 + micros) / 8 }, Ordering::Relaxed);
@@ -413,8 +410,7 @@ impl Gateway {
                 server.failures.store(0, Ordering::Relaxed);
                 let outcome = if result.get("isError") == Some(&Value::Bool(true)) { "tool_error" } else { "ok" };
                 if outcome == "tool_error" {
-                    attempt.record("error.type", "tool_error");
-                    attempt.record("otel.status_code", "ERROR");
+                    hangar_telemetry::failed(&attempt, "tool_error");
                 }
                 count(outcome);
                 record_audit("allowed", Some(outcome), None, Some(elapsed));
@@ -424,8 +420,7 @@ impl Gateway {
                 if e.is_transient() {
                     server.failures.fetch_add(1, Ordering::Relaxed);
                 }
-                attempt.record("error.type", e.kind());
-                attempt.record("otel.status_code", "ERROR");
+                hangar_telemetry::failed(&attempt, &e.kind());
                 count("error");
                 record_audit("allowed", Some("error"), Some(e.to_string()), Some(elapsed));
                 Err(CallError::Backend(e))
