@@ -73,6 +73,14 @@ bash tests/cluster/build.sh
 # of 2 cores when cold).
 phase "jaeger, prometheus (tests/observability/build.sh)"
 bash tests/observability/build.sh
+# The docs as a book (mdbook from crates.io, pinned; installed once per machine beside the caches).
+MDBOOK="$HOME/.cache/hangar/tools/bin/mdbook"
+if [ "$("$MDBOOK" --version 2>/dev/null)" != "mdbook v0.5.4" ]; then
+  phase "install mdbook (once per machine; about 3 min)"
+  cargo install --locked --quiet mdbook@0.5.4 --no-default-features --features search --root "$HOME/.cache/hangar/tools"
+fi
+phase "mdbook build docs"
+"$MDBOOK" build docs -d "$CARGO_TARGET_DIR/book"
 report_phases
 trap - EXIT
 echo "== pytest (its time is on its summary line)"

@@ -67,6 +67,16 @@ def test_the_api_server_compiles_every_crd_and_its_cel_rules(crds):
     assert "No resources found" in listed.stdout + listed.stderr
 
 
+def test_kubectl_explain_shows_the_reference_pages_descriptions(crds):
+    reference = (REPO / "docs" / "reference" / "crds.md").read_text()
+    row = next(line for line in reference.splitlines() if line.startswith("| `spec.tools` |"))
+    description = row.rstrip(" |").rsplit(" | ", 1)[1]
+    # The API server publishes a new CRD's OpenAPI a few seconds after it is established.
+    explain = lambda: crds("explain", "mcpserver.spec.tools", check=False)
+    explained = " ".join(wait_for(lambda: (out := explain()).returncode == 0 and out, timeout=60).stdout.split())
+    assert description in explained, (description, explained[:1500])
+
+
 def namespaces_of(files: list[Path]) -> set[str]:
     out = set()
     for f in files:

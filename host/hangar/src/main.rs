@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod core_cmd;
 mod operator_cmd;
 mod plugin_cmd;
+mod reference;
 mod run_cmd;
 
 #[derive(Parser)]
@@ -93,6 +94,18 @@ enum Command {
         #[arg(long, default_value = concat!("ghcr.io/mcp-hangar/hangar:", env!("CARGO_PKG_VERSION")))]
         hangar_image: String,
     },
+    /// Write the generated reference pages (CLI, CRD fields, Helm values, WIT) into DIR, and the
+    /// chart's README.
+    #[command(hide = true)]
+    Reference {
+        dir: PathBuf,
+        /// The chart whose values.yaml is documented (its README.md is written too).
+        #[arg(long, default_value = "charts/mcp-hangar-operator")]
+        chart: PathBuf,
+        /// Compare with the pages in DIR instead; fail naming the stale ones.
+        #[arg(long)]
+        check: bool,
+    },
     /// Inspect and try WebAssembly plugins.
     Plugin {
         #[command(subcommand)]
@@ -106,6 +119,9 @@ fn main() -> ExitCode {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Validate { paths } => Ok(validate(&paths)),
         Command::Plugin { command } => plugin_cmd::run(command),
+        Command::Reference { dir, chart, check } => {
+            reference::write(&dir, &chart, <Cli as clap::CommandFactory>::command(), check)
+        }
         Command::Run { dir, listen, limits, log } => {
             log.init("hangar").and_then(|_exporter| run_cmd::run(dir, listen, limits))
         }
