@@ -77,6 +77,17 @@ def test_kubectl_explain_shows_the_reference_pages_descriptions(crds):
     assert description in explained, (description, explained[:1500])
 
 
+def test_every_manifest_in_the_book_is_accepted_by_the_api_server(crds, tmp_path):
+    from test_docs import book_manifests
+    for i, (page, text) in enumerate(book_manifests()):
+        path = tmp_path / f"{i}.yaml"
+        path.write_text(text)
+        for ns in namespaces_of([path]):
+            crds("create", "namespace", ns, check=False)
+        out = crds("apply", "--dry-run=server", "--validate=strict", "-f", str(path), check=False)
+        assert out.returncode == 0, f"{page}: {out.stderr}"
+
+
 def namespaces_of(files: list[Path]) -> set[str]:
     out = set()
     for f in files:

@@ -72,3 +72,23 @@ def test_internal_links_and_anchors_of_the_docs_resolve():
     unlisted = [p.relative_to(REPO) for p in pages if p.parent.is_relative_to(REPO / "docs")
                 and p.name != "SUMMARY.md" and p.resolve() not in listed]
     assert not unlisted, f"pages not in docs/SUMMARY.md: {unlisted}"
+
+
+def book_manifests() -> list[tuple[str, str]]:
+    """Every Hangar manifest in a YAML block of the book: (page, text)."""
+    found = []
+    for page in sorted((REPO / "docs").rglob("*.md")):
+        for block in re.findall(r"```ya?ml\n(.*?)```", page.read_text(), re.S):
+            if "mcp-hangar.io/" in block and "kind:" in block:
+                found.append((str(page.relative_to(REPO)), block))
+    return found
+
+
+def test_every_manifest_in_the_book_is_valid(tmp_path):
+    manifests = book_manifests()
+    assert len(manifests) >= 2
+    for i, (page, text) in enumerate(manifests):
+        path = tmp_path / f"{i}.yaml"
+        path.write_text(text)
+        out = subprocess.run([hangar_bin(), "validate", str(path)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"{page}: {out.stdout}{out.stderr}"

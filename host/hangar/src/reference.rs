@@ -196,8 +196,8 @@ fn fields(md: &mut String, path: &str, schema: &Value) {
 fn wit_page(wit: &Path) -> anyhow::Result<String> {
     let mut md = String::from(
         "# WIT reference\n\nThe interfaces plugins are built against, copied by `hangar reference docs/reference` \
-         from `wit/`; do not edit. `wit/plugins.wit` is the current version; the folders hold the older ones the \
-         host still loads.\n",
+         from `wit/`; do not edit. Each file names its package and version: the strategy, policy and discovery \
+         worlds, the ranker of tool search, and the older versions the host still loads.\n",
     );
     let mut files = Vec::new();
     let mut folders = vec![wit.to_path_buf()];

@@ -168,15 +168,17 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
     found.refused.extend(foreign);
     for server in &servers {
         let ns = server.namespace().unwrap_or_else(|| namespace.clone());
-        Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
+        // A second of slack for the API server's clock.
+        let asked = Timestamp::now().as_second() - 1;
+        let applied = Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
             .patch(&server.name_any(), &params, &Patch::Apply(server))
             .await?;
         let key = format!("{ns}/{}", server.name_any());
-        let known = ctx
-            .servers
-            .as_ref()
-            .is_some_and(|k| k.get(&ObjectRef::<MCPServer>::new(&server.name_any()).within(&ns)).is_some());
-        if !known && !previous.discovered.contains(&key) && ANNOUNCED.lock().unwrap().insert(key.clone()) {
+        // Created by this apply: the API server stamped it now (seconds), and this process has
+        // not recorded that object yet (a sync that failed after it, and ran again, has).
+        let created = applied.metadata.creation_timestamp.as_ref().is_some_and(|t| t.0.as_second() >= asked);
+        let uid = applied.metadata.uid.clone().unwrap_or_default();
+        if created && ANNOUNCED.lock().unwrap().insert(uid) {
             audit_discovery("created", &namespace, &name, &key);
         }
         names.insert(key);
@@ -200,7 +202,7 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
             Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
                 .delete(&server.name_any(), &DeleteParams::default())
                 .await?;
-            ANNOUNCED.lock().unwrap().remove(&key);
+            ANNOUNCED.lock().unwrap().remove(&server.uid().unwrap_or_default());
             audit_discovery("deleted", &namespace, &name, &key);
         }
     }
@@ -236,8 +238,8 @@ async fn apply(source: &MCPDiscoverySource, ctx: &Context) -> Result<Action, Err
     Ok(requeue)
 }
 
-/// Discovered MCPServers this process recorded as created: a sync that runs again before the
-/// cache and the source's status show the new server must not record it twice.
+/// The uids of discovered MCPServers this process recorded as created: a sync that ran again in
+/// the same second must not record one twice.
 static ANNOUNCED: std::sync::LazyLock<std::sync::Mutex<BTreeSet<String>>> = std::sync::LazyLock::new(Default::default);
 
 /// A discovered MCPServer created or deleted, in the audit log.
