@@ -65,10 +65,20 @@ phase "cargo test (plugin algorithms)"
 cargo test --manifest-path plugins/Cargo.toml -p hangar-plugin-algorithms --locked --target-dir "$CARGO_TARGET_DIR/wasm-clippy"
 phase "cargo test"
 cargo test --workspace --locked
-# kube-apiserver, etcd, kubectl, helm and kube-controller-manager from the Go module proxy, built
-# once per go.mod/go.sum into ~/.cache/hangar/cluster (about 8 minutes of 2 cores when cold).
-phase "control plane (tests/cluster/build.sh)"
+# kube-apiserver, etcd, kubectl, helm, kube-controller-manager and the node's kubelet,
+# kube-scheduler and kube-proxy from the Go module proxy, built once per go.mod/go.sum into
+# ~/.cache/hangar/cluster (about 12 minutes of 2 cores when cold).
+phase "control plane and node (tests/cluster/build.sh)"
 bash tests/cluster/build.sh
+# The node's container runtime (test_node.py): Debian's containerd, runc and CNI plugins, and
+# objcopy for the hangar image. Installed once per machine; the node tests need root.
+if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || [ ! -x /usr/lib/cni/bridge ] \
+    || ! command -v objcopy >/dev/null; then
+  phase "install containerd, runc, CNI plugins (apt, once per machine)"
+  packages="containerd runc containernetworking-plugins binutils"
+  apt-get install -y --no-install-recommends $packages >/dev/null \
+    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends $packages >/dev/null; }
+fi
 # Jaeger, Prometheus and promtool from the Go module proxy, cached the same way (about 11 minutes
 # of 2 cores when cold).
 phase "jaeger, prometheus (tests/observability/build.sh)"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 digest=$(cat go.mod go.sum | sha256sum | cut -c1-16)
 out="${HANGAR_CLUSTER_CACHE:-$HOME/.cache/hangar/cluster}/$digest/bin"
-tools=(kube-apiserver kube-controller-manager kubectl helm etcd)
+tools=(kube-apiserver kube-controller-manager kubectl helm etcd kubelet kube-scheduler kube-proxy)
 missing=0
 for t in "${tools[@]}"; do [ -x "$out/$t" ] || missing=1; done
 if [ $missing = 1 ]; then
@@ -26,5 +26,9 @@ if [ $missing = 1 ]; then
   build kubectl k8s.io/kubernetes/cmd/kubectl
   build helm helm.sh/helm/v3/cmd/helm
   build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
+  # The node (node-up.sh): the kubelet is the largest build here (about 15 minutes cold).
+  build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+  build kube-proxy k8s.io/kubernetes/cmd/kube-proxy
+  build kubelet k8s.io/kubernetes/cmd/kubelet
 fi
 echo "$out"

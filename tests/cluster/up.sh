@@ -4,7 +4,8 @@
 # admin identity (group system:masters) is written to DIR/kubeconfig, and DIR/env sets
 # KUBECONFIG and puts the built kubectl and helm on PATH. `bash tests/cluster/down.sh DIR` stops
 # exactly what this started. With CONTROLLER_MANAGER=1, kube-controller-manager runs too
-# (ReplicaSets for Deployments, garbage collection of owned objects).
+# (ReplicaSets for Deployments, garbage collection of owned objects, EndpointSlices of Services,
+# the kube-root-ca.crt ConfigMap pods mount); node-up.sh then adds a node where pods run.
 set -euo pipefail
 dir=$(mkdir -p "$1" && cd "$1" && pwd)
 bin=$(bash "$(dirname "$0")/build.sh")
@@ -22,7 +23,9 @@ if [ ! -f "$pki/ca.crt" ]; then
     openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
       -extfile <(printf '%s\n' "$3") -out "$pki/$1.crt" 2>/dev/null
   }
-  sign apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc"
+  # 10.96.0.1 and 10.244.0.1: the `kubernetes` Service and the bridge, as pods on a test node see it.
+  sign apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:10.244.0.1,DNS:localhost,DNS:kubernetes.default.svc"
+  sign kubelet "/CN=localhost" "subjectAltName=IP:127.0.0.1,DNS:localhost"
   sign admin "/O=system:masters/CN=hangar-test-admin" "extendedKeyUsage=clientAuth"
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
@@ -40,6 +43,7 @@ echo $! > "$dir/etcd.pid"
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" --authorization-mode RBAC \
+  --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-cluster-ip-range 10.96.0.0/24 --allow-privileged=true --endpoint-reconciler-type none \
@@ -79,7 +83,7 @@ fi
 
 if [ "${CONTROLLER_MANAGER:-0}" = 1 ]; then
   "$bin/kube-controller-manager" --kubeconfig "$dir/kubeconfig" --bind-address 127.0.0.1 --secure-port 0 \
-    --controllers 'deployment,replicaset,garbagecollector,namespace,serviceaccount-token,serviceaccount' \
+    --controllers 'deployment,replicaset,garbagecollector,namespace,serviceaccount-token,serviceaccount,endpointslice,root-ca-cert-publisher' \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" --use-service-account-credentials=false \
     > "$dir/kube-controller-manager.log" 2>&1 &
   echo $! > "$dir/kube-controller-manager.pid"

@@ -29,8 +29,11 @@ def schema_of(crd):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """How many tests ran against the real control plane (tests/cluster)."""
-    def count(outcome):
-        return sum(1 for r in terminalreporter.stats.get(outcome, []) if "test_cluster.py" in getattr(r, "nodeid", ""))
-    terminalreporter.write_line(
-        f"against a real kube-apiserver and etcd: {count('passed')} tests passed, {count('failed')} failed")
+    """How many tests ran against the real control plane (tests/cluster), and on a real node."""
+    def count(outcome, module):
+        return sum(1 for r in terminalreporter.stats.get(outcome, [])
+                   if module in getattr(r, "nodeid", "") and r.when == "call")
+    terminalreporter.write_line(f"against a real kube-apiserver and etcd: {count('passed', 'test_cluster.py')} tests "
+                                f"passed, {count('failed', 'test_cluster.py')} failed")
+    terminalreporter.write_line(f"on a real node (kubelet, containerd, runc): {count('passed', 'test_node.py')} tests "
+                                f"passed, {count('failed', 'test_node.py')} failed")

@@ -26,9 +26,8 @@ GUARDED = REPO / "tests" / "python" / "servers" / "guarded.py"
 CLUSTER = REPO / "tests" / "cluster"
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory):
-    state = tmp_path_factory.mktemp("control-plane")
+def control_plane(state: Path):
+    """Starts the control plane in `state` (up.sh; down.sh stops it); returns kubectl for it."""
     # With kube-controller-manager: Deployments get ReplicaSets, owned objects are collected.
     up = subprocess.run(["bash", str(CLUSTER / "up.sh"), str(state)], capture_output=True, text=True, timeout=3000,
                         env={**os.environ, "CONTROLLER_MANAGER": "1"})
@@ -44,7 +43,13 @@ def kube(tmp_path_factory):
 
     kubectl.state = state
     kubectl.env = env
-    yield kubectl
+    return kubectl
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory):
+    state = tmp_path_factory.mktemp("control-plane")
+    yield control_plane(state)
     subprocess.run(["bash", str(CLUSTER / "down.sh"), str(state)], timeout=60)
 
 
@@ -208,11 +213,11 @@ class Operator:
     chart's ClusterRole. `env` adds to the operator's environment (HANGAR_URL, HANGAR_API_KEY)."""
 
     def __init__(self, kube, tmp_path, release: str, env: dict | None = None, replica: int = 0,
-                 args: list[str] | None = None):
+                 args: list[str] | None = None, chart: list[str] | None = None):
         self.kube, self.release, self.installed = kube, release, replica == 0
         if self.installed:  # further replicas share the first one's release
             helm(kube, "install", release, str(REPO / "charts" / "mcp-hangar-operator"), "-n", release,
-                 "--create-namespace", "--set", "core.enabled=false", "--set", "hangar.url=")
+                 "--create-namespace", "--set", "core.enabled=false", "--set", "hangar.url=", *(chart or []))
         account = f"{release}-mcp-hangar-operator"  # the chart names its ServiceAccount after the release
         token = kube("create", "token", account, "-n", release, "--duration", "1h").stdout.strip()
         cluster = yaml.safe_load((kube.state / "kubeconfig").read_text())["clusters"][0]["cluster"]

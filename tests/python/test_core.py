@@ -1,5 +1,6 @@
 """`hangar core` (driven through its admin API, as the operator does) and `hangar bridge`."""
 import asyncio
+import contextlib
 import json
 import subprocess
 import time
@@ -80,6 +81,11 @@ def test_bad_registrations_name_the_field(core):
         status, body = admin(core, "PUT", "/api/v1/servers/team/s", {"spec": {"mode": "remote", "endpoint": endpoint}})
         assert status == 400 and body["error"].startswith("spec.endpoint: ") and said in body["error"], body
         assert "s3cret" not in body["error"] and "passwd" not in body["error"], body
+    # A cluster server's pods, as the operator reads them from EndpointSlices: URLs too.
+    status, body = admin(core, "PUT", "/api/v1/servers/team/s", {"spec": {"mode": "container", "image": "x"},
+                                                                 "endpoint": "http://s.team.svc:8080/mcp",
+                                                                 "pods": ["http://10.0.0.1:8080/mcp", "ftp://10.0.0.2/"]})
+    assert status == 400 and body["error"].startswith("pods[1]: scheme \"ftp\""), body
 
 
 def test_registered_servers_are_served_reported_and_removed(core, notes_http):
@@ -330,3 +336,56 @@ def test_the_unauthenticated_surface_can_be_closed(tmp_path):
         assert admin(h, "GET", "/api/v1/servers")[0] == 200, "the admin API (with its key) still serves"
     finally:
         h.stop()
+
+
+def test_a_session_stays_on_the_pod_that_opened_it_and_moves_when_the_pod_leaves(core, tmp_path):
+    """The operator registers a container server's ready pods (its Service's EndpointSlices): each
+    handshake session stays on one pod (behind the Service's address a new connection may land on
+    a pod that does not know the session), sessions spread over the pods, and the sessions of a pod
+    that leaves continue on one that remains. Two notes servers stand for two pods: each keeps its
+    notes in memory, so one list holding all of a session's notes means one pod served it."""
+    pods = []
+    for _ in range(2):
+        port = free_port()
+        pods.append((subprocess.Popen([str(PYTHON), str(NOTES), "--http", str(port)], stderr=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL), f"http://127.0.0.1:{port}/mcp"))
+    try:
+        for p, url in pods:
+            wait_for(lambda: __import__("socket").socket().connect_ex(("127.0.0.1", int(url.split(":")[2].split("/")[0]))) == 0)
+        urls = [url for _, url in pods]
+        register = lambda pod_urls: admin(core, "PUT", "/api/v1/servers/team/notes", {  # noqa: E731
+            "spec": {"mode": "container", "image": "notes:1"}, "endpoint": "http://notes.team.svc:8080/mcp", "pods": pod_urls})
+        assert register(urls)[0] == 200
+        assert wait_for(lambda: admin(core, "GET", "/api/v1/servers")[1]["servers"][0]["toolsCount"] == 4)
+        assert admin(core, "GET", "/api/v1/servers")[1]["servers"][0]["addresses"] == urls
+
+        async def session(tag: str, client: Client, n: int) -> list[str]:
+            for i in range(n):
+                await client.call_tool("notes__add_note", {"text": f"{tag}-{i}"})
+            listed = (await client.call_tool("notes__list_notes", {})).structured_content["result"].splitlines()
+            return [note for note in listed if note.startswith(f"{tag}-")]
+
+        async def run():
+            async with contextlib.AsyncExitStack() as stack:
+                clients = [await stack.enter_async_context(Client(core.url, mode="legacy")) for _ in range(4)]
+                first = [await session(f"s{i}", c, 3) for i, c in enumerate(clients)]
+                # The first pod leaves: the sessions it held continue on the other.
+                assert register(urls[1:])[0] == 200
+                after = [await session(f"t{i}", c, 3) for i, c in enumerate(clients)]
+                return first, after
+
+        first, after = asyncio.run(run())
+        assert all(len(notes) == 3 for notes in first), f"each session stayed on one pod: {first}"
+        assert all(len(notes) == 3 for notes in after), f"and on the remaining one after the first left: {after}"
+        assert admin(core, "GET", "/api/v1/servers")[1]["servers"][0]["addresses"] == urls[1:]
+        # Both pods had sessions: the four clients' notes are not all on the remaining pod.
+        async def listed_on_remaining():
+            async with Client(core.url, mode="legacy") as c:
+                return (await c.call_tool("notes__list_notes", {})).structured_content["result"].splitlines()
+        remaining = asyncio.run(listed_on_remaining())
+        on_second = {n.split("-")[0] for n in remaining if n.startswith("s")}
+        assert 0 < len(on_second) < 4, f"the first sessions spread over both pods: {remaining}"
+    finally:
+        for p, _ in pods:
+            p.kill()
+            p.wait()

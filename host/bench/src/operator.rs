@@ -73,6 +73,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         plugins: None,
         recorder: None,
         autoscalers: None,
+        endpoint_slices: None,
         servers: None,
     });
     let one = server(0);

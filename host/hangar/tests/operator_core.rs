@@ -43,9 +43,9 @@ async fn servers_are_registered_reported_and_removed_with_the_key() {
     let client = CoreClient::new(&core.1, "operator-key-0123456789");
     let spec: hangar_api::MCPServerSpec =
         serde_json::from_value(serde_json::json!({"mode": "remote", "endpoint": "http://127.0.0.1:9/mcp"})).unwrap();
-    client.register_server("team", "search", &spec, "http://127.0.0.1:9/mcp", &[]).await.unwrap();
+    client.register_server("team", "search", &spec, "http://127.0.0.1:9/mcp", &[], &[]).await.unwrap();
     // Registration is idempotent: the operator repeats it on every reconcile.
-    client.register_server("team", "search", &spec, "http://127.0.0.1:9/mcp", &[]).await.unwrap();
+    client.register_server("team", "search", &spec, "http://127.0.0.1:9/mcp", &[], &[]).await.unwrap();
     let report = client.report("team", "search").await.unwrap().expect("core knows the server");
     assert!(report.state.is_some());
     assert_eq!(client.report("team", "other").await.unwrap(), None);
@@ -56,7 +56,7 @@ async fn servers_are_registered_reported_and_removed_with_the_key() {
 
     let wrong = CoreClient::new(&core.1, "not-the-key-0123456789");
     assert!(matches!(
-        wrong.register_server("team", "x", &spec, "http://127.0.0.1:9/mcp", &[]).await,
+        wrong.register_server("team", "x", &spec, "http://127.0.0.1:9/mcp", &[], &[]).await,
         Err(CoreError::Unauthorized)
     ));
 }
@@ -69,11 +69,14 @@ async fn one_namespace_cannot_replace_or_remove_another_namespaces_server() {
         serde_json::from_value(serde_json::json!({"mode": "remote", "endpoint": endpoint})).unwrap()
     };
     client
-        .register_server("team-a", "search", &spec("http://127.0.0.1:9/a"), "http://127.0.0.1:9/a", &[])
+        .register_server("team-a", "search", &spec("http://127.0.0.1:9/a"), "http://127.0.0.1:9/a", &[], &[])
         .await
         .unwrap();
     // team-b's server of the same name would receive every client's calls to search__*: refused.
-    match client.register_server("team-b", "search", &spec("http://127.0.0.1:9/b"), "http://127.0.0.1:9/b", &[]).await {
+    match client
+        .register_server("team-b", "search", &spec("http://127.0.0.1:9/b"), "http://127.0.0.1:9/b", &[], &[])
+        .await
+    {
         Err(CoreError::Refused { status: 409, message }) => {
             assert!(message.contains("namespace \"team-a\"") && message.contains("rename"), "{message}")
         }
@@ -93,14 +96,15 @@ async fn one_namespace_cannot_replace_or_remove_another_namespaces_server() {
     assert!(delete.text().await.unwrap().contains("left alone"));
     // Names that cannot be DNS labels are refused before anything is registered.
     for (namespace, name) in [("team-a", "a__b"), ("team-a", "se\u{0430}rch"), ("team-a", "x%0Ay"), ("Team", "ok")] {
-        let refused =
-            client.register_server(namespace, name, &spec("http://127.0.0.1:9/c"), "http://127.0.0.1:9/c", &[]).await;
+        let refused = client
+            .register_server(namespace, name, &spec("http://127.0.0.1:9/c"), "http://127.0.0.1:9/c", &[], &[])
+            .await;
         assert!(matches!(refused, Err(CoreError::Refused { status: 400, .. })), "{namespace}/{name}: {refused:?}");
     }
     // After team-a removes it, team-b may take the name.
     client.remove_server("team-a", "search").await.unwrap();
     client
-        .register_server("team-b", "search", &spec("http://127.0.0.1:9/b"), "http://127.0.0.1:9/b", &[])
+        .register_server("team-b", "search", &spec("http://127.0.0.1:9/b"), "http://127.0.0.1:9/b", &[], &[])
         .await
         .unwrap();
     // Groups follow the same rule, and share names with servers.
@@ -137,7 +141,7 @@ async fn a_call_for_a_cold_server_is_held_while_core_asks_for_a_wake_up() {
         "mode": "remote", "endpoint": endpoint, "replicas": 0, "startupTimeout": "20s", "healthCheck": {"enabled": false}
     }))
     .unwrap();
-    client.register_server("team", "sleepy", &spec, &endpoint, &[]).await.unwrap();
+    client.register_server("team", "sleepy", &spec, &endpoint, &[], &[]).await.unwrap();
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), wakes.recv()).await.unwrap().unwrap();
     assert_eq!(first, "team/sleepy", "registration of a cold server asks for a wake-up to learn its tools");
 

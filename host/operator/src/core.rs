@@ -52,17 +52,19 @@ impl CoreClient {
         }
     }
 
-    /// Registers a server; `secrets` are the values its `spec.headers` name (never logged).
+    /// Registers a server: where it is (its Service, and its ready pods), and `secrets`, the values
+    /// its `spec.headers` name (never logged).
     pub async fn register_server(
         &self,
         namespace: &str,
         name: &str,
         spec: &MCPServerSpec,
         endpoint: &str,
+        pods: &[String],
         secrets: &[SecretValue],
     ) -> Result<(), CoreError> {
         let url = format!("{}/api/v1/servers/{namespace}/{name}", self.base);
-        let body = json!({"spec": spec, "endpoint": endpoint, "secrets": secrets});
+        let body = json!({"spec": spec, "endpoint": endpoint, "pods": pods, "secrets": secrets});
         self.send(self.http.put(url).json(&body)).await.map(|_| ())
     }
 

@@ -32,6 +32,8 @@ pub const OPERATOR_RULES: &[Rule] = &[
     Rule { group: "", resources: &["services"], verbs: &["list", "create", "patch"] },
     // The isolation NetworkPolicy of each namespace with container servers (server-side apply).
     Rule { group: "networking.k8s.io", resources: &["networkpolicies"], verbs: &["create", "patch"] },
+    // The ready pods of servers' Services, handed to core (sessions stay on their pod).
+    Rule { group: "discovery.k8s.io", resources: &["endpointslices"], verbs: &["list", "watch"] },
     // State from pods; discovery reads ConfigMaps and Namespaces (and labels core's namespace).
     Rule { group: "", resources: &["pods"], verbs: &["list"] },
     Rule { group: "", resources: &["configmaps"], verbs: &["get", "list", "watch"] },

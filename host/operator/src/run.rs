@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use hangar_api::{MCPDiscoverySource, MCPServer, MCPServerGroup, SourceType};
-use k8s_openapi::api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::ConfigMap};
+use k8s_openapi::api::{
+    apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::ConfigMap, discovery::v1::EndpointSlice,
+};
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
@@ -91,6 +93,18 @@ pub async fn run(
         reflector(writer, watcher(Api::<HorizontalPodAutoscaler>::all(client.clone()), watcher::Config::default()))
             .default_backoff()
             .touched_objects();
+    // The EndpointSlices of servers' Services (they carry the Service's labels): cached for the
+    // registration with core, and a trigger, so core hears of a pod that became ready or left.
+    let (endpoint_slices, writer) = reflector::store::<EndpointSlice>();
+    let slice_changes = reflector(
+        writer,
+        watcher(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{}=true", hangar_api::labels::MCP_SERVER)),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
     let servers = Api::<MCPServer>::all(client.clone());
     if let Err(e) = servers.list(&kube::api::ListParams::default().limit(1)).await {
         tracing::error!("cannot list MCPServers ({e}); are the CRDs installed? kubectl apply -f crds/");
@@ -105,10 +119,12 @@ pub async fn run(
         recorder: Some(recorder),
         autoscalers: Some(autoscalers),
         servers: Some(server_controller.store()),
+        endpoint_slices: Some(endpoint_slices),
     });
     let server_outcomes = server_controller
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .watches_stream(autoscaler_changes, |hpa: HorizontalPodAutoscaler| server::scaled_server(&hpa))
+        .watches_stream(slice_changes, |slice: EndpointSlice| server::sliced_server(&slice))
         .shutdown_on_signal()
         .run(server::reconcile, server::error_policy, ctx.clone());
 

@@ -10,6 +10,7 @@ use k8s_openapi::{
         apps::v1::Deployment,
         autoscaling::v2::HorizontalPodAutoscaler,
         core::v1::{Namespace, ObjectReference, Pod, Service},
+        discovery::v1::EndpointSlice,
         networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -58,6 +59,9 @@ pub struct Context {
     /// Every MCPServer as the controller's cache has it: discovery applies over no object a
     /// source did not create.
     pub servers: Option<Store<MCPServer>>,
+    /// The EndpointSlices of servers' Services: core is given each ready pod's address, so that
+    /// a session stays on the pod that opened it. None: core dials the Service.
+    pub endpoint_slices: Option<Store<EndpointSlice>>,
 }
 
 impl Context {
@@ -171,7 +175,10 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
     let (registered, report) = match (&ctx.core, workload::endpoint(server)) {
         (Some(core), Some(endpoint)) => match header_secrets(client, &namespace, &server.spec).await {
             Err(why) => (Some(Err(why)), None),
-            Ok(secrets) => match core.register_server(&namespace, &name, &server.spec, &endpoint, &secrets).await {
+            Ok(secrets) => match core
+                .register_server(&namespace, &name, &server.spec, &endpoint, &pod_urls(server, ctx), &secrets)
+                .await
+            {
                 Ok(()) => (Some(Ok(())), core.report(&namespace, &name).await.ok().flatten()),
                 Err(e) => (Some(Err(e.to_string())), None),
             },
@@ -267,7 +274,13 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
             ctx.event(&server.object_ref(&()), warning, assessment.reason, note).await;
         }
     }
-    Ok(Action::requeue(RESYNC))
+    // An on-demand server with pods is looked at again once it may have become idle, so its
+    // pods go about idleTTL after the last call (not up to a resync later).
+    let next = match server.spec.on_demand() && status.replicas > 0 {
+        true => server.spec.idle_ttl.as_std().clamp(Duration::from_secs(2), RESYNC),
+        false => RESYNC,
+    };
+    Ok(Action::requeue(next))
 }
 
 /// Health checks failed since the last look, from two readings of core's in-a-row count: a
@@ -278,6 +291,31 @@ fn failures_since(before: i32, now: i32) -> i32 {
 
 /// The Deployment a HorizontalPodAutoscaler scales, as the MCPServer of the same name and
 /// namespace (which owns it, if it is one of ours).
+/// The server an EndpointSlice belongs to (its Service has the server's name).
+pub fn sliced_server(slice: &EndpointSlice) -> Option<ObjectRef<MCPServer>> {
+    let service = slice.labels().get("kubernetes.io/service-name")?;
+    Some(ObjectRef::new(service).within(slice.metadata.namespace.as_deref().unwrap_or_default()))
+}
+
+/// A container server's ready pods as core reaches them (`http://IP:PORT/PATH`), from the
+/// cached EndpointSlices of its Service; sorted, so an unchanged set registers unchanged.
+fn pod_urls(server: &MCPServer, ctx: &Context) -> Vec<String> {
+    let Some(slices) = &ctx.endpoint_slices else { return Vec::new() };
+    if server.spec.mode != ServerMode::Container {
+        return Vec::new();
+    }
+    let wanted = ObjectRef::<MCPServer>::new(&server.name_any()).within(&server.namespace().unwrap_or_default());
+    let mut urls: Vec<String> = slices
+        .state()
+        .iter()
+        .filter(|slice| sliced_server(slice).as_ref() == Some(&wanted))
+        .flat_map(|slice| workload::ready_addresses(slice, &server.spec))
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
 pub fn scaled_server(hpa: &HorizontalPodAutoscaler) -> Option<ObjectRef<MCPServer>> {
     let target = &hpa.spec.as_ref()?.scale_target_ref;
     (target.kind == "Deployment")
@@ -400,10 +438,15 @@ fn next_status(
             generation,
         ),
     ];
-    // The newest pod's start; with no pod running, when it last ran.
+    // When the server last started, as the kubelet reports it: its running container's start
+    // (a restart after a crash counts), else its pod's; with no pod running, when it last ran.
     let last_started_at = pods
         .iter()
-        .filter_map(|p| p.status.as_ref()?.start_time.clone())
+        .filter_map(|p| {
+            let status = p.status.as_ref()?;
+            let running = status.container_statuses.iter().flatten().filter_map(|c| c.state.as_ref()?.running.as_ref());
+            running.filter_map(|r| r.started_at.clone()).max_by_key(|t| t.0).or(status.start_time.clone())
+        })
         .max_by_key(|t| t.0)
         .or(previous.last_started_at.clone());
     let checked = report

@@ -47,6 +47,38 @@ pub fn assess(
     pods: &[Pod],
     core: Option<&CoreReport>,
 ) -> Assessment {
+    // A container that cannot start is the cause whatever core then reports.
+    for pod in pods {
+        for status in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
+            let waiting = status.state.as_ref().and_then(|s| s.waiting.as_ref());
+            if let Some(reason) = waiting.and_then(|w| w.reason.as_deref())
+                && FATAL_WAITING.contains(&reason)
+            {
+                let detail = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
+                return Assessment {
+                    state: State::Dead,
+                    reason: "ContainerFailing",
+                    message: format!(
+                        "container {} (image {}) is in {reason}: {detail}; check spec.image and `kubectl logs`",
+                        status.name, status.image
+                    ),
+                };
+            }
+        }
+    }
+    let desired = deployment.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(spec.replicas);
+    let status = deployment.and_then(|d| d.status.as_ref());
+    let running = status.and_then(|s| s.replicas).unwrap_or(0);
+    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    // Scaled to zero is Cold whatever core last saw (a start that timed out, say): the next
+    // call wakes it again.
+    if spec.mode == ServerMode::Container && desired == 0 && running == 0 {
+        return Assessment {
+            state: State::Cold,
+            reason: "ScaledToZero",
+            message: "replicas: 0; starts on the first request".into(),
+        };
+    }
     let threshold = spec.health_check.failure_threshold.max(1);
     if let Some(report) = core
         && report.consecutive_failures >= threshold
@@ -76,35 +108,6 @@ pub fn assess(
                 reason: "AwaitingHealthCheck",
                 message: "no MCP health check has passed yet".into(),
             },
-        };
-    }
-    for pod in pods {
-        for status in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
-            let waiting = status.state.as_ref().and_then(|s| s.waiting.as_ref());
-            if let Some(reason) = waiting.and_then(|w| w.reason.as_deref())
-                && FATAL_WAITING.contains(&reason)
-            {
-                let detail = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
-                return Assessment {
-                    state: State::Dead,
-                    reason: "ContainerFailing",
-                    message: format!(
-                        "container {} is in {reason}: {detail}; check the image and `kubectl logs`",
-                        status.name
-                    ),
-                };
-            }
-        }
-    }
-    let desired = deployment.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(spec.replicas);
-    let status = deployment.and_then(|d| d.status.as_ref());
-    let running = status.and_then(|s| s.replicas).unwrap_or(0);
-    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    if desired == 0 && running == 0 {
-        return Assessment {
-            state: State::Cold,
-            reason: "ScaledToZero",
-            message: "replicas: 0; starts on the first request".into(),
         };
     }
     if ready == 0 {

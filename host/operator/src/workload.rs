@@ -11,6 +11,7 @@ use k8s_openapi::{
             Container, ContainerPort, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
             SeccompProfile, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
         },
+        discovery::v1::EndpointSlice,
         networking::v1::{
             NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
         },
@@ -248,6 +249,29 @@ pub fn endpoint(server: &MCPServer) -> Option<String> {
             server.spec.path
         )),
     }
+}
+
+/// The ready endpoints of one of a server's EndpointSlices as URLs core dials (the pod's IP, the
+/// slice's `mcp` port, the server's path); terminating and unready pods are left out.
+pub fn ready_addresses(slice: &EndpointSlice, spec: &hangar_api::MCPServerSpec) -> Vec<String> {
+    if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
+        return Vec::new();
+    }
+    let port = slice.ports.iter().flatten().find(|p| p.name.as_deref() == Some("mcp")).and_then(|p| p.port);
+    let Some(port) = port else { return Vec::new() };
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| {
+            let c = e.conditions.as_ref();
+            c.and_then(|c| c.ready).unwrap_or(true) && !c.and_then(|c| c.terminating).unwrap_or(false)
+        })
+        .flat_map(|e| e.addresses.iter())
+        .map(|ip| match slice.address_type.as_str() {
+            "IPv6" => format!("http://[{ip}]:{port}{}", spec.path),
+            _ => format!("http://{ip}:{port}{}", spec.path),
+        })
+        .collect()
 }
 
 #[cfg(test)]

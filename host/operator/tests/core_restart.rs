@@ -59,6 +59,7 @@ fn context(core: CoreClient) -> Arc<server::Context> {
         plugins: None,
         recorder: None,
         autoscalers: None,
+        endpoint_slices: None,
         servers: None,
     })
 }

@@ -159,6 +159,10 @@ struct ServerRegistration {
     /// reads them, so core needs no Secret rights). Kept in memory only, never shown.
     #[serde(default)]
     secrets: Vec<SecretValue>,
+    /// A cluster server's ready pods (`http://IP:PORT/PATH`, from its Service's EndpointSlices):
+    /// core keeps each session on the pod that opened it. Absent or empty: the endpoint.
+    #[serde(default)]
+    pods: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +187,11 @@ async fn put_server(
             "endpoint: required (the server's Service URL, or spec.endpoint for remote servers)",
         )
     })?;
+    for (i, pod) in registration.pods.iter().enumerate() {
+        crate::servers::check_endpoint(pod).map_err(|e| {
+            problem(StatusCode::BAD_REQUEST, format!("pods[{i}]: {}", e.trim_start_matches("spec.endpoint: ")))
+        })?;
+    }
     let secrets = &registration.secrets;
     let headers = crate::servers::remote_headers(&registration.spec, |i, wanted| {
         secrets.iter().find(|s| s.name == wanted.name && s.key == wanted.key).map(|s| s.value.clone()).ok_or_else(|| {
@@ -197,6 +206,9 @@ async fn put_server(
         .gateway
         .upsert_server_at(&namespace, &name, registration.spec, BackendSpec::Http { endpoint, headers })
         .map_err(refused)?;
+    if let Some(server) = state.gateway.server(&name) {
+        server.backend.set_pods(&registration.pods);
+    }
     Ok(registered(&namespace, &name))
 }
 

@@ -103,6 +103,19 @@ impl ClientSessions {
         (kept, to_close)
     }
 
+    /// Forgets `client`'s backend session at `server` if it is still `session` (its pod has
+    /// left, so nothing is there to close).
+    pub fn forget(&self, client: &str, server: &str, session: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(entry) = inner.clients.get_mut(client) else { return };
+        if entry.backends.get(server).is_some_and(|s| s == session) {
+            entry.backends.remove(server);
+            if let Some(n) = inner.held.get_mut(server) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
     /// Ends `client`'s session on this replica: its backend sessions, to close.
     pub fn end(&self, client: &str) -> ToClose {
         let mut inner = self.inner.lock().unwrap();

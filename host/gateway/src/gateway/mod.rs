@@ -268,6 +268,8 @@ impl Gateway {
         let gateway = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
+            // Busy until the tools are learned: idleTTL must not stop a pod still starting.
+            let learning = entry.begin();
             if entry.spec.on_demand() && entry.backend.is_remote() {
                 // Learn the tools of a cold server in a cluster: ask for a wake-up once; idleTTL
                 // scales it back to zero.
@@ -276,6 +278,7 @@ impl Gateway {
                 entry.backend.wait_until_connected(entry.spec.startup_timeout.as_std()).await;
             }
             gateway.refresh_tools(&name).await;
+            drop(learning);
             if entry.spec.on_demand() && entry.in_flight.load(Ordering::Relaxed) == 0 {
                 entry.backend.set_wanted(false);
             }
@@ -422,7 +425,11 @@ impl Gateway {
     pub(crate) async fn backend_session(&self, client: Option<&str>, server: &ServerEntry) -> Option<String> {
         let client = client.filter(|_| server.backend.is_remote())?;
         if let Some(held) = self.client_sessions.get(client, &server.name) {
-            return Some(held);
+            if server.backend.holds(&held) {
+                return Some(held);
+            }
+            // Its pod has left the server: a new session on a pod that remains.
+            self.client_sessions.forget(client, &server.name, &held);
         }
         let opened =
             tokio::time::timeout(Duration::from_secs(5), server.backend.open_session()).await.ok().flatten()?;
@@ -544,9 +551,14 @@ impl Gateway {
                     "consecutiveFailures": s.health_failures.load(Ordering::Relaxed),
                     "breaker": format!("{:?}", s.breaker.state()),
                     "inFlight": s.in_flight.load(Ordering::Relaxed),
-                    "idleSeconds": s.last_activity.lock().unwrap().elapsed().as_secs(),
+                    // Not idle while a request waits (on a cold start, say), however long.
+                    "idleSeconds": match s.in_flight.load(Ordering::Relaxed) {
+                        0 => s.last_activity.lock().unwrap().elapsed().as_secs(),
+                        _ => 0,
+                    },
                     "secondsSinceHealthCheck": s.last_health_check.lock().unwrap().map(|t| t.elapsed().as_secs()),
                     "starts": s.backend.starts(),
+                    "addresses": s.backend.addresses(),
                 })
             })
             .collect()

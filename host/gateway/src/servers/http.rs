@@ -100,8 +100,9 @@ pub struct HttpBackend {
     /// Sends the server the answers to its requests (built once: every stream shares it).
     pub(super) answer_server: Answerer,
     /// Tool → the arguments its calls mirror into `Mcp-Param-*` headers, from the server's
-    /// tools/list (the stateless revision's custom headers).
-    pub(super) param_headers: Mutex<HashMap<String, Vec<Designation>>>,
+    /// tools/list (the stateless revision's custom headers); shared by a server's pods, since a
+    /// call may go to another pod than the one that listed the tools.
+    pub(super) param_headers: Arc<Mutex<HashMap<String, Vec<Designation>>>>,
 }
 
 impl HttpBackend {
@@ -131,8 +132,27 @@ impl HttpBackend {
             state: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             streams: Mutex::default(),
-            param_headers: Mutex::default(),
+            param_headers: Arc::default(),
             events: (name.to_string(), events),
+        }
+    }
+
+    /// The same server at another address (another of its pods): the same headers, the same
+    /// learned tools, sessions of its own.
+    pub(super) fn at(&self, endpoint: String) -> Self {
+        Self {
+            name: self.name.clone(),
+            answer_server: answerer(self.client.clone(), endpoint.clone(), self.name.clone()),
+            url: reqwest::Url::parse(&endpoint)
+                .unwrap_or_else(|_| reqwest::Url::parse("http://invalid.invalid/").expect("a URL")),
+            endpoint,
+            client: self.client.clone(),
+            next_id: AtomicU64::new(1),
+            state: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            streams: Mutex::default(),
+            param_headers: self.param_headers.clone(),
+            events: self.events.clone(),
         }
     }
 
@@ -315,14 +335,12 @@ impl HttpBackend {
         // The endpoint stays out of the message: it goes to clients, and a URL may carry a
         // credential (`user:pass@`, `?token=`).
         let unavailable = |e: String| BackendError::Unavailable(format!("server {} unavailable: {e}", self.name));
-        let response = self
-            .client
-            .post(self.url.clone())
-            .headers(headers.clone())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| unavailable(without_url(e)))?;
+        let response = self.client.post(self.url.clone()).headers(headers.clone()).json(&body).send().await.map_err(
+            |e| match e.is_connect() {
+                true => BackendError::Unreached(format!("server {} unavailable: {}", self.name, without_url(e))),
+                false => unavailable(without_url(e)),
+            },
+        )?;
         let status = response.status();
         let new_session = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         let (message, text) = if is_event_stream(&response) && status.is_success() {

@@ -4,6 +4,7 @@
 //! one gateway. Revision negotiation per server lives here and in its two transports; nothing
 //! above this module knows how a server is reached.
 
+mod endpoints;
 mod http;
 mod relay;
 mod spec;
@@ -13,6 +14,7 @@ mod stdio;
 pub use relay::{CallRelay, Relay, RelaySink};
 pub use spec::{backend_spec, check_endpoint, remote_headers};
 
+use endpoints::Endpoints;
 use http::{AlsoHandshake, HttpBackend};
 use relay::relay_request;
 use stdio::{StdioBackend, call};
@@ -30,6 +32,9 @@ pub enum BackendError {
     /// Not running, not reachable, or the connection broke: another member may serve.
     #[error("{0}")]
     Unavailable(String),
+    /// No connection could be made: the request never left, so another address may take it.
+    #[error("{0}")]
+    Unreached(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     /// A (cold) server did not come up within its startup timeout.
@@ -47,7 +52,7 @@ impl BackendError {
     /// Its kind, as traces name it (`error.type`): a JSON-RPC error's code, else a word.
     pub fn kind(&self) -> String {
         match self {
-            BackendError::Unavailable(_) => "unavailable".into(),
+            BackendError::Unavailable(_) | BackendError::Unreached(_) => "unavailable".into(),
             BackendError::Timeout(_) => "timeout".into(),
             BackendError::NotReady(_) => "not_ready".into(),
             BackendError::SessionLost(_) => "session_lost".into(),
@@ -64,7 +69,13 @@ impl BackendError {
     /// to a call that ran past its timeout, which one caller's arguments can cause: only these
     /// count toward the server's circuit breaker, so no client can open it for all.
     pub fn is_server_down(&self) -> bool {
-        matches!(self, BackendError::Unavailable(_) | BackendError::NotReady(_) | BackendError::SessionLost(_))
+        matches!(
+            self,
+            BackendError::Unavailable(_)
+                | BackendError::Unreached(_)
+                | BackendError::NotReady(_)
+                | BackendError::SessionLost(_)
+        )
     }
 }
 
@@ -106,7 +117,7 @@ pub struct OnBehalf<'a> {
 
 pub enum Backend {
     Stdio(StdioBackend),
-    Http(Box<HttpBackend>),
+    Http(Box<Endpoints>),
 }
 
 impl Backend {
@@ -117,7 +128,7 @@ impl Backend {
                 Backend::Stdio(StdioBackend::start(name, command, env, dir, events, wanted))
             }
             BackendSpec::Http { endpoint, headers } => {
-                Backend::Http(Box::new(HttpBackend::new(name, endpoint, headers, events)))
+                Backend::Http(Box::new(Endpoints::new(HttpBackend::new(name, endpoint, headers, events))))
             }
         }
     }
@@ -211,16 +222,37 @@ impl Backend {
                     .await
                     .unwrap_or(Err(BackendError::Timeout(answer_within)))
             }
-            Backend::Http(b) => {
-                tokio::time::timeout(ready_within, b.connect()).await.unwrap_or_else(|_| {
-                    Err(BackendError::NotReady(format!(
-                        "server {} did not answer within spec.startupTimeout ({ready_within:?})",
-                        b.name
-                    )))
-                })?;
-                tokio::time::timeout(answer_within, b.request(method, params, session, relay))
-                    .await
-                    .unwrap_or(Err(BackendError::Timeout(answer_within)))
+            Backend::Http(endpoints) => {
+                // A client's own session is with the pod that opened it; other requests go to
+                // each pod in turn (and a session whose pod has left, to one that remains).
+                let (mut b, mut session) = match session.and_then(|s| endpoints.holder(s).map(|b| (b, s))) {
+                    Some((b, s)) => (b, Some(s)),
+                    None => (endpoints.next(), None),
+                };
+                // A pod that cannot be reached (it is going away) got nothing: the others may
+                // take the request, each once, in the core's own session there.
+                let mut tries = endpoints.len();
+                loop {
+                    let answer = async {
+                        tokio::time::timeout(ready_within, b.connect()).await.unwrap_or_else(|_| {
+                            Err(BackendError::NotReady(format!(
+                                "server {} did not answer within spec.startupTimeout ({ready_within:?})",
+                                b.name
+                            )))
+                        })?;
+                        tokio::time::timeout(answer_within, b.request(method, params.clone(), session, relay))
+                            .await
+                            .unwrap_or(Err(BackendError::Timeout(answer_within)))
+                    }
+                    .await;
+                    tries -= 1;
+                    match answer {
+                        Err(BackendError::Unreached(_)) if tries > 0 => {
+                            (b, session) = (endpoints.next(), None);
+                        }
+                        answer => return answer,
+                    }
+                }
             }
         }
     }
@@ -228,7 +260,8 @@ impl Backend {
     /// A session of its own at an HTTP server that speaks a handshake revision (only, or beside
     /// the stateless one), for one handshake client; None for other kinds.
     pub async fn open_session(&self) -> Option<String> {
-        let Backend::Http(b) = self else { return None };
+        let Backend::Http(endpoints) = self else { return None };
+        let b = endpoints.next();
         b.connect().await.ok()?;
         let (era, also) = b.state.lock().unwrap().as_ref().map(|s| (s.era.clone(), s.also.clone()))?;
         // The version the core's handshake settled on, the one a dual server listed, or (probing
@@ -264,12 +297,38 @@ impl Backend {
         };
         let era = b.state.lock().unwrap().as_ref().map(http::HttpState::client_era)?;
         b.notify("notifications/initialized", &era, Some(&session)).await;
+        endpoints.opened(&session, b.clone());
         Some(session)
+    }
+
+    /// Whether a session [`Self::open_session`] opened is still held (its pod still serves).
+    pub fn holds(&self, session: &str) -> bool {
+        match self {
+            Backend::Http(endpoints) => endpoints.holder(session).is_some(),
+            Backend::Stdio(_) => false,
+        }
+    }
+
+    /// A cluster server's ready pods, as URLs (none: its registered endpoint, the Service).
+    pub fn set_pods(&self, urls: &[String]) -> bool {
+        match self {
+            Backend::Http(endpoints) => endpoints.set(urls),
+            Backend::Stdio(_) => false,
+        }
+    }
+
+    /// Where requests go: the pods' URLs, or the one endpoint (none for a local process).
+    pub fn addresses(&self) -> Vec<String> {
+        match self {
+            Backend::Http(endpoints) => endpoints.urls(),
+            Backend::Stdio(_) => Vec::new(),
+        }
     }
 
     /// Ends a session [`Self::open_session`] opened (HTTP DELETE with its id); best effort.
     pub async fn close_session(&self, session: &str) {
-        let Backend::Http(b) = self else { return };
+        let Backend::Http(endpoints) = self else { return };
+        let Some(b) = endpoints.closed(session) else { return };
         let Some(era) = b.state.lock().unwrap().as_ref().map(http::HttpState::client_era) else { return };
         b.streams.lock().unwrap().remove(session);
         let headers = b.headers("", &Value::Null, &era, Some(session));
@@ -284,10 +343,11 @@ impl Backend {
     /// Tries to connect to an HTTP endpoint until it answers or `within` passes (a cold server
     /// being started elsewhere); returns whether it answers.
     pub async fn wait_until_connected(&self, within: Duration) -> bool {
-        let Backend::Http(b) = self else { return self.is_live() };
+        let Backend::Http(endpoints) = self else { return self.is_live() };
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let b = endpoints.any_connected();
             if matches!(tokio::time::timeout(left, b.connect()).await, Ok(Ok(()))) {
                 return true;
             }
@@ -335,7 +395,7 @@ impl Backend {
     pub fn era(&self) -> Option<Era> {
         match self {
             Backend::Stdio(b) => b.shared.live.borrow().as_ref().map(|l| l.era.clone()),
-            Backend::Http(b) => b.state.lock().unwrap().as_ref().map(|s| s.era.clone()),
+            Backend::Http(endpoints) => endpoints.any_connected().state.lock().unwrap().as_ref().map(|s| s.era.clone()),
         }
     }
 }

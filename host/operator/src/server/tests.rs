@@ -27,6 +27,7 @@ pub(crate) fn context_with(customize: impl FnOnce(&mut Context)) -> (Arc<Context
         plugins: None,
         recorder: None,
         autoscalers: None,
+        endpoint_slices: None,
         servers: None,
     };
     customize(&mut ctx);
