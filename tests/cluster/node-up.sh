@@ -9,8 +9,9 @@
 # (tmpfs over /run, /var/lib and /var/log, where both write to fixed paths; the three kernel
 # settings the kubelet would set host-wide are files there), the kubelet finds no iptables on its
 # PATH, and its cgroups live under /hangar-node. Pods get a bridge (hnode0, 10.244.0.0/24) with
-# no masquerade and no default route, and the Service range is routed into it: nothing a pod
-# sends can leave the machine. With KUBE_PROXY=1, kube-proxy (iptables mode) serves ClusterIPs,
+# no masquerade and no default route (their one route off the bridge is the Service range, to the
+# node), and the node routes the Service range back into the bridge: nothing a pod sends can
+# leave the machine. With KUBE_PROXY=1, kube-proxy (iptables mode) serves ClusterIPs,
 # and the `kubernetes` Service reaches the API server (through a forwarder on the bridge address).
 set -euo pipefail
 dir=$(cd "$1" && pwd); shift
@@ -51,7 +52,8 @@ ip route replace "$services" dev "$bridge" src "$gateway"
 cat > "$node/cni/net.d/10-hangar.conflist" <<CNI
 {"cniVersion": "0.4.0", "name": "hangar-node", "plugins": [
   {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$pods"}]], "dataDir": "$node/cni/ipam"}}]}
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$pods"}]], "routes": [{"dst": "$services"}],
+            "dataDir": "$node/cni/ipam"}}]}
 CNI
 
 sock="$node/containerd/containerd.sock"

@@ -17,7 +17,7 @@ from mcp import Client
 
 from conftest import REPO
 from hangar_proc import Hangar, hangar_bin, wait_for
-from test_cluster import CORE_KEY, Operator, apply, control_plane, core_env, namespaces, server_json
+from test_cluster import CORE_KEY, Operator, apply, control_plane, core_env, helm, namespaces, server_json
 
 CLUSTER = REPO / "tests" / "cluster"
 
@@ -115,8 +115,19 @@ def operator(node, tmp_path, core, request):
     release = "node-" + re.sub(r"[^a-z0-9]", "", request.node.name.lower())[-20:]
     op = Operator(node, tmp_path, release, core_env(core), args=["--hangar-image", "localhost/hangar:test"],
                   chart=["--set", "operator.replicas=0"])
+    op.namespaces = []
     yield op
+    # The test's namespaces go while the operator runs (it removes its finalizers), so the next
+    # test's operator and pods share the node with nothing of this one.
+    if op.namespaces:
+        node("delete", "namespace", *op.namespaces, "--wait=true", "--timeout=120s", check=False)
     op.stop()
+
+
+def namespace(node, operator, name: str):
+    """A namespace for one test, deleted after it."""
+    namespaces(node, name)
+    operator.namespaces.append(name)
 
 
 def container_process(kube, namespace: str, pod: str) -> int:
@@ -158,8 +169,14 @@ def mcp_server(name: str, namespace: str, spec: dict) -> dict:
             "metadata": {"name": name, "namespace": namespace}, "spec": {"mode": "container", **spec}}
 
 
+def state_of(kube, namespace: str, name: str) -> dict:
+    """The server's status; empty while it does not exist yet."""
+    out = kube("get", "mcpserver", name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
+
+
 def ready_status(kube, namespace: str, name: str, timeout: float = 120) -> dict:
-    return wait_for(lambda: (s := server_json(kube, namespace, name).get("status", {})).get("state") == "Ready"
+    return wait_for(lambda: (s := state_of(kube, namespace, name)).get("state") == "Ready"
                     and s.get("readyReplicas") and s, timeout=timeout, interval=0.5)
 
 
@@ -169,7 +186,7 @@ def core_servers(core) -> list[dict]:
 
 
 def test_a_container_server_runs_as_a_pod_with_the_secure_defaults_and_answers_through_core(node, operator, core):
-    namespaces(node, "pods-team")
+    namespace(node, operator, "pods-team")
     node("create", "secret", "generic", "probe-secret", "-n", "pods-team", "--from-literal=token=s3cr3t-from-secret")
     node("create", "configmap", "probe-files", "-n", "pods-team", "--from-literal=greeting.txt=hello from a volume")
     apply(node, mcp_server("probe", "pods-team", {
@@ -254,7 +271,7 @@ def raw_session_calls(url: str, tool: str, calls: int) -> list[str]:
 
 
 def test_two_replicas_keep_every_handshake_session_on_its_pod_and_share_the_calls(node, operator, core):
-    namespaces(node, "replicas-team")
+    namespace(node, operator, "replicas-team")
     apply(node, mcp_server("pair", "replicas-team", {"image": "localhost/mcp-probe:v1", "replicas": 2}))
     wait_for(lambda: server_json(node, "replicas-team", "pair").get("status", {}).get("readyReplicas") == 2,
              timeout=180, interval=0.5)
@@ -321,12 +338,11 @@ def test_two_replicas_keep_every_handshake_session_on_its_pod_and_share_the_call
     assert late and victim not in late, f"10 s after the kill no call goes to the deleted pod: {after_kill[-10:]}"
 
 
-def state_of(kube, namespace: str, name: str) -> dict:
-    return server_json(kube, namespace, name).get("status", {})
+
 
 
 def test_a_cold_server_starts_a_pod_on_the_first_call_and_goes_back_to_zero(node, operator, core):
-    namespaces(node, "cold-pods")
+    namespace(node, operator, "cold-pods")
     apply(node, mcp_server("sleepy", "cold-pods", {"image": "localhost/mcp-probe:v1", "replicas": 0,
                                                     "idleTTL": "5s", "startupTimeout": "90s"}))
     # A start slower than startupTimeout: the call fails with a clear error.
@@ -367,7 +383,7 @@ def condition(status: dict, kind: str) -> dict:
 
 
 def test_a_missing_image_and_a_crashing_container_show_in_state_and_a_fix_recovers(node, operator, core):
-    namespaces(node, "broken-pods")
+    namespace(node, operator, "broken-pods")
     apply(node, mcp_server("missing", "broken-pods", {"image": "localhost/does-not-exist:v1"}))
     apply(node, mcp_server("crashing", "broken-pods", {"image": "localhost/mcp-probe:v1",
                                                        "env": [{"name": "LISTEN", "value": "no-such-address"}]}))
@@ -384,3 +400,173 @@ def test_a_missing_image_and_a_crashing_container_show_in_state_and_a_fix_recove
     for name in ("missing", "crashing"):
         status = ready_status(node, "broken-pods", name, timeout=240)
         assert status["readyReplicas"] == 1 and status["toolsCount"] == 3, status
+
+
+def test_a_stdio_server_runs_in_a_pod_behind_hangars_bridge(node, operator, core):
+    """`transport: stdio`: the operator's init container copies hangar (from Hangar's own image)
+    into the pod, and `hangar bridge` serves the Go SDK's example server over Streamable HTTP."""
+    namespace(node, operator, "stdio-pods")
+    apply(node, mcp_server("everything", "stdio-pods", {"image": "localhost/mcp-everything:v1", "transport": "stdio",
+                                                         "command": ["/everything"]}))
+    status = ready_status(node, "stdio-pods", "everything", timeout=180)
+    assert status["toolsCount"] >= 5 and "greet" in status["tools"], status
+    (pod,) = running(pods_of(node, "stdio-pods", "everything"))
+    init = pod["status"]["initContainerStatuses"][0]
+    assert init["image"] == "localhost/hangar:test" and init["state"]["terminated"]["exitCode"] == 0, init
+
+    async def greet():
+        async with Client(core.url) as c:
+            return (await c.call_tool("everything__greet", {"name": "pod"})).content[0].text
+
+    assert "pod" in asyncio.run(greet())
+
+
+def test_a_failover_group_of_two_container_servers_loses_no_call_when_a_pod_is_deleted(node, operator, core):
+    namespace(node, operator, "failover-pods")
+    for name, priority in (("primary", "1"), ("standby", "2")):
+        server = mcp_server(name, "failover-pods", {"image": "localhost/mcp-probe:v1"})
+        server["metadata"]["labels"] = {"app": "probe-pair", "mcp-hangar.io/priority": priority}
+        apply(node, server)
+    apply(node, {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
+                 "metadata": {"name": "fo", "namespace": "failover-pods"},
+                 "spec": {"selector": {"matchLabels": {"app": "probe-pair"}}, "strategy": "Failover"}})
+    for name in ("primary", "standby"):
+        ready_status(node, "failover-pods", name, timeout=180)
+    wait_addresses(core, "primary", 1)
+    wait_addresses(core, "standby", 1)
+    (primary,) = [p["metadata"]["name"] for p in running(pods_of(node, "failover-pods", "primary"))]
+    counts = {"ok": 0, "failed": 0, "attempted": 0}
+    served: dict[str, int] = {}
+    killed_at: list[float] = []
+
+    async def caller():
+        async with Client(core.url) as c:
+            for _ in range(2000):
+                if killed_at and time.monotonic() - killed_at[0] > 12:
+                    break
+                counts["attempted"] += 1
+                try:
+                    who = (await c.call_tool("fo__whoami", {})).content[0].text
+                    counts["ok"] += 1
+                    served[who] = served.get(who, 0) + 1
+                except Exception as e:  # noqa: BLE001 (counted)
+                    counts["failed"] += 1
+                    print("failed:", repr(e)[:300])
+                await asyncio.sleep(0.02)
+
+    def kill():
+        time.sleep(2)
+        killed_at.append(time.monotonic())
+        node("delete", "pod", primary, "-n", "failover-pods", "--wait=false")
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+
+    async def load():
+        await asyncio.gather(*(caller() for _ in range(4)))
+
+    asyncio.run(load())
+    killer.join()
+    print("failover under load:", counts, served)
+    assert counts["attempted"] > 100 and counts["failed"] == 0, counts
+    standby = {p["metadata"]["name"] for p in pods_of(node, "failover-pods", "standby")}
+    assert served.get(primary, 0) > 0 and any(served.get(s, 0) > 0 for s in standby), served
+
+
+def test_a_configmap_discovery_entry_becomes_a_running_pod(node, operator, core):
+    namespace(node, operator, "discovered-pods")
+    apply(node, {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "definitions", "namespace": "discovered-pods"},
+                 "data": {"providers.yaml": json.dumps({"probe": {"mode": "container", "image": "localhost/mcp-probe:v1"}})}})
+    apply(node, {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
+                 "metadata": {"name": "catalog", "namespace": "discovered-pods"},
+                 "spec": {"type": "ConfigMap", "refreshInterval": "5s", "configMapRef": {"name": "definitions"}}})
+    status = ready_status(node, "discovered-pods", "catalog-probe", timeout=180)
+    assert status["toolsCount"] == 3, status
+    (pod,) = running(pods_of(node, "discovered-pods", "catalog-probe"))
+
+    async def whoami():
+        async with Client(core.url) as c:
+            return (await c.call_tool("catalog-probe__whoami", {})).content[0].text
+
+    assert asyncio.run(whoami()) == pod["metadata"]["name"]
+
+
+def pods_by_name(kube, namespace: str, name: str) -> list[dict]:
+    out = kube("get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/name={name}", "-o", "json").stdout
+    return json.loads(out)["items"]
+
+
+def test_helm_install_runs_operator_and_core_as_pods_and_core_hot_reloads_a_strategy(node):
+    """`helm install` with Hangar's own image: two operator pods (one holds the Lease) and core,
+    their probes passing; core, in its pod, reloads a strategy plugin written into the plugins
+    ConfigMap (the kubelet's own `..data` swap) and routes a group's calls by it; `helm
+    uninstall` leaves no pod. The operator pods reach the API server through the `kubernetes`
+    Service (kube-proxy). There is no cluster DNS on the test node, so the operator is given
+    core's pod address as `hangar.url`."""
+    release, ns = "hangar", "hangar-system"
+    chart = str(REPO / "charts" / "mcp-hangar-operator")
+    image = ["--set", "image.repository=localhost/hangar", "--set", "image.tag=test"]
+    helm(node, "install", release, chart, "-n", ns, "--create-namespace", *image, "--set", "operator.replicas=2")
+
+    def ready(name: str, count: int):
+        return wait_for(lambda: len(r := running(pods_by_name(node, ns, name))) == count
+                        and len(pods_by_name(node, ns, name)) == count and r, timeout=300, interval=1)
+
+    operators = ready("mcp-hangar-operator", 2)
+    (core_pod,) = ready("mcp-hangar-core", 1)
+    names = {p["metadata"]["name"] for p in operators}
+    try:
+        holder = wait_for(lambda: node("get", "lease", "hangar-operator", "-n", ns, "-o",
+                                       "jsonpath={.spec.holderIdentity}", check=False).stdout.strip(), timeout=90)
+    except AssertionError:
+        logs = [node("logs", "-n", ns, p["metadata"]["name"], check=False).stdout[-1500:] for p in operators]
+        raise AssertionError(f"no operator leads: {node('get', 'leases', '-A').stdout} {logs}")
+    assert holder in names, (holder, names)
+    core_url = f"http://{core_pod['status']['podIP']}:8080"
+    with urllib.request.urlopen(core_url + "/healthz", timeout=10) as r:
+        assert r.status == 200
+
+    helm(node, "upgrade", release, chart, "-n", ns, "--reuse-values", "--set", f"hangar.url={core_url}")
+    wait_for(lambda: len(r := running(pods_by_name(node, ns, "mcp-hangar-operator"))) == 2
+             and not {p["metadata"]["name"] for p in r} & names, timeout=300, interval=1)
+
+    team = "latency-team"
+    namespaces(node, team)
+    for name, delay in (("quick", "0s"), ("sluggish", "150ms")):
+        server = mcp_server(name, team, {"image": "localhost/mcp-probe:v1", "env": [{"name": "CALL_DELAY", "value": delay}]})
+        server["metadata"]["labels"] = {"app": "latency"}
+        apply(node, server)
+    apply(node, {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
+                 "metadata": {"name": "fastest", "namespace": team},
+                 "spec": {"selector": {"matchLabels": {"app": "latency"}}, "strategy": "lowest-latency"}})
+    for name in ("quick", "sluggish"):
+        ready_status(node, team, name, timeout=240)
+    quick = running(pods_of(node, team, "quick"))[0]["metadata"]["name"]
+
+    def group_plugin() -> dict:
+        status = json.loads(node("get", "mcpservergroup", "fastest", "-n", team, "-o", "json").stdout).get("status", {})
+        return condition(status, "PluginResolved")
+
+    wait_for(lambda: group_plugin().get("status") == "False", timeout=120, interval=1)
+
+    async def calls(n: int) -> list[str]:
+        async with Client(core_url + "/mcp") as c:
+            return [(await c.call_tool("fastest__whoami", {})).content[0].text for _ in range(n)]
+
+    before = asyncio.run(calls(20))
+    assert 0 < before.count(quick) < 20, f"no plugin yet: round robin over both: {before}"
+
+    target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
+    plugin = REPO / target / "test-plugins" / "wasm32-wasip2" / "release" / "lowest_latency.wasm"
+    assert plugin.exists(), f"{plugin}: built by cargo test (tests/plugin_template.rs)"
+    configmap = node("create", "configmap", "mcp-hangar-plugins", "-n", ns, f"--from-file=lowest-latency.wasm={plugin}",
+                     "--dry-run=client", "-o", "yaml").stdout
+    node("apply", "-f", "-", stdin=configmap)
+    wait_for(lambda: group_plugin().get("status") == "True", timeout=180, interval=1)
+    after = asyncio.run(calls(30))
+    assert after.count(quick) >= 27, f"the plugin sends calls to the quicker member: {after}"
+
+    node("delete", "namespace", team, "--wait=true", "--timeout=120s")
+    helm(node, "uninstall", release, "-n", ns)
+    wait_for(lambda: not node("get", "pods", "-n", ns, "-o", "name").stdout.strip(), timeout=180, interval=1)

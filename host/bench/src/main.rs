@@ -119,8 +119,20 @@ fn table(figures: &[Figure]) -> String {
 const TRACING_TITLE: &str = "Tracing: CPU per call with traces off and on (100 % sampled)";
 
 const SEARCH_TITLE: &str = "Tool search: quality beside plain BM25, speed and size over 10,000 tools";
+/// Measured by `tests/cluster/bench.py` (a real API server and a real node, which need root and
+/// the Go builds of the tests): kept as it is when this bench rewrites the report.
+const CLUSTER_TITLE: &str = "Operator against a real API server and a real node";
 
 /// `md` with the section titled `title` replaced by (or, if absent, followed by) `body`.
+/// The body of a report's section, without its heading.
+fn section_body(md: &str, title: &str) -> Option<String> {
+    let heading = format!("## {title}\n\n");
+    let start = md.find(&heading)? + heading.len();
+    let rest = &md[start..];
+    let end = rest.find("\n## ").or_else(|| rest.find("\nRSS at the end")).map_or(rest.len(), |e| e + 1);
+    Some(rest[..end].trim_end().to_string() + "\n")
+}
+
 fn with_section(md: &str, title: &str, body: &str) -> String {
     let heading = format!("## {title}\n");
     let section = format!("{heading}\n{body}\n");
@@ -265,7 +277,28 @@ fn main() -> anyhow::Result<()> {
     eprintln!("== tool search");
     let _ = write!(md, "## {SEARCH_TITLE}\n\n{}\n", search::run(&scale, &runtime)?);
     let _ = writeln!(md, "RSS at the end of the run: {rss_now:.1} MiB.");
-    std::fs::write(out.join("performance.md"), &md)?;
+    let report = out.join("performance.md");
+    if let Some(kept) = std::fs::read_to_string(&report).ok().and_then(|old| section_body(&old, CLUSTER_TITLE)) {
+        md = with_section(&md, CLUSTER_TITLE, &kept);
+    }
+    std::fs::write(&report, &md)?;
     print!("{md}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_replaced_in_place_and_read_back() {
+        let md = "# P\n\n## A\n\nold a\n\n## B\n\nb\n\nRSS at the end of the run: 1 MiB.\n";
+        let replaced = with_section(md, "A", "new a\n");
+        assert_eq!(replaced, "# P\n\n## A\n\nnew a\n\n## B\n\nb\n\nRSS at the end of the run: 1 MiB.\n");
+        assert_eq!(section_body(&replaced, "A").as_deref(), Some("new a\n"));
+        assert_eq!(section_body(&replaced, "B").as_deref(), Some("b\n"));
+        let added = with_section(md, "C", "c\n");
+        assert!(added.ends_with("## C\n\nc\n\nRSS at the end of the run: 1 MiB.\n"), "{added}");
+        assert_eq!(section_body(md, "C"), None);
+    }
 }

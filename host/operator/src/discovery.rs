@@ -36,6 +36,9 @@ pub async fn reconcile(source: Arc<MCPDiscoverySource>, ctx: Arc<Context>) -> Re
 }
 
 pub fn error_policy(source: Arc<MCPDiscoverySource>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if crate::server::namespace_terminating(error) {
+        return Action::requeue(std::time::Duration::from_secs(5));
+    }
     tracing::warn!(source = %source.name_any(), %error, "discovery failed; retrying");
     Action::requeue(std::time::Duration::from_secs(30))
 }

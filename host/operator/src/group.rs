@@ -43,6 +43,9 @@ pub async fn reconcile(group: Arc<MCPServerGroup>, ctx: Arc<Context>) -> Result<
 }
 
 pub fn error_policy(group: Arc<MCPServerGroup>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if crate::server::namespace_terminating(error) {
+        return Action::requeue(std::time::Duration::from_secs(5));
+    }
     tracing::warn!(group = %group.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(std::time::Duration::from_secs(15))
 }

@@ -35,7 +35,7 @@ pub const OPERATOR_RULES: &[Rule] = &[
     // The ready pods of servers' Services, handed to core (sessions stay on their pod).
     Rule { group: "discovery.k8s.io", resources: &["endpointslices"], verbs: &["list", "watch"] },
     // State from pods; discovery reads ConfigMaps and Namespaces (and labels core's namespace).
-    Rule { group: "", resources: &["pods"], verbs: &["list"] },
+    Rule { group: "", resources: &["pods"], verbs: &["list", "watch"] },
     Rule { group: "", resources: &["configmaps"], verbs: &["get", "list", "watch"] },
     // The named Secrets of remote servers' spec.headers, handed to core (which has no Secret rights).
     Rule { group: "", resources: &["secrets"], verbs: &["get"] },

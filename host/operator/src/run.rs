@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use hangar_api::{MCPDiscoverySource, MCPServer, MCPServerGroup, SourceType};
 use k8s_openapi::api::{
-    apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::ConfigMap, discovery::v1::EndpointSlice,
+    apps::v1::Deployment,
+    autoscaling::v2::HorizontalPodAutoscaler,
+    core::v1::{ConfigMap, Pod},
+    discovery::v1::EndpointSlice,
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -125,6 +128,12 @@ pub async fn run(
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .watches_stream(autoscaler_changes, |hpa: HorizontalPodAutoscaler| server::scaled_server(&hpa))
         .watches_stream(slice_changes, |slice: EndpointSlice| server::sliced_server(&slice))
+        // A pod's state (a crash loop, an image that cannot be pulled) shows in status at once.
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{}=true", hangar_api::labels::MCP_SERVER)),
+            |pod: Pod| server::pod_server(&pod),
+        )
         .shutdown_on_signal()
         .run(server::reconcile, server::error_policy, ctx.clone());
 

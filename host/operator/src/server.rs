@@ -76,7 +76,10 @@ impl Context {
             secondary: None,
         };
         if let Err(e) = recorder.publish(&event, object).await {
-            tracing::warn!("recording event {reason}: {e}");
+            match namespace_terminating(&e) {
+                true => tracing::debug!("event {reason} not recorded: its namespace is being deleted"),
+                false => tracing::warn!("recording event {reason}: {e}"),
+            }
         }
     }
 }
@@ -91,6 +94,21 @@ pub enum Error {
     NoNamespace(String),
     #[error("{0}")]
     Core(String),
+}
+
+/// Whether an error (or one it wraps) is the API server refusing new objects in a namespace
+/// being deleted: expected while a namespace with servers goes, not a failure to report.
+pub fn namespace_terminating(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>()
+            && status.details.iter().flat_map(|d| d.causes.iter()).any(|c| c.reason == "NamespaceTerminating")
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl Error {
@@ -152,6 +170,11 @@ pub async fn measured(
 
 /// Retry soon after a failure; the error is already counted.
 pub fn error_policy(server: Arc<MCPServer>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if namespace_terminating(error) {
+        // Its namespace is being deleted: the MCPServer goes too, and its finalizer runs then.
+        tracing::debug!(server = %server.name_any(), "namespace terminating; nothing to apply");
+        return Action::requeue(Duration::from_secs(5));
+    }
     tracing::warn!(server = %server.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(15))
 }
@@ -291,6 +314,12 @@ fn failures_since(before: i32, now: i32) -> i32 {
 
 /// The Deployment a HorizontalPodAutoscaler scales, as the MCPServer of the same name and
 /// namespace (which owns it, if it is one of ours).
+/// The server a pod runs (its `app.kubernetes.io/name` label, set by `workload::server_labels`).
+pub fn pod_server(pod: &Pod) -> Option<ObjectRef<MCPServer>> {
+    let name = pod.labels().get("app.kubernetes.io/name")?;
+    Some(ObjectRef::new(name).within(pod.metadata.namespace.as_deref().unwrap_or_default()))
+}
+
 /// The server an EndpointSlice belongs to (its Service has the server's name).
 pub fn sliced_server(slice: &EndpointSlice) -> Option<ObjectRef<MCPServer>> {
     let service = slice.labels().get("kubernetes.io/service-name")?;

@@ -1,7 +1,7 @@
 // An MCP server (official Go SDK) for the node tests: `whoami` names the pod that answered (so a
 // test sees calls spread over replicas), `env` and `read` show what the pod was given (a Secret's
-// value, a mounted volume). START_DELAY holds it before it listens (a slow start); it serves
-// Streamable HTTP on LISTEN (default :8080) at /mcp.
+// value, a mounted volume). START_DELAY holds it before it listens (a slow start), CALL_DELAY
+// holds each whoami (a slow replica); it serves Streamable HTTP on LISTEN (default :8080) at /mcp.
 package main
 
 import (
@@ -27,9 +27,11 @@ func main() {
 		time.Sleep(d)
 	}
 	host, _ := os.Hostname()
+	callDelay, _ := time.ParseDuration(os.Getenv("CALL_DELAY"))
 	server := mcp.NewServer(&mcp.Implementation{Name: "probe", Version: "v1"}, nil)
 	mcp.AddTool(server, &mcp.Tool{Name: "whoami", Description: "the pod that answers"},
 		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			time.Sleep(callDelay)
 			return text(host), nil, nil
 		})
 	mcp.AddTool(server, &mcp.Tool{Name: "env", Description: "an environment variable's value"},
