@@ -95,4 +95,15 @@ report_phases
 trap - EXIT
 echo "== pytest (its time is on its summary line)"
 export HANGAR_BIN="$CARGO_TARGET_DIR/debug/hangar"
-"$VENV/bin/pytest" -q tests/python
+# The real node's tests mostly wait for pods: they run beside the others (their own control
+# plane and node), and their output follows the others' at the end.
+node_log="$CARGO_TARGET_DIR/pytest-node.log"
+"$VENV/bin/pytest" -q tests/python/test_node.py --basetemp "$CARGO_TARGET_DIR/pytest-node" > "$node_log" 2>&1 &
+node_tests=$!
+others=0
+"$VENV/bin/pytest" -q tests/python --ignore=tests/python/test_node.py || others=$?
+node=0
+wait $node_tests || node=$?
+echo "== pytest tests/python/test_node.py (on a real node, run beside the others)"
+cat "$node_log"
+[ $others = 0 ] && [ $node = 0 ]

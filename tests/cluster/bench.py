@@ -32,7 +32,9 @@ def sh(*cmd, **kw):
 class Cluster:
     def __init__(self, state: Path, node: bool):
         self.state, self.node = state, node
-        sh("bash", str(HERE / "up.sh"), str(state), env={**os.environ, "CONTROLLER_MANAGER": "1"})
+        # A Service per server: more than the /24 a node routes (no node then).
+        wide = {} if node else {"SERVICE_CIDR": "10.96.0.0/20"}
+        sh("bash", str(HERE / "up.sh"), str(state), env={**os.environ, "CONTROLLER_MANAGER": "1", **wide})
         bin_dir = sh("bash", str(HERE / "build.sh")).stdout.strip()
         self.env = {**os.environ, "KUBECONFIG": str(state / "kubeconfig"), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
         if node:

@@ -122,7 +122,8 @@ tlsCertFile: "$dir/pki/kubelet.crt"
 tlsPrivateKeyFile: "$dir/pki/kubelet.key"
 podLogsDir: "$node/pod-logs"
 resolvConf: /etc/resolv.conf
-evictionHard: {memory.available: 50Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+# Absolute floors: a percentage of a large, busy development disk would evict the tests' pods.
+evictionHard: {memory.available: 50Mi, nodefs.available: 512Mi, imagefs.available: 512Mi, nodefs.inodesFree: 1%}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false

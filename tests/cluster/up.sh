@@ -6,6 +6,7 @@
 # exactly what this started. With CONTROLLER_MANAGER=1, kube-controller-manager runs too
 # (ReplicaSets for Deployments, garbage collection of owned objects, EndpointSlices of Services,
 # the kube-root-ca.crt ConfigMap pods mount); node-up.sh then adds a node where pods run.
+# SERVICE_CIDR widens the Service range (10.96.0.0/24, which a node routes; bench.py needs more).
 set -euo pipefail
 dir=$(mkdir -p "$1" && cd "$1" && pwd)
 bin=$(bash "$(dirname "$0")/build.sh")
@@ -46,7 +47,7 @@ echo $! > "$dir/etcd.pid"
   --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
-  --service-cluster-ip-range 10.96.0.0/24 --allow-privileged=true --endpoint-reconciler-type none \
+  --service-cluster-ip-range "${SERVICE_CIDR:-10.96.0.0/24}" --allow-privileged=true --endpoint-reconciler-type none \
   > "$dir/kube-apiserver.log" 2>&1 &
 echo $! > "$dir/kube-apiserver.pid"
 

@@ -16,19 +16,33 @@ import pytest
 from mcp import Client
 
 from conftest import REPO
-from hangar_proc import Hangar, hangar_bin, wait_for
-from test_cluster import CORE_KEY, Operator, apply, control_plane, core_env, helm, namespaces, server_json
+from hangar_proc import hangar_bin, wait_for
+from test_cluster import (  # noqa: F401 (core: the fixture, `hangar core` with the admin key)
+    CORE_KEY, Operator, apply, control_plane, core, core_env, helm, namespaces, server_json)
 
 CLUSTER = REPO / "tests" / "cluster"
 
 
-def host_state() -> str:
+def node_processes(state) -> list[str]:
+    """Processes of the node in `state` (their command line names its folder) and any container
+    process (other tests may run control planes of their own meanwhile: those are not counted)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(state) in cmdline or re.match(r"(/pause|/probe|/everything|/hangar bridge|containerd-shim)", cmdline):
+            found.append(cmdline.split(" ")[0])
+    return sorted(found)
+
+
+def host_state(state) -> str:
     """What a node could leave behind on the host: processes, links, routes, netfilter rules,
     cgroups, mounts, the kernel settings the kubelet would change, files under /run and /var."""
     def run(*cmd):
         return subprocess.run(cmd, capture_output=True, text=True).stdout
-    procs = sorted(p for p in run("ps", "-eo", "comm").split()
-                   if re.match(r"(containerd|kubelet|kube-|pause|probe|everything|runc)", p))
+    procs = node_processes(state)
     # Rules and chains of their own; an empty table whose built-in chains accept (left once
     # kube-proxy has run and cleaned up: iptables cannot delete a table) changes nothing.
     builtin = re.compile(r":(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ACCEPT ")
@@ -62,8 +76,8 @@ def node_down(state):
 
 
 def test_a_node_starts_runs_a_pod_and_leaves_nothing_on_the_host(tmp_path_factory):
-    before = host_state()
     state = tmp_path_factory.mktemp("node-lifecycle")
+    before = host_state(state)
     images = build_images(state / "images")
     kube = control_plane(state)
     try:
@@ -72,11 +86,11 @@ def test_a_node_starts_runs_a_pod_and_leaves_nothing_on_the_host(tmp_path_factor
         print(f"node Ready in {time.monotonic() - started:.1f}s")
         kube("run", "probe", "--image", "localhost/mcp-probe:v1", "--image-pull-policy", "IfNotPresent", "--port", "8080")
         kube("wait", "--for", "condition=Ready", "pod/probe", "--timeout=120s")
-        assert host_state() != before, "the node shows while it runs (a check that cannot fail proves nothing)"
+        assert host_state(state) != before, "the node shows while it runs (a check that cannot fail proves nothing)"
     finally:
         node_down(state)
         subprocess.run(["bash", str(CLUSTER / "down.sh"), str(state)], timeout=60)
-    after = host_state()
+    after = host_state(state)
     assert after == before, "\n".join(
         f"{k}: before {json.loads(before)[k]!r} after {json.loads(after)[k]!r}"
         for k in json.loads(before) if json.loads(before)[k] != json.loads(after)[k])
@@ -102,13 +116,6 @@ def node(tmp_path_factory):
 
 
 @pytest.fixture
-def core(tmp_path):
-    h = Hangar(tmp_path, {"HANGAR_API_KEY": CORE_KEY}, ["core"])
-    yield h
-    h.stop()
-
-
-@pytest.fixture
 def operator(node, tmp_path, core, request):
     """`hangar operator` on the host under the chart's ClusterRole (the chart runs no operator
     pod here), driving `core`; MCP servers' stdio bridge comes from the local hangar image."""
@@ -120,7 +127,7 @@ def operator(node, tmp_path, core, request):
     # The test's namespaces go while the operator runs (it removes its finalizers), so the next
     # test's operator and pods share the node with nothing of this one.
     if op.namespaces:
-        node("delete", "namespace", *op.namespaces, "--wait=true", "--timeout=120s", check=False)
+        node("delete", "namespace", *op.namespaces, "--wait=true", "--timeout=60s", check=False)
     op.stop()
 
 
@@ -164,9 +171,32 @@ def running(pods: list[dict]) -> list[dict]:
             and all(c.get("ready") for c in p["status"].get("containerStatuses", []))]
 
 
+def delete_pod_under_load(node, namespace: str, pod: str, callers: int, caller) -> None:
+    """Runs `callers` copies of `caller(killed_at)` at once and deletes `pod` 2 s in; `killed_at`
+    holds the time of the deletion once it is asked for, so callers know when to stop."""
+    killed_at: list[float] = []
+
+    def kill():
+        time.sleep(2)
+        killed_at.append(time.monotonic())
+        node("delete", "pod", pod, "-n", namespace, "--wait=false")
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+
+    async def load():
+        await asyncio.gather(*(caller(killed_at) for _ in range(callers)))
+
+    asyncio.run(load())
+    killer.join()
+
+
 def mcp_server(name: str, namespace: str, spec: dict) -> dict:
+    """A container server; an always-on one is health-checked every 2 s (it is Ready after the
+    first check passes: the default interval would only make the tests wait)."""
+    checks = {} if spec.get("replicas") == 0 else {"healthCheck": {"interval": "2s"}}
     return {"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
-            "metadata": {"name": name, "namespace": namespace}, "spec": {"mode": "container", **spec}}
+            "metadata": {"name": name, "namespace": namespace}, "spec": {"mode": "container", **checks, **spec}}
 
 
 def state_of(kube, namespace: str, name: str) -> dict:
@@ -299,9 +329,8 @@ def test_two_replicas_keep_every_handshake_session_on_its_pod_and_share_the_call
     # dying pod are the only ones that may fail.
     counts = {"ok": 0, "failed": 0}
     after_kill: list[tuple[float, str]] = []
-    killed_at: list[float] = []
 
-    async def loaded_session(calls: int):
+    async def loaded_session(killed_at: list[float], calls: int = 1000):
         """Calls until 15 s after the kill (at most `calls`)."""
         async with Client(core.url, mode="legacy") as c:
             for _ in range(calls):
@@ -317,20 +346,7 @@ def test_two_replicas_keep_every_handshake_session_on_its_pod_and_share_the_call
                 await asyncio.sleep(0.05)
 
     victim = sorted(pods)[0]
-
-    def kill():
-        time.sleep(2)
-        killed_at.append(time.monotonic())
-        node("delete", "pod", victim, "-n", "replicas-team", "--wait=false")
-
-    killer = threading.Thread(target=kill)
-    killer.start()
-
-    async def load():
-        await asyncio.gather(*(loaded_session(1000) for _ in range(6)))
-
-    asyncio.run(load())
-    killer.join()
+    delete_pod_under_load(node, "replicas-team", victim, 6, loaded_session)
     print("under load with a pod deleted:", counts, "answers after the kill:", len(after_kill))
     assert counts["ok"] > 100, counts
     assert counts["failed"] <= 6, f"at most the calls in flight at the dying pod fail: {counts}"
@@ -437,9 +453,8 @@ def test_a_failover_group_of_two_container_servers_loses_no_call_when_a_pod_is_d
     (primary,) = [p["metadata"]["name"] for p in running(pods_of(node, "failover-pods", "primary"))]
     counts = {"ok": 0, "failed": 0, "attempted": 0}
     served: dict[str, int] = {}
-    killed_at: list[float] = []
 
-    async def caller():
+    async def caller(killed_at: list[float]):
         async with Client(core.url) as c:
             for _ in range(2000):
                 if killed_at and time.monotonic() - killed_at[0] > 12:
@@ -454,19 +469,7 @@ def test_a_failover_group_of_two_container_servers_loses_no_call_when_a_pod_is_d
                     print("failed:", repr(e)[:300])
                 await asyncio.sleep(0.02)
 
-    def kill():
-        time.sleep(2)
-        killed_at.append(time.monotonic())
-        node("delete", "pod", primary, "-n", "failover-pods", "--wait=false")
-
-    killer = threading.Thread(target=kill)
-    killer.start()
-
-    async def load():
-        await asyncio.gather(*(caller() for _ in range(4)))
-
-    asyncio.run(load())
-    killer.join()
+    delete_pod_under_load(node, "failover-pods", primary, 4, caller)
     print("failover under load:", counts, served)
     assert counts["attempted"] > 100 and counts["failed"] == 0, counts
     standby = {p["metadata"]["name"] for p in pods_of(node, "failover-pods", "standby")}
