@@ -41,6 +41,14 @@ pub(crate) fn label_set(pairs: impl Iterator<Item = (String, String)>, le: Optio
     if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
 }
 
+/// Ends a bucket's line, with its exemplar when the gateway has one for it.
+fn end_bucket(out: &mut String, exemplars: Option<&GatewayMetrics>, name: &str, key: &str) {
+    if let Some(e) = exemplars.and_then(|m| m.exemplar(name, key)) {
+        let _ = write!(out, " # {{trace_id=\"{}\"}} {} {:.3}", e.trace_id, number(e.value), e.at);
+    }
+    out.push('\n');
+}
+
 /// The families in OpenMetrics text, with the gateway's exemplars on histogram buckets.
 pub fn encode(families: &[MetricFamily], exemplars: Option<&GatewayMetrics>) -> String {
     let mut out = String::new();
@@ -73,18 +81,12 @@ pub fn encode(families: &[MetricFamily], exemplars: Option<&GatewayMetrics>) -> 
                         infinite |= le == f64::INFINITY;
                         let key = label_set(pairs(), Some(le));
                         let _ = write!(out, "{name}_bucket{key} {}", bucket.cumulative_count());
-                        if let Some(e) = exemplars.and_then(|m| m.exemplar(name, &key)) {
-                            let _ = write!(out, " # {{trace_id=\"{}\"}} {} {:.3}", e.trace_id, number(e.value), e.at);
-                        }
-                        out.push('\n');
+                        end_bucket(&mut out, exemplars, name, &key);
                     }
                     if !infinite {
                         let key = label_set(pairs(), Some(f64::INFINITY));
                         let _ = write!(out, "{name}_bucket{key} {}", h.get_sample_count());
-                        if let Some(e) = exemplars.and_then(|m| m.exemplar(name, &key)) {
-                            let _ = write!(out, " # {{trace_id=\"{}\"}} {} {:.3}", e.trace_id, number(e.value), e.at);
-                        }
-                        out.push('\n');
+                        end_bucket(&mut out, exemplars, name, &key);
                     }
                     let _ = writeln!(out, "{name}_sum{labels} {}", number(h.get_sample_sum()));
                     let _ = writeln!(out, "{name}_count{labels} {}", h.get_sample_count());

@@ -103,6 +103,15 @@ impl RpcError {
     }
 }
 
+/// A JSON-RPC error code as a label value (metrics, `error.type`): codes of the spec's reserved
+/// range as they are, any other `other` (servers choose codes; any number must not grow /metrics).
+pub fn code_label(code: i64) -> String {
+    match (-32768..=-32000).contains(&code) {
+        true => code.to_string(),
+        false => "other".to_string(),
+    }
+}
+
 pub fn response(id: &Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }

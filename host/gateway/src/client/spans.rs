@@ -62,8 +62,7 @@ pub(super) fn request(headers: &HeaderMap, method: &str, id: &Value, params: &Va
 /// success), a JSON-RPC code of the spec's ranges, `tool_error`, or `other`.
 pub(super) fn outcome(span: &tracing::Span, outcome: &Result<Value, RpcError>) -> String {
     let error_type = match outcome {
-        Err(e) if (-32768..=-32000).contains(&e.code) => e.code.to_string(),
-        Err(_) => "other".to_string(),
+        Err(e) => crate::protocol::code_label(e.code),
         Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => "tool_error".to_string(),
         Ok(_) => return String::new(),
     };

@@ -523,7 +523,7 @@ impl Gateway {
 /// (servers choose codes; any number must not grow /metrics).
 fn error_label(e: &BackendError) -> String {
     match e {
-        BackendError::Rpc(rpc) if !(-32768..=-32000).contains(&rpc.code) => "other".into(),
+        BackendError::Rpc(rpc) => crate::protocol::code_label(rpc.code),
         e => e.kind(),
     }
 }
