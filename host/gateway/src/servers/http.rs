@@ -120,39 +120,42 @@ impl HttpBackend {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a TLS backend is compiled in");
+        Self::reaching(endpoint, name.to_string(), client, Arc::default(), (name.to_string(), events))
+    }
+
+    /// The same server at another address (another of its pods): the same headers, the same
+    /// learned tools, sessions of its own.
+    pub(super) fn at(&self, endpoint: String) -> Self {
+        Self::reaching(
+            endpoint,
+            self.name.clone(),
+            self.client.clone(),
+            self.param_headers.clone(),
+            self.events.clone(),
+        )
+    }
+
+    fn reaching(
+        endpoint: String,
+        name: String,
+        client: reqwest::Client,
+        param_headers: Arc<Mutex<HashMap<String, Vec<Designation>>>>,
+        events: EventSink,
+    ) -> Self {
         Self {
-            name: name.to_string(),
-            answer_server: answerer(client.clone(), endpoint.clone(), name.to_string()),
+            answer_server: answerer(client.clone(), endpoint.clone(), name.clone()),
             // Never fails for a registered endpoint; an unparsable one fails each request instead.
             url: reqwest::Url::parse(&endpoint)
                 .unwrap_or_else(|_| reqwest::Url::parse("http://invalid.invalid/").expect("a URL")),
+            name,
             endpoint,
             client,
             next_id: AtomicU64::new(1),
             state: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             streams: Mutex::default(),
-            param_headers: Arc::default(),
-            events: (name.to_string(), events),
-        }
-    }
-
-    /// The same server at another address (another of its pods): the same headers, the same
-    /// learned tools, sessions of its own.
-    pub(super) fn at(&self, endpoint: String) -> Self {
-        Self {
-            name: self.name.clone(),
-            answer_server: answerer(self.client.clone(), endpoint.clone(), self.name.clone()),
-            url: reqwest::Url::parse(&endpoint)
-                .unwrap_or_else(|_| reqwest::Url::parse("http://invalid.invalid/").expect("a URL")),
-            endpoint,
-            client: self.client.clone(),
-            next_id: AtomicU64::new(1),
-            state: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            streams: Mutex::default(),
-            param_headers: self.param_headers.clone(),
-            events: self.events.clone(),
+            param_headers,
+            events,
         }
     }
 
