@@ -312,8 +312,6 @@ fn failures_since(before: i32, now: i32) -> i32 {
     if now >= before { now - before } else { now }
 }
 
-/// The Deployment a HorizontalPodAutoscaler scales, as the MCPServer of the same name and
-/// namespace (which owns it, if it is one of ours).
 /// The server a pod runs (its `app.kubernetes.io/name` label, set by `workload::server_labels`).
 pub fn pod_server(pod: &Pod) -> Option<ObjectRef<MCPServer>> {
     let name = pod.labels().get("app.kubernetes.io/name")?;
@@ -345,6 +343,8 @@ fn pod_urls(server: &MCPServer, ctx: &Context) -> Vec<String> {
     urls
 }
 
+/// The Deployment a HorizontalPodAutoscaler scales, as the MCPServer of the same name and
+/// namespace (which owns it, if it is one of ours).
 pub fn scaled_server(hpa: &HorizontalPodAutoscaler) -> Option<ObjectRef<MCPServer>> {
     let target = &hpa.spec.as_ref()?.scale_target_ref;
     (target.kind == "Deployment")
