@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the control plane of the end-to-end tests from the Go module proxy (go.mod pins the
-# versions) into ~/.cache/hangar/cluster/<digest of go.mod and go.sum>/bin, once: a second run
-# builds nothing. Prints that bin folder.
+# versions), and the node's cluster DNS (CoreDNS, dns/), into
+# ~/.cache/hangar/cluster/<digest of both modules>/bin, once: a second run builds nothing.
+# Prints that bin folder.
 set -euo pipefail
 cd "$(dirname "$0")"
-digest=$(cat go.mod go.sum | sha256sum | cut -c1-16)
+digest=$(cat go.mod go.sum dns/go.mod dns/go.sum dns/main.go | sha256sum | cut -c1-16)
 out="${HANGAR_CLUSTER_CACHE:-$HOME/.cache/hangar/cluster}/$digest/bin"
-tools=(kube-apiserver kube-controller-manager kubectl helm etcd kubelet kube-scheduler kube-proxy)
+tools=(kube-apiserver kube-controller-manager kubectl helm etcd kubelet kube-scheduler kube-proxy coredns)
 missing=0
 for t in "${tools[@]}"; do [ -x "$out/$t" ] || missing=1; done
 if [ $missing = 1 ]; then
@@ -30,5 +31,8 @@ if [ $missing = 1 ]; then
   build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
   build kube-proxy k8s.io/kubernetes/cmd/kube-proxy
   build kubelet k8s.io/kubernetes/cmd/kubelet
+  # Its own module (CoreDNS's requirements would move the control plane's).
+  [ -x "$out/coredns" ] || (cd dns && echo "building coredns (dns/)" >&2 \
+    && go build -trimpath -ldflags "-s -w" -o "$out/coredns.tmp" . && mv "$out/coredns.tmp" "$out/coredns")
 fi
 echo "$out"

@@ -33,6 +33,7 @@ for h in /sys/fs/cgroup/*/hangar-node; do
 done
 pkill -9 -f "containerd-shim-runc-v2 .*-address $sock" 2>/dev/null
 stop kube-scheduler
+stop coredns
 stop forward
 if [ -f "$dir/kube-proxy.pid" ]; then
   stop kube-proxy

@@ -11,8 +11,9 @@
 # PATH, and its cgroups live under /hangar-node. Pods get a bridge (hnode0, 10.244.0.0/24) with
 # no masquerade and no default route (their one route off the bridge is the Service range, to the
 # node), and the node routes the Service range back into the bridge: nothing a pod sends can
-# leave the machine. With KUBE_PROXY=1, kube-proxy (iptables mode) serves ClusterIPs,
-# and the `kubernetes` Service reaches the API server (through a forwarder on the bridge address).
+# leave the machine. CoreDNS on the bridge address is the cluster DNS. With KUBE_PROXY=1,
+# kube-proxy (iptables mode) serves ClusterIPs, and the `kubernetes` Service reaches the API
+# server (through a forwarder on the bridge address).
 set -euo pipefail
 dir=$(cd "$1" && pwd); shift
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,6 +49,20 @@ ip addr add "$gateway/24" dev "$bridge"
 ip link set "$bridge" up
 # A ClusterIP no rule rewrote must not follow the default route off the machine.
 ip route replace "$services" dev "$bridge" src "$gateway"
+
+# Cluster DNS (CoreDNS's kubernetes plugin) on the bridge address: pods resolve Services by
+# name, as in any cluster. It answers for cluster.local only, so no query leaves the machine.
+cat > "$node/Corefile" <<COREFILE
+cluster.local:53 in-addr.arpa:53 {
+  bind $gateway
+  errors
+  kubernetes cluster.local in-addr.arpa {
+    kubeconfig $dir/kubeconfig
+  }
+}
+COREFILE
+"$bin/coredns" -conf "$node/Corefile" > "$dir/coredns.log" 2>&1 &
+echo $! > "$dir/coredns.pid"
 
 cat > "$node/cni/net.d/10-hangar.conflist" <<CNI
 {"cniVersion": "0.4.0", "name": "hangar-node", "plugins": [
@@ -122,6 +137,8 @@ tlsCertFile: "$dir/pki/kubelet.crt"
 tlsPrivateKeyFile: "$dir/pki/kubelet.key"
 podLogsDir: "$node/pod-logs"
 resolvConf: /etc/resolv.conf
+clusterDNS: ["$gateway"]
+clusterDomain: cluster.local
 # Absolute floors: a percentage of a large, busy development disk would evict the tests' pods.
 evictionHard: {memory.available: 50Mi, nodefs.available: 512Mi, imagefs.available: 512Mi, nodefs.inodesFree: 1%}
 imageGCHighThresholdPercent: 100
@@ -178,4 +195,22 @@ YAML
   "$bin/kube-proxy" --config "$node/kube-proxy.yaml" > "$dir/kube-proxy.log" 2>&1 &
   echo $! > "$dir/kube-proxy.pid"
 fi
+# CoreDNS answers for the API server's own Service before a pod may ask it anything.
+for _ in $(seq 1 120); do
+  python3 - "$gateway" <<'PY' && { dns=1; break; }
+import socket, sys
+name = b"".join(bytes([len(p)]) + p for p in b"kubernetes.default.svc.cluster.local".split(b"."))
+query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x00\x01\x00\x01"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+try:
+    s.sendto(query, (sys.argv[1], 53))
+    answer = s.recv(512)
+except OSError:
+    sys.exit(1)
+sys.exit(0 if answer[3] & 15 == 0 and int.from_bytes(answer[6:8], "big") > 0 else 1)
+PY
+  sleep 0.5
+done
+[ "${dns:-0}" = 1 ] || { echo "node-up.sh: cluster DNS does not answer; see $dir/coredns.log" >&2; tail -20 "$dir/coredns.log" >&2; exit 1; }
 echo "node localhost Ready"

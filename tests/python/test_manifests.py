@@ -42,7 +42,7 @@ EXAMPLE_DOCS = [(p, d) for p in sorted(EXAMPLES.glob("*.yaml")) for d in hangar_
 def test_every_hangar_example_is_checked():
     kinds = sorted({d["kind"] for _, d in EXAMPLE_DOCS})
     assert kinds == ["MCPDiscoverySource", "MCPServer", "MCPServerGroup"]
-    assert len(EXAMPLE_DOCS) == 11
+    assert len(EXAMPLE_DOCS) == 12
 
 
 @pytest.mark.parametrize("path,doc", EXAMPLE_DOCS, ids=lambda x: getattr(x, "name", None) or x["metadata"]["name"])
@@ -74,6 +74,7 @@ REJECTED_BY_CEL = {
     "header-value-and-secret.yaml": "spec.headers[0]: set exactly one of value and valueFrom",
     "header-set-by-transport.yaml": "spec.headers[0].name: is set by the MCP transport itself",
     "headers-on-container.yaml": "spec.headers: only for mode remote",
+    "stdio-without-command.yaml": "spec.command: required when transport is stdio",
     "caller-rule-zero-rate.yaml": "spec.tools.callers[0].rateLimit.requestsPerMinute: must be 1 or more",
 }
 

@@ -35,7 +35,8 @@ use crate::{Duration, State};
 #[x_kube(
     validation = Rule::new("self.mode != 'container' || has(self.image)").message("required when mode is container").field_path(".image").reason(Reason::FieldValueRequired),
     validation = Rule::new("self.mode != 'remote' || has(self.endpoint)").message("required when mode is remote").field_path(".endpoint").reason(Reason::FieldValueRequired),
-    validation = Rule::new("self.mode == 'remote' || !has(self.headers)").message("only for mode remote (a container server gets its credentials through env)").field_path(".headers")
+    validation = Rule::new("self.mode == 'remote' || !has(self.headers)").message("only for mode remote (a container server gets its credentials through env)").field_path(".headers"),
+    validation = Rule::new("self.mode != 'container' || !has(self.transport) || self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)").message("required when transport is stdio: the command that starts the server (Hangar's bridge runs it in place of the image's entrypoint)").field_path(".command").reason(Reason::FieldValueRequired)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MCPServerSpec {

@@ -185,19 +185,7 @@ impl GatewayMetrics {
                 .buckets(OPERATION_BUCKETS.to_vec()),
             &["mcp_method_name", "server", "error_type"],
         )?;
-        registry.register(Box::new(cold_starts.clone()))?;
-        registry.register(Box::new(server_operation.vec.clone()))?;
-        registry.register(Box::new(client_operation.vec.clone()))?;
-        registry.register(Box::new(backend_sessions.clone()))?;
-        registry.register(Box::new(picks.clone()))?;
-        registry.register(Box::new(server_state.clone()))?;
-        registry.register(Box::new(breaker_state.clone()))?;
-        registry.register(Box::new(starts.clone()))?;
-        registry.register(Box::new(calls.clone()))?;
-        registry.register(Box::new(latency.vec.clone()))?;
-        registry.register(Box::new(denied.clone()))?;
-        registry.register(Box::new(rate_limited.clone()))?;
-        Ok(Self {
+        let metrics = Self {
             calls,
             latency,
             denied,
@@ -210,6 +198,37 @@ impl GatewayMetrics {
             cold_starts,
             server_operation,
             client_operation,
-        })
+        };
+        for collector in metrics.collectors() {
+            registry.register(collector)?;
+        }
+        Ok(metrics)
     }
+
+    /// Every metric, as registered (and as the metrics reference lists them).
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.calls.clone()),
+            Box::new(self.latency.vec.clone()),
+            Box::new(self.server_operation.vec.clone()),
+            Box::new(self.client_operation.vec.clone()),
+            Box::new(self.denied.clone()),
+            Box::new(self.rate_limited.clone()),
+            Box::new(self.server_state.clone()),
+            Box::new(self.breaker_state.clone()),
+            Box::new(self.starts.clone()),
+            Box::new(self.cold_starts.clone()),
+            Box::new(self.backend_sessions.clone()),
+            Box::new(self.picks.clone()),
+        ]
+    }
+}
+
+/// Every metric core exports (the gateway's and tool search's; the plugin runtime has its own),
+/// for the generated metrics reference.
+pub fn core_collectors() -> prometheus::Result<Vec<Box<dyn Collector>>> {
+    let registry = Registry::new();
+    let mut all = GatewayMetrics::new(&registry)?.collectors();
+    all.extend(crate::gateway::tool_search::SearchMetrics::new(&registry)?.collectors());
+    Ok(all)
 }

@@ -1,7 +1,7 @@
 //! The operator's Prometheus metrics, with exactly the guide's names and labels.
 
 use hangar_api::State;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -41,12 +41,21 @@ impl Metrics {
                 &["namespace", "name"],
             )?,
         };
-        registry.register(Box::new(m.reconciles.clone()))?;
-        registry.register(Box::new(m.reconcile_duration.clone()))?;
-        registry.register(Box::new(m.provider_state.clone()))?;
-        registry.register(Box::new(m.tools_count.clone()))?;
-        registry.register(Box::new(m.health_check_failures.clone()))?;
+        for collector in m.collectors() {
+            registry.register(collector)?;
+        }
         Ok(m)
+    }
+
+    /// Every metric, as registered (and as the metrics reference lists them).
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.reconciles.clone()),
+            Box::new(self.reconcile_duration.clone()),
+            Box::new(self.provider_state.clone()),
+            Box::new(self.tools_count.clone()),
+            Box::new(self.health_check_failures.clone()),
+        ]
     }
 
     /// Sets the state gauges of one server: 1 for `state`, 0 for every other (the guide's

@@ -241,7 +241,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
             Api::<Service>::namespaced(client.clone(), &namespace)
                 .patch(&name, &params, &Patch::Apply(workload::service(server)))
                 .await?;
-            let selector = format!("app.kubernetes.io/name={name},{}=true", hangar_api::labels::MCP_SERVER);
+            let selector = format!("{}={name},{}=true", workload::NAME_LABEL, hangar_api::labels::MCP_SERVER);
             let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
                 .list(&ListParams::default().labels(&selector))
                 .await?;
@@ -312,9 +312,9 @@ fn failures_since(before: i32, now: i32) -> i32 {
     if now >= before { now - before } else { now }
 }
 
-/// The server a pod runs (its `app.kubernetes.io/name` label, set by `workload::server_labels`).
+/// The server a pod runs (its name label, set by `workload::server_labels`).
 pub fn pod_server(pod: &Pod) -> Option<ObjectRef<MCPServer>> {
-    let name = pod.labels().get("app.kubernetes.io/name")?;
+    let name = pod.labels().get(workload::NAME_LABEL)?;
     Some(ObjectRef::new(name).within(pod.metadata.namespace.as_deref().unwrap_or_default()))
 }
 

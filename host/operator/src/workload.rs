@@ -104,20 +104,20 @@ pub fn network_policy(namespace: &str, isolation: Isolation) -> Option<NetworkPo
 /// Where the init container copies `hangar` for a stdio server's bridge.
 const BRIDGE_DIR: &str = "/hangar-bin";
 
+/// The label naming the server on every object made for it (Kubernetes' recommended label).
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+
 /// The labels every object of a server carries; the pod's also select it.
 pub fn server_labels(server: &MCPServer) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), server.name_any()),
+        (NAME_LABEL.to_string(), server.name_any()),
         ("app.kubernetes.io/managed-by".to_string(), "hangar".to_string()),
         (labels::MCP_SERVER.to_string(), "true".to_string()),
     ])
 }
 
 fn selector_labels(server: &MCPServer) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), server.name_any()),
-        (labels::MCP_SERVER.to_string(), "true".to_string()),
-    ])
+    BTreeMap::from([(NAME_LABEL.to_string(), server.name_any()), (labels::MCP_SERVER.to_string(), "true".to_string())])
 }
 
 fn metadata(server: &MCPServer) -> ObjectMeta {

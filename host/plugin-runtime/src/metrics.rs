@@ -1,6 +1,6 @@
 //! Prometheus metrics of the plugin runtime.
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector};
 
 #[derive(Clone)]
 pub struct PluginMetrics {
@@ -39,10 +39,20 @@ impl PluginMetrics {
             ),
             &["plugin"],
         )?;
-        registry.register(Box::new(faults.clone()))?;
-        registry.register(Box::new(breaker.clone()))?;
-        registry.register(Box::new(compilations.clone()))?;
-        registry.register(Box::new(reloads.clone()))?;
-        Ok(Self { faults, compilations, reloads, breaker })
+        let metrics = Self { faults, compilations, reloads, breaker };
+        for collector in metrics.collectors() {
+            registry.register(collector)?;
+        }
+        Ok(metrics)
+    }
+
+    /// Every metric, as registered (and as the metrics reference lists them).
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.faults.clone()),
+            Box::new(self.breaker.clone()),
+            Box::new(self.compilations.clone()),
+            Box::new(self.reloads.clone()),
+        ]
     }
 }

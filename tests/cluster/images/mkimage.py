@@ -2,7 +2,7 @@
 """Writes a one-layer container image as a docker-archive tar, for `ctr images import` on the
 test node (no registry, no Docker engine).
 
-    mkimage.py OUT.tar REF --entrypoint /NAME --user UID:GID FILE=PATH_IN_IMAGE ... [--libs BINARY]
+    mkimage.py OUT.tar REF[,REF...] --entrypoint /NAME --user UID:GID FILE=PATH_IN_IMAGE ... [--libs BINARY]
 
 The layer holds the given files, /etc/passwd and /etc/group (root, nobody, nonroot), an empty
 /tmp, the system's CA bundle, and with --libs the shared libraries BINARY needs (as ldd lists
@@ -30,7 +30,7 @@ def libraries(binary):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("out")
-    p.add_argument("ref")
+    p.add_argument("ref", help="the image's names, comma-separated")
     p.add_argument("files", nargs="*", help="HOST_FILE=PATH_IN_IMAGE")
     p.add_argument("--entrypoint", required=True)
     p.add_argument("--user", default="65532:65532")
@@ -88,7 +88,7 @@ def main():
     }
     config_bytes = json.dumps(config).encode()
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-    manifest = [{"Config": config_name, "RepoTags": [a.ref], "Layers": ["layer.tar"]}]
+    manifest = [{"Config": config_name, "RepoTags": a.ref.split(","), "Layers": ["layer.tar"]}]
     with tarfile.open(a.out + ".tmp", mode="w") as out:
         for name, data in [("layer.tar", layer_bytes), (config_name, config_bytes), ("manifest.json", json.dumps(manifest).encode())]:
             info = tarfile.TarInfo(name)

@@ -235,7 +235,7 @@ pub struct SearchMetrics {
 }
 
 impl SearchMetrics {
-    fn new(registry: &Registry) -> prometheus::Result<Self> {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let queries = IntCounterVec::new(
             Opts::new("hangar_tool_search_queries_total", "Tool searches by outcome: found, empty, invalid"),
             &["outcome"],
@@ -258,10 +258,19 @@ impl SearchMetrics {
             ),
             &["outcome"],
         )?;
-        registry.register(Box::new(queries.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(called_rank.clone()))?;
-        registry.register(Box::new(next_call.clone()))?;
-        Ok(Self { queries, duration, called_rank, next_call })
+        let metrics = Self { queries, duration, called_rank, next_call };
+        for collector in metrics.collectors() {
+            registry.register(collector)?;
+        }
+        Ok(metrics)
+    }
+
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.queries.clone()),
+            Box::new(self.duration.clone()),
+            Box::new(self.called_rank.clone()),
+            Box::new(self.next_call.clone()),
+        ]
     }
 }

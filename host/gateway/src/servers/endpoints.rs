@@ -67,7 +67,7 @@ impl Endpoints {
 
     /// The pods' URLs now (none: back to the registered endpoint). Members still listed keep
     /// their connections and sessions; the sessions of members gone are forgotten.
-    pub fn set(&self, urls: &[String]) -> bool {
+    pub fn set(&self, urls: &[String]) {
         let mut members = self.members.write().unwrap();
         let now: Vec<&str> = members.iter().map(|m| m.endpoint.as_str()).collect();
         let wanted: Vec<&str> = match urls.is_empty() {
@@ -75,7 +75,7 @@ impl Endpoints {
             false => urls.iter().map(String::as_str).collect(),
         };
         if now == wanted {
-            return false;
+            return;
         }
         let mut kept: HashMap<String, Arc<HttpBackend>> = members.drain(..).map(|m| (m.endpoint.clone(), m)).collect();
         *members = wanted
@@ -88,7 +88,6 @@ impl Endpoints {
             .collect();
         let members_now: Vec<&str> = members.iter().map(|m| m.endpoint.as_str()).collect();
         self.sessions.lock().unwrap().retain(|_, m| members_now.contains(&m.endpoint.as_str()));
-        true
     }
 
     /// The members' URLs, for status.

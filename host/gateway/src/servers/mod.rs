@@ -310,10 +310,9 @@ impl Backend {
     }
 
     /// A cluster server's ready pods, as URLs (none: its registered endpoint, the Service).
-    pub fn set_pods(&self, urls: &[String]) -> bool {
-        match self {
-            Backend::Http(endpoints) => endpoints.set(urls),
-            Backend::Stdio(_) => false,
+    pub fn set_pods(&self, urls: &[String]) {
+        if let Backend::Http(endpoints) = self {
+            endpoints.set(urls);
         }
     }
 
