@@ -24,6 +24,11 @@ for tool in containerd runc ctr /usr/lib/cni/bridge; do
   command -v "$tool" >/dev/null || { echo "node-up.sh: $tool is missing (apt-get install containerd runc containernetworking-plugins)" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "node-up.sh: a node needs root (containerd, cgroups, a bridge)" >&2; exit 1; }
+# A pod's call to a Service whose pod is on the same bridge comes back through the host's
+# conntrack only when bridged traffic passes iptables (a host-wide setting, not changed here).
+if [ "${KUBE_PROXY:-0}" = 1 ] && [ "$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null)" != 1 ]; then
+  echo "node-up.sh: KUBE_PROXY=1 needs bridged traffic to pass iptables: modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1" >&2; exit 1
+fi
 if ip link show "$bridge" >/dev/null 2>&1; then
   echo "node-up.sh: $bridge exists: another test node runs on this machine (or node-down.sh was not run)" >&2; exit 1
 fi

@@ -199,9 +199,7 @@ impl GatewayMetrics {
             server_operation,
             client_operation,
         };
-        for collector in metrics.collectors() {
-            registry.register(collector)?;
-        }
+        hangar_telemetry::register(registry, metrics.collectors())?;
         Ok(metrics)
     }
 

@@ -52,7 +52,7 @@ fn the_guides_examples_validate() {
     let out = hangar(&["validate", "examples/kubernetes/"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("11 Hangar resources valid"), "{text}");
+    assert!(text.contains("12 Hangar resources valid"), "{text}");
     let all = hangar(&["validate", "examples/"]);
     assert!(all.status.success(), "every example validates, the local demo too: {}", stdout(&all));
     assert!(text.contains("skipped NetworkPolicy"), "other kinds are skipped with a note: {text}");

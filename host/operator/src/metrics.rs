@@ -41,9 +41,7 @@ impl Metrics {
                 &["namespace", "name"],
             )?,
         };
-        for collector in m.collectors() {
-            registry.register(collector)?;
-        }
+        hangar_telemetry::register(registry, m.collectors())?;
         Ok(m)
     }
 

@@ -40,9 +40,7 @@ impl PluginMetrics {
             &["plugin"],
         )?;
         let metrics = Self { faults, compilations, reloads, breaker };
-        for collector in metrics.collectors() {
-            registry.register(collector)?;
-        }
+        hangar_telemetry::register(registry, metrics.collectors())?;
         Ok(metrics)
     }
 

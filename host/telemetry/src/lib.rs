@@ -12,6 +12,15 @@ pub mod trace_context;
 /// out, so with no exporter configured no subscriber wants them and they cost a relaxed load.
 pub const SPANS: &str = "hangar_trace";
 
+/// Registers a component's metrics, each struct listing its own (`collectors()`, also what the
+/// generated metrics reference reads), so a metric is never registered without being listed.
+pub fn register(
+    registry: &prometheus::Registry,
+    collectors: Vec<Box<dyn prometheus::core::Collector>>,
+) -> prometheus::Result<()> {
+    collectors.into_iter().try_for_each(|c| registry.register(c))
+}
+
 /// Marks a span as failed, with its `error.type` (the span must declare both fields).
 pub fn failed(span: &tracing::Span, error_type: &str) {
     span.record("error.type", error_type);

@@ -259,9 +259,7 @@ impl SearchMetrics {
             &["outcome"],
         )?;
         let metrics = Self { queries, duration, called_rank, next_call };
-        for collector in metrics.collectors() {
-            registry.register(collector)?;
-        }
+        hangar_telemetry::register(registry, metrics.collectors())?;
         Ok(metrics)
     }
 
