@@ -98,7 +98,7 @@ export HANGAR_BIN="$CARGO_TARGET_DIR/debug/hangar"
 # The real node's tests mostly wait for pods: they run beside the others (their own control
 # plane and node), and their output follows the others' at the end.
 node_log="$CARGO_TARGET_DIR/pytest-node.log"
-"$VENV/bin/pytest" -q tests/python/test_node.py --basetemp "$CARGO_TARGET_DIR/pytest-node" > "$node_log" 2>&1 &
+"$VENV/bin/pytest" -q tests/python/test_node.py --basetemp "$CARGO_TARGET_DIR/pytest-node" --durations=5 > "$node_log" 2>&1 &
 node_tests=$!
 others=0
 "$VENV/bin/pytest" -q tests/python --ignore=tests/python/test_node.py || others=$?

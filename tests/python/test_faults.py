@@ -162,6 +162,48 @@ def test_sigterm_drains_a_call_in_flight_before_exiting(start, tmp_path):
     assert "draining calls in flight" in text, text[-2000:]
 
 
+def test_sigterm_ends_the_streams_that_are_no_call_instead_of_waiting_out_the_drain(start):
+    """The operator's event stream (`GET /api/v1/events`) and a session's standalone GET stream
+    never end by themselves. A stop ends both (their clients reconnect, to another replica) and
+    Hangar exits at once, rather than holding a rollout for its whole 20 s drain."""
+    from test_transparent import initialize
+    key = "a-secret-nobody-else-sees"
+    h = start({"notes.yaml": notes_server("notes")}, env={"HANGAR_API_KEY": key})
+    wait_tools(h.url, {"notes__add_note"})
+    session = initialize(h.url, "2025-11-25")
+    streams = {
+        "events": urllib.request.Request(h.base + "/api/v1/events", headers={"authorization": f"Bearer {key}"}),
+        "session": urllib.request.Request(h.url, headers={"accept": "text/event-stream", "mcp-session-id": session,
+                                                          "mcp-protocol-version": "2025-11-25"}),
+    }
+    ended: dict[str, float] = {}
+
+    def follow(name: str, request):
+        with urllib.request.urlopen(request, timeout=60) as r:
+            assert r.status == 200 and r.headers["content-type"].startswith("text/event-stream")
+            opened.release()
+            while r.read1(4096):
+                pass
+        ended[name] = time.monotonic()
+
+    opened = threading.Semaphore(0)
+    threads = [threading.Thread(target=follow, args=item, daemon=True) for item in streams.items()]
+    for thread in threads:
+        thread.start()
+    for _ in streams:
+        assert opened.acquire(timeout=30), "both streams opened"
+    stopped = time.monotonic()
+    h.proc.send_signal(signal.SIGTERM)
+    assert h.proc.wait(timeout=60) == 0
+    exited = time.monotonic() - stopped
+    for thread in threads:
+        thread.join(timeout=10)
+    assert set(ended) == {"events", "session"}, f"both streams ended: {ended}"
+    # The drain's bound is 20 s; streams that held it would keep Hangar that long.
+    assert exited < 10, f"Hangar took {exited:.1f}s to exit with two idle streams open"
+    assert "calls still in flight" not in (h.folder / "hangar.log").read_text()
+
+
 def test_stdio_servers_do_not_inherit_hangars_secrets(start, tmp_path):
     probe = (
         "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {name: probe}\n"

@@ -31,6 +31,7 @@ def test_rendered_objects_validate_against_kubernetes_schemas(rendered, version)
 
 
 def test_pods_carry_the_secure_defaults_and_the_network_policy_label(rendered):
+    bridged = 0
     for d in (d for d in rendered if d["kind"] == "Deployment"):
         pod = d["spec"]["template"]
         assert pod["metadata"]["labels"]["mcp-hangar.io/mcp_server"] == "true"
@@ -41,5 +42,7 @@ def test_pods_carry_the_secure_defaults_and_the_network_policy_label(rendered):
             assert sc["runAsUser"] == 1000 and sc["readOnlyRootFilesystem"] is False
         else:
             assert sc["runAsUser"] == 65534 and sc["readOnlyRootFilesystem"] is True
-        if d["metadata"]["name"] == "everything":
+        if pod["spec"]["containers"][0]["image"] == "node:20-slim":  # the local demo's stdio `everything`
             assert pod["spec"]["containers"][0]["args"][:2] == ["bridge", "--listen"], "stdio servers run under the bridge"
+            bridged += 1
+    assert bridged == 1, "the local demo's stdio server was rendered"

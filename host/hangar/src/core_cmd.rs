@@ -192,6 +192,7 @@ pub async fn serve_until_ctrl_c(
     limits: Limits,
 ) -> anyhow::Result<()> {
     gateway.configure_tool_search(limits.tool_search.settings()?);
+    let stopping = gateway.clone();
     let sessions = SessionKeys::from_env().with_lifetime(limits.session_lifetime.as_std());
     let mut state = client::AppState::new(gateway, sessions, registry, api_key);
     state.max_body_bytes = limits.max_body_bytes;
@@ -220,7 +221,11 @@ pub async fn serve_until_ctrl_c(
         header_timeout: limits.header_timeout.as_std(),
         ..Default::default()
     };
-    listen::serve(listener, client::router(Arc::new(state)), connections, stop_signal()).await;
+    let stop = async move {
+        stop_signal().await;
+        stopping.begin_stopping();
+    };
+    listen::serve(listener, client::router(Arc::new(state)), connections, stop).await;
     tracing::info!("stopped; stopping servers");
     Ok(())
 }

@@ -292,7 +292,7 @@ async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resul
     let stream = BroadcastStream::new(state.gateway.events_out.subscribe())
         .filter_map(|e| e.ok())
         .map(|e: Value| Ok::<_, Infallible>(Event::default().data(e.to_string())));
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(state.gateway.until_stopping(stream)).keep_alive(KeepAlive::default()).into_response())
 }
 
 fn openapi() -> Value {

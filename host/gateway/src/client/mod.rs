@@ -241,7 +241,7 @@ async fn get_mcp(
             let stream = everyone.merge(own).filter_map(|e| e.ok()).map(|notice| {
                 Ok::<_, std::convert::Infallible>(Event::default().event("message").data(notice.to_string()))
             });
-            Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+            Sse::new(state.gateway.until_stopping(stream)).keep_alive(KeepAlive::default()).into_response()
         }
         Some(_) => StatusCode::NOT_FOUND.into_response(),
         // The stateless revision has no standalone stream.

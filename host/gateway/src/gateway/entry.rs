@@ -190,7 +190,9 @@ pub(crate) async fn lifecycle(
     events: broadcast::Sender<Value>,
     refresh: mpsc::UnboundedSender<BackendEvent>,
 ) {
-    let mut last_check = Instant::now();
+    // None: check at the next chance (a server that just came up is checked at once, so its
+    // status is Ready without waiting a whole interval for the first check).
+    let mut last_check: Option<Instant> = None;
     let mut last_state = None;
     let mut was_live = false;
     loop {
@@ -204,6 +206,7 @@ pub(crate) async fn lifecycle(
             // Idle time counts from becoming ready, never from before or during a start; a
             // server that came up without its tools known (its first start was too slow) lists them now.
             s.touch();
+            last_check = None;
             if s.tools.read().unwrap().is_empty() {
                 let method = "notifications/tools/list_changed".to_string();
                 let _ = refresh.send(BackendEvent { server: s.name.clone(), method, params: Value::Null });
@@ -213,9 +216,9 @@ pub(crate) async fn lifecycle(
         let unreachable = s.backend.is_remote() && s.start_failed.load(Ordering::Relaxed);
         if spec.health_check.enabled
             && (live || unreachable)
-            && last_check.elapsed() >= spec.health_check.interval.as_std()
+            && last_check.is_none_or(|at| at.elapsed() >= spec.health_check.interval.as_std())
         {
-            last_check = Instant::now();
+            last_check = Some(Instant::now());
             let ok = s.check_health().await;
             let failures = s.health_failures.load(Ordering::Relaxed);
             if !ok {

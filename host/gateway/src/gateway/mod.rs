@@ -57,6 +57,8 @@ pub struct Gateway {
     pub(crate) client_sessions: client_sessions::ClientSessions,
     /// Tool search's settings, index and ranker.
     pub tool_search: tool_search::ToolSearch,
+    /// Set when the process begins to stop: streams that are no call end then.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Who calls and how: the caller's identity for the policy, the session's group-member pin, and
@@ -165,6 +167,7 @@ impl Gateway {
             events_out: broadcast::channel(256).0,
             client_sessions: Default::default(),
             tool_search: tool_search::ToolSearch::new(registry)?,
+            stopping: tokio::sync::watch::channel(false).0,
         });
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
@@ -415,6 +418,24 @@ impl Gateway {
     }
 
     /// A member of `group`: the server of that name in the group's own namespace.
+    /// Ends every stream made with [`Self::until_stopping`]: the process is stopping.
+    pub fn begin_stopping(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// `stream`, ended when the process begins to stop. For streams that are no call in flight
+    /// (the operator's event stream, a session's standalone GET stream): a stop drains calls, and
+    /// would otherwise wait its whole bound for streams that never end; their clients reconnect.
+    pub fn until_stopping<S: futures_util::Stream>(
+        &self,
+        stream: S,
+    ) -> impl futures_util::Stream<Item = S::Item> + use<S> {
+        let mut stopping = self.stopping.subscribe();
+        futures_util::StreamExt::take_until(stream, async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        })
+    }
+
     pub(crate) fn member(&self, group: &GroupEntry, name: &str) -> Option<Arc<ServerEntry>> {
         self.server(name).filter(|s| s.namespace == group.namespace)
     }
