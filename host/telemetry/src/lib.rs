@@ -1,7 +1,8 @@
 //! What Hangar tells operators about each call, apart from metrics: the W3C trace context it
 //! continues from a client and passes on to servers (spans are plain `tracing` spans of the
 //! target [`SPANS`]; the binary decides whether they are exported), and the audit log.
-//! Builds without an exporter: only the `hangar` binary links the OTLP SDK.
+//! Builds without an exporter: only the `hangar` binary links the OTLP SDK. Metrics themselves
+//! belong to each component; the one way they are registered is here ([`register`]).
 
 pub mod audit;
 #[cfg(feature = "export")]

@@ -417,7 +417,6 @@ impl Gateway {
             .map(|g| g.name.clone())
     }
 
-    /// A member of `group`: the server of that name in the group's own namespace.
     /// Ends every stream made with [`Self::until_stopping`]: the process is stopping.
     pub fn begin_stopping(&self) {
         self.stopping.send_replace(true);
@@ -436,6 +435,7 @@ impl Gateway {
         })
     }
 
+    /// A member of `group`: the server of that name in the group's own namespace.
     pub(crate) fn member(&self, group: &GroupEntry, name: &str) -> Option<Arc<ServerEntry>> {
         self.server(name).filter(|s| s.namespace == group.namespace)
     }
